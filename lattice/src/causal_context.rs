@@ -1,0 +1,209 @@
+//! Dots and causal contexts: which writes a replica has seen, in compact form.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{IsBot, IsTop, Merge, ReplicaId};
+
+/// One write event: the `counter`-th write by `replica`. Each dot is created once, by its
+/// replica, so it names that write everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Dot {
+    /// The replica that made the write.
+    pub replica: ReplicaId,
+    /// Its sequence number at that replica, from 1.
+    pub counter: u64,
+}
+
+impl Dot {
+    /// The `counter`-th write of `replica`.
+    pub fn new(replica: ReplicaId, counter: u64) -> Self {
+        Dot { replica, counter }
+    }
+}
+
+/// The set of dots a replica has seen, stored compactly: for each replica a contiguous
+/// prefix `1..=n` (a version vector) plus the few dots seen out of order (the "cloud").
+///
+/// It is a lattice (a grow-only set of dots). Observed-remove CRDTs use it instead of
+/// tombstones: a dot that is in the context but no longer in the state was removed.
+///
+/// ```
+/// use calm_lattice::{CausalContext, Dot, ReplicaId};
+/// let r = ReplicaId(1);
+/// let mut cc = CausalContext::default();
+/// cc.insert(Dot::new(r, 2)); // out of order: kept in the cloud
+/// assert!(!cc.contains(&Dot::new(r, 1)));
+/// cc.insert(Dot::new(r, 1)); // fills the gap: compacts to 1..=2
+/// assert!(cc.contains(&Dot::new(r, 2)));
+/// assert_eq!(cc.next_dot(r), Dot::new(r, 3));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CausalContext {
+    /// Per replica, every dot `1..=n` has been seen. Replicas at 0 are absent.
+    prefix: BTreeMap<ReplicaId, u64>,
+    /// Dots seen beyond their replica's prefix, never `prefix + 1` (that would be compacted).
+    cloud: BTreeSet<Dot>,
+}
+
+impl CausalContext {
+    /// A context holding exactly `dots`.
+    pub fn from_dots(dots: impl IntoIterator<Item = Dot>) -> Self {
+        let mut cc = CausalContext::default();
+        for dot in dots {
+            cc.cloud.insert(dot);
+        }
+        cc.compact();
+        cc
+    }
+
+    /// Whether `dot` has been seen.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        dot.counter <= self.prefix_of(dot.replica) || self.cloud.contains(dot)
+    }
+
+    /// Records `dot` as seen; returns whether it was new.
+    pub fn insert(&mut self, dot: Dot) -> bool {
+        if dot.counter == 0 || self.contains(&dot) {
+            return false;
+        }
+        self.cloud.insert(dot);
+        self.compact();
+        true
+    }
+
+    /// The next dot `replica` should use for a new write.
+    pub fn next_dot(&self, replica: ReplicaId) -> Dot {
+        let in_cloud = self
+            .cloud
+            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
+            .next_back()
+            .map_or(0, |d| d.counter);
+        Dot::new(replica, self.prefix_of(replica).max(in_cloud) + 1)
+    }
+
+    /// Every dot seen, replica by replica. Its length is the number of writes ever seen, so
+    /// this is for small contexts and tests.
+    pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.prefix
+            .iter()
+            .flat_map(|(&r, &n)| (1..=n).map(move |c| Dot::new(r, c)))
+            .chain(self.cloud.iter().copied())
+    }
+
+    fn prefix_of(&self, replica: ReplicaId) -> u64 {
+        self.prefix.get(&replica).copied().unwrap_or(0)
+    }
+
+    /// Restores the canonical form: cloud dots covered by or adjacent to the prefix move in.
+    fn compact(&mut self) {
+        let prefix = &mut self.prefix;
+        // BTreeSet::retain visits dots in order, so a run r:5, r:6, r:7 folds in one pass.
+        self.cloud.retain(|dot| {
+            let n = prefix.entry(dot.replica).or_insert(0);
+            let keep = if dot.counter <= *n {
+                false
+            } else if dot.counter == *n + 1 {
+                *n += 1;
+                false
+            } else {
+                true
+            };
+            if *n == 0 {
+                prefix.remove(&dot.replica);
+            }
+            keep
+        });
+    }
+}
+
+impl Merge for CausalContext {
+    fn merge(&mut self, other: Self) -> bool {
+        let mut changed = false;
+        for (r, n) in other.prefix {
+            let mine = self.prefix.entry(r).or_insert(0);
+            if n > *mine {
+                *mine = n;
+                changed = true;
+            }
+        }
+        for dot in other.cloud {
+            if !self.contains(&dot) {
+                self.cloud.insert(dot);
+                changed = true;
+            }
+        }
+        self.compact();
+        changed
+    }
+}
+
+impl PartialOrd for CausalContext {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        // Canonical form: `a`'s prefix for r is covered by `b` only through `b`'s prefix.
+        let le = |a: &Self, b: &Self| {
+            a.prefix.iter().all(|(r, n)| *n <= b.prefix_of(*r))
+                && a.cloud.iter().all(|d| b.contains(d))
+        };
+        match (le(self, other), le(other, self)) {
+            (true, true) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Less),
+            (false, true) => Some(Ordering::Greater),
+            (false, false) => None,
+        }
+    }
+}
+
+impl IsBot for CausalContext {
+    fn is_bot(&self) -> bool {
+        self.prefix.is_empty() && self.cloud.is_empty()
+    }
+}
+
+impl IsTop for CausalContext {
+    fn is_top(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::laws;
+
+    fn contexts() -> impl Strategy<Value = Vec<CausalContext>> {
+        proptest::collection::vec(
+            proptest::collection::vec((0u64..3, 1u64..6), 0..6).prop_map(|dots| {
+                CausalContext::from_dots(dots.into_iter().map(|(r, c)| Dot::new(ReplicaId(r), c)))
+            }),
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn causal_context_laws(items in contexts()) {
+            laws::check_all(&items);
+        }
+
+        #[test]
+        fn compact_form_is_canonical(dots in proptest::collection::vec((0u64..3, 1u64..8), 0..12)) {
+            let dots: Vec<Dot> = dots.into_iter().map(|(r, c)| Dot::new(ReplicaId(r), c)).collect();
+            let all_at_once = CausalContext::from_dots(dots.iter().copied());
+            let mut one_by_one = CausalContext::default();
+            for d in dots.iter().rev() {
+                one_by_one.insert(*d);
+            }
+            prop_assert_eq!(&all_at_once, &one_by_one);
+            for d in &dots {
+                prop_assert!(all_at_once.contains(d));
+            }
+            let listed: BTreeSet<Dot> = all_at_once.dots().collect();
+            prop_assert_eq!(listed, dots.into_iter().collect::<BTreeSet<_>>());
+        }
+    }
+}

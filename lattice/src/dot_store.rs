@@ -1,0 +1,132 @@
+//! The state shared by the observed-remove CRDTs: entries tagged with dots, and the causal
+//! context of every dot seen. Private: [`OrSet`](crate::OrSet) and
+//! [`OrMap`](crate::OrMap) wrap it.
+
+use std::collections::BTreeMap;
+
+use crate::{CausalContext, Dot, Merge, ReplicaId};
+
+/// Keys, each with the dots that wrote it and the value written under each dot, plus the
+/// causal context. A dot in the context but not among the entries was removed; merge uses
+/// that instead of tombstones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "K: serde::Serialize, V: serde::Serialize",
+        deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"
+    ))
+)]
+pub(crate) struct DotStore<K, V> {
+    pub(crate) entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    pub(crate) context: CausalContext,
+}
+
+impl<K, V> Default for DotStore<K, V> {
+    fn default() -> Self {
+        DotStore {
+            entries: BTreeMap::new(),
+            context: CausalContext::default(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
+    /// Replaces every observed write of `key` with one new write of `value` by `replica`;
+    /// returns the delta.
+    pub(crate) fn write(&mut self, replica: ReplicaId, key: K, value: V) -> Self {
+        let dot = self.context.next_dot(replica);
+        let old = self
+            .entries
+            .insert(key.clone(), BTreeMap::from([(dot, value.clone())]));
+        self.context.insert(dot);
+        let seen = old.into_iter().flat_map(BTreeMap::into_keys);
+        DotStore {
+            entries: BTreeMap::from([(key, BTreeMap::from([(dot, value)]))]),
+            context: CausalContext::from_dots(seen.chain([dot])),
+        }
+    }
+
+    /// Removes every observed write of `key`; returns the delta (empty if it was absent).
+    pub(crate) fn remove(&mut self, key: &K) -> Self {
+        let old = self.entries.remove(key);
+        DotStore {
+            entries: BTreeMap::new(),
+            context: CausalContext::from_dots(old.into_iter().flat_map(BTreeMap::into_keys)),
+        }
+    }
+
+    /// Removes every observed write of every key; returns the delta.
+    pub(crate) fn clear(&mut self) -> Self {
+        let old = std::mem::take(&mut self.entries);
+        DotStore {
+            entries: BTreeMap::new(),
+            context: CausalContext::from_dots(old.into_values().flat_map(BTreeMap::into_keys)),
+        }
+    }
+
+    /// Splits the state into atoms: one per live (key, dot), plus one per removed dot.
+    pub(crate) fn atomize(self) -> impl Iterator<Item = Self> {
+        let live: Vec<Dot> = self
+            .entries
+            .values()
+            .flat_map(|d| d.keys().copied())
+            .collect();
+        let removed: Vec<Dot> = self.context.dots().filter(|d| !live.contains(d)).collect();
+        let entry_atoms = self.entries.into_iter().flat_map(|(k, dots)| {
+            dots.into_iter().map(move |(dot, v)| DotStore {
+                entries: BTreeMap::from([(k.clone(), BTreeMap::from([(dot, v)]))]),
+                context: CausalContext::from_dots([dot]),
+            })
+        });
+        let removal_atoms = removed.into_iter().map(|dot| DotStore {
+            entries: BTreeMap::new(),
+            context: CausalContext::from_dots([dot]),
+        });
+        entry_atoms.chain(removal_atoms)
+    }
+
+    pub(crate) fn is_bot(&self) -> bool {
+        use crate::IsBot;
+        self.entries.is_empty() && self.context.is_bot()
+    }
+}
+
+impl<K: Ord, V: Merge> Merge for DotStore<K, V> {
+    fn merge(&mut self, other: Self) -> bool {
+        let mut changed = false;
+        // A dot survives if both sides have it, or one side has it and the other has never
+        // seen it. One the other side has seen but dropped was removed there.
+        let mut incoming = other.entries;
+        self.entries.retain(|key, dots| {
+            let theirs = incoming.remove(key);
+            let before = dots.len();
+            dots.retain(|dot, _| {
+                theirs.as_ref().is_some_and(|t| t.contains_key(dot)) || !other.context.contains(dot)
+            });
+            changed |= dots.len() != before;
+            for (dot, v) in theirs.into_iter().flatten() {
+                if let Some(mine) = dots.get_mut(&dot) {
+                    changed |= mine.merge(v);
+                } else if !self.context.contains(&dot) {
+                    dots.insert(dot, v);
+                    changed = true;
+                }
+            }
+            !dots.is_empty()
+        });
+        for (key, theirs) in incoming {
+            let fresh: BTreeMap<Dot, V> = theirs
+                .into_iter()
+                .filter(|(dot, _)| !self.context.contains(dot))
+                .collect();
+            if !fresh.is_empty() {
+                self.entries.insert(key, fresh);
+                changed = true;
+            }
+        }
+        changed |= self.context.merge(other.context);
+        changed
+    }
+}

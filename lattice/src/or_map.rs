@@ -1,0 +1,228 @@
+//! [`OrMap`]: an observed-remove map whose values are lattices.
+
+use std::cmp::Ordering;
+
+use crate::dot_store::DotStore;
+use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, order_by_merge};
+
+/// A map from keys to lattice values with removal: updates merge, a remove drops what it has
+/// observed, and an update concurrent with a remove wins (the key stays).
+///
+/// An update reads the key's current value, changes it, and writes the result under a fresh
+/// [`Dot`](crate::Dot) that replaces every write of that key this replica has seen. A key's
+/// value is the merge of its surviving writes: concurrent updates on different replicas
+/// both survive and merge. A remove concurrent with an update keeps the key with the value
+/// that update wrote (which includes what it had seen before).
+///
+/// ```
+/// use calm_lattice::{Merge, OrMap, PNCounter, ReplicaId};
+/// let (a, b) = (ReplicaId(1), ReplicaId(2));
+/// let mut cart_a = OrMap::<&str, PNCounter>::default();
+/// let mut cart_b = cart_a.clone();
+/// let d1 = cart_a.update(a, "apple", |n| { n.increment(a, 2); });
+/// let d2 = cart_b.update(b, "apple", |n| { n.increment(b, 1); });
+/// cart_a.merge(d2);
+/// cart_b.merge(d1);
+/// assert_eq!(cart_a, cart_b);
+/// assert_eq!(cart_a.get(&"apple").unwrap().value(), 3);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "K: serde::Serialize, L: serde::Serialize",
+        deserialize = "K: serde::Deserialize<'de> + Ord, L: serde::Deserialize<'de>"
+    ))
+)]
+pub struct OrMap<K, L>(DotStore<K, L>);
+
+impl<K, L> Default for OrMap<K, L> {
+    fn default() -> Self {
+        OrMap(DotStore::default())
+    }
+}
+
+impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
+    /// Applies `change` to the current value of `key` (bottom if absent) as a write of
+    /// `replica`; returns the delta.
+    pub fn update(&mut self, replica: ReplicaId, key: K, change: impl FnOnce(&mut L)) -> Self {
+        let mut value = self.get(&key).unwrap_or_default();
+        change(&mut value);
+        OrMap(self.0.write(replica, key, value))
+    }
+
+    /// Removes `key` as far as this replica has seen it; returns the delta.
+    pub fn remove(&mut self, key: &K) -> Self {
+        OrMap(self.0.remove(key))
+    }
+
+    /// Removes every key seen; returns the delta.
+    pub fn clear(&mut self) -> Self {
+        OrMap(self.0.clear())
+    }
+
+    /// The value of `key`: the merge of its surviving writes.
+    pub fn get(&self, key: &K) -> Option<L> {
+        let writes = self.0.entries.get(key)?;
+        Some(
+            writes
+                .values()
+                .cloned()
+                .fold(L::default(), |acc, v| acc.merge_owned(v)),
+        )
+    }
+
+    /// Whether `key` is present. Not monotone: a later remove can make it false.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.0.entries.contains_key(key)
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.0.entries.keys()
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.0.entries.len()
+    }
+
+    /// Whether the map has no key.
+    pub fn is_empty(&self) -> bool {
+        self.0.entries.is_empty()
+    }
+
+    /// The entries in key order, with each value merged from its writes.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, L)> {
+        self.0
+            .entries
+            .keys()
+            .map(|k| (k, self.get(k).unwrap_or_default()))
+    }
+}
+
+impl<K: Ord, L: Merge> Merge for OrMap<K, L> {
+    fn merge(&mut self, other: Self) -> bool {
+        self.0.merge(other.0)
+    }
+}
+
+impl<K: Ord + Clone, L: Merge + Clone + Eq> PartialOrd for OrMap<K, L> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        order_by_merge(self, other)
+    }
+}
+
+impl<K: Ord + Clone, L: Merge + Clone> IsBot for OrMap<K, L> {
+    fn is_bot(&self) -> bool {
+        self.0.is_bot()
+    }
+}
+
+impl<K, L> IsTop for OrMap<K, L> {
+    fn is_top(&self) -> bool {
+        false
+    }
+}
+
+impl<K: Ord + Clone, L: Merge + Clone> Atomize for OrMap<K, L> {
+    type Atom = Self;
+
+    /// One atom per surviving write and one per removed dot; costs as much as the number of
+    /// writes ever seen.
+    fn atomize(self) -> impl Iterator<Item = Self> {
+        self.0.atomize().map(OrMap)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{PNCounter, laws};
+
+    type Cart = OrMap<u8, PNCounter>;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Incr(usize, u8, u8),
+        Decr(usize, u8, u8),
+        Remove(usize, u8),
+        Sync(usize, usize),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            prop_oneof![
+                (0usize..3, 0u8..3, 1u8..4).prop_map(|(r, k, n)| Op::Incr(r, k, n)),
+                (0usize..3, 0u8..3, 1u8..4).prop_map(|(r, k, n)| Op::Decr(r, k, n)),
+                (0usize..3, 0u8..3).prop_map(|(r, k)| Op::Remove(r, k)),
+                (0usize..3, 0usize..3).prop_map(|(a, b)| Op::Sync(a, b)),
+            ],
+            0..10,
+        )
+    }
+
+    fn replay(ops: &[Op]) -> Vec<Cart> {
+        let mut replicas = vec![Cart::default(); 3];
+        for op in ops {
+            match *op {
+                Op::Incr(r, k, n) => {
+                    let id = ReplicaId(r as u64);
+                    replicas[r].update(id, k, |c| {
+                        c.increment(id, u64::from(n));
+                    });
+                }
+                Op::Decr(r, k, n) => {
+                    let id = ReplicaId(r as u64);
+                    replicas[r].update(id, k, |c| {
+                        c.decrement(id, u64::from(n));
+                    });
+                }
+                Op::Remove(r, k) => {
+                    replicas[r].remove(&k);
+                }
+                Op::Sync(a, b) => {
+                    let from = replicas[b].clone();
+                    replicas[a].merge(from);
+                }
+            }
+        }
+        replicas
+    }
+
+    proptest! {
+        #[test]
+        fn or_map_laws(ops in ops()) {
+            let items = replay(&ops);
+            laws::check_all(&items);
+            laws::check_atomize(&items);
+        }
+
+        #[test]
+        fn or_map_deltas(ops in ops(), r in 0u64..3, k in 0u8..3) {
+            let items = replay(&ops);
+            let id = ReplicaId(r);
+            for m in &items {
+                laws::check_delta(m, &items, |m| m.update(id, k, |c| { c.increment(id, 1); }));
+                laws::check_delta(m, &items, |m| m.remove(&k));
+                laws::check_delta(m, &items, |m| m.clear());
+            }
+        }
+    }
+
+    #[test]
+    fn remove_wins_over_what_it_observed() {
+        let a = ReplicaId(1);
+        let mut m = Cart::default();
+        m.update(a, 1, |c| {
+            c.increment(a, 5);
+        });
+        let stale = m.clone();
+        m.remove(&1);
+        assert!(!m.clone().merge_owned(stale).contains_key(&1));
+    }
+}

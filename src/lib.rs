@@ -1,0 +1,19 @@
+//! calm: coordination-free cloud programming.
+//!
+//! calm is named after the CALM theorem (Consistency As Logical Monotonicity): programs
+//! whose state only grows in a lattice need no coordination to be consistent. This facade
+//! crate re-exports calm's members:
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`lattice`] | `calm-lattice` | lattices and delta-state CRDTs, monotone functions, law checkers |
+//!
+//! ```
+//! use calm::lattice::{Merge, Max};
+//! let mut m = Max::new(1);
+//! assert!(m.merge(Max::new(2)));
+//! ```
+
+pub use calm_lattice as lattice;
+
+pub mod demo;
