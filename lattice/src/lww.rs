@@ -88,12 +88,22 @@ impl<T: Ord + Clone> Lww<T> {
 
 impl<T: Ord> Merge for Lww<T> {
     fn merge(&mut self, other: Self) -> bool {
-        if other.0 > self.0 {
-            self.0 = other.0;
-            true
-        } else {
-            false
+        let Some((stamp, value)) = other.0 else {
+            return false;
+        };
+        // Stamps almost always differ; the value is compared only on a reused stamp.
+        let wins = match &self.0 {
+            None => true,
+            Some((mine, my_value)) => match stamp.cmp(mine) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => value > *my_value,
+            },
+        };
+        if wins {
+            self.0 = Some((stamp, value));
         }
+        wins
     }
 }
 
