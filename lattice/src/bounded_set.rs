@@ -22,6 +22,7 @@ use crate::{Atomize, IsBot, IsTop, Merge};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "BoundedSetParts<T>"))]
 #[cfg_attr(
     feature = "serde",
     serde(bound(
@@ -34,6 +35,26 @@ pub enum BoundedSet<T, const N: usize> {
     Elements(BTreeSet<T>),
     /// More than `N` distinct elements were seen (top).
     Overflow,
+}
+
+/// The encoded form of a [`BoundedSet`]; decoding turns more than `N` elements into
+/// `Overflow`, as merging them would.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(bound(deserialize = "T: serde::Deserialize<'de> + Ord"))]
+enum BoundedSetParts<T> {
+    Elements(BTreeSet<T>),
+    Overflow,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Ord, const N: usize> From<BoundedSetParts<T>> for BoundedSet<T, N> {
+    fn from(parts: BoundedSetParts<T>) -> Self {
+        match parts {
+            BoundedSetParts::Elements(items) => BoundedSet::new_from(items),
+            BoundedSetParts::Overflow => BoundedSet::Overflow,
+        }
+    }
 }
 
 impl<T, const N: usize> Default for BoundedSet<T, N> {

@@ -41,6 +41,7 @@ impl Dot {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "CausalContextParts"))]
 pub struct CausalContext {
     /// Per replica, every dot `1..=n` has been seen. Replicas at 0 are absent.
     prefix: BTreeMap<ReplicaId, u64>,
@@ -48,13 +49,32 @@ pub struct CausalContext {
     cloud: BTreeSet<Dot>,
 }
 
+/// The encoded form of a [`CausalContext`], which may not be canonical (zero prefixes,
+/// cloud dots that belong in the prefix); decoding restores the canonical form.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct CausalContextParts {
+    prefix: BTreeMap<ReplicaId, u64>,
+    cloud: BTreeSet<Dot>,
+}
+
+#[cfg(feature = "serde")]
+impl From<CausalContextParts> for CausalContext {
+    fn from(parts: CausalContextParts) -> Self {
+        let mut cc = CausalContext {
+            prefix: parts.prefix.into_iter().filter(|(_, n)| *n > 0).collect(),
+            cloud: parts.cloud.into_iter().filter(|d| d.counter > 0).collect(),
+        };
+        cc.compact();
+        cc
+    }
+}
+
 impl CausalContext {
     /// A context holding exactly `dots`.
     pub fn from_dots(dots: impl IntoIterator<Item = Dot>) -> Self {
         let mut cc = CausalContext::default();
-        for dot in dots {
-            cc.cloud.insert(dot);
-        }
+        cc.cloud.extend(dots.into_iter().filter(|d| d.counter > 0));
         cc.compact();
         cc
     }
@@ -81,7 +101,10 @@ impl CausalContext {
             .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
             .next_back()
             .map_or(0, |d| d.counter);
-        Dot::new(replica, self.prefix_of(replica).max(in_cloud) + 1)
+        Dot::new(
+            replica,
+            self.prefix_of(replica).max(in_cloud).saturating_add(1),
+        )
     }
 
     /// Every dot seen, replica by replica. Its length is the number of writes ever seen, so

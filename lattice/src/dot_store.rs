@@ -11,6 +11,7 @@ use crate::{CausalContext, Dot, Merge, ReplicaId};
 /// that instead of tombstones.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "DotStoreParts<K, V>"))]
 #[cfg_attr(
     feature = "serde",
     serde(bound(
@@ -21,6 +22,34 @@ use crate::{CausalContext, Dot, Merge, ReplicaId};
 pub(crate) struct DotStore<K, V> {
     pub(crate) entries: BTreeMap<K, BTreeMap<Dot, V>>,
     pub(crate) context: CausalContext,
+}
+
+/// The encoded form of a [`DotStore`]. Decoding restores the invariants merge relies on:
+/// no key without dots, and every live dot recorded in the context.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(bound(deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"))]
+struct DotStoreParts<K, V> {
+    entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    context: CausalContext,
+}
+
+#[cfg(feature = "serde")]
+impl<K: Ord, V> From<DotStoreParts<K, V>> for DotStore<K, V> {
+    fn from(parts: DotStoreParts<K, V>) -> Self {
+        let mut store = DotStore {
+            entries: parts.entries,
+            context: parts.context,
+        };
+        store.entries.retain(|_, dots| {
+            dots.retain(|dot, _| dot.counter > 0);
+            !dots.is_empty()
+        });
+        for dot in store.entries.values().flat_map(BTreeMap::keys) {
+            store.context.insert(*dot);
+        }
+        store
+    }
 }
 
 impl<K, V> Default for DotStore<K, V> {

@@ -23,15 +23,23 @@ use crate::{Atomize, IsBot, IsTop, Max, Merge, SetUnionBTreeSet, product_order};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(feature = "serde", serde(from = "BTreeMap<K, V>"))]
 #[cfg_attr(
     feature = "serde",
     serde(bound(
         serialize = "K: serde::Serialize, V: serde::Serialize",
-        deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"
+        deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de> + IsBot"
     ))
 )]
 pub struct MapUnion<K, V>(BTreeMap<K, V>);
+
+// Decoding drops bottom values, so a decoded map is canonical.
+impl<K: Ord, V: IsBot> From<BTreeMap<K, V>> for MapUnion<K, V> {
+    fn from(mut entries: BTreeMap<K, V>) -> Self {
+        entries.retain(|_, v| !v.is_bot());
+        MapUnion(entries)
+    }
+}
 
 impl<K, V> Default for MapUnion<K, V> {
     fn default() -> Self {

@@ -28,6 +28,13 @@ use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, VectorClock};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: serde::Serialize",
+        deserialize = "T: serde::Deserialize<'de> + Ord"
+    ))
+)]
 pub struct SingleKeyCausal<T>(Versions<T>);
 
 impl<T> Default for SingleKeyCausal<T> {

@@ -17,7 +17,7 @@ use crate::{Atomize, IsBot, IsTop, Merge, order_by_merge};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(feature = "serde", serde(from = "BTreeSet<T>"))]
 #[cfg_attr(
     feature = "serde",
     serde(bound(
@@ -26,6 +26,13 @@ use crate::{Atomize, IsBot, IsTop, Merge, order_by_merge};
     ))
 )]
 pub struct TopK<T, const K: usize>(BTreeSet<T>);
+
+// Decoding keeps only the `K` greatest, whatever the encoding held.
+impl<T: Ord, const K: usize> From<BTreeSet<T>> for TopK<T, K> {
+    fn from(items: BTreeSet<T>) -> Self {
+        TopK::new_from(items)
+    }
+}
 
 impl<T, const K: usize> Default for TopK<T, K> {
     fn default() -> Self {

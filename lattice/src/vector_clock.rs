@@ -25,8 +25,15 @@ use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, product_order};
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(feature = "serde", serde(from = "BTreeMap<ReplicaId, u64>"))]
 pub struct VectorClock(BTreeMap<ReplicaId, u64>);
+
+// Decoding drops explicit zero counters, so a decoded clock is canonical.
+impl From<BTreeMap<ReplicaId, u64>> for VectorClock {
+    fn from(entries: BTreeMap<ReplicaId, u64>) -> Self {
+        VectorClock::new_from(entries)
+    }
+}
 
 impl VectorClock {
     /// A clock with the given counters (zeros left out).

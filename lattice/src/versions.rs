@@ -13,8 +13,27 @@ use crate::{Merge, VectorClock};
 /// Versions are kept sorted so equal states are equal values.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(feature = "serde", serde(from = "Vec<(VectorClock, P)>"))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "P: serde::Serialize",
+        deserialize = "P: serde::Deserialize<'de> + Ord"
+    ))
+)]
 pub(crate) struct Versions<P>(Vec<(VectorClock, P)>);
+
+// Decoding rebuilds the antichain: dominated versions and duplicates are dropped and the
+// order is made canonical, whatever the encoding held.
+impl<P: Ord> From<Vec<(VectorClock, P)>> for Versions<P> {
+    fn from(items: Vec<(VectorClock, P)>) -> Self {
+        let mut versions = Versions::default();
+        for (clock, payload) in items {
+            versions.insert(clock, payload);
+        }
+        versions
+    }
+}
 
 impl<P> Default for Versions<P> {
     fn default() -> Self {
