@@ -1,0 +1,223 @@
+//! The network client: a [`Store`] over one QUIC connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::error::KvsError;
+use crate::metrics::StatsSnapshot;
+use crate::protocol::{Op, OpResult, Request, RequestBody, Response, ResponseBody};
+use crate::store::Store;
+use crate::tls;
+use crate::wire::{DEFAULT_MAX_FRAME, decode_body, encode_frame, read_frame};
+
+type Waiter = oneshot::Sender<Result<ResponseBody, KvsError>>;
+
+struct Shared {
+    pending: Mutex<HashMap<u64, Waiter>>,
+    /// Why the connection ended, once it has.
+    closed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail_all(&self, reason: &str) {
+        if let Ok(mut closed) = self.closed.lock() {
+            closed.get_or_insert_with(|| reason.to_string());
+        }
+        let waiters: Vec<Waiter> = match self.pending.lock() {
+            Ok(mut p) => p.drain().map(|(_, w)| w).collect(),
+            Err(_) => return,
+        };
+        for w in waiters {
+            let _ = w.send(Err(KvsError::ConnectionLost(reason.to_string())));
+        }
+    }
+}
+
+/// A connection to one node. Cheap to clone; clones share the connection.
+///
+/// Requests are pipelined: any number of callers may have requests in flight at once on
+/// the one stream, each matched to its response by id. A batch
+/// ([`execute`](Store::execute) with many operations) is one request.
+///
+/// ```no_run
+/// use calm_kvs::{Client, Store};
+/// # async fn demo() -> Result<(), calm_kvs::KvsError> {
+/// let client = Client::connect("127.0.0.1:7400".parse().unwrap(), "calm-data/ca/ca.pem".as_ref()).await?;
+/// client.put("k", "v").await?;
+/// println!("{:?}", client.get("k").await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    send: Arc<tokio::sync::Mutex<quinn::SendStream>>,
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects to the node at `addr`, trusting nodes issued by the CA certificate at
+    /// `ca_cert`.
+    pub async fn connect(addr: SocketAddr, ca_cert: &Path) -> Result<Client, KvsError> {
+        Client::connect_with(addr, tls::client_config(ca_cert)?).await
+    }
+
+    /// Connects with a prepared QUIC client configuration.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+    ) -> Result<Client, KvsError> {
+        let connect_err = |reason: String| KvsError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let bind: SocketAddr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(ip) if ip.is_loopback() => (Ipv6Addr::LOCALHOST, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, tls::SERVER_NAME)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(connect_err(e.to_string())),
+            Err(_) => {
+                return Err(connect_err(
+                    "no answer within 5 s; is a calm server running there?".into(),
+                ));
+            }
+        };
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            closed: Mutex::new(None),
+        });
+        tokio::spawn(read_responses(recv, shared.clone()));
+        Ok(Client {
+            conn,
+            endpoint,
+            send: Arc::new(tokio::sync::Mutex::new(send)),
+            shared,
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// The address of the node.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    async fn request(&self, body: RequestBody) -> Result<ResponseBody, KvsError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(&Request { id, body })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .map_err(|_| KvsError::ConnectionLost("client state poisoned".into()))?;
+            if let Ok(closed) = self.shared.closed.lock()
+                && let Some(reason) = closed.as_ref()
+            {
+                return Err(KvsError::ConnectionLost(reason.clone()));
+            }
+            pending.insert(id, tx);
+        }
+        let written = {
+            let mut send = self.send.lock().await;
+            send.write_all(&frame).await
+        };
+        if let Err(e) = written {
+            self.shared.fail_all(&e.to_string());
+        }
+        rx.await
+            .map_err(|_| KvsError::ConnectionLost("the response reader stopped".into()))?
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        if let Ok(mut send) = self.send.try_lock() {
+            let _ = send.finish();
+        }
+        self.conn.close(0u32.into(), b"client done");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn read_responses(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+    let reason = loop {
+        let body = match read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
+            Ok(Some(body)) => body,
+            Ok(None) => break "the node closed the stream".to_string(),
+            Err(e) => break e.to_string(),
+        };
+        let response: Response = match decode_body(&body) {
+            Ok(r) => r,
+            Err(e) => break format!("unreadable response: {e}"),
+        };
+        if let ResponseBody::Refused(reason) = &response.body {
+            // The node could not read one of our frames and closes the stream: every
+            // request in flight fails with the reason.
+            let reason = reason.clone();
+            let waiters: Vec<Waiter> = match shared.pending.lock() {
+                Ok(mut p) => p.drain().map(|(_, w)| w).collect(),
+                Err(_) => Vec::new(),
+            };
+            for w in waiters {
+                let _ = w.send(Err(KvsError::Refused(reason.clone())));
+            }
+            break format!("the node refused a request: {reason}");
+        }
+        let waiter = shared
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&response.id));
+        if let Some(w) = waiter {
+            let _ = w.send(Ok(response.body));
+        }
+    };
+    shared.fail_all(&reason);
+}
+
+impl Store for Client {
+    fn execute(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send {
+        let expected = ops.len();
+        async move {
+            match self.request(RequestBody::Ops(ops)).await? {
+                ResponseBody::Results(results) if results.len() == expected => Ok(results),
+                other => Err(KvsError::UnexpectedReply(format!(
+                    "asked for {expected} results, got {other:?}"
+                ))),
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<StatsSnapshot, KvsError> {
+        match self.request(RequestBody::Stats).await? {
+            ResponseBody::Stats(s) => Ok(s),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked for stats, got {other:?}"
+            ))),
+        }
+    }
+}

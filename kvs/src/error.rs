@@ -1,0 +1,61 @@
+//! The errors of the store's public API.
+
+use std::path::PathBuf;
+
+use crate::protocol::{OpError, ProtocolError};
+use crate::wire::WireError;
+
+/// Everything that can go wrong talking to a store, embedded or over the network.
+#[derive(Debug, thiserror::Error)]
+pub enum KvsError {
+    /// One operation failed (the kind of the key, a size limit, ...).
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The node could not be reached.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The connection broke while a request was in flight; the request may or may not have
+    /// been applied (writes are merges, so retrying is safe).
+    #[error("connection lost: {0}; writes merge, so retrying is safe")]
+    ConnectionLost(String),
+    /// The node refused a request it could not read.
+    #[error("the node refused the request: {0}")]
+    Refused(#[from] ProtocolError),
+    /// A frame could not be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The reply did not match the request (a bug on one side).
+    #[error("unexpected reply from the node: {0}")]
+    UnexpectedReply(String),
+    /// Certificates or keys could not be made, read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A configuration file or value is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store has been shut down.
+    #[error("the store is shut down")]
+    ShutDown,
+}
+
+impl KvsError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        KvsError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

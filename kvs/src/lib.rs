@@ -1,0 +1,38 @@
+//! calm's store: typed lattice values on shared-nothing workers, served over QUIC.
+//!
+//! A key (bytes) holds one typed lattice value — last-writer-wins bytes, sets, counters,
+//! max registers, priorities, causal registers — whose kind is fixed by its first write.
+//! Every write merges, so replicas converge without coordination. See [`value`] for the
+//! kinds and how each deletes.
+//!
+//! - [`Worker`]: the sans-IO core that owns a shard of keys;
+//! - [`Node`]: the workers on their own threads, reached only by message;
+//! - [`EmbeddedStore`] and [`Client`]: the same [`Store`] trait in-process and over QUIC;
+//! - [`server`]: the QUIC listener; [`tls`]: the cluster CA and certificates;
+//! - [`wire`]: frames and the codec; [`protocol`]: the messages.
+
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod ring;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod value;
+pub mod wire;
+pub mod worker;
+
+pub use client::Client;
+pub use error::KvsError;
+pub use metrics::{Metrics, OpStats, StatsSnapshot, WorkerStats};
+pub use node::{Node, NodeConfig};
+pub use protocol::{
+    Op, OpError, OpKind, OpResult, ProtocolError, Reply, Request, RequestBody, Response,
+    ResponseBody,
+};
+pub use ring::HashRing;
+pub use store::{EmbeddedStore, Store};
+pub use value::{Kind, KindMismatch, ReadValue, Value, Write};
+pub use worker::{GossipBatch, Worker, WorkerConfig};

@@ -1,0 +1,211 @@
+//! The messages between clients and nodes. All encoding lives in [`wire`](crate::wire);
+//! these are the plain serde types it carries.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::StatsSnapshot;
+use crate::value::{Kind, KindMismatch, ReadValue, Write};
+
+/// One operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// Also return version metadata (timestamp, vector clock).
+        meta: bool,
+    },
+    /// Change a key.
+    Write {
+        /// The key.
+        key: Bytes,
+        /// The change.
+        write: Write,
+    },
+    /// Delete a key (as far as its replica has seen it).
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+}
+
+impl Op {
+    /// The key this operation is about.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Op::Get { key, .. } | Op::Write { key, .. } | Op::Delete { key } => key,
+        }
+    }
+
+    /// The kind of operation, for metrics.
+    pub fn op_kind(&self) -> OpKind {
+        match self {
+            Op::Get { .. } => OpKind::Get,
+            Op::Write { .. } => OpKind::Write,
+            Op::Delete { .. } => OpKind::Delete,
+        }
+    }
+}
+
+/// The kinds of operation, as counted by metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Reads.
+    Get,
+    /// Writes of every value kind.
+    Write,
+    /// Deletes.
+    Delete,
+}
+
+impl OpKind {
+    /// Every kind of operation.
+    pub const ALL: [OpKind; 3] = [OpKind::Get, OpKind::Write, OpKind::Delete];
+
+    /// Its name in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Write => "write",
+            OpKind::Delete => "delete",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The outcome of one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A read: the value, or `None` when the key is not found.
+    Value(Option<ReadValue>),
+    /// A write was merged.
+    Written,
+    /// A delete; `existed` says whether there was a visible value.
+    Deleted {
+        /// Whether the key had a visible value.
+        existed: bool,
+    },
+}
+
+/// Why one operation failed. Other operations of the same batch are unaffected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// The key holds another kind of value; nothing was changed.
+    #[error(
+        "key holds a {stored} value; a {attempted} write cannot change it (delete the key first, or use a new key)"
+    )]
+    KindMismatch {
+        /// The kind the key holds.
+        stored: Kind,
+        /// The kind of the refused write.
+        attempted: Kind,
+    },
+    /// The key is empty.
+    #[error("empty key; keys are 1 to {max} bytes")]
+    EmptyKey {
+        /// The longest key allowed.
+        max: usize,
+    },
+    /// The key is too long.
+    #[error("key of {len} bytes is longer than the limit of {max} bytes")]
+    KeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is too large.
+    #[error("value of {len} bytes is larger than the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The node is shutting down and did not run the operation.
+    #[error("the node is shutting down; retry on another node")]
+    ShuttingDown,
+}
+
+impl From<KindMismatch> for OpError {
+    fn from(m: KindMismatch) -> Self {
+        OpError::KindMismatch {
+            stored: m.stored,
+            attempted: m.attempted,
+        }
+    }
+}
+
+/// The result of one operation.
+pub type OpResult = Result<Reply, OpError>;
+
+/// A request from a client: an id (echoed in the response, so many requests can be in
+/// flight on one stream) and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub body: RequestBody,
+}
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// A batch of operations, run in order per key; results come back in the same order.
+    Ops(Vec<Op>),
+    /// The node's counters and latency percentiles.
+    Stats,
+}
+
+/// A node's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The id of the request (0 when the request could not be read).
+    pub id: u64,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// One result per operation, in order.
+    Results(Vec<OpResult>),
+    /// The node's statistics.
+    Stats(StatsSnapshot),
+    /// The request could not be read; the node closes the stream after this.
+    Refused(ProtocolError),
+}
+
+/// A request the node could not read. The stream is closed after it is reported, since
+/// the byte stream cannot be trusted past it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frame's protocol version is not one this node speaks.
+    #[error(
+        "protocol version {got} is not supported (this node speaks {supported}); upgrade the client or the node"
+    )]
+    UnsupportedVersion {
+        /// The version received.
+        got: u8,
+        /// The version this node speaks.
+        supported: u8,
+    },
+    /// The frame is larger than the node accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes; send smaller batches")]
+    FrameTooLarge {
+        /// The frame's declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The frame's bytes are not a valid request (garbage, or an unknown request type).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}

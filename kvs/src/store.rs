@@ -1,0 +1,236 @@
+//! One interface to the store, in-process or over the network.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::KvsError;
+use crate::metrics::StatsSnapshot;
+use crate::node::{Node, NodeConfig};
+use crate::protocol::{Op, OpResult, Reply};
+use crate::value::{ReadValue, Value, Write};
+
+/// A calm store: [`EmbeddedStore`] in-process, or [`Client`](crate::Client) over QUIC.
+/// Applications and the benchmark harness are written against this trait and switch
+/// between the two freely.
+///
+/// [`execute`](Store::execute) runs a batch of operations in one round trip; the typed
+/// methods are one-operation conveniences over it.
+pub trait Store: Send + Sync {
+    /// Runs `ops` in one round trip; one result per operation, in order. Operations on the
+    /// same key run in the order given.
+    fn execute(&self, ops: Vec<Op>)
+    -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send;
+
+    /// The node's counters and latency percentiles.
+    fn stats(&self) -> impl Future<Output = Result<StatsSnapshot, KvsError>> + Send;
+
+    /// Runs one operation.
+    fn run(&self, op: Op) -> impl Future<Output = Result<Reply, KvsError>> + Send {
+        async move {
+            let mut results = self.execute(vec![op]).await?;
+            match (results.pop(), results.is_empty()) {
+                (Some(result), true) => Ok(result?),
+                _ => Err(KvsError::UnexpectedReply(
+                    "expected exactly one result for one operation".into(),
+                )),
+            }
+        }
+    }
+
+    /// Reads a key: `None` when it is not found (never written, or deleted).
+    fn get(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Option<ReadValue>, KvsError>> + Send {
+        read(self, key.into(), false)
+    }
+
+    /// Reads a key with its version metadata (timestamp, vector clock).
+    fn get_with_meta(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Option<ReadValue>, KvsError>> + Send {
+        read(self, key.into(), true)
+    }
+
+    /// Applies a write of any kind.
+    fn write(
+        &self,
+        key: impl Into<Bytes>,
+        write: Write,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        let op = Op::Write {
+            key: key.into(),
+            write,
+        };
+        async move {
+            match self.run(op).await? {
+                Reply::Written => Ok(()),
+                other => Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Sets last-writer-wins bytes.
+    fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::Lww(value.into()))
+    }
+
+    /// Raises an integer to at least `n`.
+    fn put_max(
+        &self,
+        key: impl Into<Bytes>,
+        n: i64,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::Max(n))
+    }
+
+    /// Offers `value` at `priority`; the lowest priority wins.
+    fn put_priority(
+        &self,
+        key: impl Into<Bytes>,
+        priority: i64,
+        value: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(
+            key,
+            Write::Priority {
+                priority,
+                value: value.into(),
+            },
+        )
+    }
+
+    /// Writes a causal register (concurrent writes are all kept).
+    fn put_causal(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::SingleCausal(value.into()))
+    }
+
+    /// Adds members to a grow-only set.
+    fn set_add(
+        &self,
+        key: impl Into<Bytes>,
+        members: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::SetAdd(members))
+    }
+
+    /// Adds members to an add-wins set.
+    fn orset_add(
+        &self,
+        key: impl Into<Bytes>,
+        members: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::OrSetAdd(members))
+    }
+
+    /// Removes members from an add-wins set.
+    fn orset_remove(
+        &self,
+        key: impl Into<Bytes>,
+        members: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::OrSetRemove(members))
+    }
+
+    /// Adds `by` (negative to subtract) to a counter.
+    fn increment(
+        &self,
+        key: impl Into<Bytes>,
+        by: i64,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::Increment(by))
+    }
+
+    /// Merges a whole lattice value into the key.
+    fn merge(
+        &self,
+        key: impl Into<Bytes>,
+        value: Value,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        self.write(key, Write::Merge(value))
+    }
+
+    /// Deletes a key; returns whether it had a visible value.
+    fn delete(&self, key: impl Into<Bytes>) -> impl Future<Output = Result<bool, KvsError>> + Send {
+        let op = Op::Delete { key: key.into() };
+        async move {
+            match self.run(op).await? {
+                Reply::Deleted { existed } => Ok(existed),
+                other => Err(unexpected(&other)),
+            }
+        }
+    }
+}
+
+fn unexpected(reply: &Reply) -> KvsError {
+    KvsError::UnexpectedReply(format!("{reply:?}"))
+}
+
+async fn read<S: Store + ?Sized>(
+    store: &S,
+    key: Bytes,
+    meta: bool,
+) -> Result<Option<ReadValue>, KvsError> {
+    match store.run(Op::Get { key, meta }).await? {
+        Reply::Value(v) => Ok(v),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The store in-process: the same workers as a server, no network. For applications that
+/// embed calm, for tests, and as the baseline of the benchmarks.
+///
+/// ```
+/// use calm_kvs::{EmbeddedStore, NodeConfig, ReadValue, Store};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = EmbeddedStore::start(NodeConfig::default()).unwrap();
+/// store.put("greeting", "hello").await.unwrap();
+/// store.increment("visits", 2).await.unwrap();
+/// assert!(matches!(store.get("greeting").await.unwrap(), Some(ReadValue::Lww { .. })));
+/// assert_eq!(store.get("visits").await.unwrap(), Some(ReadValue::Counter { value: 2 }));
+/// assert!(store.delete("greeting").await.unwrap());
+/// assert_eq!(store.get("greeting").await.unwrap(), None);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    node: Arc<Node>,
+}
+
+impl EmbeddedStore {
+    /// Starts the workers.
+    pub fn start(config: NodeConfig) -> Result<Self, KvsError> {
+        Ok(EmbeddedStore {
+            node: Arc::new(Node::start(config)?),
+        })
+    }
+
+    /// The node under this store.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn execute(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send {
+        self.node.execute(ops)
+    }
+
+    fn stats(&self) -> impl Future<Output = Result<StatsSnapshot, KvsError>> + Send {
+        self.node.stats()
+    }
+}

@@ -1,0 +1,620 @@
+//! Typed lattice values: what a key holds, how writes and deletes change it, what reads see.
+//!
+//! Every kind has a real delete that merges correctly with concurrent writes:
+//!
+//! | kind | lattice | delete |
+//! |---|---|---|
+//! | `lww` | [`Lww`] of optional bytes | a tombstone write, ordered by (HLC, replica) like any write |
+//! | `set` | grow-only set in a [`Resettable`] cell | observed reset: removes what this replica saw |
+//! | `orset` | [`OrSet`] of bytes | the set's own clear (observed remove) |
+//! | `counter` | [`PNCounter`] in a [`Resettable`] cell | observed reset |
+//! | `max` | [`Max`] of `i64` in a [`Resettable`] cell | observed reset |
+//! | `priority` | [`Priority`] in a [`Resettable`] cell | observed reset |
+//! | `causal` | [`SingleKeyCausal`] of optional bytes | a tombstone version after everything seen |
+//! | `multicausal` | [`MultiKeyCausal`] of optional bytes | a tombstone version after everything seen |
+//!
+//! A write concurrent with an observed reset survives it (add-wins); a read of a deleted or
+//! emptied key says "not found", never an empty value.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use calm_lattice::{
+    Lww, Max, Merge, MultiKeyCausal, OrMap, OrSet, PNCounter, Priority, ReplicaId,
+    SetUnionBTreeSet, SingleKeyCausal, Stamp, VectorClock,
+};
+use serde::{Deserialize, Serialize};
+
+/// A lattice in a cell that can be reset: an observed-remove map with a single key. Writes
+/// replace the writes they have seen; a reset removes them; a write the reset has not seen
+/// survives it.
+pub type Resettable<L> = OrMap<(), L>;
+
+/// The kind of a key's value, fixed by its first write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// Last-writer-wins bytes.
+    Lww,
+    /// Grow-only set of byte strings.
+    Set,
+    /// Add-wins set of byte strings with removal.
+    OrSet,
+    /// Increment/decrement counter.
+    Counter,
+    /// Integer that only grows.
+    Max,
+    /// Bytes with a priority; the lowest priority wins.
+    Priority,
+    /// Multi-value register: concurrent writes are all kept.
+    SingleCausal,
+    /// Multi-value register whose writes record their dependencies.
+    MultiCausal,
+}
+
+impl Kind {
+    /// Every kind, in order.
+    pub const ALL: [Kind; 8] = [
+        Kind::Lww,
+        Kind::Set,
+        Kind::OrSet,
+        Kind::Counter,
+        Kind::Max,
+        Kind::Priority,
+        Kind::SingleCausal,
+        Kind::MultiCausal,
+    ];
+
+    /// The name users type and see (`lww`, `set`, `orset`, `counter`, `max`, `priority`,
+    /// `causal`, `multicausal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Lww => "lww",
+            Kind::Set => "set",
+            Kind::OrSet => "orset",
+            Kind::Counter => "counter",
+            Kind::Max => "max",
+            Kind::Priority => "priority",
+            Kind::SingleCausal => "causal",
+            Kind::MultiCausal => "multicausal",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A kind name that is not one of calm's kinds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown value type '{0}'; expected one of lww, set, orset, counter, max, priority, causal, multicausal"
+)]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+/// The lattice value stored under a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Last-writer-wins bytes; `None` is a delete.
+    Lww(Lww<Option<Bytes>>),
+    /// Grow-only set.
+    Set(Resettable<SetUnionBTreeSet<Bytes>>),
+    /// Add-wins set with removal.
+    OrSet(OrSet<Bytes>),
+    /// Increment/decrement counter.
+    Counter(Resettable<PNCounter>),
+    /// Integer that only grows.
+    Max(Resettable<Max<i64>>),
+    /// Lowest priority wins.
+    Priority(Resettable<Priority<i64, Bytes>>),
+    /// Concurrent writes kept; `None` versions are deletes.
+    SingleCausal(SingleKeyCausal<Option<Bytes>>),
+    /// Concurrent writes kept with their dependencies; `None` versions are deletes.
+    MultiCausal(MultiKeyCausal<Bytes, Option<Bytes>>),
+}
+
+/// A write of one kind met a key of another; nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindMismatch {
+    /// The kind the key holds.
+    pub stored: Kind,
+    /// The kind the write was for.
+    pub attempted: Kind,
+}
+
+/// Who is writing and when: the worker's replica id and a fresh HLC stamp.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteCtx {
+    /// The replica making the write.
+    pub replica: ReplicaId,
+    /// The stamp of the write (for last-writer-wins values).
+    pub stamp: Stamp,
+}
+
+/// A change to a key, by kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    /// Set last-writer-wins bytes.
+    Lww(Bytes),
+    /// Add members to a grow-only set.
+    SetAdd(Vec<Bytes>),
+    /// Add members to an add-wins set.
+    OrSetAdd(Vec<Bytes>),
+    /// Remove members from an add-wins set (as far as this replica has seen them).
+    OrSetRemove(Vec<Bytes>),
+    /// Add to a counter (negative to subtract).
+    Increment(i64),
+    /// Raise an integer to at least this value.
+    Max(i64),
+    /// Offer a value at a priority; the lowest priority wins.
+    Priority {
+        /// The priority; lower wins.
+        priority: i64,
+        /// The value offered.
+        value: Bytes,
+    },
+    /// Write a causal register after everything the replica has seen.
+    SingleCausal(Bytes),
+    /// Write a causal register recording what the writer had read.
+    MultiCausal {
+        /// The value.
+        value: Bytes,
+        /// Each key the writer read, with the clock of the version it read.
+        deps: Vec<(Bytes, VectorClock)>,
+    },
+    /// Merge a whole lattice value (for replication, import, or values built by clients).
+    Merge(Value),
+}
+
+impl Write {
+    /// The kind this write applies to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Write::Lww(_) => Kind::Lww,
+            Write::SetAdd(_) => Kind::Set,
+            Write::OrSetAdd(_) | Write::OrSetRemove(_) => Kind::OrSet,
+            Write::Increment(_) => Kind::Counter,
+            Write::Max(_) => Kind::Max,
+            Write::Priority { .. } => Kind::Priority,
+            Write::SingleCausal(_) => Kind::SingleCausal,
+            Write::MultiCausal { .. } => Kind::MultiCausal,
+            Write::Merge(v) => v.kind(),
+        }
+    }
+
+    /// The number of payload bytes the write carries (for size limits).
+    pub fn payload_len(&self) -> usize {
+        let sum = |ms: &[Bytes]| ms.iter().map(Bytes::len).sum::<usize>();
+        match self {
+            Write::Lww(b) | Write::SingleCausal(b) => b.len(),
+            Write::SetAdd(ms) | Write::OrSetAdd(ms) | Write::OrSetRemove(ms) => sum(ms),
+            Write::Increment(_) | Write::Max(_) => 8,
+            Write::Priority { value, .. } => 8 + value.len(),
+            Write::MultiCausal { value, deps } => {
+                value.len() + deps.iter().map(|(k, _)| k.len()).sum::<usize>()
+            }
+            // A merged value is bounded by the frame size it arrived in.
+            Write::Merge(_) => 0,
+        }
+    }
+}
+
+/// What a read returns: the visible value, and its version metadata when asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadValue {
+    /// Last-writer-wins bytes.
+    Lww {
+        /// The value.
+        value: Bytes,
+        /// When and where it was written (when asked for).
+        stamp: Option<Stamp>,
+    },
+    /// Members of a grow-only set, in order.
+    Set {
+        /// The members.
+        members: Vec<Bytes>,
+    },
+    /// Members of an add-wins set, in order.
+    OrSet {
+        /// The members.
+        members: Vec<Bytes>,
+    },
+    /// A counter's value.
+    Counter {
+        /// Increments minus decrements.
+        value: i128,
+    },
+    /// An integer that only grows.
+    Max {
+        /// The value.
+        value: i64,
+    },
+    /// The winning (lowest-priority) value.
+    Priority {
+        /// Its priority.
+        priority: i64,
+        /// The value.
+        value: Bytes,
+    },
+    /// The concurrent values of a causal register.
+    SingleCausal {
+        /// Each concurrent value, in order.
+        values: Vec<Bytes>,
+        /// Everything the register has seen (when asked for).
+        clock: Option<VectorClock>,
+    },
+    /// The concurrent values of a causal register with dependencies.
+    MultiCausal {
+        /// Each concurrent value, in order.
+        values: Vec<Bytes>,
+        /// Everything the register has seen (when asked for).
+        clock: Option<VectorClock>,
+        /// What a reader must have seen to read it causally (when asked for).
+        deps: Vec<(Bytes, VectorClock)>,
+    },
+}
+
+impl ReadValue {
+    /// The kind of value read.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ReadValue::Lww { .. } => Kind::Lww,
+            ReadValue::Set { .. } => Kind::Set,
+            ReadValue::OrSet { .. } => Kind::OrSet,
+            ReadValue::Counter { .. } => Kind::Counter,
+            ReadValue::Max { .. } => Kind::Max,
+            ReadValue::Priority { .. } => Kind::Priority,
+            ReadValue::SingleCausal { .. } => Kind::SingleCausal,
+            ReadValue::MultiCausal { .. } => Kind::MultiCausal,
+        }
+    }
+}
+
+impl Value {
+    /// An empty value of `kind` (bottom), ready for a first write.
+    pub fn empty(kind: Kind) -> Self {
+        match kind {
+            Kind::Lww => Value::Lww(Lww::default()),
+            Kind::Set => Value::Set(Resettable::default()),
+            Kind::OrSet => Value::OrSet(OrSet::default()),
+            Kind::Counter => Value::Counter(Resettable::default()),
+            Kind::Max => Value::Max(Resettable::default()),
+            Kind::Priority => Value::Priority(Resettable::default()),
+            Kind::SingleCausal => Value::SingleCausal(SingleKeyCausal::default()),
+            Kind::MultiCausal => Value::MultiCausal(MultiKeyCausal::default()),
+        }
+    }
+
+    /// The kind of this value.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::Lww(_) => Kind::Lww,
+            Value::Set(_) => Kind::Set,
+            Value::OrSet(_) => Kind::OrSet,
+            Value::Counter(_) => Kind::Counter,
+            Value::Max(_) => Kind::Max,
+            Value::Priority(_) => Kind::Priority,
+            Value::SingleCausal(_) => Kind::SingleCausal,
+            Value::MultiCausal(_) => Kind::MultiCausal,
+        }
+    }
+
+    /// Merges a value of the same kind; refuses (changing nothing) a value of another kind.
+    pub fn merge(&mut self, other: Value) -> Result<bool, KindMismatch> {
+        Ok(match (self, other) {
+            (Value::Lww(a), Value::Lww(b)) => a.merge(b),
+            (Value::Set(a), Value::Set(b)) => a.merge(b),
+            (Value::OrSet(a), Value::OrSet(b)) => a.merge(b),
+            (Value::Counter(a), Value::Counter(b)) => a.merge(b),
+            (Value::Max(a), Value::Max(b)) => a.merge(b),
+            (Value::Priority(a), Value::Priority(b)) => a.merge(b),
+            (Value::SingleCausal(a), Value::SingleCausal(b)) => a.merge(b),
+            (Value::MultiCausal(a), Value::MultiCausal(b)) => a.merge(b),
+            (a, b) => {
+                return Err(KindMismatch {
+                    stored: a.kind(),
+                    attempted: b.kind(),
+                });
+            }
+        })
+    }
+
+    /// Merges a value arriving from another replica. Replicas can only disagree on a key's
+    /// kind if two first writes of different kinds raced on different nodes; then every
+    /// replica keeps the greater kind, so they still converge. Returns whether `self`
+    /// changed and whether a kind conflict was resolved (so the caller can report it).
+    pub fn merge_replicated(&mut self, other: Value) -> (bool, Option<KindMismatch>) {
+        match self.merge(other.clone()) {
+            Ok(changed) => (changed, None),
+            Err(mismatch) => {
+                if other.kind() > self.kind() {
+                    *self = other;
+                    (true, Some(mismatch))
+                } else {
+                    (false, Some(mismatch))
+                }
+            }
+        }
+    }
+
+    /// Applies `write` and returns its delta (what to ship to other replicas). A write of
+    /// another kind is refused and changes nothing.
+    pub fn apply(&mut self, write: Write, ctx: WriteCtx) -> Result<Value, KindMismatch> {
+        let attempted = write.kind();
+        let mismatch = |stored: Kind| KindMismatch { stored, attempted };
+        let r = ctx.replica;
+        Ok(match (self, write) {
+            (Value::Lww(v), Write::Lww(bytes)) => Value::Lww(v.write(ctx.stamp, Some(bytes))),
+            (Value::Set(v), Write::SetAdd(members)) => Value::Set(v.update(r, (), |s| {
+                for m in members {
+                    s.insert(m);
+                }
+            })),
+            (Value::OrSet(v), Write::OrSetAdd(members)) => {
+                let mut delta = OrSet::default();
+                for m in members {
+                    delta.merge(v.add(r, m));
+                }
+                Value::OrSet(delta)
+            }
+            (Value::OrSet(v), Write::OrSetRemove(members)) => {
+                let mut delta = OrSet::default();
+                for m in &members {
+                    delta.merge(v.remove(m));
+                }
+                Value::OrSet(delta)
+            }
+            (Value::Counter(v), Write::Increment(by)) => Value::Counter(v.update(r, (), |c| {
+                if by >= 0 {
+                    c.increment(r, by.unsigned_abs());
+                } else {
+                    c.decrement(r, by.unsigned_abs());
+                }
+            })),
+            (Value::Max(v), Write::Max(n)) => Value::Max(v.update(r, (), |m| {
+                m.merge(Max::new(n));
+            })),
+            (Value::Priority(v), Write::Priority { priority, value }) => {
+                Value::Priority(v.update(r, (), |p| {
+                    p.offer(priority, value);
+                }))
+            }
+            (Value::SingleCausal(v), Write::SingleCausal(bytes)) => {
+                Value::SingleCausal(v.write(r, Some(bytes)))
+            }
+            (Value::MultiCausal(v), Write::MultiCausal { value, deps }) => {
+                Value::MultiCausal(v.write(r, Some(value), deps))
+            }
+            (me, Write::Merge(value)) => {
+                me.merge(value.clone())?;
+                value
+            }
+            (me, _) => return Err(mismatch(me.kind())),
+        })
+    }
+
+    /// Deletes the value as far as this replica has seen it; returns the delta, or `None`
+    /// when there was nothing visible to delete.
+    pub fn delete(&mut self, ctx: WriteCtx) -> Option<Value> {
+        if !self.is_visible() {
+            return None;
+        }
+        let r = ctx.replica;
+        Some(match self {
+            Value::Lww(v) => Value::Lww(v.write(ctx.stamp, None)),
+            Value::Set(v) => Value::Set(v.remove(&())),
+            Value::OrSet(v) => Value::OrSet(v.clear()),
+            Value::Counter(v) => Value::Counter(v.remove(&())),
+            Value::Max(v) => Value::Max(v.remove(&())),
+            Value::Priority(v) => Value::Priority(v.remove(&())),
+            Value::SingleCausal(v) => Value::SingleCausal(v.write(r, None)),
+            Value::MultiCausal(v) => Value::MultiCausal(v.write(r, None, [])),
+        })
+    }
+
+    /// Whether a read would find something.
+    pub fn is_visible(&self) -> bool {
+        match self {
+            Value::Lww(v) => matches!(v.get(), Some(Some(_))),
+            Value::Set(v) => v.contains_key(&()),
+            Value::OrSet(v) => !v.is_empty(),
+            Value::Counter(v) => v.contains_key(&()),
+            Value::Max(v) => v.contains_key(&()),
+            Value::Priority(v) => v.contains_key(&()),
+            Value::SingleCausal(v) => v.values().any(Option::is_some),
+            Value::MultiCausal(v) => v.values().any(Option::is_some),
+        }
+    }
+
+    /// The visible value, with version metadata if `meta`; `None` when deleted or empty.
+    pub fn read(&self, meta: bool) -> Option<ReadValue> {
+        if !self.is_visible() {
+            return None;
+        }
+        let live = |vals: &mut dyn Iterator<Item = &Option<Bytes>>| -> Vec<Bytes> {
+            vals.filter_map(Clone::clone).collect()
+        };
+        Some(match self {
+            Value::Lww(v) => ReadValue::Lww {
+                value: v.get().cloned().flatten()?,
+                stamp: if meta { v.stamp() } else { None },
+            },
+            Value::Set(v) => ReadValue::Set {
+                members: v.get(&())?.iter().cloned().collect(),
+            },
+            Value::OrSet(v) => ReadValue::OrSet {
+                members: v.iter().cloned().collect(),
+            },
+            Value::Counter(v) => ReadValue::Counter {
+                value: v.get(&())?.value(),
+            },
+            Value::Max(v) => ReadValue::Max {
+                value: v.get(&())?.into_reveal(),
+            },
+            Value::Priority(v) => {
+                let (priority, value) = v.get(&())?.into_reveal()?;
+                ReadValue::Priority { priority, value }
+            }
+            Value::SingleCausal(v) => ReadValue::SingleCausal {
+                values: live(&mut v.values()),
+                clock: meta.then(|| v.clock()),
+            },
+            Value::MultiCausal(v) => ReadValue::MultiCausal {
+                values: live(&mut v.values()),
+                clock: meta.then(|| v.clock()),
+                deps: if meta {
+                    v.dependencies().into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use calm_lattice::Hlc;
+
+    use super::*;
+
+    fn ctx(r: u64, ms: u64) -> WriteCtx {
+        WriteCtx {
+            replica: ReplicaId(r),
+            stamp: Stamp::new(Hlc::new(ms, 0), ReplicaId(r)),
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(k.name().parse::<Kind>(), Ok(k));
+        }
+        let err = "hash".parse::<Kind>().unwrap_err();
+        assert!(err.to_string().contains("'hash'"));
+    }
+
+    #[test]
+    fn write_of_another_kind_changes_nothing() {
+        let mut v = Value::empty(Kind::Lww);
+        v.apply(Write::Lww(b("x")), ctx(1, 1)).unwrap();
+        let before = v.clone();
+        let err = v.apply(Write::Increment(1), ctx(1, 2)).unwrap_err();
+        assert_eq!(
+            err,
+            KindMismatch {
+                stored: Kind::Lww,
+                attempted: Kind::Counter
+            }
+        );
+        assert_eq!(v, before);
+    }
+
+    /// For every kind: a delete makes the key read as not found, on the replica that deleted
+    /// and on any replica that receives the delta; a write after the delete is visible again.
+    #[test]
+    fn delete_is_real_for_every_kind() {
+        let writes = [
+            Write::Lww(b("v")),
+            Write::SetAdd(vec![b("a")]),
+            Write::OrSetAdd(vec![b("a")]),
+            Write::Increment(3),
+            Write::Max(9),
+            Write::Priority {
+                priority: 1,
+                value: b("p"),
+            },
+            Write::SingleCausal(b("c")),
+            Write::MultiCausal {
+                value: b("m"),
+                deps: vec![],
+            },
+        ];
+        for w in writes {
+            let kind = w.kind();
+            let mut here = Value::empty(kind);
+            let d1 = here.apply(w.clone(), ctx(1, 10)).unwrap();
+            let mut there = Value::empty(kind);
+            there.merge(d1).unwrap();
+            assert!(here.read(false).is_some(), "{kind}: written value visible");
+            let del = here.delete(ctx(1, 11)).expect("something to delete");
+            assert_eq!(here.read(false), None, "{kind}: not found after delete");
+            there.merge(del).unwrap();
+            assert_eq!(there.read(false), None, "{kind}: delete replicates");
+            assert!(
+                here.delete(ctx(1, 12)).is_none(),
+                "{kind}: nothing left to delete"
+            );
+            here.apply(w, ctx(1, 13)).unwrap();
+            assert!(
+                here.read(false).is_some(),
+                "{kind}: write after delete is visible"
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_write_survives_an_observed_reset() {
+        let mut a = Value::empty(Kind::Counter);
+        let d = a.apply(Write::Increment(5), ctx(1, 1)).unwrap();
+        let mut b_ = Value::empty(Kind::Counter);
+        b_.merge(d).unwrap();
+        let del = a.delete(ctx(1, 2)).unwrap();
+        let inc = b_.apply(Write::Increment(1), ctx(2, 2)).unwrap();
+        a.merge(inc).unwrap();
+        b_.merge(del).unwrap();
+        assert_eq!(a, b_);
+        // b's increment had seen the 5, so the surviving count is what b wrote: 6.
+        assert_eq!(a.read(false), Some(ReadValue::Counter { value: 6 }));
+    }
+
+    #[test]
+    fn lww_delete_is_ordered_like_writes() {
+        let mut v = Value::empty(Kind::Lww);
+        v.apply(Write::Lww(b("old")), ctx(1, 5)).unwrap();
+        let del = v.delete(ctx(1, 6)).unwrap();
+        // A write stamped before the delete, arriving late, stays deleted...
+        let mut late = Value::empty(Kind::Lww);
+        let old_write = late.apply(Write::Lww(b("older")), ctx(2, 4)).unwrap();
+        v.merge(old_write).unwrap();
+        assert_eq!(v.read(false), None);
+        // ...and a write stamped after it wins.
+        let mut newer = Value::empty(Kind::Lww);
+        newer.merge(del).unwrap();
+        let w = newer.apply(Write::Lww(b("new")), ctx(2, 7)).unwrap();
+        v.merge(w).unwrap();
+        assert!(
+            matches!(v.read(true), Some(ReadValue::Lww { value, stamp: Some(_) }) if value == b("new"))
+        );
+    }
+
+    #[test]
+    fn replicated_kind_conflicts_converge() {
+        let mut a = Value::empty(Kind::Lww);
+        a.apply(Write::Lww(b("x")), ctx(1, 1)).unwrap();
+        let mut c = Value::empty(Kind::Counter);
+        c.apply(Write::Increment(1), ctx(2, 1)).unwrap();
+        let (a0, c0) = (a.clone(), c.clone());
+        let (_, conflict) = a.merge_replicated(c0);
+        assert!(conflict.is_some());
+        c.merge_replicated(a0);
+        assert_eq!(a, c);
+    }
+}

@@ -1,0 +1,448 @@
+//! The storage worker: a sans-IO state machine that owns a shard of keys.
+//!
+//! A worker holds the values of the keys its node's local ring gives it, and is the only
+//! code that touches them. It has no threads, sockets, clock or randomness of its own:
+//!
+//! - [`Worker::handle_ops`] runs a batch of client operations at time `now_ms` and returns
+//!   their results;
+//! - [`Worker::handle_gossip`] merges deltas from another worker;
+//! - [`Worker::handle_tick`] lets time pass (gossip is sent once per period);
+//! - [`Worker::poll_gossip`] yields the batches to send, one per destination worker.
+//!
+//! The thread shell in [`node`](crate::node) moves messages between workers; tests and the
+//! cluster simulation drive the same code directly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use calm_lattice::{HlcClock, ReplicaId, Stamp};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::WorkerStats;
+use crate::protocol::{Op, OpError, OpResult, Reply};
+use crate::ring::HashRing;
+use crate::value::{Value, Write, WriteCtx};
+
+/// How a worker behaves; the same for every worker of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// How many workers of the node hold each key (1 = no local replication).
+    pub local_replication: usize,
+    /// How often changed keys are gossiped to the other replicas, milliseconds.
+    pub gossip_period_ms: u64,
+    /// The longest key accepted, bytes.
+    pub max_key_bytes: usize,
+    /// The largest value a single write may carry, bytes.
+    pub max_value_bytes: usize,
+    /// How far ahead of local time a replicated timestamp may be, milliseconds.
+    pub max_clock_drift_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            local_replication: 1,
+            gossip_period_ms: 100,
+            max_key_bytes: 4096,
+            max_value_bytes: 4 << 20,
+            max_clock_drift_ms: 60_000,
+        }
+    }
+}
+
+/// Deltas for one worker, merged per key over one gossip period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipBatch {
+    /// The sending worker.
+    pub from: u32,
+    /// The receiving worker.
+    pub to: u32,
+    /// Each changed key with the merge of its deltas since the last batch.
+    pub entries: Vec<(Bytes, Value)>,
+}
+
+/// A storage worker. See the [module docs](self).
+#[derive(Debug)]
+pub struct Worker {
+    id: u32,
+    replica: ReplicaId,
+    ring: Arc<HashRing>,
+    config: WorkerConfig,
+    data: HashMap<Bytes, Value>,
+    clock: HlcClock,
+    /// Per destination worker, the merged deltas not yet sent.
+    pending: BTreeMap<u32, HashMap<Bytes, Value>>,
+    outbox: VecDeque<GossipBatch>,
+    next_gossip_ms: Option<u64>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    /// Worker `id` of a node whose local ring is `ring`, writing as `replica` (unique across
+    /// the cluster).
+    pub fn new(id: u32, replica: ReplicaId, ring: Arc<HashRing>, config: WorkerConfig) -> Self {
+        Worker {
+            id,
+            replica,
+            ring,
+            config,
+            data: HashMap::new(),
+            clock: HlcClock::new(config.max_clock_drift_ms),
+            pending: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            next_gossip_ms: None,
+            stats: WorkerStats {
+                worker: id,
+                ..WorkerStats::default()
+            },
+        }
+    }
+
+    /// This worker's index in its node.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Runs `ops` in order at time `now_ms` (milliseconds since the Unix epoch); one result
+    /// per operation.
+    pub fn handle_ops(&mut self, now_ms: u64, ops: impl IntoIterator<Item = Op>) -> Vec<OpResult> {
+        ops.into_iter().map(|op| self.run(now_ms, op)).collect()
+    }
+
+    fn run(&mut self, now_ms: u64, op: Op) -> OpResult {
+        self.stats.ops += 1;
+        self.check_key(op.key())?;
+        match op {
+            Op::Get { key, meta } => {
+                Ok(Reply::Value(self.data.get(&key).and_then(|v| v.read(meta))))
+            }
+            Op::Write { key, write } => self.write(now_ms, key, write),
+            Op::Delete { key } => {
+                let Some(value) = self.data.get_mut(&key) else {
+                    return Ok(Reply::Deleted { existed: false });
+                };
+                let stamp = Stamp::new(self.clock.tick(now_ms), self.replica);
+                let ctx = WriteCtx {
+                    replica: self.replica,
+                    stamp,
+                };
+                match value.delete(ctx) {
+                    Some(delta) => {
+                        self.replicate(now_ms, &key, delta);
+                        Ok(Reply::Deleted { existed: true })
+                    }
+                    None => Ok(Reply::Deleted { existed: false }),
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, now_ms: u64, key: Bytes, write: Write) -> OpResult {
+        let len = write.payload_len();
+        if len > self.config.max_value_bytes {
+            return Err(OpError::ValueTooLarge {
+                len,
+                max: self.config.max_value_bytes,
+            });
+        }
+        // Removing members from a set that does not exist changes nothing, and must not
+        // create the key.
+        if matches!(write, Write::OrSetRemove(_)) && !self.data.contains_key(&key) {
+            return Ok(Reply::Written);
+        }
+        let ctx = WriteCtx {
+            replica: self.replica,
+            stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
+        };
+        let value = self
+            .data
+            .entry(key.clone())
+            .or_insert_with(|| Value::empty(write.kind()));
+        let delta = value.apply(write, ctx)?;
+        self.replicate(now_ms, &key, delta);
+        Ok(Reply::Written)
+    }
+
+    fn check_key(&self, key: &Bytes) -> Result<(), OpError> {
+        let max = self.config.max_key_bytes;
+        if key.is_empty() {
+            Err(OpError::EmptyKey { max })
+        } else if key.len() > max {
+            Err(OpError::KeyTooLong {
+                len: key.len(),
+                max,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues `delta` for the key's other local replicas.
+    fn replicate(&mut self, now_ms: u64, key: &Bytes, delta: Value) {
+        if self.config.local_replication <= 1 {
+            return;
+        }
+        for owner in self.ring.owners(key, self.config.local_replication) {
+            if owner == self.id {
+                continue;
+            }
+            let per_key = self.pending.entry(owner).or_default();
+            match per_key.get_mut(key) {
+                Some(existing) => {
+                    existing.merge_replicated(delta.clone());
+                }
+                None => {
+                    per_key.insert(key.clone(), delta.clone());
+                }
+            }
+        }
+        if self.next_gossip_ms.is_none() && !self.pending.is_empty() {
+            self.next_gossip_ms = Some(now_ms.saturating_add(self.config.gossip_period_ms));
+        }
+    }
+
+    /// Merges deltas gossiped by another worker.
+    pub fn handle_gossip(&mut self, now_ms: u64, batch: GossipBatch) {
+        self.stats.gossip_received += 1;
+        for (key, value) in batch.entries {
+            if let Value::Lww(lww) = &value
+                && let Some(stamp) = lww.stamp()
+            {
+                // Later local writes must be stamped after what we have seen; a stamp from
+                // too far in the future is still merged, but not adopted.
+                let _ = self.clock.observe(stamp.hlc, now_ms);
+            }
+            match self.data.get_mut(&key) {
+                Some(existing) => {
+                    let (_, conflict) = existing.merge_replicated(value);
+                    if let Some(c) = conflict {
+                        self.stats.kind_conflicts += 1;
+                        tracing::warn!(
+                            worker = self.id,
+                            stored = %c.stored,
+                            replicated = %c.attempted,
+                            "replicas disagreed on a key's kind; kept the greater kind"
+                        );
+                    }
+                }
+                None => {
+                    self.data.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// Lets time pass: once per gossip period, pending deltas become batches to send.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        if self.next_gossip_ms.is_some_and(|t| now_ms >= t) {
+            self.next_gossip_ms = None;
+            for (to, entries) in std::mem::take(&mut self.pending) {
+                self.outbox.push_back(GossipBatch {
+                    from: self.id,
+                    to,
+                    entries: entries.into_iter().collect(),
+                });
+            }
+        }
+    }
+
+    /// The next gossip batch to send, if any.
+    pub fn poll_gossip(&mut self) -> Option<GossipBatch> {
+        let batch = self.outbox.pop_front();
+        if batch.is_some() {
+            self.stats.gossip_sent += 1;
+        }
+        batch
+    }
+
+    /// When [`handle_tick`](Self::handle_tick) next has work to do, if ever.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.next_gossip_ms
+    }
+
+    /// The worker's figures.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            keys: self.data.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    /// The stored value of `key`, tombstones included (for tests and repair).
+    pub fn value(&self, key: &[u8]) -> Option<&Value> {
+        self.data.get(key)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::value::{Kind, ReadValue};
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn workers(n: u32, config: WorkerConfig) -> Vec<Worker> {
+        let ring = Arc::new(HashRing::new(0..n, 32));
+        (0..n)
+            .map(|i| Worker::new(i, ReplicaId(u64::from(i)), ring.clone(), config))
+            .collect()
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Write {
+            key: b(key),
+            write: Write::Lww(b(value)),
+        }
+    }
+
+    fn get(key: &str) -> Op {
+        Op::Get {
+            key: b(key),
+            meta: false,
+        }
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let mut w = workers(1, WorkerConfig::default()).remove(0);
+        let r = w.handle_ops(
+            1,
+            [
+                put("k", "v"),
+                get("k"),
+                Op::Delete { key: b("k") },
+                get("k"),
+            ],
+        );
+        assert_eq!(r[0], Ok(Reply::Written));
+        assert_eq!(
+            r[1],
+            Ok(Reply::Value(Some(ReadValue::Lww {
+                value: b("v"),
+                stamp: None
+            })))
+        );
+        assert_eq!(r[2], Ok(Reply::Deleted { existed: true }));
+        assert_eq!(r[3], Ok(Reply::Value(None)));
+        assert_eq!(
+            w.handle_ops(2, [Op::Delete { key: b("k") }]),
+            vec![Ok(Reply::Deleted { existed: false })]
+        );
+    }
+
+    #[test]
+    fn wrong_kind_is_refused_and_changes_nothing() {
+        let mut w = workers(1, WorkerConfig::default()).remove(0);
+        w.handle_ops(1, [put("k", "v")]);
+        let before = w.value(b"k").cloned();
+        let r = w.handle_ops(
+            2,
+            [Op::Write {
+                key: b("k"),
+                write: Write::Increment(1),
+            }],
+        );
+        assert_eq!(
+            r[0],
+            Err(OpError::KindMismatch {
+                stored: Kind::Lww,
+                attempted: Kind::Counter
+            })
+        );
+        assert_eq!(w.value(b"k").cloned(), before);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let config = WorkerConfig {
+            max_key_bytes: 4,
+            max_value_bytes: 3,
+            ..WorkerConfig::default()
+        };
+        let mut w = workers(1, config).remove(0);
+        let r = w.handle_ops(
+            1,
+            [
+                put("", "v"),
+                put("12345", "v"),
+                put("k", "1234"),
+                put("k", "123"),
+            ],
+        );
+        assert_eq!(r[0], Err(OpError::EmptyKey { max: 4 }));
+        assert_eq!(r[1], Err(OpError::KeyTooLong { len: 5, max: 4 }));
+        assert_eq!(r[2], Err(OpError::ValueTooLarge { len: 4, max: 3 }));
+        assert_eq!(r[3], Ok(Reply::Written));
+    }
+
+    #[test]
+    fn removing_from_a_missing_set_does_not_create_it() {
+        let mut w = workers(1, WorkerConfig::default()).remove(0);
+        w.handle_ops(
+            1,
+            [Op::Write {
+                key: b("s"),
+                write: Write::OrSetRemove(vec![b("x")]),
+            }],
+        );
+        assert!(w.value(b"s").is_none());
+    }
+
+    /// Local replication: a write on one owner reaches the other owners by gossip once per
+    /// period, batched per destination, and replicas end equal.
+    #[test]
+    fn local_replicas_converge_by_gossip() {
+        let config = WorkerConfig {
+            local_replication: 3,
+            gossip_period_ms: 100,
+            ..WorkerConfig::default()
+        };
+        let mut ws = workers(3, config);
+        let keys: Vec<String> = (0..50).map(|i| format!("key{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let owner = i % 3;
+            ws[owner].handle_ops(
+                1_000,
+                [
+                    put(k, "v"),
+                    Op::Write {
+                        key: b(&format!("{k}/n")),
+                        write: Write::Increment(i as i64),
+                    },
+                ],
+            );
+        }
+        // Before the period ends, nothing is sent.
+        for w in &mut ws {
+            w.handle_tick(1_050);
+            assert!(w.poll_gossip().is_none());
+        }
+        let mut sent = 0;
+        for now in [1_100, 1_200] {
+            let mut batches = Vec::new();
+            for w in &mut ws {
+                w.handle_tick(now);
+                while let Some(b) = w.poll_gossip() {
+                    batches.push(b);
+                }
+            }
+            sent += batches.len();
+            for batch in batches {
+                let to = batch.to as usize;
+                ws[to].handle_gossip(now, batch);
+            }
+        }
+        // One batch per (sender, destination) pair, not one per key.
+        assert_eq!(sent, 6);
+        for k in &keys {
+            let first = ws[0].value(k.as_bytes()).cloned();
+            assert!(first.is_some());
+            for w in &ws[1..] {
+                assert_eq!(w.value(k.as_bytes()).cloned(), first, "{k}");
+            }
+        }
+    }
+}
