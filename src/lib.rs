@@ -7,6 +7,7 @@
 //! | module | crate | what |
 //! |---|---|---|
 //! | [`lattice`] | `calm-lattice` | lattices and delta-state CRDTs, monotone functions, law checkers |
+//! | [`kvs`] | `calm-kvs` | the store: typed lattice values on shared-nothing workers, QUIC, client, embedded mode |
 //!
 //! ```
 //! use calm::lattice::{Merge, Max};
@@ -14,6 +15,9 @@
 //! assert!(m.merge(Max::new(2)));
 //! ```
 
+pub use calm_kvs as kvs;
 pub use calm_lattice as lattice;
+
+pub mod cluster_file;
 
 pub mod demo;

@@ -1,0 +1,321 @@
+//! `calm kv`: read and write keys.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use calm_kvs::{Op, ReadValue, Reply, Store, Write};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value as Json, json};
+
+use super::CliResult;
+use super::target::Target;
+
+/// Read and write keys.
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: KvCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// Write a value: last-writer-wins bytes (default), a max integer, a priority, or a
+    /// causal (multi-value) register.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (an integer for --type max).
+        value: String,
+        /// The kind of value; fixed by the key's first write.
+        #[arg(long = "type", value_enum, default_value_t = PutKind::Lww)]
+        kind: PutKind,
+        /// The priority, with --type priority: the lowest wins.
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i64>,
+    },
+    /// Print a key's value (a set prints one member a line). Exit status 2 if not found.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Add members to a set.
+    Add {
+        /// The key.
+        key: String,
+        /// The members to add.
+        #[arg(required = true)]
+        members: Vec<String>,
+        /// A grow-only set, or an add-wins set with removal.
+        #[arg(long = "type", value_enum, default_value_t = SetKind::Orset)]
+        kind: SetKind,
+    },
+    /// Remove members from an add-wins set.
+    Rem {
+        /// The key.
+        key: String,
+        /// The members to remove.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Add to a counter (default 1) and print its new value.
+    Incr {
+        /// The key.
+        key: String,
+        /// How much to add.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+    /// Subtract from a counter (default 1) and print its new value.
+    Decr {
+        /// The key.
+        key: String,
+        /// How much to subtract.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum PutKind {
+    /// Last-writer-wins bytes.
+    Lww,
+    /// An integer that only grows.
+    Max,
+    /// A value with a priority; the lowest priority wins.
+    Priority,
+    /// A multi-value register: concurrent writes are all kept.
+    Causal,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SetKind {
+    /// Grow-only set.
+    Set,
+    /// Add-wins set with removal.
+    Orset,
+}
+
+fn bytes(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn members(ms: &[String]) -> Vec<Bytes> {
+    ms.iter().map(|m| bytes(m)).collect()
+}
+
+/// Bytes as JSON: a string when they are UTF-8, else `{"hex": "..."}`.
+fn bytes_json(b: &Bytes) -> Json {
+    match std::str::from_utf8(b) {
+        Ok(s) => Json::String(s.to_string()),
+        Err(_) => json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
+    }
+}
+
+fn read_json(key: &str, value: &ReadValue) -> Json {
+    let mut doc = json!({ "key": key, "found": true, "type": value.kind().name() });
+    let extra = match value {
+        ReadValue::Lww { value, stamp } => json!({
+            "value": bytes_json(value),
+            "stamp": stamp.map(|s| json!({"wall_ms": s.hlc.wall_ms, "logical": s.hlc.logical, "replica": s.replica.0})),
+        }),
+        ReadValue::Set { members } | ReadValue::OrSet { members } => {
+            json!({ "members": members.iter().map(bytes_json).collect::<Vec<_>>() })
+        }
+        ReadValue::Counter { value } => {
+            json!({ "value": value.to_string().parse::<Json>().unwrap_or(Json::Null) })
+        }
+        ReadValue::Max { value } => json!({ "value": value }),
+        ReadValue::Priority { priority, value } => {
+            json!({ "priority": priority, "value": bytes_json(value) })
+        }
+        ReadValue::SingleCausal { values, clock }
+        | ReadValue::MultiCausal { values, clock, .. } => json!({
+            "values": values.iter().map(bytes_json).collect::<Vec<_>>(),
+            "clock": clock.as_ref().map(|c| c.iter().map(|(r, n)| (r.0.to_string(), Json::from(n))).collect::<serde_json::Map<_, _>>()),
+        }),
+    };
+    if let (Some(d), Json::Object(e)) = (doc.as_object_mut(), extra) {
+        d.extend(e);
+    }
+    doc
+}
+
+fn print_text(value: &ReadValue) {
+    let mut out = std::io::stdout().lock();
+    let mut line = |b: &[u8]| {
+        let _ = out.write_all(b);
+        let _ = out.write_all(b"\n");
+    };
+    match value {
+        ReadValue::Lww { value, .. } => line(value),
+        ReadValue::Set { members } | ReadValue::OrSet { members } => {
+            members.iter().for_each(|m| line(m))
+        }
+        ReadValue::Counter { value } => line(value.to_string().as_bytes()),
+        ReadValue::Max { value } => line(value.to_string().as_bytes()),
+        ReadValue::Priority { value, .. } => line(value),
+        ReadValue::SingleCausal { values, .. } | ReadValue::MultiCausal { values, .. } => {
+            values.iter().for_each(|v| line(v))
+        }
+    }
+}
+
+/// Runs a `calm kv` command.
+pub async fn run(args: KvArgs) -> CliResult<ExitCode> {
+    let json = args.json;
+    let client = args.target.connect().await?;
+    let result = execute(&client, args.command, json).await;
+    client.close().await;
+    result
+}
+
+async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> CliResult<ExitCode> {
+    let err = |e: calm_kvs::KvsError| e.to_string();
+    let written = |key: &str| {
+        if json {
+            println!("{}", json!({ "key": key, "written": true }));
+        } else {
+            println!("OK");
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    match command {
+        KvCommand::Put {
+            key,
+            value,
+            kind,
+            priority,
+        } => {
+            let write = match kind {
+                PutKind::Lww => Write::Lww(bytes(&value)),
+                PutKind::Causal => Write::SingleCausal(bytes(&value)),
+                PutKind::Max => Write::Max(value.parse().map_err(|_| {
+                    format!(
+                        "'{value}' is not an integer; --type max takes a whole number such as 42"
+                    )
+                })?),
+                PutKind::Priority => Write::Priority {
+                    priority: priority
+                        .ok_or("--type priority needs --priority P (the lowest priority wins)")?,
+                    value: bytes(&value),
+                },
+            };
+            if priority.is_some() && !matches!(kind, PutKind::Priority) {
+                return Err("--priority goes with --type priority".into());
+            }
+            client.write(bytes(&key), write).await.map_err(err)?;
+            written(&key)
+        }
+        KvCommand::Get { key } => match client.get_with_meta(bytes(&key)).await.map_err(err)? {
+            Some(value) => {
+                if json {
+                    println!("{}", read_json(&key, &value));
+                } else {
+                    print_text(&value);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if json {
+                    println!("{}", json!({ "key": key, "found": false }));
+                } else {
+                    eprintln!("not found: {key}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        },
+        KvCommand::Del { key } => {
+            let existed = client.delete(bytes(&key)).await.map_err(err)?;
+            if json {
+                println!("{}", json!({ "key": key, "deleted": existed }));
+            } else {
+                println!(
+                    "{}",
+                    if existed {
+                        "deleted"
+                    } else {
+                        "not found (nothing to delete)"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KvCommand::Add {
+            key,
+            members: ms,
+            kind,
+        } => {
+            let write = match kind {
+                SetKind::Set => Write::SetAdd(members(&ms)),
+                SetKind::Orset => Write::OrSetAdd(members(&ms)),
+            };
+            client.write(bytes(&key), write).await.map_err(err)?;
+            written(&key)
+        }
+        KvCommand::Rem { key, members: ms } => {
+            client
+                .write(bytes(&key), Write::OrSetRemove(members(&ms)))
+                .await
+                .map_err(err)?;
+            written(&key)
+        }
+        KvCommand::Incr { key, by } => count(client, key, by, json).await,
+        KvCommand::Decr { key, by } => {
+            count(
+                client,
+                key,
+                by.checked_neg().ok_or("decrement too large")?,
+                json,
+            )
+            .await
+        }
+    }
+}
+
+/// Adds `by` and reads the new value in one round trip.
+async fn count(client: &calm_kvs::Client, key: String, by: i64, json: bool) -> CliResult<ExitCode> {
+    let k = bytes(&key);
+    let mut results = client
+        .execute(vec![
+            Op::Write {
+                key: k.clone(),
+                write: Write::Increment(by),
+            },
+            Op::Get {
+                key: k,
+                meta: false,
+            },
+        ])
+        .await
+        .map_err(|e| e.to_string())?;
+    let read = results.pop().ok_or("no reply")?;
+    results
+        .pop()
+        .ok_or("no reply")?
+        .map_err(|e| e.to_string())?;
+    match read.map_err(|e| e.to_string())? {
+        Reply::Value(Some(ReadValue::Counter { value })) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "key": key, "value": value.to_string().parse::<Json>().unwrap_or(Json::Null) })
+                );
+            } else {
+                println!("{value}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unexpected reply: {other:?}")),
+    }
+}

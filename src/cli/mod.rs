@@ -1,0 +1,11 @@
+//! The subcommands of the `calm` binary.
+
+pub mod ca;
+pub mod demo;
+pub mod kv;
+pub mod server;
+pub mod status;
+pub mod target;
+
+/// A failed command: one line for stderr, exit status 1.
+pub type CliResult<T> = Result<T, String>;

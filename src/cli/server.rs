@@ -1,0 +1,118 @@
+//! `calm server`: one node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use calm::cluster_file::ClusterFile;
+use calm_kvs::server::Server;
+use calm_kvs::tls::{self, NodeCertFiles};
+use calm_kvs::{Node, NodeConfig};
+use clap::Args;
+
+use super::CliResult;
+
+/// Run one node in the foreground.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address for the native protocol (QUIC).
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Folder for the cluster CA, this node's certificate and cluster.toml.
+    #[arg(long, default_value = "calm-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Storage worker threads (default: the number of cores).
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+    /// A TOML file of node settings (threads, local_replication, gossip_period_ms,
+    /// max_key_bytes, max_value_bytes, max_frame_bytes, ...); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's certificate, issued by `calm ca issue` (default: issued from DIR/ca).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// This node's private key, with --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// Runs a node until Ctrl-C or SIGTERM.
+pub async fn run(args: ServerArgs) -> CliResult<()> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_toml_file(path).map_err(|e| e.to_string())?,
+        None => NodeConfig::default(),
+    };
+    if let Some(t) = args.threads {
+        config.threads = t;
+    }
+    // Replica ids must differ between nodes; the address a node listens on does.
+    config.node_id = calm_kvs::ring::key_hash(args.listen.to_string().as_bytes()) as u32;
+    config.validate().map_err(|e| e.to_string())?;
+
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let ca_dir = args.data_dir.join("ca");
+    let ca_existed = tls::CaFiles::in_dir(&ca_dir).exist();
+    let ca = tls::ensure_ca(&ca_dir).map_err(|e| e.to_string())?;
+    if !ca_existed {
+        tracing::info!("created a cluster CA in {}", ca_dir.display());
+    }
+    let certs = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => NodeCertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let name =
+                format!("node-{}-{}", args.listen.ip(), args.listen.port()).replace(':', "_");
+            let files = NodeCertFiles::in_dir(&args.data_dir.join("nodes"), &name);
+            if files.exist() {
+                files
+            } else {
+                tls::issue(&ca, &name, &args.data_dir.join("nodes")).map_err(|e| e.to_string())?
+            }
+        }
+    };
+    let tls_config = tls::server_config(&certs).map_err(|e| e.to_string())?;
+    let threads = config.threads;
+    let node = Arc::new(Node::start(config).map_err(|e| e.to_string())?);
+    let server = Server::start(node.clone(), args.listen, tls_config).map_err(|e| e.to_string())?;
+    let addr = server.local_addr();
+
+    let cluster = ClusterFile {
+        nodes: vec![addr],
+        ca: PathBuf::from("ca").join("ca.pem"),
+    };
+    let cluster_path = args.data_dir.join("cluster.toml");
+    cluster.write(&cluster_path)?;
+    tracing::info!(%addr, threads, "node listening (QUIC)");
+    println!("ready: {addr} (cluster file {})", cluster_path.display());
+
+    wait_for_stop().await;
+    tracing::info!("stopping");
+    server.shutdown().await;
+    node.shutdown();
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
