@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use calm_kvs::server::Server;
-use calm_kvs::{tls, Client, EmbeddedStore, NodeConfig, Op, Store, Write};
+use calm_kvs::{Client, EmbeddedStore, NodeConfig, Op, Store, Write, tls};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -164,7 +164,10 @@ async fn embedded() {
     let ops = Arc::new(trace(1_000_000));
     let keys: Arc<Vec<Bytes>> = Arc::new((0..KEYS).map(key).collect());
     let val = value(7);
-    println!("\n## Embedded store, YCSB-A-like (50% read / 50% update, Zipf {ZIPF_THETA}, {KEYS} keys, {VALUE_BYTES}-byte values, {} ops)\n", ops.len());
+    println!(
+        "\n## Embedded store, YCSB-A-like (50% read / 50% update, Zipf {ZIPF_THETA}, {KEYS} keys, {VALUE_BYTES}-byte values, {} ops)\n",
+        ops.len()
+    );
     println!("Machine: {}\n", machine());
     println!("| run | ops/s | vs HashMap | per worker vs HashMap |");
     println!("|---|---:|---:|---:|");
@@ -179,7 +182,14 @@ async fn embedded() {
             .unwrap();
             load(&store, &keys, &val).await;
             // Warm-up, excluded.
-            drive(store.clone(), Arc::new(ops[..50_000].to_vec()), keys.clone(), clients, batch).await;
+            drive(
+                store.clone(),
+                Arc::new(ops[..50_000].to_vec()),
+                keys.clone(),
+                clients,
+                batch,
+            )
+            .await;
             let (rate, _) = drive(store.clone(), ops.clone(), keys.clone(), clients, batch).await;
             println!(
                 "| calm embedded, {workers} worker(s), {clients} client(s), batch {batch} | {rate:.0} | {:.2}x | {:.2}x |",
@@ -205,9 +215,14 @@ async fn quic() {
         tls::server_config(&certs).unwrap(),
     )
     .unwrap();
-    let client = Client::connect(server.local_addr(), &ca.cert).await.unwrap();
+    let client = Client::connect(server.local_addr(), &ca.cert)
+        .await
+        .unwrap();
     load(&client, &keys, &val).await;
-    println!("\n## Over QUIC on loopback (one connection, same trace, {} ops, client and node in one process)\n", ops.len());
+    println!(
+        "\n## Over QUIC on loopback (one connection, same trace, {} ops, client and node in one process)\n",
+        ops.len()
+    );
     println!("Machine: {}\n", machine());
     println!("| pipelining | batching | ops/s | request p50 | request p99 | request max |");
     println!("|---|---|---:|---:|---:|---:|");
@@ -217,7 +232,14 @@ async fn quic() {
         ("off (1 in flight)", "64 ops/request", 1, 64),
         ("on (16 in flight)", "64 ops/request", 16, 64),
     ] {
-        drive(client.clone(), Arc::new(ops[..20_000].to_vec()), keys.clone(), clients, batch).await;
+        drive(
+            client.clone(),
+            Arc::new(ops[..20_000].to_vec()),
+            keys.clone(),
+            clients,
+            batch,
+        )
+        .await;
         let (rate, hist) = drive(client.clone(), ops.clone(), keys.clone(), clients, batch).await;
         println!(
             "| {name_p} | {name_b} | {rate:.0} | {} µs | {} µs | {} µs |",
@@ -227,12 +249,17 @@ async fn quic() {
         );
     }
     client.close().await;
-    tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await.ok();
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .ok();
     node.shutdown();
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     if wants("embedded") {

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use calm_lattice::ReplicaId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::error::KvsError;
@@ -21,8 +21,7 @@ use crate::ring::HashRing;
 use crate::worker::{GossipBatch, Worker, WorkerConfig};
 
 /// How a node runs. Every field has a default; a TOML file can set any of them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     /// Storage worker threads (default: the number of cores).
     pub threads: usize,
@@ -35,8 +34,59 @@ pub struct NodeConfig {
     /// Requests one stream may have in flight before the node stops reading from it.
     pub max_in_flight_per_stream: usize,
     /// Worker behaviour: local replication, gossip period, size limits.
-    #[serde(flatten)]
     pub worker: WorkerConfig,
+}
+
+/// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
+/// refused.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NodeConfigFile {
+    threads: usize,
+    vnodes: u32,
+    max_frame_bytes: usize,
+    max_in_flight_per_stream: usize,
+    local_replication: usize,
+    gossip_period_ms: u64,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+    max_clock_drift_ms: u64,
+}
+
+impl Default for NodeConfigFile {
+    fn default() -> Self {
+        let n = NodeConfig::default();
+        NodeConfigFile {
+            threads: n.threads,
+            vnodes: n.vnodes,
+            max_frame_bytes: n.max_frame_bytes,
+            max_in_flight_per_stream: n.max_in_flight_per_stream,
+            local_replication: n.worker.local_replication,
+            gossip_period_ms: n.worker.gossip_period_ms,
+            max_key_bytes: n.worker.max_key_bytes,
+            max_value_bytes: n.worker.max_value_bytes,
+            max_clock_drift_ms: n.worker.max_clock_drift_ms,
+        }
+    }
+}
+
+impl From<NodeConfigFile> for NodeConfig {
+    fn from(f: NodeConfigFile) -> Self {
+        NodeConfig {
+            threads: f.threads,
+            vnodes: f.vnodes,
+            max_frame_bytes: f.max_frame_bytes,
+            max_in_flight_per_stream: f.max_in_flight_per_stream,
+            worker: WorkerConfig {
+                local_replication: f.local_replication,
+                gossip_period_ms: f.gossip_period_ms,
+                max_key_bytes: f.max_key_bytes,
+                max_value_bytes: f.max_value_bytes,
+                max_clock_drift_ms: f.max_clock_drift_ms,
+            },
+            ..NodeConfig::default()
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -57,8 +107,9 @@ impl NodeConfig {
     /// error (a typo should not be silently ignored).
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, KvsError> {
         let text = std::fs::read_to_string(path).map_err(|e| KvsError::io(path, e))?;
-        let config: NodeConfig = toml::from_str(&text)
+        let file: NodeConfigFile = toml::from_str(&text)
             .map_err(|e| KvsError::Config(format!("{}: {e}", path.display())))?;
+        let config = NodeConfig::from(file);
         config.validate()?;
         Ok(config)
     }
@@ -325,5 +376,52 @@ fn run_worker(
                 let _ = peer.send(WorkerMsg::Gossip(batch));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, KvsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::from_toml_file(&path)
+    }
+
+    #[test]
+    fn toml_sets_fields_and_keeps_defaults_for_the_rest() {
+        let config = parse("threads = 2\nlocal_replication = 2\ngossip_period_ms = 20\n").unwrap();
+        assert_eq!(config.threads, 2);
+        assert_eq!(config.worker.local_replication, 2);
+        assert_eq!(config.worker.gossip_period_ms, 20);
+        assert_eq!(
+            config.worker.max_key_bytes,
+            WorkerConfig::default().max_key_bytes
+        );
+        assert_eq!(
+            config.max_frame_bytes,
+            NodeConfig::default().max_frame_bytes
+        );
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let typo = parse("thread = 2\n").unwrap_err().to_string();
+        assert!(typo.contains("thread"), "{typo}");
+        let nonsense = parse("threads = 2\nlocal_replication = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(nonsense.contains("local_replication"), "{nonsense}");
+        let wrong_type = parse("threads = \"many\"\n").unwrap_err().to_string();
+        assert!(wrong_type.contains("threads"), "{wrong_type}");
+        let missing = NodeConfig::from_toml_file(std::path::Path::new("/nonexistent.toml"));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent.toml")
+        );
     }
 }
