@@ -12,6 +12,7 @@
 //! - [`wire`]: frames and the codec; [`protocol`]: the messages.
 
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod metrics;
 pub mod node;

@@ -12,13 +12,14 @@
 //! The thread shell in [`node`](crate::node) moves messages between workers; tests and the
 //! cluster simulation drive the same code directly.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use calm_lattice::{HlcClock, ReplicaId, Stamp};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{LocalStore, OwnerFilter, bucket};
 use crate::metrics::WorkerStats;
 use crate::protocol::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
@@ -76,6 +77,8 @@ pub struct Worker {
     outbox: VecDeque<GossipBatch>,
     next_gossip_ms: Option<u64>,
     stats: WorkerStats,
+    /// Deltas of writes made here, for the cluster layer (when it asks for them).
+    changes: Option<Vec<(Bytes, Value)>>,
 }
 
 impl Worker {
@@ -96,7 +99,22 @@ impl Worker {
                 worker: id,
                 ..WorkerStats::default()
             },
+            changes: None,
         }
+    }
+
+    /// Starts keeping the deltas of local writes for [`take_changes`](Self::take_changes)
+    /// (a node in a cluster ships them to the keys' other owners).
+    pub fn collect_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The deltas of local writes since the last call.
+    pub fn take_changes(&mut self) -> Vec<(Bytes, Value)> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// This worker's index in its node.
@@ -178,8 +196,11 @@ impl Worker {
         }
     }
 
-    /// Queues `delta` for the key's other local replicas.
+    /// Queues `delta` for the key's other local replicas and the cluster layer.
     fn replicate(&mut self, now_ms: u64, key: &Bytes, delta: Value) {
+        if let Some(changes) = &mut self.changes {
+            changes.push((key.clone(), delta.clone()));
+        }
         if self.config.local_replication <= 1 {
             return;
         }
@@ -205,7 +226,12 @@ impl Worker {
     /// Merges deltas gossiped by another worker.
     pub fn handle_gossip(&mut self, now_ms: u64, batch: GossipBatch) {
         self.stats.gossip_received += 1;
-        for (key, value) in batch.entries {
+        self.merge_replicated(now_ms, batch.entries);
+    }
+
+    /// Merges values that come from other replicas (workers or nodes).
+    pub fn merge_replicated(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
+        for (key, value) in entries {
             if let Value::Lww(lww) = &value
                 && let Some(stamp) = lww.stamp()
             {
@@ -272,6 +298,71 @@ impl Worker {
     /// The stored value of `key`, tombstones included (for tests and repair).
     pub fn value(&self, key: &[u8]) -> Option<&Value> {
         self.data.get(key)
+    }
+
+    /// Every stored key with its value (for tests).
+    pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
+        self.data.iter()
+    }
+}
+
+/// A hash of one entry for anti-entropy digests: equal keys with equal values hash equal
+/// on every node (values are canonical, so their encodings are too).
+pub(crate) fn entry_hash(key: &[u8], value: &Value) -> u64 {
+    let mut bytes = key.to_vec();
+    bytes.push(0xff);
+    if bincode::serde::encode_into_std_write(value, &mut bytes, bincode::config::standard())
+        .is_err()
+    {
+        return 0;
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+impl LocalStore for Worker {
+    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
+        self.merge_replicated(now_ms, entries);
+    }
+
+    fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {
+        let mut digest = BTreeMap::new();
+        for (key, value) in &self.data {
+            if filter.matches(key) {
+                *digest.entry(bucket(key)).or_insert(0u64) ^= entry_hash(key, value);
+            }
+        }
+        digest
+    }
+
+    fn entries_in(
+        &mut self,
+        filter: &OwnerFilter,
+        buckets: &BTreeSet<u16>,
+        limit: usize,
+    ) -> Vec<(Bytes, Value)> {
+        self.data
+            .iter()
+            .filter(|(k, _)| buckets.contains(&bucket(k)) && filter.matches(k))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)> {
+        self.data
+            .iter()
+            .filter(|(k, _)| !mine.matches(k))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>) {
+        for (key, sent) in entries {
+            if self.data.get(&key) == Some(&sent) {
+                self.data.remove(&key);
+            }
+        }
     }
 }
 

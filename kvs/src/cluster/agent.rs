@@ -1,0 +1,628 @@
+//! The cluster agent of one node: membership, failure detection, replication between
+//! nodes and anti-entropy, as a sans-IO state machine.
+//!
+//! Inputs: [`handle_tick`](ClusterAgent::handle_tick) (time passes),
+//! [`handle_request`](ClusterAgent::handle_request) (a peer asks),
+//! [`handle_reply`](ClusterAgent::handle_reply) (a peer answered),
+//! [`on_local_changes`](ClusterAgent::on_local_changes) (writes merged here). Output:
+//! [`poll_outgoing`](ClusterAgent::poll_outgoing) (requests to send). Time is passed in and
+//! randomness comes from a seeded RNG given at construction, so a whole cluster of agents
+//! runs deterministically in the simulation test.
+//!
+//! - **Failure detection** (SWIM-style): each probe period the agent pings the next member
+//!   in a shuffled round; no answer within the probe timeout makes it *suspect*; suspect for
+//!   longer than the suspicion timeout makes it *dead*. A node that hears it is suspected
+//!   raises its incarnation, which refutes the suspicion. Membership rides on every message.
+//! - **Replication**: deltas of local writes are merged per key and sent to the key's other
+//!   owners once per gossip period, one batch per destination.
+//! - **Anti-entropy**: each period the agent sends one peer a digest (per bucket of keys both
+//!   own, a hash of keys and values); the peer answers with its entries of the buckets that
+//!   differ, and the agent pushes its own. This repairs whatever gossip lost, and fills a
+//!   node that restarted empty.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use crate::ring::{HashRing, key_hash};
+use crate::value::Value;
+
+/// How a cluster behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Nodes holding each key (when the cluster has that many).
+    pub replication: usize,
+    /// How often changed keys are sent to their other owners, milliseconds.
+    pub gossip_period_ms: u64,
+    /// How often a digest is exchanged with one peer, milliseconds.
+    pub anti_entropy_period_ms: u64,
+    /// How often one peer is probed, milliseconds.
+    pub probe_period_ms: u64,
+    /// How long a probe may go unanswered before the peer is suspected, milliseconds.
+    pub probe_timeout_ms: u64,
+    /// How long a peer stays suspect before it is declared dead, milliseconds.
+    pub suspect_timeout_ms: u64,
+    /// The most entries one repair message carries.
+    pub repair_batch: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replication: 2,
+            gossip_period_ms: 100,
+            anti_entropy_period_ms: 1_000,
+            probe_period_ms: 500,
+            probe_timeout_ms: 1_000,
+            suspect_timeout_ms: 3_000,
+            repair_batch: 1_000,
+        }
+    }
+}
+
+/// Buckets of keys compared by anti-entropy.
+pub const DIGEST_BUCKETS: u64 = 64;
+
+/// The anti-entropy bucket of a key.
+pub fn bucket(key: &[u8]) -> u16 {
+    // The ring uses the hash's position; buckets use its low bits.
+    (key_hash(key) % DIGEST_BUCKETS) as u16
+}
+
+/// The keys that every node in `nodes` owns, under one view of the ring.
+#[derive(Clone, Debug)]
+pub struct OwnerFilter {
+    ring: Arc<HashRing>,
+    replication: usize,
+    nodes: Vec<u32>,
+}
+
+impl OwnerFilter {
+    /// Whether every node of the filter owns `key`.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        let owners = self.ring.owners(key, self.replication);
+        self.nodes.iter().all(|n| owners.contains(n))
+    }
+}
+
+/// What the agent needs of the node's storage.
+pub trait LocalStore {
+    /// Merges entries received from a peer.
+    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>);
+    /// Per bucket, a hash of the keys matching `filter` and their values.
+    fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64>;
+    /// Up to `limit` entries matching `filter` in `buckets`.
+    fn entries_in(
+        &mut self,
+        filter: &OwnerFilter,
+        buckets: &BTreeSet<u16>,
+        limit: usize,
+    ) -> Vec<(Bytes, Value)>;
+    /// Up to `limit` entries this node holds but does not own (`mine` matches the keys it
+    /// owns): they must be handed to their owners.
+    fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)>;
+    /// Drops entries handed off to every owner, unless they changed since (a write that
+    /// arrived meanwhile must be handed off too).
+    fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>);
+}
+
+/// A request from one node's agent to another's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEnvelope {
+    /// The sender.
+    pub from: NodeAddr,
+    /// The sender's view of the membership.
+    pub membership: Membership,
+    /// What it asks.
+    pub body: PeerRequest,
+}
+
+/// What one agent asks another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Are you there? (Answered with the membership.)
+    Ping,
+    /// Merge these deltas (keys you own).
+    Deltas(Vec<(Bytes, Value)>),
+    /// My digest of the keys we both own; send me what differs.
+    Digest(BTreeMap<u16, u64>),
+}
+
+/// An agent's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// Received (and merged, for deltas).
+    Ack {
+        /// The answering node's view of the membership.
+        membership: Membership,
+    },
+    /// My entries of the buckets that differ.
+    Repair {
+        /// The answering node's view of the membership.
+        membership: Membership,
+        /// Its entries in the differing buckets (up to the batch limit).
+        entries: Vec<(Bytes, Value)>,
+        /// The buckets that differ.
+        mismatched: Vec<u16>,
+    },
+}
+
+/// A request to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its id; the reply is handed back with it.
+    pub id: u64,
+    /// The destination.
+    pub to: NodeAddr,
+    /// The request.
+    pub envelope: PeerEnvelope,
+}
+
+/// What an agent has done, for `calm status` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStats {
+    /// Delta batches sent.
+    pub delta_batches: u64,
+    /// Anti-entropy exchanges started.
+    pub anti_entropy_rounds: u64,
+    /// Entries received in repairs.
+    pub repaired_entries: u64,
+    /// Times this node refuted a suspicion about itself.
+    pub refutations: u64,
+    /// Entries handed off to their owners and dropped here.
+    pub handed_off: u64,
+}
+
+/// Entries being handed to their owners: what was sent, and which owners have not yet
+/// acknowledged each key.
+#[derive(Default)]
+struct Handoff {
+    sent: HashMap<Bytes, (Value, BTreeSet<NodeAddr>)>,
+    requests: HashMap<u64, (NodeAddr, Vec<Bytes>)>,
+}
+
+struct Probe {
+    id: u64,
+    to: NodeAddr,
+    deadline_ms: u64,
+}
+
+/// One node's cluster agent. See the [module docs](self).
+pub struct ClusterAgent {
+    me: NodeAddr,
+    incarnation: u64,
+    membership: Membership,
+    seeds: Vec<NodeAddr>,
+    config: ClusterConfig,
+    ring: Arc<HashRing>,
+    ring_nodes: BTreeMap<u32, NodeAddr>,
+    pending: BTreeMap<NodeAddr, HashMap<Bytes, Value>>,
+    outbox: VecDeque<Outgoing>,
+    next_id: u64,
+    probe: Option<Probe>,
+    probe_round: Vec<NodeAddr>,
+    suspect_since: HashMap<NodeAddr, u64>,
+    next_probe_ms: u64,
+    next_gossip_ms: u64,
+    next_anti_entropy_ms: u64,
+    rng: StdRng,
+    stats: AgentStats,
+    left: bool,
+    handoff: Handoff,
+}
+
+impl ClusterAgent {
+    /// The agent of the node at `me`, joining through `seeds` (none: a new cluster). The
+    /// incarnation starts at `now_ms`, so a restarted node's news overrides its old death.
+    pub fn new(
+        me: NodeAddr,
+        seeds: Vec<NodeAddr>,
+        config: ClusterConfig,
+        now_ms: u64,
+        rng_seed: u64,
+    ) -> Self {
+        let incarnation = now_ms.max(1);
+        let mut membership = Membership::default();
+        membership.record(&me, incarnation, Status::Alive);
+        let mut agent = ClusterAgent {
+            seeds: seeds.into_iter().filter(|s| *s != me).collect(),
+            me,
+            incarnation,
+            membership,
+            config,
+            ring: Arc::new(HashRing::new([], 1)),
+            ring_nodes: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            next_id: 1,
+            probe: None,
+            probe_round: Vec::new(),
+            suspect_since: HashMap::new(),
+            next_probe_ms: now_ms,
+            next_gossip_ms: now_ms + config.gossip_period_ms,
+            next_anti_entropy_ms: now_ms + config.anti_entropy_period_ms,
+            rng: StdRng::seed_from_u64(rng_seed),
+            stats: AgentStats::default(),
+            left: false,
+            handoff: Handoff::default(),
+        };
+        agent.rebuild_ring();
+        agent
+    }
+
+    /// This node's address.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The current membership view.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Every member as seen now.
+    pub fn members(&self) -> Vec<Member> {
+        self.membership.members()
+    }
+
+    /// The agent's figures.
+    pub fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The ring of nodes that own keys, and the replication factor in force.
+    pub fn ring(&self) -> (Arc<HashRing>, usize, BTreeMap<u32, NodeAddr>) {
+        (
+            self.ring.clone(),
+            self.config.replication,
+            self.ring_nodes.clone(),
+        )
+    }
+
+    /// The nodes that own `key`, primary first.
+    pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
+        self.ring
+            .owners(key, self.config.replication)
+            .into_iter()
+            .filter_map(|id| self.ring_nodes.get(&id).cloned())
+            .collect()
+    }
+
+    /// Whether this node owns `key`.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        let me = node_id(&self.me);
+        self.ring.owners(key, self.config.replication).contains(&me)
+    }
+
+    fn filter_with(&self, peer: &str) -> OwnerFilter {
+        OwnerFilter {
+            ring: self.ring.clone(),
+            replication: self.config.replication,
+            nodes: vec![node_id(&self.me), node_id(peer)],
+        }
+    }
+
+    fn rebuild_ring(&mut self) {
+        let nodes = self.membership.owners();
+        let same = nodes.keys().eq(self.ring_nodes.keys());
+        if !same {
+            self.ring = Arc::new(HashRing::new(nodes.keys().copied(), 64));
+        }
+        self.ring_nodes = nodes;
+    }
+
+    fn envelope(&self, body: PeerRequest) -> PeerEnvelope {
+        PeerEnvelope {
+            from: self.me.clone(),
+            membership: self.membership.clone(),
+            body,
+        }
+    }
+
+    fn send(&mut self, to: NodeAddr, body: PeerRequest) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let envelope = self.envelope(body);
+        self.outbox.push_back(Outgoing { id, to, envelope });
+        id
+    }
+
+    /// The next request to send, if any.
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// Queues deltas of writes merged here for the keys' other owners.
+    pub fn on_local_changes(&mut self, changes: Vec<(Bytes, Value)>) {
+        for (key, delta) in changes {
+            for owner in self.owners(&key) {
+                if owner == self.me {
+                    continue;
+                }
+                let per_key = self.pending.entry(owner).or_default();
+                match per_key.get_mut(&key) {
+                    Some(existing) => {
+                        existing.merge_replicated(delta.clone());
+                    }
+                    None => {
+                        per_key.insert(key.clone(), delta.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges a peer's membership view; refutes news of this node's failure.
+    fn absorb(&mut self, now_ms: u64, view: Membership) {
+        self.membership.merge(view);
+        if let Some(me) = self.membership.get(&self.me)
+            && me.status != Status::Alive
+            && !self.left
+        {
+            // Someone thinks this node is suspect or dead: it is not.
+            self.incarnation = me.incarnation + 1;
+            self.membership
+                .record(&self.me, self.incarnation, Status::Alive);
+            self.stats.refutations += 1;
+        }
+        for m in self.membership.members() {
+            if m.status == Status::Suspect {
+                self.suspect_since.entry(m.addr).or_insert(now_ms);
+            } else {
+                self.suspect_since.remove(&m.addr);
+            }
+        }
+        self.rebuild_ring();
+    }
+
+    /// Answers a peer's request, merging what it carries.
+    pub fn handle_request(
+        &mut self,
+        now_ms: u64,
+        envelope: PeerEnvelope,
+        store: &mut impl LocalStore,
+    ) -> PeerReply {
+        let from = envelope.from.clone();
+        self.absorb(now_ms, envelope.membership);
+        match envelope.body {
+            PeerRequest::Ping => PeerReply::Ack {
+                membership: self.membership.clone(),
+            },
+            PeerRequest::Deltas(entries) => {
+                store.merge_entries(now_ms, entries);
+                PeerReply::Ack {
+                    membership: self.membership.clone(),
+                }
+            }
+            PeerRequest::Digest(theirs) => {
+                let filter = self.filter_with(&from);
+                let mine = store.digest(&filter);
+                let mismatched: BTreeSet<u16> = theirs
+                    .keys()
+                    .chain(mine.keys())
+                    .copied()
+                    .filter(|b| theirs.get(b) != mine.get(b))
+                    .collect();
+                let entries = store.entries_in(&filter, &mismatched, self.config.repair_batch);
+                PeerReply::Repair {
+                    membership: self.membership.clone(),
+                    entries,
+                    mismatched: mismatched.into_iter().collect(),
+                }
+            }
+        }
+    }
+
+    /// Takes in a peer's answer to request `id`.
+    pub fn handle_reply(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        from: &str,
+        reply: PeerReply,
+        store: &mut impl LocalStore,
+    ) {
+        if self.probe.as_ref().is_some_and(|p| p.id == id) {
+            self.probe = None;
+        }
+        if let Some((owner, keys)) = self.handoff.requests.remove(&id) {
+            let mut done = Vec::new();
+            for key in keys {
+                if let Some((_, waiting)) = self.handoff.sent.get_mut(&key) {
+                    waiting.remove(&owner);
+                    if waiting.is_empty()
+                        && let Some((value, _)) = self.handoff.sent.remove(&key)
+                    {
+                        done.push((key, value));
+                    }
+                }
+            }
+            if !done.is_empty() {
+                self.stats.handed_off += done.len() as u64;
+                store.drop_if_unchanged(done);
+            }
+        }
+        match reply {
+            PeerReply::Ack { membership } => self.absorb(now_ms, membership),
+            PeerReply::Repair {
+                membership,
+                entries,
+                mismatched,
+            } => {
+                self.absorb(now_ms, membership);
+                self.stats.repaired_entries += entries.len() as u64;
+                store.merge_entries(now_ms, entries);
+                if !mismatched.is_empty() {
+                    // Push our side of the differing buckets.
+                    let filter = self.filter_with(from);
+                    let buckets: BTreeSet<u16> = mismatched.into_iter().collect();
+                    let mine = store.entries_in(&filter, &buckets, self.config.repair_batch);
+                    if !mine.is_empty() {
+                        self.send(from.to_string(), PeerRequest::Deltas(mine));
+                    }
+                }
+            }
+        }
+    }
+
+    fn live_peers(&self) -> Vec<NodeAddr> {
+        self.membership
+            .members()
+            .into_iter()
+            .filter(|m| m.addr != self.me && m.status.owns_keys())
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    /// Lets time pass: probes, suspicion timeouts, delta batches, anti-entropy.
+    pub fn handle_tick(&mut self, now_ms: u64, store: &mut impl LocalStore) {
+        if self.left {
+            return;
+        }
+        // An unanswered probe makes its target suspect.
+        if let Some(p) = &self.probe
+            && now_ms >= p.deadline_ms
+        {
+            let to = p.to.clone();
+            self.probe = None;
+            if let Some(m) = self.membership.get(&to)
+                && m.status == Status::Alive
+            {
+                self.membership.record(&to, m.incarnation, Status::Suspect);
+                self.suspect_since.insert(to, now_ms);
+            }
+        }
+        // Suspect for too long: dead.
+        let expired: Vec<NodeAddr> = self
+            .suspect_since
+            .iter()
+            .filter(|(_, since)| now_ms.saturating_sub(**since) >= self.config.suspect_timeout_ms)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in expired {
+            self.suspect_since.remove(&addr);
+            if let Some(m) = self.membership.get(&addr)
+                && m.status == Status::Suspect
+            {
+                self.membership.record(&addr, m.incarnation, Status::Dead);
+                self.pending.remove(&addr);
+            }
+        }
+        self.rebuild_ring();
+
+        if now_ms >= self.next_probe_ms {
+            self.next_probe_ms = now_ms + self.config.probe_period_ms;
+            self.probe_next(now_ms);
+        }
+        if now_ms >= self.next_gossip_ms {
+            self.next_gossip_ms = now_ms + self.config.gossip_period_ms;
+            for (to, entries) in std::mem::take(&mut self.pending) {
+                if self.ring_nodes.values().any(|a| *a == to) {
+                    self.stats.delta_batches += 1;
+                    self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
+                }
+            }
+        }
+        if now_ms >= self.next_anti_entropy_ms {
+            self.next_anti_entropy_ms = now_ms + self.config.anti_entropy_period_ms;
+            self.hand_off(store);
+            let peers = self.live_peers();
+            if !peers.is_empty() {
+                let peer = peers[self.rng.random_range(0..peers.len())].clone();
+                let digest = store.digest(&self.filter_with(&peer));
+                self.stats.anti_entropy_rounds += 1;
+                self.send(peer, PeerRequest::Digest(digest));
+            }
+        }
+    }
+
+    /// Sends entries this node holds but does not own to their owners (a new round each
+    /// anti-entropy period; a round whose answers were lost is simply sent again).
+    fn hand_off(&mut self, store: &mut impl LocalStore) {
+        self.handoff = Handoff::default();
+        if self.ring_nodes.is_empty() {
+            return;
+        }
+        let mine = OwnerFilter {
+            ring: self.ring.clone(),
+            replication: self.config.replication,
+            nodes: vec![node_id(&self.me)],
+        };
+        let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
+        for (key, value) in store.entries_not_owned(&mine, self.config.repair_batch) {
+            let owners: BTreeSet<NodeAddr> = self.owners(&key).into_iter().collect();
+            if owners.is_empty() {
+                continue;
+            }
+            for o in &owners {
+                per_owner
+                    .entry(o.clone())
+                    .or_default()
+                    .push((key.clone(), value.clone()));
+            }
+            self.handoff.sent.insert(key, (value, owners));
+        }
+        for (owner, entries) in per_owner {
+            let keys = entries.iter().map(|(k, _)| k.clone()).collect();
+            let id = self.send(owner.clone(), PeerRequest::Deltas(entries));
+            self.handoff.requests.insert(id, (owner, keys));
+        }
+    }
+
+    fn probe_next(&mut self, now_ms: u64) {
+        // Seeds not yet known are pinged to join through them; they are not suspected.
+        let known: BTreeSet<NodeAddr> = self
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| m.addr)
+            .collect();
+        for seed in self.seeds.clone() {
+            if !known.contains(&seed) {
+                self.send(seed, PeerRequest::Ping);
+            }
+        }
+        if self.probe.is_some() {
+            return;
+        }
+        if self.probe_round.is_empty() {
+            self.probe_round = self
+                .membership
+                .members()
+                .into_iter()
+                .filter(|m| m.addr != self.me && m.status.owns_keys())
+                .map(|m| m.addr)
+                .collect();
+            self.probe_round.shuffle(&mut self.rng);
+        }
+        if let Some(to) = self.probe_round.pop() {
+            let id = self.send(to.clone(), PeerRequest::Ping);
+            self.probe = Some(Probe {
+                id,
+                to,
+                deadline_ms: now_ms + self.config.probe_timeout_ms,
+            });
+        }
+    }
+
+    /// Leaves the cluster on purpose: marks this node as left and tells every live peer.
+    pub fn leave(&mut self) {
+        self.left = true;
+        self.membership
+            .record(&self.me, self.incarnation, Status::Left);
+        for peer in self.live_peers() {
+            self.send(peer, PeerRequest::Ping);
+        }
+    }
+}

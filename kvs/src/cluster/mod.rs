@@ -1,0 +1,13 @@
+//! The cluster: membership, failure detection, replication between nodes, anti-entropy.
+//!
+//! [`ClusterAgent`] is the sans-IO core of one node; the simulation test drives several of
+//! them through a faulty simulated network.
+
+pub mod agent;
+pub mod membership;
+
+pub use agent::{
+    AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Outgoing, OwnerFilter,
+    PeerEnvelope, PeerReply, PeerRequest, bucket,
+};
+pub use membership::{Member, Membership, NodeAddr, Status, node_id};

@@ -1,0 +1,486 @@
+//! Deterministic simulation of a whole cluster: the real sans-IO cores (cluster agents and
+//! storage workers) wired through a simulated network and clock driven by one seeded RNG.
+//!
+//! Faults: message loss, duplication, reordering and delay; a partition that heals; a node
+//! that crashes (losing its memory) and restarts empty. Clients write throughout, with ack
+//! `one` or `all`. After the faults stop and the cluster is quiet, for every key:
+//!
+//! - every owner holds the same value (convergence);
+//! - that value contains every acknowledged write that must survive: all `all` writes, and
+//!   every `one` write whose acknowledging node did not crash afterwards;
+//! - it contains nothing that was never written.
+//!
+//! `cargo test -p calm-kvs --test cluster_sim` runs 200 seeds. A failure prints its seed;
+//! `CALM_SIM_SEED=N` replays one seed and `CALM_SIM_SEEDS=N` runs N seeds.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use calm_kvs::cluster::{ClusterAgent, ClusterConfig, LocalStore, PeerEnvelope, PeerReply};
+use calm_kvs::{HashRing, Op, Value, Worker, WorkerConfig, Write};
+use calm_lattice::ReplicaId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const NODES: usize = 4;
+const KEYS: usize = 16;
+const STEP_MS: u64 = 10;
+const FAULTS_FROM: u64 = 2_000;
+const FAULTS_UNTIL: u64 = 12_000;
+const END: u64 = 24_000;
+
+fn config() -> ClusterConfig {
+    ClusterConfig {
+        replication: 2,
+        gossip_period_ms: 100,
+        anti_entropy_period_ms: 300,
+        probe_period_ms: 200,
+        probe_timeout_ms: 400,
+        suspect_timeout_ms: 1_500,
+        repair_batch: 64,
+    }
+}
+
+struct SimNode {
+    agent: ClusterAgent,
+    store: Worker,
+    up: bool,
+    /// Bumped on every restart; messages addressed to an older epoch are lost.
+    epoch: u32,
+    crashed_at: Vec<u64>,
+}
+
+fn new_store(i: usize, epoch: u32) -> Worker {
+    let ring = Arc::new(HashRing::new([0], 1));
+    // Replica ids differ per node and per restart, as they would for a new process.
+    let mut w = Worker::new(
+        0,
+        ReplicaId(((i as u64) << 32) | u64::from(epoch)),
+        ring,
+        WorkerConfig::default(),
+    );
+    w.collect_changes();
+    w
+}
+
+fn new_agent(i: usize, now: u64, rng: &mut StdRng) -> ClusterAgent {
+    let seeds = if i == 0 {
+        vec![]
+    } else {
+        vec!["n0".to_string()]
+    };
+    ClusterAgent::new(format!("n{i}"), seeds, config(), now.max(1), rng.random())
+}
+
+enum Msg {
+    Request {
+        id: u64,
+        from: usize,
+        to: usize,
+        envelope: PeerEnvelope,
+    },
+    Reply {
+        id: u64,
+        from: usize,
+        to: usize,
+        reply: PeerReply,
+    },
+}
+
+struct InFlight {
+    at: u64,
+    to_epoch: u32,
+    msg: Msg,
+}
+
+struct Network {
+    in_flight: Vec<InFlight>,
+    faulty: bool,
+    cut: HashSet<(usize, usize)>,
+}
+
+impl Network {
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+    }
+
+    fn send(&mut self, rng: &mut StdRng, now: u64, to_epoch: u32, msg: Msg) {
+        let (from, to) = match &msg {
+            Msg::Request { from, to, .. } | Msg::Reply { from, to, .. } => (*from, *to),
+        };
+        if !self.reachable(from, to) {
+            return;
+        }
+        let delay = if self.faulty {
+            if rng.random_bool(0.1) {
+                return; // lost
+            }
+            if rng.random_bool(0.05) {
+                // duplicated, the copy arriving a little later
+                let copy = clone_msg(&msg);
+                self.push(now + rng.random_range(1..100), to_epoch, copy);
+            }
+            rng.random_range(1..80)
+        } else {
+            rng.random_range(1..5)
+        };
+        self.push(now + delay, to_epoch, msg);
+    }
+
+    fn push(&mut self, at: u64, to_epoch: u32, msg: Msg) {
+        self.in_flight.push(InFlight { at, to_epoch, msg });
+    }
+}
+
+fn clone_msg(m: &Msg) -> Msg {
+    match m {
+        Msg::Request {
+            id,
+            from,
+            to,
+            envelope,
+        } => Msg::Request {
+            id: *id,
+            from: *from,
+            to: *to,
+            envelope: envelope.clone(),
+        },
+        Msg::Reply {
+            id,
+            from,
+            to,
+            reply,
+        } => Msg::Reply {
+            id: *id,
+            from: *from,
+            to: *to,
+            reply: reply.clone(),
+        },
+    }
+}
+
+fn index(addr: &str) -> usize {
+    addr.trim_start_matches('n')
+        .parse()
+        .expect("sim addresses are n0..nN")
+}
+
+/// `a` is contained in `b`: merging `a` into `b` changes nothing.
+fn contained(a: &Value, b: &Value) -> bool {
+    let mut x = b.clone();
+    x.merge(a.clone()) == Ok(false)
+}
+
+struct Acked {
+    key: Bytes,
+    delta: Value,
+    /// Acknowledged with `all` (else `one`).
+    all: bool,
+    target: usize,
+    at: u64,
+}
+
+fn flush(nodes: &mut [SimNode], net: &mut Network, rng: &mut StdRng, now: u64) {
+    for i in 0..nodes.len() {
+        if !nodes[i].up {
+            continue;
+        }
+        while let Some(out) = nodes[i].agent.poll_outgoing() {
+            let to = index(&out.to);
+            let epoch = nodes[to].epoch;
+            net.send(
+                rng,
+                now,
+                epoch,
+                Msg::Request {
+                    id: out.id,
+                    from: i,
+                    to,
+                    envelope: out.envelope,
+                },
+            );
+        }
+    }
+}
+
+fn run(seed: u64) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut nodes: Vec<SimNode> = (0..NODES)
+        .map(|i| SimNode {
+            agent: new_agent(i, 1, &mut rng),
+            store: new_store(i, 0),
+            up: true,
+            epoch: 0,
+            crashed_at: Vec::new(),
+        })
+        .collect();
+    let mut net = Network {
+        in_flight: Vec::new(),
+        faulty: false,
+        cut: HashSet::new(),
+    };
+    let mut attempted: BTreeMap<Bytes, Value> = BTreeMap::new();
+    let mut acked: Vec<Acked> = Vec::new();
+
+    // One crash and one partition, at random times inside the fault window.
+    let crash_node = rng.random_range(0..NODES);
+    let crash_at = rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 3_000) / STEP_MS * STEP_MS;
+    let restart_at = crash_at + rng.random_range(500..3_000) / STEP_MS * STEP_MS;
+    let cut_at = rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000) / STEP_MS * STEP_MS;
+    let heal_at = cut_at + rng.random_range(300..2_000) / STEP_MS * STEP_MS;
+    let side: Vec<usize> = (0..NODES).filter(|_| rng.random_bool(0.5)).collect();
+
+    let mut now = 1;
+    while now <= END {
+        net.faulty = (FAULTS_FROM..FAULTS_UNTIL).contains(&now);
+        if now == cut_at {
+            for &a in &side {
+                for b in (0..NODES).filter(|b| !side.contains(b)) {
+                    net.cut.insert((a, b));
+                }
+            }
+        }
+        if now == heal_at {
+            net.cut.clear();
+        }
+        if now == crash_at {
+            nodes[crash_node].up = false;
+            nodes[crash_node].crashed_at.push(now);
+        }
+        if now == restart_at {
+            let n = &mut nodes[crash_node];
+            n.epoch += 1;
+            n.store = new_store(crash_node, n.epoch);
+            n.agent = new_agent(crash_node, now, &mut rng);
+            n.up = true;
+        }
+
+        // Deliver what is due, in a random order among equals.
+        let (due, later): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(&mut net.in_flight)
+            .into_iter()
+            .partition(|m| m.at <= now);
+        net.in_flight = later;
+        let mut due = due;
+        while !due.is_empty() {
+            let m = due.swap_remove(rng.random_range(0..due.len()));
+            match m.msg {
+                Msg::Request {
+                    id,
+                    from,
+                    to,
+                    envelope,
+                } => {
+                    let n = &mut nodes[to];
+                    if !n.up || n.epoch != m.to_epoch {
+                        continue;
+                    }
+                    let reply = n.agent.handle_request(now, envelope, &mut n.store);
+                    let epoch = nodes[from].epoch;
+                    net.send(
+                        &mut rng,
+                        now,
+                        epoch,
+                        Msg::Reply {
+                            id,
+                            from: to,
+                            to: from,
+                            reply,
+                        },
+                    );
+                }
+                Msg::Reply {
+                    id,
+                    from,
+                    to,
+                    reply,
+                } => {
+                    let n = &mut nodes[to];
+                    if !n.up || n.epoch != m.to_epoch {
+                        continue;
+                    }
+                    let from_addr = format!("n{from}");
+                    n.agent
+                        .handle_reply(now, id, &from_addr, reply, &mut n.store);
+                }
+            }
+        }
+
+        // Clients write until the faults stop.
+        if now < FAULTS_UNTIL && rng.random_bool(0.3) {
+            let c = rng.random_range(0..NODES);
+            if nodes[c].up {
+                client_write(
+                    &mut nodes,
+                    &net,
+                    &mut rng,
+                    now,
+                    c,
+                    &mut attempted,
+                    &mut acked,
+                );
+            }
+        }
+
+        for n in nodes.iter_mut().filter(|n| n.up) {
+            n.agent.handle_tick(now, &mut n.store);
+        }
+        flush(&mut nodes, &mut net, &mut rng, now);
+        now += STEP_MS;
+    }
+
+    // Every node must agree on the owners, and every owner on the value.
+    let views: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            n.agent
+                .members()
+                .into_iter()
+                .filter(|m| m.status.owns_keys())
+                .map(|m| m.addr)
+                .collect()
+        })
+        .collect();
+    if views.iter().any(|v| *v != views[0]) {
+        return Err(format!("membership views differ after quiet: {views:?}"));
+    }
+    for (key, everything) in &attempted {
+        let owners = nodes[0].agent.owners(key);
+        let values: Vec<Option<&Value>> = owners
+            .iter()
+            .map(|o| nodes[index(o)].store.value(key))
+            .collect();
+        let first = values[0].ok_or_else(|| format!("owner {} lacks key {key:?}", owners[0]))?;
+        for (o, v) in owners.iter().zip(&values) {
+            if *v != Some(first) {
+                return Err(format!(
+                    "key {key:?}: owners disagree: {} has {v:?}, {} has {first:?}",
+                    o, owners[0]
+                ));
+            }
+        }
+        if !contained(first, everything) {
+            return Err(format!(
+                "key {key:?} holds something never written: {first:?}"
+            ));
+        }
+        for a in acked.iter().filter(|a| a.key == *key) {
+            // With ack `one`, only the acknowledging node held the write until gossip; if it
+            // crashed (losing memory) afterwards the write may be gone. Everything else must
+            // be there.
+            let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
+            if !a.all && crashed_after {
+                continue;
+            }
+            if !contained(&a.delta, first) {
+                return Err(format!(
+                    "key {key:?}: an acknowledged write is missing (acked at {}ms by n{}): {:?}\n  value: {first:?}",
+                    a.at, a.target, a.delta
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn client_write(
+    nodes: &mut [SimNode],
+    net: &Network,
+    rng: &mut StdRng,
+    now: u64,
+    coordinator: usize,
+    attempted: &mut BTreeMap<Bytes, Value>,
+    acked: &mut Vec<Acked>,
+) {
+    let k = rng.random_range(0..KEYS);
+    let key = Bytes::from(format!("key{k}"));
+    let write = match k % 3 {
+        0 => Write::Increment(rng.random_range(1..5)),
+        1 => Write::OrSetAdd(vec![Bytes::from(format!("m{}", rng.random_range(0..4)))]),
+        _ => Write::Lww(Bytes::from(format!("v{}", rng.random_range(0..100)))),
+    };
+    let all = rng.random_bool(0.5);
+    // The coordinator forwards to the first owner it can reach, as a node does.
+    let owners: Vec<usize> = nodes[coordinator]
+        .agent
+        .owners(&key)
+        .iter()
+        .map(|a| index(a))
+        .collect();
+    let Some(&target) = owners
+        .iter()
+        .find(|&&o| nodes[o].up && net.reachable(coordinator, o))
+    else {
+        return;
+    };
+    let results = nodes[target].store.handle_ops(
+        now,
+        [Op::Write {
+            key: key.clone(),
+            write,
+        }],
+    );
+    if results[0].is_err() {
+        return;
+    }
+    let changes = nodes[target].store.take_changes();
+    for (k, d) in &changes {
+        attempted
+            .entry(k.clone())
+            .or_insert_with(|| Value::empty(d.kind()))
+            .merge_replicated(d.clone());
+    }
+    let replicas: Vec<usize> = nodes[target]
+        .agent
+        .owners(&key)
+        .iter()
+        .map(|a| index(a))
+        .filter(|&o| o != target)
+        .collect();
+    nodes[target].agent.on_local_changes(changes.clone());
+    let mut reached_all = true;
+    if all {
+        // Ack `all`: the deltas are merged on every other owner before the client is told.
+        for o in replicas {
+            if nodes[o].up && net.reachable(target, o) {
+                nodes[o].store.merge_entries(now, changes.clone());
+            } else {
+                reached_all = false;
+            }
+        }
+    }
+    if all && !reached_all {
+        return; // the client is told the write did not reach every replica
+    }
+    for (k, delta) in changes {
+        acked.push(Acked {
+            key: k,
+            delta,
+            all,
+            target,
+            at: now,
+        });
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_faults_and_replicas_converge() {
+    let seeds: Vec<u64> = match std::env::var("CALM_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("CALM_SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("CALM_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            (0..n).collect()
+        }
+    };
+    for seed in seeds {
+        if let Err(e) = run(seed) {
+            panic!(
+                "simulation failed with seed {seed}: {e}\nreplay: CALM_SIM_SEED={seed} cargo test -p calm-kvs --test cluster_sim"
+            );
+        }
+    }
+}
