@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local cluster: N `calm server` nodes on 127.0.0.1, until Ctrl-C.
+    Up(cli::up::UpArgs),
     /// Run one node in the foreground (creates the cluster CA in the data dir if absent).
     Server(cli::server::ServerArgs),
     /// Read and write keys.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
                         cli::server::run(args).await.map(|()| ExitCode::SUCCESS)
                     }
                     Command::Kv(args) => cli::kv::run(args).await,
+                    Command::Up(args) => cli::up::run(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Status(args) => {
                         cli::status::run(args).await.map(|()| ExitCode::SUCCESS)
                     }

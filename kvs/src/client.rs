@@ -75,6 +75,15 @@ impl Client {
         addr: SocketAddr,
         config: quinn::ClientConfig,
     ) -> Result<Client, KvsError> {
+        Client::connect_within(addr, config, Duration::from_secs(5)).await
+    }
+
+    /// Connects, giving up after `timeout` without an answer.
+    pub async fn connect_within(
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Client, KvsError> {
         let connect_err = |reason: String| KvsError::Connect {
             addr: addr.to_string(),
             reason,
@@ -90,13 +99,13 @@ impl Client {
         let connecting = endpoint
             .connect(addr, tls::SERVER_NAME)
             .map_err(|e| connect_err(e.to_string()))?;
-        let conn = match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+        let conn = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(connect_err(e.to_string())),
             Err(_) => {
-                return Err(connect_err(
-                    "no answer within 5 s; is a calm server running there?".into(),
-                ));
+                return Err(connect_err(format!(
+                    "no answer within {timeout:?}; is a calm server running there?"
+                )));
             }
         };
         let (send, recv) = conn
@@ -122,7 +131,20 @@ impl Client {
         self.conn.remote_address()
     }
 
-    async fn request(&self, body: RequestBody) -> Result<ResponseBody, KvsError> {
+    /// Sends a request and waits for its answer.
+    pub(crate) async fn request(&self, body: RequestBody) -> Result<ResponseBody, KvsError> {
+        self.start_request(body)
+            .await?
+            .await
+            .map_err(|_| KvsError::ConnectionLost("the response reader stopped".into()))?
+    }
+
+    /// Sends a request and returns once it is written: requests started one after another
+    /// reach the node in that order. The receiver yields the answer.
+    pub(crate) async fn start_request(
+        &self,
+        body: RequestBody,
+    ) -> Result<oneshot::Receiver<Result<ResponseBody, KvsError>>, KvsError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(&Request { id, body })?;
         let (tx, rx) = oneshot::channel();
@@ -146,8 +168,39 @@ impl Client {
         if let Err(e) = written {
             self.shared.fail_all(&e.to_string());
         }
-        rx.await
-            .map_err(|_| KvsError::ConnectionLost("the response reader stopped".into()))?
+        Ok(rx)
+    }
+
+    /// The cluster's members as this node sees them (empty for a node outside a cluster).
+    pub async fn members(&self) -> Result<Vec<crate::protocol::MemberStatus>, KvsError> {
+        match self.request(RequestBody::Members).await? {
+            ResponseBody::Members(m) => Ok(m),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked for members, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs a batch with an explicit acknowledgement level.
+    pub async fn execute_with_ack(
+        &self,
+        ops: Vec<Op>,
+        ack: crate::protocol::Ack,
+    ) -> Result<Vec<OpResult>, KvsError> {
+        let expected = ops.len();
+        match self
+            .request(RequestBody::Batch {
+                ops,
+                ack,
+                forwarded: false,
+            })
+            .await?
+        {
+            ResponseBody::Results(results) if results.len() == expected => Ok(results),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked for {expected} results, got {other:?}"
+            ))),
+        }
     }
 
     /// Closes the connection politely.

@@ -30,8 +30,8 @@ pub use error::KvsError;
 pub use metrics::{Metrics, OpStats, StatsSnapshot, WorkerStats};
 pub use node::{Node, NodeConfig};
 pub use protocol::{
-    Op, OpError, OpKind, OpResult, ProtocolError, Reply, Request, RequestBody, Response,
-    ResponseBody,
+    Ack, MemberStatus, Op, OpError, OpKind, OpResult, ProtocolError, Reply, Request, RequestBody,
+    Response, ResponseBody,
 };
 pub use ring::HashRing;
 pub use store::{EmbeddedStore, Store};

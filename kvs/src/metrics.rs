@@ -96,6 +96,7 @@ impl Metrics {
             })
             .collect();
         StatsSnapshot {
+            pid: std::process::id(),
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             ops,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
@@ -143,6 +144,8 @@ pub struct WorkerStats {
 /// A node's statistics at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
+    /// The node's operating-system process id.
+    pub pid: u32,
     /// Time since the node started, milliseconds.
     pub uptime_ms: u64,
     /// Per kind of operation.

@@ -10,14 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
 use calm_lattice::ReplicaId;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use crate::cluster::{LocalStore, OwnerFilter};
 use crate::error::KvsError;
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::protocol::{Op, OpError, OpKind, OpResult};
 use crate::ring::HashRing;
+use crate::value::Value;
 use crate::worker::{GossipBatch, Worker, WorkerConfig};
 
 /// How a node runs. Every field has a default; a TOML file can set any of them.
@@ -146,13 +151,24 @@ impl NodeConfig {
     }
 }
 
+/// Deltas of the writes a batch made: `(key, delta)`.
+pub type Changes = Vec<(Bytes, Value)>;
+
+/// A worker's answer to a batch: one result per operation, and the deltas of its writes.
+type WorkerAnswer = (Vec<OpResult>, Changes);
+
 enum WorkerMsg {
     Ops {
         ops: Vec<Op>,
-        reply: oneshot::Sender<Vec<OpResult>>,
+        reply: oneshot::Sender<WorkerAnswer>,
     },
     Gossip(GossipBatch),
     Stats(oneshot::Sender<WorkerStats>),
+    Merge(Changes),
+    Digest(OwnerFilter, oneshot::Sender<BTreeMap<u16, u64>>),
+    EntriesIn(OwnerFilter, BTreeSet<u16>, usize, oneshot::Sender<Changes>),
+    NotOwned(OwnerFilter, usize, oneshot::Sender<Changes>),
+    DropIfUnchanged(Changes),
     Stop,
 }
 
@@ -189,7 +205,8 @@ impl Node {
         let mut threads = Vec::new();
         for (id, rx) in (0..n).zip(receivers) {
             let replica = ReplicaId((u64::from(config.node_id) << 16) | u64::from(id));
-            let worker = Worker::new(id, replica, ring.clone(), config.worker);
+            let mut worker = Worker::new(id, replica, ring.clone(), config.worker);
+            worker.collect_changes();
             let peers = senders.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("calm-worker-{id}"))
@@ -281,6 +298,15 @@ impl Node {
         Ok(self.metrics.snapshot(workers))
     }
 
+    /// Blocking access to the workers' data for the cluster agent's thread.
+    pub fn pool(&self) -> WorkerPool {
+        WorkerPool {
+            senders: self.senders.clone(),
+            ring: self.ring.clone(),
+            local_replication: self.config.worker.local_replication,
+        }
+    }
+
     /// Stops the workers after the messages already sent to them; waits for their threads.
     pub fn shutdown(&self) {
         for tx in &self.senders {
@@ -304,7 +330,7 @@ impl Drop for Node {
 
 /// A batch the workers are running; [`results`](PendingBatch::results) waits for it.
 pub struct PendingBatch {
-    waiting: Vec<(oneshot::Receiver<Vec<OpResult>>, Vec<usize>)>,
+    waiting: Vec<(oneshot::Receiver<WorkerAnswer>, Vec<usize>)>,
     op_kinds: Vec<OpKind>,
     started: Instant,
     metrics: Arc<Metrics>,
@@ -313,9 +339,17 @@ pub struct PendingBatch {
 impl PendingBatch {
     /// Waits for every worker involved; one result per operation, in order.
     pub async fn results(self) -> Result<Vec<OpResult>, KvsError> {
+        Ok(self.results_and_changes().await?.0)
+    }
+
+    /// Waits for every worker involved; the results, and the deltas the writes made (for
+    /// replication to other nodes).
+    pub async fn results_and_changes(self) -> Result<(Vec<OpResult>, Changes), KvsError> {
         let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); self.op_kinds.len()];
+        let mut all_changes = Vec::new();
         for (rx, positions) in self.waiting {
-            let answers = rx.await.map_err(|_| KvsError::ShutDown)?;
+            let (answers, changes) = rx.await.map_err(|_| KvsError::ShutDown)?;
+            all_changes.extend(changes);
             for (pos, answer) in positions.into_iter().zip(answers) {
                 results[pos] = answer;
             }
@@ -333,7 +367,106 @@ impl PendingBatch {
                 self.metrics.record(kind, counts[i], errors[i], latency);
             }
         }
-        Ok(results)
+        Ok((results, all_changes))
+    }
+}
+
+/// The node's workers seen as one [`LocalStore`], for the cluster agent. Its calls block
+/// until the workers answer, so it is used from the agent's own thread, never from async
+/// code.
+pub struct WorkerPool {
+    senders: Vec<mpsc::Sender<WorkerMsg>>,
+    ring: Arc<HashRing>,
+    local_replication: usize,
+}
+
+impl WorkerPool {
+    fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> WorkerMsg) -> Vec<T> {
+        let mut waiting = Vec::new();
+        for tx in &self.senders {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(make(reply)).is_ok() {
+                waiting.push(rx);
+            }
+        }
+        waiting
+            .into_iter()
+            .filter_map(|rx| rx.blocking_recv().ok())
+            .collect()
+    }
+
+    /// Splits entries by the local workers that hold each key.
+    fn by_worker(&self, entries: Changes, replicas: usize) -> Vec<Changes> {
+        let mut out: Vec<Changes> = vec![Vec::new(); self.senders.len()];
+        for (key, value) in entries {
+            for w in self.ring.owners(&key, replicas) {
+                out[w as usize].push((key.clone(), value.clone()));
+            }
+        }
+        out
+    }
+}
+
+impl LocalStore for WorkerPool {
+    fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
+        // Every local replica merges: they are not gossiped to locally.
+        for (w, part) in self
+            .by_worker(entries, self.local_replication)
+            .into_iter()
+            .enumerate()
+        {
+            if !part.is_empty() {
+                let _ = self.senders[w].send(WorkerMsg::Merge(part));
+            }
+        }
+    }
+
+    fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {
+        // Only primaries answer for their keys, so local replicas are not counted twice.
+        let mut total = BTreeMap::new();
+        for digest in self.ask(|reply| WorkerMsg::Digest(filter.clone(), reply)) {
+            for (bucket, h) in digest {
+                *total.entry(bucket).or_insert(0u64) ^= h;
+            }
+        }
+        total
+    }
+
+    fn entries_in(
+        &mut self,
+        filter: &OwnerFilter,
+        buckets: &BTreeSet<u16>,
+        limit: usize,
+    ) -> Changes {
+        let mut all: Changes = self
+            .ask(|reply| WorkerMsg::EntriesIn(filter.clone(), buckets.clone(), limit, reply))
+            .into_iter()
+            .flatten()
+            .collect();
+        all.truncate(limit);
+        all
+    }
+
+    fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Changes {
+        let mut all: Changes = self
+            .ask(|reply| WorkerMsg::NotOwned(mine.clone(), limit, reply))
+            .into_iter()
+            .flatten()
+            .collect();
+        all.truncate(limit);
+        all
+    }
+
+    fn drop_if_unchanged(&mut self, entries: Changes) {
+        for (w, part) in self
+            .by_worker(entries, self.local_replication)
+            .into_iter()
+            .enumerate()
+        {
+            if !part.is_empty() {
+                let _ = self.senders[w].send(WorkerMsg::DropIfUnchanged(part));
+            }
+        }
     }
 }
 
@@ -361,8 +494,19 @@ fn run_worker(
         match msg {
             Some(WorkerMsg::Ops { ops, reply }) => {
                 let results = worker.handle_ops(now_ms(), ops);
-                let _ = reply.send(results);
+                let _ = reply.send((results, worker.take_changes()));
             }
+            Some(WorkerMsg::Merge(entries)) => worker.merge_replicated(now_ms(), entries),
+            Some(WorkerMsg::Digest(filter, reply)) => {
+                let _ = reply.send(worker.digest(&filter));
+            }
+            Some(WorkerMsg::EntriesIn(filter, buckets, limit, reply)) => {
+                let _ = reply.send(worker.entries_in(&filter, &buckets, limit));
+            }
+            Some(WorkerMsg::NotOwned(filter, limit, reply)) => {
+                let _ = reply.send(worker.entries_not_owned(&filter, limit));
+            }
+            Some(WorkerMsg::DropIfUnchanged(entries)) => worker.drop_if_unchanged(entries),
             Some(WorkerMsg::Gossip(batch)) => worker.handle_gossip(now_ms(), batch),
             Some(WorkerMsg::Stats(reply)) => {
                 let _ = reply.send(worker.stats());

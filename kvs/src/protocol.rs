@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Member, PeerEnvelope, PeerReply};
 use crate::metrics::StatsSnapshot;
 use crate::value::{Kind, KindMismatch, ReadValue, Write};
 
@@ -130,6 +131,32 @@ pub enum OpError {
     /// The node is shutting down and did not run the operation.
     #[error("the node is shutting down; retry on another node")]
     ShuttingDown,
+    /// No node that owns the key could be reached.
+    #[error("no replica of the key is reachable ({reason}); retry shortly")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// With ack `all`: the write was merged where it reached, but not on every replica.
+    #[error(
+        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread, or retry (writes merge, so retrying is safe)"
+    )]
+    ReplicationIncomplete {
+        /// Replicas that merged the write.
+        reached: usize,
+        /// Replicas that own the key.
+        wanted: usize,
+    },
+}
+
+/// How many replicas must merge a write before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ack {
+    /// The first replica (fast; the write spreads by gossip within a period).
+    #[default]
+    One,
+    /// Every replica of the key (survives the loss of all but one of them).
+    All,
 }
 
 impl From<KindMismatch> for OpError {
@@ -158,9 +185,23 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// A batch of operations, run in order per key; results come back in the same order.
+    /// Writes are acknowledged by one replica.
     Ops(Vec<Op>),
     /// The node's counters and latency percentiles.
     Stats,
+    /// A batch with an explicit acknowledgement level.
+    Batch {
+        /// The operations.
+        ops: Vec<Op>,
+        /// How many replicas must merge each write before the answer.
+        ack: Ack,
+        /// Sent by another node that does not own the keys: run here, do not forward.
+        forwarded: bool,
+    },
+    /// A message between the cluster agents of two nodes.
+    Peer(PeerEnvelope),
+    /// The membership as this node sees it.
+    Members,
 }
 
 /// A node's answer to one request.
@@ -179,6 +220,10 @@ pub enum ResponseBody {
     Results(Vec<OpResult>),
     /// The node's statistics.
     Stats(StatsSnapshot),
+    /// A cluster agent's answer.
+    Peer(PeerReply),
+    /// The members as this node sees them, with each one's share of the key space.
+    Members(Vec<MemberStatus>),
     /// The request could not be read; the node closes the stream after this.
     Refused(ProtocolError),
 }
@@ -208,4 +253,15 @@ pub enum ProtocolError {
     /// The frame's bytes are not a valid request (garbage, or an unknown request type).
     #[error("malformed request: {0}")]
     Malformed(String),
+}
+
+/// One member of the cluster as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member.
+    pub member: Member,
+    /// Its share of primary ownership of the key space, in parts per thousand.
+    pub ring_share_permille: u32,
+    /// Whether this is the node that answered.
+    pub is_self: bool,
 }

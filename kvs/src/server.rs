@@ -9,16 +9,56 @@
 //! [`ProtocolError`](crate::ProtocolError) and the stream is closed; the connection, other
 //! streams and other clients carry on.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::cluster::runtime::PEER_TIMEOUT;
+use crate::cluster::{Cluster, NodeAddr};
 use crate::error::KvsError;
 use crate::node::Node;
-use crate::protocol::{OpError, Request, RequestBody, Response, ResponseBody};
+use crate::protocol::{
+    Ack, Op, OpError, OpResult, ProtocolError, Reply, Request, RequestBody, Response, ResponseBody,
+};
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
+
+/// What a listener serves: the node's workers, and its cluster agent when it has one.
+struct Service {
+    node: Arc<Node>,
+    cluster: Option<Cluster>,
+}
+
+/// A listener bound to its address, not yet serving.
+pub struct BoundServer {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+}
+
+impl BoundServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts serving `node` (as a member of `cluster`, if given).
+    pub fn serve(self, node: Arc<Node>, cluster: Option<Cluster>) -> Server {
+        let accepting = self.endpoint.clone();
+        let service = Arc::new(Service { node, cluster });
+        let accept_task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                tokio::spawn(serve_connection(incoming, service.clone()));
+            }
+        });
+        Server {
+            endpoint: self.endpoint,
+            local_addr: self.local_addr,
+            accept_task,
+        }
+    }
+}
 
 /// A running listener.
 pub struct Server {
@@ -28,12 +68,30 @@ pub struct Server {
 }
 
 impl Server {
-    /// Listens on `listen` with the TLS configuration `config`, serving `node`.
+    /// Listens on `listen` with the TLS configuration `config`, serving `node` alone.
     pub fn start(
         node: Arc<Node>,
         listen: SocketAddr,
         config: quinn::ServerConfig,
     ) -> Result<Server, KvsError> {
+        Server::start_in_cluster(node, None, listen, config)
+    }
+
+    /// Listens on `listen`, serving `node` as a member of `cluster`: operations on keys
+    /// this node does not own are forwarded to an owner, and peers' messages reach the
+    /// cluster agent.
+    pub fn start_in_cluster(
+        node: Arc<Node>,
+        cluster: Option<Cluster>,
+        listen: SocketAddr,
+        config: quinn::ServerConfig,
+    ) -> Result<Server, KvsError> {
+        Ok(Server::bind(listen, config)?.serve(node, cluster))
+    }
+
+    /// Binds the listener without serving yet, so the bound address (with port 0, the one
+    /// the system picked) can name the node before its cluster agent starts.
+    pub fn bind(listen: SocketAddr, config: quinn::ServerConfig) -> Result<BoundServer, KvsError> {
         let endpoint = quinn::Endpoint::server(config, listen).map_err(|e| KvsError::Connect {
             addr: listen.to_string(),
             reason: format!("cannot listen: {e}"),
@@ -42,16 +100,9 @@ impl Server {
             addr: listen.to_string(),
             reason: e.to_string(),
         })?;
-        let accepting = endpoint.clone();
-        let accept_task = tokio::spawn(async move {
-            while let Some(incoming) = accepting.accept().await {
-                tokio::spawn(serve_connection(incoming, node.clone()));
-            }
-        });
-        Ok(Server {
+        Ok(BoundServer {
             endpoint,
             local_addr,
-            accept_task,
         })
     }
 
@@ -68,7 +119,7 @@ impl Server {
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, node: Arc<Node>) {
+async fn serve_connection(incoming: quinn::Incoming, service: Arc<Service>) {
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -81,7 +132,7 @@ async fn serve_connection(incoming: quinn::Incoming, node: Arc<Node>) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, node.clone()));
+                tokio::spawn(serve_stream(send, recv, service.clone()));
             }
             Err(e) => {
                 tracing::debug!(%peer, "connection closed: {e}");
@@ -91,7 +142,12 @@ async fn serve_connection(incoming: quinn::Incoming, node: Arc<Node>) {
     }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, node: Arc<Node>) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    service: Arc<Service>,
+) {
+    let node = service.node.clone();
     let limit = node.config().max_in_flight_per_stream;
     let max_frame = node.config().max_frame_bytes;
     let metrics = node.metrics().clone();
@@ -131,21 +187,12 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         let id = request.id;
         let tx = tx.clone();
         match request.body {
-            RequestBody::Ops(ops) => {
-                let count = ops.len();
-                // Submitted here, in arrival order; answered whenever the workers finish.
-                let pending = node.submit(ops);
-                tokio::spawn(async move {
-                    let results = match pending {
-                        Ok(p) => p.results().await,
-                        Err(e) => Err(e),
-                    };
-                    let results =
-                        results.unwrap_or_else(|_| vec![Err(OpError::ShuttingDown); count]);
-                    reply(&tx, id, ResponseBody::Results(results)).await;
-                    drop(permit);
-                });
-            }
+            RequestBody::Ops(ops) => dispatch(&service, id, ops, Ack::One, false, tx, permit).await,
+            RequestBody::Batch {
+                ops,
+                ack,
+                forwarded,
+            } => dispatch(&service, id, ops, ack, forwarded, tx, permit).await,
             RequestBody::Stats => {
                 let node = node.clone();
                 tokio::spawn(async move {
@@ -155,10 +202,181 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
                     drop(permit);
                 });
             }
+            RequestBody::Peer(envelope) => match service.cluster.clone() {
+                Some(cluster) => {
+                    tokio::spawn(async move {
+                        if let Ok(answer) = cluster.handle_peer(envelope).await {
+                            reply(&tx, id, ResponseBody::Peer(answer)).await;
+                        }
+                        drop(permit);
+                    });
+                }
+                None => {
+                    let refusal =
+                        ProtocolError::Malformed("this node is not part of a cluster".into());
+                    reply(&tx, id, ResponseBody::Refused(refusal)).await;
+                    break;
+                }
+            },
+            RequestBody::Members => {
+                let members = service
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.view().member_status())
+                    .unwrap_or_default();
+                reply(&tx, id, ResponseBody::Members(members)).await;
+                drop(permit);
+            }
         }
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Runs a batch: operations on keys this node owns go to its workers, the others to an
+/// owner. Everything is *sent* before this returns, in arrival order (so a client's
+/// pipelined operations on a key keep their order); the answer is assembled in a task.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    service: &Arc<Service>,
+    id: u64,
+    ops: Vec<Op>,
+    ack: Ack,
+    forwarded: bool,
+    tx: mpsc::Sender<Vec<u8>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let count = ops.len();
+    let mut local_at = Vec::new();
+    let mut local_ops = Vec::new();
+    let mut remote: BTreeMap<NodeAddr, (Vec<usize>, Vec<Op>)> = BTreeMap::new();
+    match (&service.cluster, forwarded) {
+        (Some(cluster), false) => {
+            let view = cluster.view();
+            for (i, op) in ops.into_iter().enumerate() {
+                let owners = view.owners(op.key());
+                if owners.is_empty() || owners.iter().any(|o| o == cluster.me()) {
+                    local_at.push(i);
+                    local_ops.push(op);
+                } else {
+                    let group = remote.entry(owners[0].clone()).or_default();
+                    group.0.push(i);
+                    group.1.push(op);
+                }
+            }
+        }
+        _ => {
+            local_at = (0..count).collect();
+            local_ops = ops;
+        }
+    }
+    let pending = service.node.submit(local_ops);
+    let mut started = Vec::new();
+    if let Some(cluster) = &service.cluster {
+        for (addr, (at, ops)) in remote {
+            let body = RequestBody::Batch {
+                ops: ops.clone(),
+                ack,
+                forwarded: true,
+            };
+            let rx = match cluster.peers().client(&addr).await {
+                Ok(client) => client.start_request(body).await.ok(),
+                Err(_) => None,
+            };
+            started.push((addr, at, ops, rx));
+        }
+    }
+    let service = service.clone();
+    tokio::spawn(async move {
+        let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
+        if let Ok(p) = pending
+            && let Ok((mut local, changes)) = p.results_and_changes().await
+        {
+            if let Some(cluster) = &service.cluster {
+                match ack {
+                    Ack::One => cluster.local_changes(changes),
+                    Ack::All if !changes.is_empty() => {
+                        if let Err(e) = cluster.replicate_now(changes).await {
+                            for r in local
+                                .iter_mut()
+                                .filter(|r| matches!(r, Ok(Reply::Written | Reply::Deleted { .. })))
+                            {
+                                *r = Err(e.clone());
+                            }
+                        }
+                    }
+                    Ack::All => {}
+                }
+            }
+            for (i, r) in local_at.into_iter().zip(local) {
+                results[i] = r;
+            }
+        }
+        for (addr, at, ops, rx) in started {
+            let answer = match rx {
+                Some(rx) => match tokio::time::timeout(PEER_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(ResponseBody::Results(r)))) if r.len() == at.len() => Some(r),
+                    _ => None,
+                },
+                None => None,
+            };
+            let answer = match answer {
+                Some(r) => r,
+                None => retry_elsewhere(&service, &addr, ops, ack).await,
+            };
+            for (i, r) in at.into_iter().zip(answer) {
+                results[i] = r;
+            }
+        }
+        reply(&tx, id, ResponseBody::Results(results)).await;
+        drop(permit);
+    });
+}
+
+/// The owner a batch was forwarded to did not answer: each operation goes to its next
+/// owner (this node included, if it is one).
+async fn retry_elsewhere(service: &Service, failed: &str, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
+    let Some(cluster) = &service.cluster else {
+        return vec![Err(OpError::ShuttingDown); ops.len()];
+    };
+    cluster.peers().forget(failed).await;
+    let view = cluster.view();
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let next = view.owners(op.key()).into_iter().find(|o| o != failed);
+        let result = match next {
+            Some(o) if o == cluster.me() => match service.node.submit(vec![op]) {
+                Ok(p) => match p.results_and_changes().await {
+                    Ok((mut r, changes)) => {
+                        cluster.local_changes(changes);
+                        r.pop().unwrap_or(Err(OpError::ShuttingDown))
+                    }
+                    Err(_) => Err(OpError::ShuttingDown),
+                },
+                Err(_) => Err(OpError::ShuttingDown),
+            },
+            Some(o) => {
+                let body = RequestBody::Batch {
+                    ops: vec![op],
+                    ack,
+                    forwarded: true,
+                };
+                match cluster.peers().request(&o, body).await {
+                    Ok(ResponseBody::Results(mut r)) if r.len() == 1 => {
+                        r.pop().unwrap_or(Err(OpError::ShuttingDown))
+                    }
+                    Ok(_) | Err(_) => Err(OpError::Unavailable {
+                        reason: format!("owners {failed} and {o} did not answer"),
+                    }),
+                }
+            }
+            None => Err(OpError::Unavailable {
+                reason: format!("the only owner, {failed}, did not answer"),
+            }),
+        };
+        out.push(result);
+    }
+    out
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

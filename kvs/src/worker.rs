@@ -300,6 +300,12 @@ impl Worker {
         self.data.get(key)
     }
 
+    /// Whether this worker is the first of the key's local replicas: the one that speaks
+    /// for the node about it (digests, repair, handoff), so local copies count once.
+    fn is_local_primary(&self, key: &[u8]) -> bool {
+        self.ring.primary(key) == Some(self.id)
+    }
+
     /// Every stored key with its value (for tests).
     pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
         self.data.iter()
@@ -327,7 +333,7 @@ impl LocalStore for Worker {
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {
         let mut digest = BTreeMap::new();
         for (key, value) in &self.data {
-            if filter.matches(key) {
+            if self.is_local_primary(key) && filter.matches(key) {
                 *digest.entry(bucket(key)).or_insert(0u64) ^= entry_hash(key, value);
             }
         }
@@ -342,7 +348,9 @@ impl LocalStore for Worker {
     ) -> Vec<(Bytes, Value)> {
         self.data
             .iter()
-            .filter(|(k, _)| buckets.contains(&bucket(k)) && filter.matches(k))
+            .filter(|(k, _)| {
+                buckets.contains(&bucket(k)) && self.is_local_primary(k) && filter.matches(k)
+            })
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
@@ -351,7 +359,7 @@ impl LocalStore for Worker {
     fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)> {
         self.data
             .iter()
-            .filter(|(k, _)| !mine.matches(k))
+            .filter(|(k, _)| self.is_local_primary(k) && !mine.matches(k))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()

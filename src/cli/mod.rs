@@ -6,6 +6,7 @@ pub mod kv;
 pub mod server;
 pub mod status;
 pub mod target;
+pub mod up;
 
 /// A failed command: one line for stderr, exit status 1.
 pub type CliResult<T> = Result<T, String>;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use calm::cluster_file::ClusterFile;
+use calm_kvs::cluster::{Cluster, ClusterConfig, Peers};
 use calm_kvs::server::Server;
 use calm_kvs::tls::{self, NodeCertFiles};
 use calm_kvs::{Node, NodeConfig};
@@ -34,6 +35,16 @@ pub struct ServerArgs {
     /// This node's private key, with --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// A node of the cluster to join (repeatable); without it the node starts a new cluster
+    /// and writes DIR/cluster.toml.
+    #[arg(long = "join", value_name = "ADDR")]
+    pub join: Vec<SocketAddr>,
+    /// Nodes holding each key (when the cluster has that many).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replication: u16,
+    /// How often changed keys are sent to their other replicas, milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub gossip_ms: u64,
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
@@ -74,28 +85,57 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         }
     };
     let tls_config = tls::server_config(&certs).map_err(|e| e.to_string())?;
+    if args.listen.ip().is_unspecified() {
+        return Err(format!(
+            "--listen {} names no single address; other nodes and clients reach a node by its listen address, so give a concrete one such as 127.0.0.1:{} or this machine's IP",
+            args.listen,
+            args.listen.port()
+        ));
+    }
     let threads = config.threads;
     let node = Arc::new(Node::start(config).map_err(|e| e.to_string())?);
-    let server = Server::start(node.clone(), args.listen, tls_config).map_err(|e| e.to_string())?;
-    let addr = server.local_addr();
-
-    let cluster = ClusterFile {
-        nodes: vec![addr],
-        ca: PathBuf::from("ca").join("ca.pem"),
+    let bound = Server::bind(args.listen, tls_config).map_err(|e| e.to_string())?;
+    let addr = bound.local_addr();
+    let peers = Arc::new(Peers::new(
+        tls::client_config(&ca.cert).map_err(|e| e.to_string())?,
+    ));
+    let cluster_config = ClusterConfig {
+        replication: usize::from(args.replication),
+        gossip_period_ms: args.gossip_ms,
+        ..ClusterConfig::default()
     };
+    let cluster = Cluster::start(
+        addr.to_string(),
+        args.join.iter().map(|a| a.to_string()).collect(),
+        cluster_config,
+        node.pool(),
+        peers,
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(|e| e.to_string())?;
+    let server = bound.serve(node.clone(), Some(cluster.clone()));
+
     let cluster_path = args.data_dir.join("cluster.toml");
-    cluster.write(&cluster_path)?;
-    tracing::info!(%addr, threads, "node listening (QUIC)");
+    if args.join.is_empty() {
+        let file = ClusterFile {
+            nodes: vec![addr],
+            ca: PathBuf::from("ca").join("ca.pem"),
+        };
+        file.write(&cluster_path)?;
+    }
+    tracing::info!(%addr, threads, joining = ?args.join, "node listening (QUIC)");
     println!("ready: {addr} (cluster file {})", cluster_path.display());
 
     wait_for_stop().await;
-    tracing::info!("stopping");
+    tracing::info!("leaving the cluster and stopping");
+    cluster.leave().await;
     server.shutdown().await;
     node.shutdown();
     Ok(())
 }
 
-async fn wait_for_stop() {
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -1,13 +1,14 @@
-//! `calm status`: what each node of the cluster reports about itself.
+//! `calm status`: the cluster's membership and what each node reports about itself.
 
-use calm_kvs::{Client, OpKind, Store};
+use calm_kvs::{Client, MemberStatus, OpKind, StatsSnapshot, Store};
 use clap::Args;
 use serde_json::json;
 
 use super::CliResult;
 use super::target::Target;
 
-/// Show each node: reachable or not, uptime, keys, operations and latency.
+/// Show the members (address, state, incarnation, share of the keys) and each node's keys,
+/// operations and latency.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -17,27 +18,90 @@ pub struct StatusArgs {
     json: bool,
 }
 
+async fn stats_of(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> Result<StatsSnapshot, String> {
+    let client = Client::connect(addr, ca).await.map_err(|e| e.to_string())?;
+    let s = client.stats().await.map_err(|e| e.to_string());
+    client.close().await;
+    s
+}
+
 /// Runs `calm status`.
 pub async fn run(args: StatusArgs) -> CliResult<()> {
     let (nodes, ca) = args.target.resolve()?;
-    let mut docs = Vec::new();
-    for addr in nodes {
-        let stats = match Client::connect(addr, &ca).await {
-            Ok(client) => {
-                let s = client.stats().await;
-                client.close().await;
-                s.map_err(|e| e.to_string())
+    // The membership as the first reachable node sees it.
+    let mut members: Vec<MemberStatus> = Vec::new();
+    let mut asked = None;
+    for addr in &nodes {
+        if let Ok(client) = Client::connect(*addr, &ca).await {
+            if let Ok(m) = client.members().await {
+                members = m;
+                asked = Some(*addr);
             }
-            Err(e) => Err(e.to_string()),
-        };
-        match stats {
+            client.close().await;
+            break;
+        }
+    }
+    let Some(asked) = asked else {
+        return Err(format!(
+            "no node answered ({}); is the cluster running?",
+            nodes
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    // Every address known: the members, plus listed nodes a lone node does not report.
+    let mut addrs: Vec<std::net::SocketAddr> = members
+        .iter()
+        .filter_map(|m| m.member.addr.parse().ok())
+        .collect();
+    for a in &nodes {
+        if !addrs.contains(a) {
+            addrs.push(*a);
+        }
+    }
+    let mut docs = Vec::new();
+    if !args.json {
+        println!("membership as seen by {asked}:");
+        println!(
+            "  {:<22} {:<8} {:>15} {:>6}",
+            "node", "state", "incarnation", "keys%"
+        );
+        for m in &members {
+            println!(
+                "  {:<22} {:<8} {:>15} {:>5.1}%",
+                m.member.addr,
+                m.member.status.name(),
+                m.member.incarnation,
+                f64::from(m.ring_share_permille) / 10.0
+            );
+        }
+        println!();
+    }
+    for addr in addrs {
+        let member = members.iter().find(|m| m.member.addr == addr.to_string());
+        match stats_of(addr, &ca).await {
             Ok(s) => {
                 let keys: u64 = s.workers.iter().map(|w| w.keys).sum();
                 if args.json {
-                    docs.push(json!({ "address": addr.to_string(), "state": "up", "keys": keys, "stats": s }));
+                    docs.push(json!({
+                        "address": addr.to_string(),
+                        "state": member.map_or("up", |m| m.member.status.name()),
+                        "incarnation": member.map(|m| m.member.incarnation),
+                        "ring_share_permille": member.map(|m| m.ring_share_permille),
+                        "reachable": true,
+                        "pid": s.pid,
+                        "keys": keys,
+                        "stats": s,
+                    }));
                 } else {
                     println!(
-                        "{addr}  up  {:.0}s  {keys} keys  {} workers",
+                        "{addr}  pid {}  up {:.0}s  {keys} keys  {} workers",
+                        s.pid,
                         s.uptime_ms as f64 / 1000.0,
                         s.workers.len()
                     );
@@ -59,9 +123,13 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
             }
             Err(e) => {
                 if args.json {
-                    docs.push(
-                        json!({ "address": addr.to_string(), "state": "unreachable", "error": e }),
-                    );
+                    docs.push(json!({
+                        "address": addr.to_string(),
+                        "state": member.map_or("unreachable", |m| m.member.status.name()),
+                        "incarnation": member.map(|m| m.member.incarnation),
+                        "reachable": false,
+                        "error": e,
+                    }));
                 } else {
                     println!("{addr}  unreachable: {e}");
                 }
@@ -69,7 +137,7 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
         }
     }
     if args.json {
-        println!("{}", json!({ "nodes": docs }));
+        println!("{}", json!({ "asked": asked.to_string(), "nodes": docs }));
     }
     Ok(())
 }

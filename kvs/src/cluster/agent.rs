@@ -215,6 +215,9 @@ pub struct ClusterAgent {
     stats: AgentStats,
     left: bool,
     handoff: Handoff,
+    /// Until then, anti-entropy runs every gossip period: a node that (re)started empty
+    /// catches up from its peers quickly.
+    catch_up_until_ms: u64,
 }
 
 impl ClusterAgent {
@@ -251,6 +254,7 @@ impl ClusterAgent {
             stats: AgentStats::default(),
             left: false,
             handoff: Handoff::default(),
+            catch_up_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
         };
         agent.rebuild_ring();
         agent
@@ -535,7 +539,12 @@ impl ClusterAgent {
             }
         }
         if now_ms >= self.next_anti_entropy_ms {
-            self.next_anti_entropy_ms = now_ms + self.config.anti_entropy_period_ms;
+            let period = if now_ms < self.catch_up_until_ms {
+                self.config.gossip_period_ms
+            } else {
+                self.config.anti_entropy_period_ms
+            };
+            self.next_anti_entropy_ms = now_ms + period;
             self.hand_off(store);
             let peers = self.live_peers();
             if !peers.is_empty() {

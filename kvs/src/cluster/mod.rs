@@ -5,9 +5,11 @@
 
 pub mod agent;
 pub mod membership;
+pub mod runtime;
 
 pub use agent::{
     AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Outgoing, OwnerFilter,
     PeerEnvelope, PeerReply, PeerRequest, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
+pub use runtime::{Cluster, ClusterView, Peers};

@@ -1,0 +1,378 @@
+//! The cluster agent of a real node: it runs on its own thread (it reads the workers'
+//! data with blocking calls), and talks to other nodes through QUIC connections kept by
+//! [`Peers`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::agent::{ClusterAgent, ClusterConfig, Outgoing, PeerEnvelope, PeerReply, PeerRequest};
+use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use crate::client::Client;
+use crate::error::KvsError;
+use crate::node::{Changes, WorkerPool};
+use crate::protocol::{MemberStatus, OpError, RequestBody, ResponseBody};
+use crate::ring::HashRing;
+
+/// How long a message to another node may take before it counts as lost.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the request path needs of the cluster: who owns what, as of the last change.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// This node.
+    pub me: NodeAddr,
+    /// The ring of nodes that own keys.
+    pub ring: Arc<HashRing>,
+    /// Replicas per key.
+    pub replication: usize,
+    /// Ring ids to addresses.
+    pub nodes: BTreeMap<u32, NodeAddr>,
+    /// Every member.
+    pub members: Vec<Member>,
+}
+
+impl ClusterView {
+    /// The owners of `key`: alive ones first (primary first among them), then suspects.
+    pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
+        let mut owners: Vec<NodeAddr> = self
+            .ring
+            .owners(key, self.replication)
+            .into_iter()
+            .filter_map(|id| self.nodes.get(&id).cloned())
+            .collect();
+        let suspect = |a: &NodeAddr| {
+            self.members
+                .iter()
+                .any(|m| &m.addr == a && m.status == Status::Suspect)
+        };
+        owners.sort_by_key(suspect);
+        owners
+    }
+
+    /// Every member with its share of the key space.
+    pub fn member_status(&self) -> Vec<MemberStatus> {
+        const SAMPLES: u32 = 4096;
+        let mut primaries: HashMap<u32, u32> = HashMap::new();
+        for i in 0..SAMPLES {
+            if let Some(p) = self.ring.primary(&i.to_be_bytes()) {
+                *primaries.entry(p).or_default() += 1;
+            }
+        }
+        self.members
+            .iter()
+            .map(|m| MemberStatus {
+                member: m.clone(),
+                ring_share_permille: if m.status.owns_keys() {
+                    primaries.get(&node_id(&m.addr)).copied().unwrap_or(0) * 1000 / SAMPLES
+                } else {
+                    0
+                },
+                is_self: m.addr == self.me,
+            })
+            .collect()
+    }
+}
+
+/// Connections to the other nodes, opened on first use and dropped when they fail.
+pub struct Peers {
+    config: quinn::ClientConfig,
+    clients: tokio::sync::Mutex<HashMap<NodeAddr, Client>>,
+}
+
+impl Peers {
+    /// Peers trusted through the cluster CA's client configuration.
+    pub fn new(config: quinn::ClientConfig) -> Self {
+        Peers {
+            config,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection to `addr`.
+    pub async fn client(&self, addr: &str) -> Result<Client, KvsError> {
+        if let Some(c) = self.clients.lock().await.get(addr) {
+            return Ok(c.clone());
+        }
+        let sock = addr.parse().map_err(|_| KvsError::Connect {
+            addr: addr.to_string(),
+            reason: "not an IP address and port".into(),
+        })?;
+        // Peers answer fast or are down: do not hold a request for long on a dead node.
+        let client =
+            Client::connect_within(sock, self.config.clone(), Duration::from_secs(1)).await?;
+        self.clients
+            .lock()
+            .await
+            .insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets a connection that failed, so the next use reconnects.
+    pub async fn forget(&self, addr: &str) {
+        self.clients.lock().await.remove(addr);
+    }
+
+    /// Sends a request to `addr` and waits for the answer, at most [`PEER_TIMEOUT`].
+    pub async fn request(&self, addr: &str, body: RequestBody) -> Result<ResponseBody, KvsError> {
+        let client = self.client(addr).await?;
+        match tokio::time::timeout(PEER_TIMEOUT, client.request(body)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.forget(addr).await;
+                Err(e)
+            }
+            Err(_) => {
+                self.forget(addr).await;
+                Err(KvsError::ConnectionLost(format!(
+                    "{addr} did not answer within {PEER_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+}
+
+enum Input {
+    Request {
+        envelope: PeerEnvelope,
+        reply: oneshot::Sender<PeerReply>,
+    },
+    Reply {
+        id: u64,
+        from: NodeAddr,
+        reply: PeerReply,
+    },
+    Changes(Changes),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A node's handle on its cluster agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inbox: mpsc::Sender<Input>,
+    view: Arc<RwLock<Arc<ClusterView>>>,
+    peers: Arc<Peers>,
+    me: NodeAddr,
+}
+
+impl Cluster {
+    /// Starts the agent of the node at `me`, joining through `seeds`, on its own thread,
+    /// and its outgoing messages on `runtime`.
+    pub fn start(
+        me: NodeAddr,
+        seeds: Vec<NodeAddr>,
+        config: ClusterConfig,
+        mut pool: WorkerPool,
+        peers: Arc<Peers>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Cluster, KvsError> {
+        let (inbox, rx) = mpsc::channel::<Input>();
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+        let mut agent = ClusterAgent::new(
+            me.clone(),
+            seeds,
+            config,
+            now_ms(),
+            now_ms() ^ u64::from(node_id(&me)),
+        );
+        let view = Arc::new(RwLock::new(Arc::new(view_of(&agent))));
+
+        let published = view.clone();
+        std::thread::Builder::new()
+            .name("calm-cluster".into())
+            .spawn(move || {
+                let mut last_members = agent.members();
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(10)) {
+                        Ok(Input::Request { envelope, reply }) => {
+                            let r = agent.handle_request(now_ms(), envelope, &mut pool);
+                            let _ = reply.send(r);
+                        }
+                        Ok(Input::Reply { id, from, reply }) => {
+                            agent.handle_reply(now_ms(), id, &from, reply, &mut pool)
+                        }
+                        Ok(Input::Changes(c)) => agent.on_local_changes(c),
+                        Ok(Input::Leave(done)) => {
+                            agent.leave();
+                            while let Some(out) = agent.poll_outgoing() {
+                                let _ = out_tx.send(out);
+                            }
+                            let _ = done.send(());
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    agent.handle_tick(now_ms(), &mut pool);
+                    while let Some(out) = agent.poll_outgoing() {
+                        let _ = out_tx.send(out);
+                    }
+                    let members = agent.members();
+                    if members != last_members {
+                        for m in &members {
+                            if last_members.iter().all(|o| o.addr != m.addr || o.status != m.status) {
+                                tracing::info!(member = %m.addr, status = m.status.name(), "membership changed");
+                            }
+                        }
+                        if let Ok(mut v) = published.write() {
+                            *v = Arc::new(view_of(&agent));
+                        }
+                        last_members = members;
+                    }
+                }
+            })
+            .map_err(|e| KvsError::Config(format!("cannot start the cluster thread: {e}")))?;
+
+        let transport_peers = peers.clone();
+        let transport_inbox = inbox.clone();
+        runtime.spawn(async move {
+            while let Some(out) = out_rx.recv().await {
+                let peers = transport_peers.clone();
+                let inbox = transport_inbox.clone();
+                tokio::spawn(async move {
+                    match peers.request(&out.to, RequestBody::Peer(out.envelope)).await {
+                        Ok(ResponseBody::Peer(reply)) => {
+                            let _ = inbox.send(Input::Reply {
+                                id: out.id,
+                                from: out.to,
+                                reply,
+                            });
+                        }
+                        Ok(other) => tracing::warn!(peer = %out.to, "unexpected answer to a peer message: {other:?}"),
+                        // Lost: the agent's timeouts and anti-entropy deal with it.
+                        Err(e) => tracing::debug!(peer = %out.to, "peer message lost: {e}"),
+                    }
+                });
+            }
+        });
+
+        Ok(Cluster {
+            inbox,
+            view,
+            peers,
+            me,
+        })
+    }
+
+    /// This node's address.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Who owns what, as of the last membership change.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The connections to other nodes.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Answers a message from another node's agent.
+    pub async fn handle_peer(&self, envelope: PeerEnvelope) -> Result<PeerReply, KvsError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Input::Request { envelope, reply })
+            .map_err(|_| KvsError::ShutDown)?;
+        rx.await.map_err(|_| KvsError::ShutDown)
+    }
+
+    /// Hands the deltas of local writes to the agent, to send to the keys' other owners.
+    pub fn local_changes(&self, changes: Changes) {
+        if !changes.is_empty() {
+            let _ = self.inbox.send(Input::Changes(changes));
+        }
+    }
+
+    /// Sends deltas to every other owner of their keys now, and waits until each merged
+    /// them (ack `all`). The deltas also go to the agent, so owners missed now are repaired.
+    pub async fn replicate_now(&self, changes: Changes) -> Result<(), OpError> {
+        let view = self.view();
+        let mut per_owner: BTreeMap<NodeAddr, Changes> = BTreeMap::new();
+        let mut wanted = 1;
+        for (key, delta) in &changes {
+            let owners = view.owners(key);
+            wanted = wanted.max(owners.len());
+            for o in owners.into_iter().filter(|o| *o != self.me) {
+                per_owner
+                    .entry(o)
+                    .or_default()
+                    .push((key.clone(), delta.clone()));
+            }
+        }
+        self.local_changes(changes);
+        let mut failed = 0;
+        let sends = per_owner.into_iter().map(|(owner, entries)| {
+            let envelope = PeerEnvelope {
+                from: self.me.clone(),
+                membership: Membership::default(),
+                body: PeerRequest::Deltas(entries),
+            };
+            let peers = self.peers.clone();
+            async move { peers.request(&owner, RequestBody::Peer(envelope)).await }
+        });
+        for result in futures_join(sends).await {
+            if !matches!(result, Ok(ResponseBody::Peer(_))) {
+                failed += 1;
+            }
+        }
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err(OpError::ReplicationIncomplete {
+                reached: wanted.saturating_sub(failed),
+                wanted,
+            })
+        }
+    }
+
+    /// Leaves the cluster: tells the peers this node is going, before it stops.
+    pub async fn leave(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.inbox.send(Input::Leave(done)).is_ok() {
+            let _ = rx.await;
+            // Give the goodbye messages a moment to go out.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn view_of(agent: &ClusterAgent) -> ClusterView {
+    let (ring, replication, nodes) = agent.ring();
+    ClusterView {
+        me: agent.me().to_string(),
+        ring,
+        replication,
+        nodes,
+        members: agent.members(),
+    }
+}
