@@ -84,15 +84,27 @@ impl Client {
         config: quinn::ClientConfig,
         timeout: Duration,
     ) -> Result<Client, KvsError> {
+        Client::connect_from(addr, config, timeout, None).await
+    }
+
+    /// Connects from a chosen local IP (a node talks to its peers from its own address, so
+    /// they and any network in between see who is talking).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+        timeout: Duration,
+        local_ip: Option<IpAddr>,
+    ) -> Result<Client, KvsError> {
         let connect_err = |reason: String| KvsError::Connect {
             addr: addr.to_string(),
             reason,
         };
-        let bind: SocketAddr = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
-            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            IpAddr::V6(ip) if ip.is_loopback() => (Ipv6Addr::LOCALHOST, 0).into(),
-            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        let bind: SocketAddr = match (local_ip, addr.ip()) {
+            (Some(ip), _) => (ip, 0).into(),
+            (None, IpAddr::V4(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
+            (None, IpAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (None, IpAddr::V6(ip)) if ip.is_loopback() => (Ipv6Addr::LOCALHOST, 0).into(),
+            (None, IpAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
         endpoint.set_default_client_config(config);
@@ -193,6 +205,25 @@ impl Client {
                 ops,
                 ack,
                 forwarded: false,
+            })
+            .await?
+        {
+            ResponseBody::Results(results) if results.len() == expected => Ok(results),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked for {expected} results, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs a batch on this node's own workers only, whoever owns the keys (what a node
+    /// does with a batch another node forwarded). For inspecting one replica.
+    pub async fn execute_here(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, KvsError> {
+        let expected = ops.len();
+        match self
+            .request(RequestBody::Batch {
+                ops,
+                ack: crate::protocol::Ack::One,
+                forwarded: true,
             })
             .await?
         {

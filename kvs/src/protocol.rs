@@ -137,6 +137,15 @@ pub enum OpError {
         /// What failed.
         reason: String,
     },
+    /// The node a write was forwarded to did not answer in time: the write may or may not
+    /// have been applied, so it is not silently run elsewhere.
+    #[error(
+        "{node} did not answer in time; the write may or may not have been applied (lww, set and max writes are safe to retry; a counter retried may count twice)"
+    )]
+    Timeout {
+        /// The node that did not answer.
+        node: String,
+    },
     /// With ack `all`: the write was merged where it reached, but not on every replica.
     #[error(
         "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread, or retry (writes merge, so retrying is safe)"

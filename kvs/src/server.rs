@@ -6,7 +6,7 @@
 //! `max_in_flight_per_stream` are, after which the node stops reading that stream until
 //! answers drain, so a client that sends without reading holds bounded memory and stalls
 //! only itself. A frame the node cannot read is answered with a typed
-//! [`ProtocolError`](crate::ProtocolError) and the stream is closed; the connection, other
+//! [`ProtocolError`] and the stream is closed; the connection, other
 //! streams and other clients carry on.
 
 use std::collections::BTreeMap;
@@ -16,8 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cluster::runtime::PEER_TIMEOUT;
-use crate::cluster::{Cluster, NodeAddr};
+use crate::cluster::{Cluster, NodeAddr, PeerFailure};
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{
@@ -255,13 +254,26 @@ async fn dispatch(
             let view = cluster.view();
             for (i, op) in ops.into_iter().enumerate() {
                 let owners = view.owners(op.key());
-                if owners.is_empty() || owners.iter().any(|o| o == cluster.me()) {
-                    local_at.push(i);
-                    local_ops.push(op);
+                let target = if owners.is_empty() || owners.iter().any(|o| o == cluster.me()) {
+                    None
+                } else if let Some(alive) = owners.iter().find(|o| view.is_alive(o)) {
+                    Some(alive.clone())
+                } else if is_write(&op) && ack == Ack::One {
+                    // No owner is alive: keep the write here as a hint (see retry_elsewhere).
+                    None
                 } else {
-                    let group = remote.entry(owners[0].clone()).or_default();
-                    group.0.push(i);
-                    group.1.push(op);
+                    Some(owners[0].clone())
+                };
+                match target {
+                    None => {
+                        local_at.push(i);
+                        local_ops.push(op);
+                    }
+                    Some(owner) => {
+                        let group = remote.entry(owner).or_default();
+                        group.0.push(i);
+                        group.1.push(op);
+                    }
                 }
             }
         }
@@ -279,11 +291,14 @@ async fn dispatch(
                 ack,
                 forwarded: true,
             };
-            let rx = match cluster.peers().client(&addr).await {
-                Ok(client) => client.start_request(body).await.ok(),
-                Err(_) => None,
+            let sent = match cluster.peers().client(&addr).await {
+                Ok(client) => client
+                    .start_request(body)
+                    .await
+                    .map_err(PeerFailure::MaybeSent),
+                Err(e) => Err(PeerFailure::NotSent(e)),
             };
-            started.push((addr, at, ops, rx));
+            started.push((addr, at, ops, sent));
         }
     }
     let service = service.clone();
@@ -312,17 +327,34 @@ async fn dispatch(
                 results[i] = r;
             }
         }
-        for (addr, at, ops, rx) in started {
-            let answer = match rx {
-                Some(rx) => match tokio::time::timeout(PEER_TIMEOUT, rx).await {
-                    Ok(Ok(Ok(ResponseBody::Results(r)))) if r.len() == at.len() => Some(r),
-                    _ => None,
-                },
-                None => None,
+        for (addr, at, ops, sent) in started {
+            let outcome = match (sent, &service.cluster) {
+                (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
+                (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
+                (Err(e), _) => Err(e),
             };
-            let answer = match answer {
-                Some(r) => r,
-                None => retry_elsewhere(&service, &addr, ops, ack).await,
+            let answer: Vec<OpResult> = match outcome {
+                Ok(ResponseBody::Results(r)) if r.len() == at.len() => r,
+                Ok(other) => vec![
+                    Err(OpError::Unavailable {
+                        reason: format!("unexpected answer from {addr}: {other:?}"),
+                    });
+                    at.len()
+                ],
+                // Never sent: every operation may go elsewhere.
+                Err(PeerFailure::NotSent(_)) => retry_elsewhere(&service, &addr, ops, ack).await,
+                // Maybe applied: reads go elsewhere; writes are not run twice.
+                Err(PeerFailure::MaybeSent(_)) => {
+                    let mut out = Vec::with_capacity(ops.len());
+                    for op in ops {
+                        if is_write(&op) {
+                            out.push(Err(OpError::Timeout { node: addr.clone() }));
+                        } else {
+                            out.extend(retry_elsewhere(&service, &addr, vec![op], ack).await);
+                        }
+                    }
+                    out
+                }
             };
             for (i, r) in at.into_iter().zip(answer) {
                 results[i] = r;
@@ -333,50 +365,77 @@ async fn dispatch(
     });
 }
 
-/// The owner a batch was forwarded to did not answer: each operation goes to its next
-/// owner (this node included, if it is one).
+/// Whether an operation changes state (and so must not be run twice).
+fn is_write(op: &Op) -> bool {
+    !matches!(op, Op::Get { .. })
+}
+
+/// The owner a batch was meant for is unreachable (and the batch certainly did not reach
+/// it, or holds only reads): each operation goes to its next owner (this node included, if
+/// it is one). When no owner can be reached, a write with ack `one` is kept here as a
+/// *hint*: it is acknowledged, and this node hands it to the owners once they are reachable
+/// (as it does with every key it holds but does not own). So both sides of a partition keep
+/// accepting writes. A write whose request may have reached an owner is never run again
+/// elsewhere: it answers [`OpError::Timeout`].
 async fn retry_elsewhere(service: &Service, failed: &str, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
     let Some(cluster) = &service.cluster else {
         return vec![Err(OpError::ShuttingDown); ops.len()];
     };
-    cluster.peers().forget(failed).await;
     let view = cluster.view();
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
-        let next = view.owners(op.key()).into_iter().find(|o| o != failed);
-        let result = match next {
-            Some(o) if o == cluster.me() => match service.node.submit(vec![op]) {
-                Ok(p) => match p.results_and_changes().await {
-                    Ok((mut r, changes)) => {
-                        cluster.local_changes(changes);
-                        r.pop().unwrap_or(Err(OpError::ShuttingDown))
-                    }
-                    Err(_) => Err(OpError::ShuttingDown),
-                },
-                Err(_) => Err(OpError::ShuttingDown),
-            },
-            Some(o) => {
-                let body = RequestBody::Batch {
-                    ops: vec![op],
-                    ack,
-                    forwarded: true,
-                };
-                match cluster.peers().request(&o, body).await {
-                    Ok(ResponseBody::Results(mut r)) if r.len() == 1 => {
-                        r.pop().unwrap_or(Err(OpError::ShuttingDown))
-                    }
-                    Ok(_) | Err(_) => Err(OpError::Unavailable {
-                        reason: format!("owners {failed} and {o} did not answer"),
-                    }),
-                }
+        let others: Vec<NodeAddr> = view
+            .owners(op.key())
+            .into_iter()
+            .filter(|o| o != failed)
+            .collect();
+        let mut result = None;
+        for o in others {
+            if o == cluster.me() {
+                result = Some(run_here(service, cluster, op.clone()).await);
+                break;
             }
+            let body = RequestBody::Batch {
+                ops: vec![op.clone()],
+                ack,
+                forwarded: true,
+            };
+            match cluster.peers().try_request(&o, body).await {
+                Ok(ResponseBody::Results(mut r)) if r.len() == 1 => {
+                    result = r.pop();
+                    break;
+                }
+                Err(PeerFailure::MaybeSent(_)) if is_write(&op) => {
+                    result = Some(Err(OpError::Timeout { node: o }));
+                    break;
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        let result = match result {
+            Some(r) => r,
+            None if ack == Ack::One && is_write(&op) => run_here(service, cluster, op).await,
             None => Err(OpError::Unavailable {
-                reason: format!("the only owner, {failed}, did not answer"),
+                reason: format!("no owner of the key answered ({failed} first)"),
             }),
         };
         out.push(result);
     }
     out
+}
+
+/// Runs one operation on this node's workers and hands its deltas to the cluster agent.
+async fn run_here(service: &Service, cluster: &Cluster, op: Op) -> OpResult {
+    match service.node.submit(vec![op]) {
+        Ok(p) => match p.results_and_changes().await {
+            Ok((mut r, changes)) => {
+                cluster.local_changes(changes);
+                r.pop().unwrap_or(Err(OpError::ShuttingDown))
+            }
+            Err(_) => Err(OpError::ShuttingDown),
+        },
+        Err(_) => Err(OpError::ShuttingDown),
+    }
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

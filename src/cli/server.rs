@@ -35,6 +35,10 @@ pub struct ServerArgs {
     /// This node's private key, with --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// The address other nodes and clients reach this node at, if not --listen (behind a
+    /// proxy or NAT). It is the node's identity in the cluster.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
     /// A node of the cluster to join (repeatable); without it the node starts a new cluster
     /// and writes DIR/cluster.toml.
     #[arg(long = "join", value_name = "ADDR")]
@@ -85,9 +89,9 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         }
     };
     let tls_config = tls::server_config(&certs).map_err(|e| e.to_string())?;
-    if args.listen.ip().is_unspecified() {
+    if args.listen.ip().is_unspecified() && args.advertise.is_none() {
         return Err(format!(
-            "--listen {} names no single address; other nodes and clients reach a node by its listen address, so give a concrete one such as 127.0.0.1:{} or this machine's IP",
+            "--listen {} names no single address; other nodes and clients reach a node by its address, so give a concrete one such as 127.0.0.1:{}, or name it with --advertise",
             args.listen,
             args.listen.port()
         ));
@@ -96,8 +100,11 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     let node = Arc::new(Node::start(config).map_err(|e| e.to_string())?);
     let bound = Server::bind(args.listen, tls_config).map_err(|e| e.to_string())?;
     let addr = bound.local_addr();
+    let advertised = args.advertise.unwrap_or(addr);
+    // Peers see this node's traffic come from its own address.
     let peers = Arc::new(Peers::new(
         tls::client_config(&ca.cert).map_err(|e| e.to_string())?,
+        (!addr.ip().is_unspecified()).then(|| addr.ip()),
     ));
     let cluster_config = ClusterConfig {
         replication: usize::from(args.replication),
@@ -105,7 +112,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         ..ClusterConfig::default()
     };
     let cluster = Cluster::start(
-        addr.to_string(),
+        advertised.to_string(),
         args.join.iter().map(|a| a.to_string()).collect(),
         cluster_config,
         node.pool(),
@@ -118,13 +125,16 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     let cluster_path = args.data_dir.join("cluster.toml");
     if args.join.is_empty() {
         let file = ClusterFile {
-            nodes: vec![addr],
+            nodes: vec![advertised],
             ca: PathBuf::from("ca").join("ca.pem"),
         };
         file.write(&cluster_path)?;
     }
-    tracing::info!(%addr, threads, joining = ?args.join, "node listening (QUIC)");
-    println!("ready: {addr} (cluster file {})", cluster_path.display());
+    tracing::info!(%addr, %advertised, threads, joining = ?args.join, "node listening (QUIC)");
+    println!(
+        "ready: {advertised} (cluster file {})",
+        cluster_path.display()
+    );
 
     wait_for_stop().await;
     tracing::info!("leaving the cluster and stopping");

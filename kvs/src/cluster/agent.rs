@@ -602,6 +602,20 @@ impl ClusterAgent {
                 self.send(seed, PeerRequest::Ping);
             }
         }
+        // Dead members are pinged now and then (without suspicion): after a partition heals,
+        // the two sides rediscover each other this way. A node that hears it was declared
+        // dead refutes it, and its answer carries the refutation back.
+        let dead: Vec<NodeAddr> = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|m| m.addr != self.me && m.status == Status::Dead)
+            .map(|m| m.addr)
+            .collect();
+        if !dead.is_empty() {
+            let pick = dead[self.rng.random_range(0..dead.len())].clone();
+            self.send(pick, PeerRequest::Ping);
+        }
         if self.probe.is_some() {
             return;
         }
@@ -630,6 +644,10 @@ impl ClusterAgent {
         self.left = true;
         self.membership
             .record(&self.me, self.incarnation, Status::Left);
+        // Writes acknowledged here but not yet gossiped go out now.
+        for (to, entries) in std::mem::take(&mut self.pending) {
+            self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
+        }
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);
         }

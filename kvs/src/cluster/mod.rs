@@ -12,4 +12,4 @@ pub use agent::{
     PeerEnvelope, PeerReply, PeerRequest, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
-pub use runtime::{Cluster, ClusterView, Peers};
+pub use runtime::{Cluster, ClusterView, PeerFailure, Peers};
