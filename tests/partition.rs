@@ -8,17 +8,14 @@
 //! the heal every replica converges, and no acknowledged write is lost. The time to
 //! converge is printed.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use calm::kvs::cluster::Status;
+use calm::kvs::fault_proxy::{Partition, run_proxy};
 use calm::kvs::{Ack, Client, Op, ReadValue, Reply, Write};
-use tokio::net::UdpSocket;
 
 const KEYS: usize = 30;
 
@@ -28,63 +25,6 @@ fn real(i: u8, port: u16) -> SocketAddr {
 
 fn advertised(i: u8, port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 10 + i], port))
-}
-
-/// Which node a datagram comes from (by its source IP); clients are none.
-fn node_of(ip: IpAddr) -> Option<u8> {
-    match ip {
-        IpAddr::V4(v4) if (20..23).contains(&v4.octets()[3]) => Some(v4.octets()[3] - 20),
-        _ => None,
-    }
-}
-
-/// Node 0 on one side, nodes 1 and 2 on the other.
-fn blocked(cut: &AtomicBool, from: Option<u8>, to: u8) -> bool {
-    cut.load(Ordering::Relaxed) && from.is_some_and(|f| (f == 0) != (to == 0))
-}
-
-/// Relays datagrams for node `i` from its advertised address to its real one, dropping
-/// those that cross the partition.
-async fn proxy(i: u8, port: u16, cut: Arc<AtomicBool>) {
-    let front = Arc::new(
-        UdpSocket::bind(advertised(i, port))
-            .await
-            .expect("bind proxy"),
-    );
-    let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let Ok((n, src)) = front.recv_from(&mut buf).await else {
-            return;
-        };
-        let from = node_of(src.ip());
-        if blocked(&cut, from, i) {
-            continue;
-        }
-        let back = match backs.get(&src) {
-            Some(b) => b.clone(),
-            None => {
-                let b = Arc::new(
-                    UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 30 + i), 0))
-                        .await
-                        .unwrap(),
-                );
-                b.connect(real(i, port)).await.unwrap();
-                let (b2, front2, cut2) = (b.clone(), front.clone(), cut.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65_536];
-                    while let Ok(n) = b2.recv(&mut buf).await {
-                        if !blocked(&cut2, from, i) {
-                            let _ = front2.send_to(&buf[..n], src).await;
-                        }
-                    }
-                });
-                backs.insert(src, b.clone());
-                b
-            }
-        };
-        let _ = back.send(&buf[..n]).await;
-    }
 }
 
 struct Nodes(Vec<Child>);
@@ -159,9 +99,16 @@ async fn local_copies(clients: &[Client]) -> Vec<Vec<Option<i128>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_accept_writes_and_converge_after_heal() {
     let port = free_port();
-    let cut = Arc::new(AtomicBool::new(false));
-    for i in 0..3 {
-        tokio::spawn(proxy(i, port, cut.clone()));
+    let node_ips: Vec<IpAddr> = (0..3).map(|i| real(i, port).ip()).collect();
+    let cut = Partition::new(node_ips.clone(), vec![node_ips[0]]);
+    for i in 0..3u8 {
+        let relay = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 30 + i));
+        tokio::spawn(run_proxy(
+            advertised(i, port),
+            real(i, port),
+            relay,
+            cut.clone(),
+        ));
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -214,7 +161,7 @@ async fn both_sides_accept_writes_and_converge_after_heal() {
     // Split node 0 from nodes 1 and 2, and wait until each side has noticed (a write sent
     // across in the first instant of a split may time out, and is then reported as
     // possibly applied rather than run twice).
-    cut.store(true, Ordering::Relaxed);
+    cut.split();
     let split = Instant::now();
     let sees_split = |members: Vec<calm::kvs::MemberStatus>, other: SocketAddr| {
         members
@@ -251,7 +198,7 @@ async fn both_sides_accept_writes_and_converge_after_heal() {
 
     // Heal, and wait until every copy of every key holds all three writes, on at least two
     // nodes (the replication factor).
-    cut.store(false, Ordering::Relaxed);
+    cut.heal();
     let healed = Instant::now();
     loop {
         let copies = local_copies(&clients).await;

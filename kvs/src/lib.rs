@@ -14,6 +14,8 @@
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod fault_proxy;
+pub mod launch;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use calm::cluster_file::ClusterFile;
-use calm_kvs::cluster::{Cluster, ClusterConfig, Peers};
-use calm_kvs::server::Server;
-use calm_kvs::tls::{self, NodeCertFiles};
-use calm_kvs::{Node, NodeConfig};
+use calm_kvs::NodeConfig;
+use calm_kvs::cluster::ClusterConfig;
+use calm_kvs::launch::{NodeLaunch, launch};
+use calm_kvs::tls::NodeCertFiles;
 use clap::Args;
 
 use super::CliResult;
@@ -60,67 +59,30 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     if let Some(t) = args.threads {
         config.threads = t;
     }
-    // Replica ids must differ between nodes; the address a node listens on does.
-    config.node_id = calm_kvs::ring::key_hash(args.listen.to_string().as_bytes()) as u32;
     config.validate().map_err(|e| e.to_string())?;
 
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
-    let ca_dir = args.data_dir.join("ca");
-    let ca_existed = tls::CaFiles::in_dir(&ca_dir).exist();
-    let ca = tls::ensure_ca(&ca_dir).map_err(|e| e.to_string())?;
-    if !ca_existed {
-        tracing::info!("created a cluster CA in {}", ca_dir.display());
-    }
-    let certs = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => NodeCertFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ => {
-            let name =
-                format!("node-{}-{}", args.listen.ip(), args.listen.port()).replace(':', "_");
-            let files = NodeCertFiles::in_dir(&args.data_dir.join("nodes"), &name);
-            if files.exist() {
-                files
-            } else {
-                tls::issue(&ca, &name, &args.data_dir.join("nodes")).map_err(|e| e.to_string())?
-            }
-        }
-    };
-    let tls_config = tls::server_config(&certs).map_err(|e| e.to_string())?;
-    if args.listen.ip().is_unspecified() && args.advertise.is_none() {
-        return Err(format!(
-            "--listen {} names no single address; other nodes and clients reach a node by its address, so give a concrete one such as 127.0.0.1:{}, or name it with --advertise",
-            args.listen,
-            args.listen.port()
-        ));
-    }
     let threads = config.threads;
-    let node = Arc::new(Node::start(config).map_err(|e| e.to_string())?);
-    let bound = Server::bind(args.listen, tls_config).map_err(|e| e.to_string())?;
-    let addr = bound.local_addr();
-    let advertised = args.advertise.unwrap_or(addr);
-    // Peers see this node's traffic come from its own address.
-    let peers = Arc::new(Peers::new(
-        tls::client_config(&ca.cert).map_err(|e| e.to_string())?,
-        (!addr.ip().is_unspecified()).then(|| addr.ip()),
-    ));
-    let cluster_config = ClusterConfig {
-        replication: usize::from(args.replication),
-        gossip_period_ms: args.gossip_ms,
-        ..ClusterConfig::default()
-    };
-    let cluster = Cluster::start(
-        advertised.to_string(),
-        args.join.iter().map(|a| a.to_string()).collect(),
-        cluster_config,
-        node.pool(),
-        peers,
-        tokio::runtime::Handle::current(),
-    )
+    let running = launch(NodeLaunch {
+        listen: args.listen,
+        advertise: args.advertise,
+        join: args.join.clone(),
+        node: config,
+        cluster: ClusterConfig {
+            replication: usize::from(args.replication),
+            gossip_period_ms: args.gossip_ms,
+            ..ClusterConfig::default()
+        },
+        data_dir: args.data_dir.clone(),
+        cert: match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => Some(NodeCertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+    })
     .map_err(|e| e.to_string())?;
-    let server = bound.serve(node.clone(), Some(cluster.clone()));
+    let (addr, advertised) = (running.addr, running.advertised);
 
     let cluster_path = args.data_dir.join("cluster.toml");
     if args.join.is_empty() {
@@ -138,9 +100,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
 
     wait_for_stop().await;
     tracing::info!("leaving the cluster and stopping");
-    cluster.leave().await;
-    server.shutdown().await;
-    node.shutdown();
+    running.stop().await;
     Ok(())
 }
 

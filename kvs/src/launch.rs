@@ -1,0 +1,119 @@
+//! Starting a complete node — certificates, workers, listener, cluster agent — in one call.
+//! `calm server` and the benchmarks use it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cluster::{Cluster, ClusterConfig, Peers};
+use crate::error::KvsError;
+use crate::node::{Node, NodeConfig};
+use crate::server::Server;
+use crate::tls::{self, CaFiles, NodeCertFiles};
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct NodeLaunch {
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address others reach this node at, if not the listen address.
+    pub advertise: Option<SocketAddr>,
+    /// Nodes of the cluster to join (none: a new cluster).
+    pub join: Vec<SocketAddr>,
+    /// Worker settings.
+    pub node: NodeConfig,
+    /// Cluster settings.
+    pub cluster: ClusterConfig,
+    /// Folder holding the cluster CA (`ca/`, created if absent) and node certificates
+    /// (`nodes/`).
+    pub data_dir: PathBuf,
+    /// A certificate issued beforehand (default: issued from the data dir's CA).
+    pub cert: Option<NodeCertFiles>,
+}
+
+/// A node that is up.
+pub struct RunningNode {
+    /// Its workers.
+    pub node: Arc<Node>,
+    /// Its cluster agent.
+    pub cluster: Cluster,
+    /// Its listener.
+    pub server: Server,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The address it is known by in the cluster.
+    pub advertised: SocketAddr,
+    /// The cluster CA.
+    pub ca: CaFiles,
+}
+
+/// Starts a node. The CA is created in the data dir if absent; the node's certificate is
+/// issued from it unless one is given. The node's replica ids are derived from the address
+/// it is known by, so they differ across the cluster.
+pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
+    if l.listen.ip().is_unspecified() && l.advertise.is_none() {
+        return Err(KvsError::Config(format!(
+            "--listen {} names no single address; other nodes and clients reach a node by its address, so give a concrete one such as 127.0.0.1:{}, or name it with --advertise",
+            l.listen,
+            l.listen.port()
+        )));
+    }
+    std::fs::create_dir_all(&l.data_dir).map_err(|e| KvsError::io(&l.data_dir, e))?;
+    let ca_dir = l.data_dir.join("ca");
+    let ca_existed = CaFiles::in_dir(&ca_dir).exist();
+    let ca = tls::ensure_ca(&ca_dir)?;
+    if !ca_existed {
+        tracing::info!("created a cluster CA in {}", ca_dir.display());
+    }
+    let certs = match l.cert {
+        Some(c) => c,
+        None => {
+            let name = format!("node-{}-{}", l.listen.ip(), l.listen.port()).replace(':', "_");
+            let files = NodeCertFiles::in_dir(&l.data_dir.join("nodes"), &name);
+            if files.exist() {
+                files
+            } else {
+                tls::issue(&ca, &name, &l.data_dir.join("nodes"))?
+            }
+        }
+    };
+    let tls_config = tls::server_config(&certs)?;
+    let bound = Server::bind(l.listen, tls_config)?;
+    let addr = bound.local_addr();
+    let advertised = l.advertise.unwrap_or(addr);
+    // Replica ids must differ between nodes: derive them from the node's identity.
+    let mut node_config = l.node;
+    node_config.node_id = crate::ring::key_hash(advertised.to_string().as_bytes()) as u32;
+    let node = Arc::new(Node::start(node_config)?);
+    // Peers see this node's traffic come from its own address.
+    let peers = Arc::new(Peers::new(
+        tls::client_config(&ca.cert)?,
+        (!addr.ip().is_unspecified()).then(|| addr.ip()),
+    ));
+    let cluster = Cluster::start(
+        advertised.to_string(),
+        l.join.iter().map(|a| a.to_string()).collect(),
+        l.cluster,
+        node.pool(),
+        peers,
+        tokio::runtime::Handle::current(),
+    )?;
+    let server = bound.serve(node.clone(), Some(cluster.clone()));
+    Ok(RunningNode {
+        node,
+        cluster,
+        server,
+        addr,
+        advertised,
+        ca,
+    })
+}
+
+impl RunningNode {
+    /// Leaves the cluster and stops.
+    pub async fn stop(self) {
+        self.cluster.leave().await;
+        self.server.shutdown().await;
+        self.node.shutdown();
+    }
+}
