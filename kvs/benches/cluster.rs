@@ -17,7 +17,7 @@ use bytes::Bytes;
 use calm_kvs::cluster::{ClusterConfig, Status};
 use calm_kvs::fault_proxy::{Partition, run_proxy};
 use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
-use calm_kvs::{Ack, Client, NodeConfig, Op, ReadValue, Reply, Write};
+use calm_kvs::{Ack, Client, ClusterClient, NodeConfig, Op, OpResult, ReadValue, Reply, Write};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -89,10 +89,35 @@ fn key(i: usize) -> Bytes {
     Bytes::from(format!("user{i:08}"))
 }
 
+/// How the load reaches the cluster.
+#[derive(Clone)]
+enum Conn {
+    /// A connection to one node, which forwards keys it does not own.
+    Node(Client),
+    /// The routing client: each key straight to an owner.
+    Routed(ClusterClient),
+}
+
+impl Conn {
+    async fn run(&self, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
+        match self {
+            Conn::Node(c) => c.execute_with_ack(ops, ack).await.unwrap(),
+            Conn::Routed(c) => c.execute_with_ack(ops, ack).await.unwrap(),
+        }
+    }
+
+    async fn close(self) {
+        if let Conn::Node(c) = self {
+            c.close().await;
+        }
+    }
+}
+
 /// Runs `total` operations from `clients` tasks (batches of `batch`, spread over the
-/// nodes); returns ops/s and the request latency histogram (µs).
+/// nodes, or routed by key); returns ops/s and the request latency histogram (µs).
 async fn load(
     nodes: &[RunningNode],
+    routed: bool,
     clients: usize,
     batch: usize,
     total: usize,
@@ -102,9 +127,18 @@ async fn load(
     let value = Bytes::from(vec![b'x'; 100]);
     let per_client = total / clients;
     let mut conns = Vec::new();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     for c in 0..clients {
         let n = &nodes[c % nodes.len()];
-        conns.push(Client::connect(n.addr, &n.ca.cert).await.unwrap());
+        conns.push(if routed {
+            Conn::Routed(
+                ClusterClient::connect(addrs.clone(), &n.ca.cert)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            Conn::Node(Client::connect(n.addr, &n.ca.cert).await.unwrap())
+        });
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -131,7 +165,7 @@ async fn load(
                     })
                     .collect();
                 let sent = Instant::now();
-                let r = client.execute_with_ack(ops, ack).await.unwrap();
+                let r = client.run(ops, ack).await;
                 hist.saturating_record(sent.elapsed().as_micros().max(1) as u64);
                 assert!(
                     r.iter().all(Result::is_ok),
@@ -164,20 +198,25 @@ async fn throughput() {
     println!(
         "YCSB-A-like (50% read / 50% LWW update, uniform over {KEYS} keys, 100-byte values), 8 clients spread over the nodes, 64 operations per request, ack `one`, 1 worker per node.\n"
     );
-    println!("| cluster | ops/s | vs 1 node | request p50 | request p99 |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| cluster | client | ops/s | vs 1 node | request p50 | request p99 |");
+    println!("|---|---|---:|---:|---:|---:|");
     let mut single = 0.0;
-    for n in [1u8, 3] {
+    for (n, routed) in [(1u8, false), (3, false), (3, true)] {
         let dir = tempfile::tempdir().unwrap();
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let nodes = start_cluster(n, 100, |_| ip, None, 0, dir.path()).await;
-        load(&nodes, 8, 64, 20_000, true, Ack::One).await; // warm-up
-        let (rate, h) = load(&nodes, 8, 64, 200_000, true, Ack::One).await;
+        load(&nodes, routed, 8, 64, 20_000, true, Ack::One).await; // warm-up
+        let (rate, h) = load(&nodes, routed, 8, 64, 200_000, true, Ack::One).await;
         if n == 1 {
             single = rate;
         }
+        let how = if routed {
+            "routing (ClusterClient)"
+        } else {
+            "one node each (forwarding)"
+        };
         println!(
-            "| {n} node(s) | {rate:.0} | {:.2}x | {} µs | {} µs |",
+            "| {n} node(s) | {how} | {rate:.0} | {:.2}x | {} µs | {} µs |",
             rate / single,
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99)
@@ -187,15 +226,17 @@ async fn throughput() {
 }
 
 async fn ack() {
-    println!("\n## The cost of ack `all` vs `one` (3 nodes, replication 2, write-only)\n");
+    println!(
+        "\n## The cost of ack `all` vs `one` (3 nodes, replication 2, write-only, routing client)\n"
+    );
     println!("| ack | ops/s | request p50 | request p99 |");
     println!("|---|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let nodes = start_cluster(3, 100, |_| ip, None, 0, dir.path()).await;
     for (name, mode) in [("one", Ack::One), ("all", Ack::All)] {
-        load(&nodes, 8, 64, 20_000, false, mode).await;
-        let (rate, h) = load(&nodes, 8, 64, 100_000, false, mode).await;
+        load(&nodes, true, 8, 64, 20_000, false, mode).await;
+        let (rate, h) = load(&nodes, true, 8, 64, 100_000, false, mode).await;
         println!(
             "| {name} | {rate:.0} | {} µs | {} µs |",
             h.value_at_quantile(0.5),

@@ -138,6 +138,17 @@ impl Client {
         })
     }
 
+    /// Whether the connection has ended (requests would fail without being sent).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+            || self
+                .shared
+                .closed
+                .lock()
+                .map(|c| c.is_some())
+                .unwrap_or(true)
+    }
+
     /// The address of the node.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote_address()

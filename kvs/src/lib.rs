@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod cluster_client;
 pub mod error;
 pub mod fault_proxy;
 pub mod launch;
@@ -28,12 +29,13 @@ pub mod wire;
 pub mod worker;
 
 pub use client::Client;
+pub use cluster_client::ClusterClient;
 pub use error::KvsError;
 pub use metrics::{Metrics, OpStats, StatsSnapshot, WorkerStats};
 pub use node::{Node, NodeConfig};
 pub use protocol::{
     Ack, MemberStatus, Op, OpError, OpKind, OpResult, ProtocolError, Reply, Request, RequestBody,
-    Response, ResponseBody,
+    Response, ResponseBody, RoutingTable,
 };
 pub use ring::HashRing;
 pub use store::{EmbeddedStore, Store};

@@ -137,6 +137,12 @@ pub enum OpError {
         /// What failed.
         reason: String,
     },
+    /// This node does not own the key (the client's routing table is stale).
+    #[error("this node does not own the key; its owners are {owners:?}")]
+    NotOwner {
+        /// The key's owners as this node sees them.
+        owners: Vec<String>,
+    },
     /// The node a write was forwarded to did not answer in time: the write may or may not
     /// have been applied, so it is not silently run elsewhere.
     #[error(
@@ -211,6 +217,25 @@ pub enum RequestBody {
     Peer(PeerEnvelope),
     /// The membership as this node sees it.
     Members,
+    /// What a client needs to send each key to its owners itself.
+    Routing,
+    /// A batch routed by the client: the node runs the operations on keys it owns and
+    /// answers [`OpError::NotOwner`] for the others (the client's table is stale).
+    Routed {
+        /// The operations.
+        ops: Vec<Op>,
+        /// How many replicas must merge each write before the answer.
+        ack: Ack,
+    },
+}
+
+/// The routing table: enough for a client to compute every key's owners as nodes do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingTable {
+    /// Replicas per key.
+    pub replication: usize,
+    /// Every member; those alive or suspect own keys.
+    pub members: Vec<Member>,
 }
 
 /// A node's answer to one request.
@@ -233,6 +258,8 @@ pub enum ResponseBody {
     Peer(PeerReply),
     /// The members as this node sees them, with each one's share of the key space.
     Members(Vec<MemberStatus>),
+    /// The routing table.
+    Routing(RoutingTable),
     /// The request could not be read; the node closes the stream after this.
     Refused(ProtocolError),
 }

@@ -21,6 +21,7 @@ use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{
     Ack, Op, OpError, OpResult, ProtocolError, Reply, Request, RequestBody, Response, ResponseBody,
+    RoutingTable,
 };
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
 
@@ -217,6 +218,62 @@ async fn serve_stream(
                     break;
                 }
             },
+            RequestBody::Routing => {
+                let table = match &service.cluster {
+                    Some(c) => {
+                        let view = c.view();
+                        RoutingTable {
+                            replication: view.replication,
+                            members: view.members.clone(),
+                        }
+                    }
+                    None => RoutingTable {
+                        replication: 1,
+                        members: Vec::new(),
+                    },
+                };
+                reply(&tx, id, ResponseBody::Routing(table)).await;
+                drop(permit);
+            }
+            RequestBody::Routed { ops, ack } => {
+                // Keys this node does not own are answered NotOwner; the rest run here.
+                let mut not_owned = Vec::new();
+                let mut mine = Vec::new();
+                match &service.cluster {
+                    Some(c) => {
+                        let view = c.view();
+                        for (i, op) in ops.into_iter().enumerate() {
+                            let owners = view.owners(op.key());
+                            if owners.is_empty() || owners.iter().any(|o| o == c.me()) {
+                                mine.push((i, op));
+                            } else {
+                                not_owned.push((i, owners));
+                            }
+                        }
+                    }
+                    None => mine = ops.into_iter().enumerate().collect(),
+                }
+                let count = mine.len() + not_owned.len();
+                let (at, local): (Vec<usize>, Vec<Op>) = mine.into_iter().unzip();
+                let service2 = service.clone();
+                let pending = service.node.submit(local);
+                tokio::spawn(async move {
+                    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
+                    for (i, owners) in not_owned {
+                        results[i] = Err(OpError::NotOwner { owners });
+                    }
+                    if let Ok(p) = pending
+                        && let Ok((local, changes)) = p.results_and_changes().await
+                    {
+                        let local = settle(&service2, local, changes, ack).await;
+                        for (i, r) in at.into_iter().zip(local) {
+                            results[i] = r;
+                        }
+                    }
+                    reply(&tx, id, ResponseBody::Results(results)).await;
+                    drop(permit);
+                });
+            }
             RequestBody::Members => {
                 let members = service
                     .cluster
@@ -305,24 +362,9 @@ async fn dispatch(
     tokio::spawn(async move {
         let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
         if let Ok(p) = pending
-            && let Ok((mut local, changes)) = p.results_and_changes().await
+            && let Ok((local, changes)) = p.results_and_changes().await
         {
-            if let Some(cluster) = &service.cluster {
-                match ack {
-                    Ack::One => cluster.local_changes(changes),
-                    Ack::All if !changes.is_empty() => {
-                        if let Err(e) = cluster.replicate_now(changes).await {
-                            for r in local
-                                .iter_mut()
-                                .filter(|r| matches!(r, Ok(Reply::Written | Reply::Deleted { .. })))
-                            {
-                                *r = Err(e.clone());
-                            }
-                        }
-                    }
-                    Ack::All => {}
-                }
-            }
+            let local = settle(&service, local, changes, ack).await;
             for (i, r) in local_at.into_iter().zip(local) {
                 results[i] = r;
             }
@@ -363,6 +405,34 @@ async fn dispatch(
         reply(&tx, id, ResponseBody::Results(results)).await;
         drop(permit);
     });
+}
+
+/// Hands the deltas of local writes on: to the agent's gossip (ack `one`), or to every other
+/// owner before answering (ack `all`, whose writes fail if an owner did not merge them).
+async fn settle(
+    service: &Service,
+    mut local: Vec<OpResult>,
+    changes: crate::node::Changes,
+    ack: Ack,
+) -> Vec<OpResult> {
+    let Some(cluster) = &service.cluster else {
+        return local;
+    };
+    match ack {
+        Ack::One => cluster.local_changes(changes),
+        Ack::All if !changes.is_empty() => {
+            if let Err(e) = cluster.replicate_now(changes).await {
+                for r in local
+                    .iter_mut()
+                    .filter(|r| matches!(r, Ok(Reply::Written | Reply::Deleted { .. })))
+                {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        Ack::All => {}
+    }
+    local
 }
 
 /// Whether an operation changes state (and so must not be run twice).

@@ -135,8 +135,15 @@ impl Peers {
                 reason: "did not answer a moment ago".into(),
             });
         }
-        if let Some(c) = self.clients.lock().await.get(addr) {
-            return Ok(c.clone());
+        {
+            let mut clients = self.clients.lock().await;
+            match clients.get(addr) {
+                Some(c) if !c.is_closed() => return Ok(c.clone()),
+                Some(_) => {
+                    clients.remove(addr);
+                }
+                None => {}
+            }
         }
         let sock = addr.parse().map_err(|_| KvsError::Connect {
             addr: addr.to_string(),

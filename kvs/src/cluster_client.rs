@@ -1,0 +1,359 @@
+//! A client that sends each key straight to its owners.
+//!
+//! It keeps the cluster's routing table (members and replication factor), computes every
+//! key's owners exactly as the nodes do, and sends each operation to an alive owner: no
+//! forwarding hop. When its table is stale the node answers
+//! [`OpError::NotOwner`]; the client refreshes the table and retries (a redirect). When a
+//! node does not answer, the client refreshes and tries the next owner — except for a
+//! write that may already have been applied, which answers [`OpError::Timeout`] rather
+//! than risk running twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::cluster::{Status, node_id};
+use crate::error::KvsError;
+use crate::metrics::StatsSnapshot;
+use crate::protocol::{Ack, Op, OpError, OpResult, RequestBody, ResponseBody, RoutingTable};
+use crate::ring::HashRing;
+use crate::store::Store;
+use crate::tls;
+
+/// How long one node may take to answer before the client treats it as down.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts per operation (each after a refresh of the table).
+const ATTEMPTS: usize = 4;
+
+struct Table {
+    ring: HashRing,
+    replication: usize,
+    nodes: BTreeMap<u32, SocketAddr>,
+    alive: Vec<SocketAddr>,
+}
+
+impl Table {
+    fn from(t: RoutingTable) -> Table {
+        let owners: BTreeMap<u32, SocketAddr> = t
+            .members
+            .iter()
+            .filter(|m| m.status.owns_keys())
+            .filter_map(|m| m.addr.parse().ok().map(|a| (node_id(&m.addr), a)))
+            .collect();
+        Table {
+            ring: HashRing::new(owners.keys().copied(), 64),
+            replication: t.replication,
+            alive: t
+                .members
+                .iter()
+                .filter(|m| m.status == Status::Alive)
+                .filter_map(|m| m.addr.parse().ok())
+                .collect(),
+            nodes: owners,
+        }
+    }
+
+    /// The owners of `key`, alive ones first.
+    fn owners(&self, key: &[u8]) -> Vec<SocketAddr> {
+        let mut owners: Vec<SocketAddr> = self
+            .ring
+            .owners(key, self.replication)
+            .into_iter()
+            .filter_map(|id| self.nodes.get(&id).copied())
+            .collect();
+        owners.sort_by_key(|a| !self.alive.contains(a));
+        owners
+    }
+}
+
+struct Inner {
+    config: quinn::ClientConfig,
+    known: RwLock<Vec<SocketAddr>>,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, Client>>,
+    table: RwLock<Option<Arc<Table>>>,
+    redirects: AtomicU64,
+}
+
+/// A client of a whole cluster that routes each key to its owners. Cheap to clone.
+///
+/// ```no_run
+/// use calm_kvs::{ClusterClient, Store};
+/// # async fn demo() -> Result<(), calm_kvs::KvsError> {
+/// let nodes = vec!["127.0.0.1:7400".parse().unwrap(), "127.0.0.1:7401".parse().unwrap()];
+/// let cluster = ClusterClient::connect(nodes, "calm-data/ca/ca.pem".as_ref()).await?;
+/// cluster.put("k", "v").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClusterClient {
+    inner: Arc<Inner>,
+}
+
+impl ClusterClient {
+    /// Connects through any of `nodes`, trusting the CA certificate at `ca_cert`.
+    pub async fn connect(
+        nodes: Vec<SocketAddr>,
+        ca_cert: &Path,
+    ) -> Result<ClusterClient, KvsError> {
+        let client = ClusterClient {
+            inner: Arc::new(Inner {
+                config: tls::client_config(ca_cert)?,
+                known: RwLock::new(nodes),
+                conns: tokio::sync::Mutex::new(HashMap::new()),
+                table: RwLock::new(None),
+                redirects: AtomicU64::new(0),
+            }),
+        };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// How many operations were sent again after a stale table or a failed node.
+    pub fn redirects(&self) -> u64 {
+        self.inner.redirects.load(Ordering::Relaxed)
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> Result<Client, KvsError> {
+        {
+            let mut conns = self.inner.conns.lock().await;
+            match conns.get(&addr) {
+                Some(c) if !c.is_closed() => return Ok(c.clone()),
+                // A connection that ended sends nothing: reconnect.
+                Some(_) => {
+                    conns.remove(&addr);
+                }
+                None => {}
+            }
+        }
+        let c = Client::connect_within(addr, self.inner.config.clone(), NODE_TIMEOUT).await?;
+        self.inner.conns.lock().await.insert(addr, c.clone());
+        Ok(c)
+    }
+
+    async fn drop_conn(&self, addr: SocketAddr) {
+        self.inner.conns.lock().await.remove(&addr);
+    }
+
+    /// Fetches the routing table from the first node that answers.
+    pub async fn refresh(&self) -> Result<(), KvsError> {
+        let mut candidates: Vec<SocketAddr> = self
+            .inner
+            .known
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        if let Some(t) = self.table() {
+            for a in t.alive.iter().chain(t.nodes.values()) {
+                if !candidates.contains(a) {
+                    candidates.insert(0, *a);
+                }
+            }
+        }
+        let mut last = KvsError::Connect {
+            addr: "the cluster".into(),
+            reason: "no node address known".into(),
+        };
+        for addr in candidates {
+            let answer = match self.conn(addr).await {
+                Ok(c) => tokio::time::timeout(NODE_TIMEOUT, c.request(RequestBody::Routing)).await,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match answer {
+                Ok(Ok(ResponseBody::Routing(t))) if !t.members.is_empty() => {
+                    let table = Table::from(t);
+                    if let Ok(mut known) = self.inner.known.write() {
+                        for a in table.nodes.values() {
+                            if !known.contains(a) {
+                                known.push(*a);
+                            }
+                        }
+                    }
+                    if let Ok(mut slot) = self.inner.table.write() {
+                        *slot = Some(Arc::new(table));
+                    }
+                    return Ok(());
+                }
+                Ok(Ok(other)) => {
+                    last = KvsError::UnexpectedReply(format!(
+                        "asked for the routing table, got {other:?}"
+                    ))
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = KvsError::ConnectionLost(format!("{addr} did not answer")),
+            }
+            self.drop_conn(addr).await;
+        }
+        Err(last)
+    }
+
+    fn table(&self) -> Option<Arc<Table>> {
+        self.inner.table.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Runs a batch with an acknowledgement level; each operation goes to an owner of its
+    /// key. Results in the order of `ops`.
+    pub async fn execute_with_ack(
+        &self,
+        ops: Vec<Op>,
+        ack: Ack,
+    ) -> Result<Vec<OpResult>, KvsError> {
+        let mut results: Vec<Option<OpResult>> = vec![None; ops.len()];
+        let mut pending: Vec<usize> = (0..ops.len()).collect();
+        // Owners already tried for each operation, so a retry goes to the next one.
+        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); ops.len()];
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                self.inner
+                    .redirects
+                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                let _ = self.refresh().await;
+            }
+            let table = self.table().ok_or_else(|| KvsError::Connect {
+                addr: "the cluster".into(),
+                reason: "no routing table".into(),
+            })?;
+            let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+            for &i in &pending {
+                let owners = table.owners(ops[i].key());
+                let target = owners
+                    .iter()
+                    .find(|o| !tried[i].contains(o))
+                    .or(owners.first())
+                    .copied();
+                match target {
+                    Some(t) => groups.entry(t).or_default().push(i),
+                    None => {
+                        results[i] = Some(Err(OpError::Unavailable {
+                            reason: "the cluster has no node that owns keys".into(),
+                        }))
+                    }
+                }
+            }
+            let sends = groups.into_iter().map(|(addr, at)| {
+                let batch: Vec<Op> = at.iter().map(|&i| ops[i].clone()).collect();
+                let this = self.clone();
+                async move {
+                    let outcome = match this.conn(addr).await {
+                        Ok(c) => match c
+                            .start_request(RequestBody::Routed { ops: batch, ack })
+                            .await
+                        {
+                            Ok(rx) => match tokio::time::timeout(NODE_TIMEOUT, rx).await {
+                                Ok(Ok(Ok(ResponseBody::Results(r)))) if r.len() == at.len() => {
+                                    Sent::Answered(r)
+                                }
+                                _ => Sent::Maybe,
+                            },
+                            Err(_) => Sent::Maybe,
+                        },
+                        Err(_) => Sent::Never,
+                    };
+                    if !matches!(outcome, Sent::Answered(_)) {
+                        this.drop_conn(addr).await;
+                    }
+                    (addr, at, outcome)
+                }
+            });
+            let mut next = Vec::new();
+            for (addr, at, outcome) in join_all(sends).await {
+                match outcome {
+                    Sent::Answered(r) => {
+                        for (i, result) in at.into_iter().zip(r) {
+                            if matches!(result, Err(OpError::NotOwner { .. })) {
+                                next.push(i);
+                            } else {
+                                results[i] = Some(result);
+                            }
+                        }
+                    }
+                    Sent::Never => {
+                        for i in at {
+                            tried[i].push(addr);
+                            next.push(i);
+                        }
+                    }
+                    Sent::Maybe => {
+                        for i in at {
+                            if matches!(ops[i], Op::Get { .. }) {
+                                tried[i].push(addr);
+                                next.push(i);
+                            } else {
+                                results[i] = Some(Err(OpError::Timeout {
+                                    node: addr.to_string(),
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
+            pending = next;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(OpError::Unavailable {
+                        reason: format!("no owner answered after {ATTEMPTS} attempts"),
+                    })
+                })
+            })
+            .collect())
+    }
+}
+
+enum Sent {
+    Answered(Vec<OpResult>),
+    Never,
+    Maybe,
+}
+
+async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+impl Store for ClusterClient {
+    fn execute(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send {
+        self.execute_with_ack(ops, Ack::One)
+    }
+
+    async fn stats(&self) -> Result<StatsSnapshot, KvsError> {
+        let table = self.table();
+        let first = table
+            .as_ref()
+            .and_then(|t| t.alive.first().copied())
+            .or_else(|| {
+                self.inner
+                    .known
+                    .read()
+                    .ok()
+                    .and_then(|k| k.first().copied())
+            })
+            .ok_or(KvsError::ShutDown)?;
+        self.conn(first).await?.stats().await
+    }
+}

@@ -1,0 +1,166 @@
+//! The routing client against a real in-process cluster: keys go straight to their owners;
+//! a stale routing table is corrected by NotOwner redirects; a node that leaves is routed
+//! around.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use calm_kvs::cluster::{ClusterConfig, Status};
+use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
+use calm_kvs::{Client, ClusterClient, NodeConfig, Op, ReadValue, Reply, Store, Write};
+
+fn start(dir: &std::path::Path, join: Option<SocketAddr>, replication: usize) -> RunningNode {
+    launch(NodeLaunch {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        join: join.into_iter().collect(),
+        node: NodeConfig {
+            threads: 1,
+            ..NodeConfig::default()
+        },
+        cluster: ClusterConfig {
+            replication,
+            ..ClusterConfig::default()
+        },
+        data_dir: dir.to_path_buf(),
+        cert: None,
+    })
+    .expect("node starts")
+}
+
+async fn wait_alive(node: &RunningNode, n: usize) {
+    let client = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let members = client.members().await.unwrap();
+        if members
+            .iter()
+            .filter(|m| m.member.status == Status::Alive)
+            .count()
+            == n
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not reach {n} alive nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.close().await;
+}
+
+fn key(i: usize) -> Bytes {
+    Bytes::from(format!("key/{i}"))
+}
+
+async fn write_all(client: &ClusterClient, n: usize, by: i64) {
+    let ops = (0..n)
+        .map(|i| Op::Write {
+            key: key(i),
+            write: Write::Increment(by),
+        })
+        .collect();
+    let r = client.execute(ops).await.unwrap();
+    assert!(
+        r.iter().all(|r| *r == Ok(Reply::Written)),
+        "{:?}",
+        r.iter().find(|r| r.is_err())
+    );
+}
+
+async fn read_all(client: &ClusterClient, n: usize) -> Vec<Option<i128>> {
+    let ops = (0..n)
+        .map(|i| Op::Get {
+            key: key(i),
+            meta: false,
+        })
+        .collect();
+    client
+        .execute(ops)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            Ok(Reply::Value(Some(ReadValue::Counter { value }))) => Some(value),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn settle(client: &ClusterClient, n: usize, want: i128, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read_all(client, n).await.iter().any(|v| *v != Some(want)) {
+        assert!(
+            Instant::now() < deadline,
+            "values did not settle at {want} {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_to_owners_and_around_a_node_that_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), None, 2);
+    let b = start(dir.path(), Some(a.advertised), 2);
+    let c = start(dir.path(), Some(a.advertised), 2);
+    wait_alive(&a, 3).await;
+    wait_alive(&c, 3).await;
+
+    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+        .await
+        .unwrap();
+    write_all(&client, 200, 1).await;
+    assert_eq!(
+        client.redirects(),
+        0,
+        "a fresh table routes every key to an owner"
+    );
+    assert!(read_all(&client, 200).await.iter().all(|v| *v == Some(1)));
+
+    // Node b leaves; the client routes around it, and nothing is lost (replication 2).
+    b.stop().await;
+    write_all(&client, 200, 10).await;
+    settle(&client, 200, 11, "after a leave").await;
+    assert!(client.stats().await.is_ok());
+    a.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_table_is_corrected_by_redirects() {
+    // With one replica per key, a joining node takes keys away from their old owner.
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), None, 1);
+    let b = start(dir.path(), Some(a.advertised), 1);
+    wait_alive(&a, 2).await;
+    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+        .await
+        .unwrap();
+    write_all(&client, 200, 1).await;
+    assert_eq!(client.redirects(), 0);
+
+    let c = start(dir.path(), Some(a.advertised), 1);
+    wait_alive(&a, 3).await;
+    wait_alive(&b, 3).await;
+    wait_alive(&c, 3).await;
+    write_all(&client, 200, 10).await;
+    assert!(
+        client.redirects() > 0,
+        "the stale table should have been corrected by redirects"
+    );
+    let redirects = client.redirects();
+    write_all(&client, 200, 100).await;
+    assert_eq!(
+        client.redirects(),
+        redirects,
+        "after the refresh, routing is direct again"
+    );
+    // Keys that moved are handed to their new owner; every value ends complete.
+    settle(&client, 200, 111, "after a join").await;
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
