@@ -7,9 +7,13 @@
 //!
 //! - [`Worker`]: the sans-IO core that owns a shard of keys;
 //! - [`Node`]: the workers on their own threads, reached only by message;
-//! - [`EmbeddedStore`] and [`Client`]: the same [`Store`] trait in-process and over QUIC;
-//! - [`server`]: the QUIC listener; [`tls`]: the cluster CA and certificates;
-//! - [`wire`]: frames and the codec; [`protocol`]: the messages.
+//! - [`cluster`]: membership, failure detection, replication between nodes, anti-entropy
+//!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
+//! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
+//!   in-process, through one node, and routed to each key's owners;
+//! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener;
+//! - [`tls`]: the cluster CA and certificates; [`wire`]: frames and the codec;
+//!   [`protocol`]: the messages; [`fault_proxy`]: partitions for tests and experiments.
 
 pub mod client;
 pub mod cluster;
