@@ -204,6 +204,36 @@ impl Client {
         }
     }
 
+    /// The cluster's routing table as this node sees it.
+    pub async fn routing(&self) -> Result<crate::protocol::RoutingTable, KvsError> {
+        match self.request(RequestBody::Routing).await? {
+            ResponseBody::Routing(t) => Ok(t),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked for routing, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Gives `key` its own number of replicas across the cluster (`None`: the default).
+    pub async fn set_replication(
+        &self,
+        key: impl Into<bytes::Bytes>,
+        factor: Option<u8>,
+    ) -> Result<(), KvsError> {
+        match self
+            .request(RequestBody::SetReplication {
+                key: key.into(),
+                factor,
+            })
+            .await?
+        {
+            ResponseBody::Done => Ok(()),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked to set replication, got {other:?}"
+            ))),
+        }
+    }
+
     /// Runs a batch with an explicit acknowledgement level.
     pub async fn execute_with_ack(
         &self,

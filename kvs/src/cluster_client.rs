@@ -33,6 +33,7 @@ const ATTEMPTS: usize = 4;
 struct Table {
     ring: HashRing,
     replication: usize,
+    overrides: HashMap<bytes::Bytes, usize>,
     nodes: BTreeMap<u32, SocketAddr>,
     alive: Vec<SocketAddr>,
 }
@@ -48,6 +49,11 @@ impl Table {
         Table {
             ring: HashRing::new(owners.keys().copied(), 64),
             replication: t.replication,
+            overrides: t
+                .overrides
+                .into_iter()
+                .map(|(k, f)| (k, usize::from(f)))
+                .collect(),
             alive: t
                 .members
                 .iter()
@@ -62,7 +68,10 @@ impl Table {
     fn owners(&self, key: &[u8]) -> Vec<SocketAddr> {
         let mut owners: Vec<SocketAddr> = self
             .ring
-            .owners(key, self.replication)
+            .owners(
+                key,
+                self.overrides.get(key).copied().unwrap_or(self.replication),
+            )
             .into_iter()
             .filter_map(|id| self.nodes.get(&id).copied())
             .collect();

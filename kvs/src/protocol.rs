@@ -219,6 +219,13 @@ pub enum RequestBody {
     Members,
     /// What a client needs to send each key to its owners itself.
     Routing,
+    /// Gives a key its own number of replicas (`None`: back to the cluster's default).
+    SetReplication {
+        /// The key.
+        key: Bytes,
+        /// Its number of replicas.
+        factor: Option<u8>,
+    },
     /// A batch routed by the client: the node runs the operations on keys it owns and
     /// answers [`OpError::NotOwner`] for the others (the client's table is stale).
     Routed {
@@ -232,10 +239,12 @@ pub enum RequestBody {
 /// The routing table: enough for a client to compute every key's owners as nodes do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingTable {
-    /// Replicas per key.
+    /// Replicas per key, by default.
     pub replication: usize,
     /// Every member; those alive or suspect own keys.
     pub members: Vec<Member>,
+    /// Keys with a number of replicas of their own.
+    pub overrides: Vec<(Bytes, u8)>,
 }
 
 /// A node's answer to one request.
@@ -260,6 +269,8 @@ pub enum ResponseBody {
     Members(Vec<MemberStatus>),
     /// The routing table.
     Routing(RoutingTable),
+    /// Done.
+    Done,
     /// The request could not be read; the node closes the stream after this.
     Refused(ProtocolError),
 }

@@ -225,14 +225,29 @@ async fn serve_stream(
                         RoutingTable {
                             replication: view.replication,
                             members: view.members.clone(),
+                            overrides: view.table.overrides(),
                         }
                     }
                     None => RoutingTable {
                         replication: 1,
                         members: Vec::new(),
+                        overrides: Vec::new(),
                     },
                 };
                 reply(&tx, id, ResponseBody::Routing(table)).await;
+                drop(permit);
+            }
+            RequestBody::SetReplication { key, factor } => {
+                match &service.cluster {
+                    Some(c) if c.set_replication(key, factor).is_ok() => {
+                        reply(&tx, id, ResponseBody::Done).await;
+                    }
+                    _ => {
+                        let refusal =
+                            ProtocolError::Malformed("this node is not part of a cluster".into());
+                        reply(&tx, id, ResponseBody::Refused(refusal)).await;
+                    }
+                }
                 drop(permit);
             }
             RequestBody::Routed { ops, ack } => {

@@ -164,3 +164,85 @@ async fn a_stale_table_is_corrected_by_redirects() {
         n.stop().await;
     }
 }
+
+/// How many nodes hold `key` locally.
+async fn holders(nodes: &[&RunningNode], key: &Bytes) -> usize {
+    let mut n = 0;
+    for node in nodes {
+        let c = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+        let r = c
+            .execute_here(vec![Op::Get {
+                key: key.clone(),
+                meta: false,
+            }])
+            .await
+            .unwrap();
+        if matches!(r[0], Ok(Reply::Value(Some(_)))) {
+            n += 1;
+        }
+        c.close().await;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_can_have_its_own_replication_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), None, 2);
+    let b = start(dir.path(), Some(a.advertised), 2);
+    let c = start(dir.path(), Some(a.advertised), 2);
+    for n in [&a, &b, &c] {
+        wait_alive(n, 3).await;
+    }
+    let hot = Bytes::from_static(b"hot");
+    let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
+    admin.put(hot.clone(), "v").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holders(&[&a, &b, &c], &hot).await != 2 {
+        assert!(Instant::now() < deadline, "the default factor is 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Three replicas for this key: every node learns it, and the data follows.
+    admin.set_replication(hot.clone(), Some(3)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holders(&[&a, &b, &c], &hot).await != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the key did not reach a third replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in [&a, &b, &c] {
+        let t = Client::connect(n.addr, &n.ca.cert)
+            .await
+            .unwrap()
+            .routing()
+            .await
+            .unwrap();
+        assert_eq!(
+            t.overrides,
+            vec![(hot.clone(), 3)],
+            "every node holds the metadata"
+        );
+    }
+
+    // Back to the default: the copy that is no longer an owner is handed off and dropped.
+    admin.set_replication(hot.clone(), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while holders(&[&a, &b, &c], &hot).await != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the extra replica was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        admin.get(hot).await.unwrap(),
+        Some(ReadValue::Lww { .. })
+    ));
+    admin.close().await;
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}

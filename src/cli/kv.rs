@@ -76,6 +76,14 @@ enum KvCommand {
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         by: i64,
     },
+    /// Give a key its own number of replicas across the cluster (a hot key, a precious
+    /// one), or `default` to go back to the cluster's default.
+    Replicate {
+        /// The key.
+        key: String,
+        /// The number of nodes that hold the key, or `default`.
+        factor: String,
+    },
     /// Subtract from a counter (default 1) and print its new value.
     Decr {
         /// The key.
@@ -271,6 +279,32 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
             written(&key)
         }
         KvCommand::Incr { key, by } => count(client, key, by, json).await,
+        KvCommand::Replicate { key, factor } => {
+            let factor = match factor.as_str() {
+                "default" => None,
+                n => Some(
+                    n.parse::<u8>()
+                        .ok()
+                        .filter(|f| (1..=16).contains(f))
+                        .ok_or(format!(
+                            "'{n}' is not a number of replicas from 1 to 16, or 'default'"
+                        ))?,
+                ),
+            };
+            client
+                .set_replication(bytes(&key), factor)
+                .await
+                .map_err(err)?;
+            if json {
+                println!("{}", json!({ "key": key, "replication": factor }));
+            } else {
+                match factor {
+                    Some(f) => println!("OK: {key} is kept on {f} nodes"),
+                    None => println!("OK: {key} uses the cluster's default"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         KvCommand::Decr { key, by } => {
             count(
                 client,

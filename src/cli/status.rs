@@ -33,6 +33,7 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
     let (nodes, ca) = args.target.resolve()?;
     // The membership as the first reachable node sees it.
     let mut members: Vec<MemberStatus> = Vec::new();
+    let mut routing = None;
     let mut asked = None;
     for addr in &nodes {
         if let Ok(client) = Client::connect(*addr, &ca).await {
@@ -40,10 +41,21 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                 members = m;
                 asked = Some(*addr);
             }
+            routing = client.routing().await.ok();
             client.close().await;
             break;
         }
     }
+    let overrides: Vec<(String, u8)> = routing
+        .as_ref()
+        .map(|r| {
+            r.overrides
+                .iter()
+                .map(|(k, f)| (String::from_utf8_lossy(k).into_owned(), *f))
+                .collect()
+        })
+        .unwrap_or_default();
+    let default_replication = routing.as_ref().map(|r| r.replication);
     let Some(asked) = asked else {
         return Err(format!(
             "no node answered ({}); is the cluster running?",
@@ -79,6 +91,12 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                 m.member.incarnation,
                 f64::from(m.ring_share_permille) / 10.0
             );
+        }
+        if let Some(rf) = default_replication {
+            println!("replication: {rf} nodes per key by default");
+        }
+        for (key, f) in &overrides {
+            println!("  {key}: {f} nodes");
         }
         println!();
     }
@@ -137,7 +155,17 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
         }
     }
     if args.json {
-        println!("{}", json!({ "asked": asked.to_string(), "nodes": docs }));
+        let overrides: serde_json::Map<String, serde_json::Value> =
+            overrides.into_iter().map(|(k, f)| (k, json!(f))).collect();
+        println!(
+            "{}",
+            json!({
+                "asked": asked.to_string(),
+                "replication": default_replication,
+                "replication_overrides": overrides,
+                "nodes": docs,
+            })
+        );
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use super::replication::ReplicationTable;
 use crate::ring::{HashRing, key_hash};
 use crate::value::Value;
 
@@ -80,13 +81,15 @@ pub fn bucket(key: &[u8]) -> u16 {
 pub struct OwnerFilter {
     ring: Arc<HashRing>,
     replication: usize,
+    table: Arc<ReplicationTable>,
     nodes: Vec<u32>,
 }
 
 impl OwnerFilter {
     /// Whether every node of the filter owns `key`.
     pub fn matches(&self, key: &[u8]) -> bool {
-        let owners = self.ring.owners(key, self.replication);
+        let rf = self.table.factor(key).unwrap_or(self.replication);
+        let owners = self.ring.owners(key, rf);
         self.nodes.iter().all(|n| owners.contains(n))
     }
 }
@@ -119,6 +122,8 @@ pub struct PeerEnvelope {
     pub from: NodeAddr,
     /// The sender's view of the membership.
     pub membership: Membership,
+    /// The sender's table of per-key replication factors.
+    pub replication: ReplicationTable,
     /// What it asks.
     pub body: PeerRequest,
 }
@@ -196,6 +201,9 @@ struct Probe {
 /// One node's cluster agent. See the [module docs](self).
 pub struct ClusterAgent {
     me: NodeAddr,
+    /// Per-key replication factors, shared with every node.
+    table: Arc<ReplicationTable>,
+    clock: calm_lattice::HlcClock,
     incarnation: u64,
     membership: Membership,
     seeds: Vec<NodeAddr>,
@@ -234,6 +242,8 @@ impl ClusterAgent {
         let mut membership = Membership::default();
         membership.record(&me, incarnation, Status::Alive);
         let mut agent = ClusterAgent {
+            table: Arc::new(ReplicationTable::default()),
+            clock: calm_lattice::HlcClock::new(60_000),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             me,
             incarnation,
@@ -294,10 +304,34 @@ impl ClusterAgent {
         )
     }
 
+    /// The number of nodes holding `key`: its own factor, or the default.
+    pub fn replication_of(&self, key: &[u8]) -> usize {
+        self.table.factor(key).unwrap_or(self.config.replication)
+    }
+
+    /// The per-key replication factors.
+    pub fn replication_table(&self) -> &Arc<ReplicationTable> {
+        &self.table
+    }
+
+    /// Gives `key` its own number of replicas (`None`: back to the default); spreads to
+    /// every node with the next messages, and the data follows by anti-entropy.
+    pub fn set_replication(&mut self, now_ms: u64, key: Bytes, factor: Option<u8>) {
+        let stamp = calm_lattice::Stamp::new(
+            self.clock.tick(now_ms),
+            calm_lattice::ReplicaId(u64::from(node_id(&self.me))),
+        );
+        Arc::make_mut(&mut self.table).set(key, factor, stamp);
+        // Tell everyone now rather than at the next probe.
+        for peer in self.live_peers() {
+            self.send(peer, PeerRequest::Ping);
+        }
+    }
+
     /// The nodes that own `key`, primary first.
     pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
         self.ring
-            .owners(key, self.config.replication)
+            .owners(key, self.replication_of(key))
             .into_iter()
             .filter_map(|id| self.ring_nodes.get(&id).cloned())
             .collect()
@@ -306,13 +340,16 @@ impl ClusterAgent {
     /// Whether this node owns `key`.
     pub fn owns(&self, key: &[u8]) -> bool {
         let me = node_id(&self.me);
-        self.ring.owners(key, self.config.replication).contains(&me)
+        self.ring
+            .owners(key, self.replication_of(key))
+            .contains(&me)
     }
 
     fn filter_with(&self, peer: &str) -> OwnerFilter {
         OwnerFilter {
             ring: self.ring.clone(),
             replication: self.config.replication,
+            table: self.table.clone(),
             nodes: vec![node_id(&self.me), node_id(peer)],
         }
     }
@@ -330,6 +367,7 @@ impl ClusterAgent {
         PeerEnvelope {
             from: self.me.clone(),
             membership: self.membership.clone(),
+            replication: (*self.table).clone(),
             body,
         }
     }
@@ -399,6 +437,9 @@ impl ClusterAgent {
     ) -> PeerReply {
         let from = envelope.from.clone();
         self.absorb(now_ms, envelope.membership);
+        if envelope.replication != *self.table {
+            Arc::make_mut(&mut self.table).merge(envelope.replication);
+        }
         match envelope.body {
             PeerRequest::Ping => PeerReply::Ack {
                 membership: self.membership.clone(),
@@ -566,6 +607,7 @@ impl ClusterAgent {
         let mine = OwnerFilter {
             ring: self.ring.clone(),
             replication: self.config.replication,
+            table: self.table.clone(),
             nodes: vec![node_id(&self.me)],
         };
         let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod membership;
+pub mod replication;
 pub mod runtime;
 
 pub use agent::{
@@ -12,4 +13,5 @@ pub use agent::{
     PeerEnvelope, PeerReply, PeerRequest, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
+pub use replication::ReplicationTable;
 pub use runtime::{Cluster, ClusterView, PeerFailure, Peers};

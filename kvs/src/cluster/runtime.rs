@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::agent::{ClusterAgent, ClusterConfig, Outgoing, PeerEnvelope, PeerReply, PeerRequest};
 use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use super::replication::ReplicationTable;
 use crate::client::Client;
 use crate::error::KvsError;
 use crate::node::{Changes, WorkerPool};
@@ -39,6 +40,8 @@ pub struct ClusterView {
     pub nodes: BTreeMap<u32, NodeAddr>,
     /// Every member.
     pub members: Vec<Member>,
+    /// Per-key replication factors.
+    pub table: Arc<ReplicationTable>,
 }
 
 impl ClusterView {
@@ -46,7 +49,7 @@ impl ClusterView {
     pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
         let mut owners: Vec<NodeAddr> = self
             .ring
-            .owners(key, self.replication)
+            .owners(key, self.table.factor(key).unwrap_or(self.replication))
             .into_iter()
             .filter_map(|id| self.nodes.get(&id).cloned())
             .collect();
@@ -249,6 +252,7 @@ enum Input {
     },
     Changes(Changes),
     Leave(oneshot::Sender<()>),
+    SetReplication(bytes::Bytes, Option<u8>),
 }
 
 /// A node's handle on its cluster agent. Cheap to clone.
@@ -287,6 +291,7 @@ impl Cluster {
             .name("calm-cluster".into())
             .spawn(move || {
                 let mut last_members = agent.members();
+                let mut last_table = agent.replication_table().clone();
                 loop {
                     match rx.recv_timeout(Duration::from_millis(10)) {
                         Ok(Input::Request { envelope, reply }) => {
@@ -297,6 +302,9 @@ impl Cluster {
                             agent.handle_reply(now_ms(), id, &from, reply, &mut pool)
                         }
                         Ok(Input::Changes(c)) => agent.on_local_changes(c),
+                        Ok(Input::SetReplication(key, factor)) => {
+                            agent.set_replication(now_ms(), key, factor)
+                        }
                         Ok(Input::Leave(done)) => {
                             agent.leave();
                             while let Some(out) = agent.poll_outgoing() {
@@ -313,6 +321,13 @@ impl Cluster {
                         let _ = out_tx.send(out);
                     }
                     let members = agent.members();
+                    let table_changed = **agent.replication_table() != *last_table;
+                    if table_changed {
+                        last_table = agent.replication_table().clone();
+                        if let Ok(mut v) = published.write() {
+                            *v = Arc::new(view_of(&agent));
+                        }
+                    }
                     if members != last_members {
                         for m in &members {
                             if last_members.iter().all(|o| o.addr != m.addr || o.status != m.status) {
@@ -415,6 +430,7 @@ impl Cluster {
             let envelope = PeerEnvelope {
                 from: self.me.clone(),
                 membership: Membership::default(),
+                replication: ReplicationTable::default(),
                 body: PeerRequest::Deltas(entries),
             };
             let peers = self.peers.clone();
@@ -433,6 +449,13 @@ impl Cluster {
                 wanted,
             })
         }
+    }
+
+    /// Gives `key` its own number of replicas (`None`: back to the default).
+    pub fn set_replication(&self, key: bytes::Bytes, factor: Option<u8>) -> Result<(), KvsError> {
+        self.inbox
+            .send(Input::SetReplication(key, factor))
+            .map_err(|_| KvsError::ShutDown)
     }
 
     /// Leaves the cluster: tells the peers this node is going, before it stops.
@@ -470,5 +493,6 @@ fn view_of(agent: &ClusterAgent) -> ClusterView {
         replication,
         nodes,
         members: agent.members(),
+        table: agent.replication_table().clone(),
     }
 }
