@@ -153,6 +153,17 @@ fn every_kv_command_against_a_real_server() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("--priority"));
 
+    // Acknowledgement levels and merged reads (on one node, every level is met by it).
+    assert_eq!(
+        ok(server.kv(&["put", "acked", "yes", "--ack", "all"])),
+        "OK\n"
+    );
+    assert_eq!(ok(server.kv(&["incr", "acked-n", "--ack", "2"])), "1\n");
+    assert_eq!(ok(server.kv(&["get", "acked", "--read", "all"])), "yes\n");
+    let bad = server.kv(&["put", "x", "y", "--ack", "some"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("not one, all, or a number"));
+
     // Graceful stop on SIGTERM.
     let status = server.stop();
     assert!(status.success(), "server exit: {status:?}");

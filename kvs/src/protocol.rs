@@ -30,20 +30,38 @@ pub enum Op {
         /// The key.
         key: Bytes,
     },
+    /// Read a key as the merge of every replica's value (slower than [`Op::Get`], but it
+    /// sees every write any replica has merged).
+    GetAll {
+        /// The key.
+        key: Bytes,
+        /// Also return version metadata.
+        meta: bool,
+    },
+    /// The stored lattice value of a key on this replica, deletions included (used by
+    /// [`Op::GetAll`]).
+    Raw {
+        /// The key.
+        key: Bytes,
+    },
 }
 
 impl Op {
     /// The key this operation is about.
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Get { key, .. } | Op::Write { key, .. } | Op::Delete { key } => key,
+            Op::Get { key, .. }
+            | Op::Write { key, .. }
+            | Op::Delete { key }
+            | Op::GetAll { key, .. }
+            | Op::Raw { key } => key,
         }
     }
 
     /// The kind of operation, for metrics.
     pub fn op_kind(&self) -> OpKind {
         match self {
-            Op::Get { .. } => OpKind::Get,
+            Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } => OpKind::Get,
             Op::Write { .. } => OpKind::Write,
             Op::Delete { .. } => OpKind::Delete,
         }
@@ -86,6 +104,8 @@ pub enum Reply {
     Value(Option<ReadValue>),
     /// A write was merged.
     Written,
+    /// A replica's stored value (for [`Op::Raw`]).
+    Raw(Option<crate::value::Value>),
     /// A delete; `existed` says whether there was a visible value.
     Deleted {
         /// Whether the key had a visible value.
@@ -172,6 +192,9 @@ pub enum Ack {
     One,
     /// Every replica of the key (survives the loss of all but one of them).
     All,
+    /// At least this many replicas of the key, counting the first (survives the loss of
+    /// one fewer).
+    Replicas(u8),
 }
 
 impl From<KindMismatch> for OpError {

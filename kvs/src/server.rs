@@ -254,10 +254,15 @@ async fn serve_stream(
                 // Keys this node does not own are answered NotOwner; the rest run here.
                 let mut not_owned = Vec::new();
                 let mut mine = Vec::new();
+                let mut merged_reads = Vec::new();
                 match &service.cluster {
                     Some(c) => {
                         let view = c.view();
                         for (i, op) in ops.into_iter().enumerate() {
+                            if let Op::GetAll { key, meta } = op {
+                                merged_reads.push((i, key, meta));
+                                continue;
+                            }
                             let owners = view.owners(op.key());
                             if owners.is_empty() || owners.iter().any(|o| o == c.me()) {
                                 mine.push((i, op));
@@ -268,7 +273,7 @@ async fn serve_stream(
                     }
                     None => mine = ops.into_iter().enumerate().collect(),
                 }
-                let count = mine.len() + not_owned.len();
+                let count = mine.len() + not_owned.len() + merged_reads.len();
                 let (at, local): (Vec<usize>, Vec<Op>) = mine.into_iter().unzip();
                 let service2 = service.clone();
                 let pending = service.node.submit(local);
@@ -276,6 +281,9 @@ async fn serve_stream(
                     let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
                     for (i, owners) in not_owned {
                         results[i] = Err(OpError::NotOwner { owners });
+                    }
+                    for (i, key, meta) in merged_reads {
+                        results[i] = read_all_replicas(&service2, key, meta).await;
                     }
                     if let Ok(p) = pending
                         && let Ok((local, changes)) = p.results_and_changes().await
@@ -321,10 +329,15 @@ async fn dispatch(
     let mut local_at = Vec::new();
     let mut local_ops = Vec::new();
     let mut remote: BTreeMap<NodeAddr, (Vec<usize>, Vec<Op>)> = BTreeMap::new();
+    let mut merged_reads: Vec<(usize, bytes::Bytes, bool)> = Vec::new();
     match (&service.cluster, forwarded) {
         (Some(cluster), false) => {
             let view = cluster.view();
             for (i, op) in ops.into_iter().enumerate() {
+                if let Op::GetAll { key, meta } = op {
+                    merged_reads.push((i, key, meta));
+                    continue;
+                }
                 let owners = view.owners(op.key());
                 let target = if owners.is_empty() || owners.iter().any(|o| o == cluster.me()) {
                     None
@@ -384,6 +397,9 @@ async fn dispatch(
                 results[i] = r;
             }
         }
+        for (i, key, meta) in merged_reads {
+            results[i] = read_all_replicas(&service, key, meta).await;
+        }
         for (addr, at, ops, sent) in started {
             let outcome = match (sent, &service.cluster) {
                 (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
@@ -433,10 +449,14 @@ async fn settle(
     let Some(cluster) = &service.cluster else {
         return local;
     };
-    match ack {
-        Ack::One => cluster.local_changes(changes),
-        Ack::All if !changes.is_empty() => {
-            if let Err(e) = cluster.replicate_now(changes).await {
+    let need = match ack {
+        Ack::One => None,
+        Ack::All => Some(usize::MAX),
+        Ack::Replicas(k) => Some(usize::from(k)),
+    };
+    match need {
+        Some(k) if k > 1 && !changes.is_empty() => {
+            if let Err(e) = cluster.replicate_now(changes, k).await {
                 for r in local
                     .iter_mut()
                     .filter(|r| matches!(r, Ok(Reply::Written | Reply::Deleted { .. })))
@@ -445,14 +465,66 @@ async fn settle(
                 }
             }
         }
-        Ack::All => {}
+        _ => cluster.local_changes(changes),
     }
     local
 }
 
+/// Reads a key as the merge of every reachable replica's stored value.
+async fn read_all_replicas(service: &Service, key: bytes::Bytes, meta: bool) -> OpResult {
+    let Some(cluster) = &service.cluster else {
+        return Err(OpError::ShuttingDown);
+    };
+    let mut merged: Option<crate::value::Value> = None;
+    let mut answered = 0;
+    for owner in cluster.view().owners(&key) {
+        let raw = if owner == cluster.me() {
+            match service
+                .node
+                .execute(vec![Op::Raw { key: key.clone() }])
+                .await
+            {
+                Ok(mut r) => r.pop(),
+                Err(_) => None,
+            }
+        } else {
+            let body = RequestBody::Batch {
+                ops: vec![Op::Raw { key: key.clone() }],
+                ack: Ack::One,
+                forwarded: true,
+            };
+            match cluster.peers().request(&owner, body).await {
+                Ok(ResponseBody::Results(mut r)) => r.pop(),
+                _ => None,
+            }
+        };
+        match raw {
+            Some(Ok(Reply::Raw(value))) => {
+                answered += 1;
+                if let Some(v) = value {
+                    match &mut merged {
+                        Some(m) => {
+                            m.merge_replicated(v);
+                        }
+                        None => merged = Some(v),
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            _ => {}
+        }
+    }
+    if answered == 0 {
+        return Err(OpError::Unavailable {
+            reason: "no replica of the key answered".into(),
+        });
+    }
+    Ok(Reply::Value(merged.and_then(|v| v.read(meta))))
+}
+
 /// Whether an operation changes state (and so must not be run twice).
 fn is_write(op: &Op) -> bool {
-    !matches!(op, Op::Get { .. })
+    matches!(op, Op::Write { .. } | Op::Delete { .. })
 }
 
 /// The owner a batch was meant for is unreachable (and the batch certainly did not reach

@@ -136,6 +136,11 @@ impl Worker {
                 Ok(Reply::Value(self.data.get(&key).and_then(|v| v.read(meta))))
             }
             Op::Write { key, write } => self.write(now_ms, key, write),
+            Op::Raw { key } => Ok(Reply::Raw(self.data.get(&key).cloned())),
+            // Merging replicas is the node's job; a worker alone answers with its own copy.
+            Op::GetAll { key, meta } => {
+                Ok(Reply::Value(self.data.get(&key).and_then(|v| v.read(meta))))
+            }
             Op::Delete { key } => {
                 let Some(value) = self.data.get_mut(&key) else {
                     return Ok(Reply::Deleted { existed: false });

@@ -246,3 +246,78 @@ async fn a_key_can_have_its_own_replication_factor() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_count_replicas_and_reads_can_merge_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), None, 2);
+    let b = start(dir.path(), Some(a.advertised), 2);
+    let c = start(dir.path(), Some(a.advertised), 2);
+    for n in [&a, &b, &c] {
+        wait_alive(n, 3).await;
+    }
+    let key = Bytes::from_static(b"everywhere");
+    let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
+    admin.set_replication(key.clone(), Some(3)).await.unwrap();
+    for n in [&a, &b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = Client::connect(n.addr, &n.ca.cert).await.unwrap();
+        while client.routing().await.unwrap().overrides.is_empty() {
+            assert!(Instant::now() < deadline, "the factor did not spread");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let write = |by| Op::Write {
+        key: key.clone(),
+        write: Write::Increment(by),
+    };
+    let r = admin
+        .execute_with_ack(vec![write(1)], calm_kvs::Ack::Replicas(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![Ok(Reply::Written)],
+        "three replicas merged the write before the answer"
+    );
+    assert_eq!(holders(&[&a, &b, &c], &key).await, 3);
+
+    // Node c stops answering (without leaving): 3 replicas cannot be reached, 2 can.
+    c.server.shutdown().await;
+    c.node.shutdown();
+    let r = admin
+        .execute_with_ack(vec![write(10)], calm_kvs::Ack::Replicas(3))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r[0],
+            Err(calm_kvs::OpError::ReplicationIncomplete {
+                reached: 2,
+                wanted: 3
+            })
+        ),
+        "{r:?}"
+    );
+    let r = admin
+        .execute_with_ack(vec![write(100)], calm_kvs::Ack::Replicas(2))
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ok(Reply::Written)]);
+
+    // A merged read sees every write any reachable replica holds.
+    let r = admin
+        .execute(vec![Op::GetAll {
+            key: key.clone(),
+            meta: false,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![Ok(Reply::Value(Some(ReadValue::Counter { value: 111 })))]
+    );
+    admin.close().await;
+    a.stop().await;
+    b.stop().await;
+}

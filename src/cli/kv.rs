@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use calm_kvs::{Op, ReadValue, Reply, Store, Write};
+use calm_kvs::{Ack, Op, ReadValue, Reply, Store, Write};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 
@@ -19,6 +19,10 @@ pub struct KvArgs {
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// For writes: how many replicas must merge the write before it is acknowledged —
+    /// `one` (fast), `all`, or a number.
+    #[arg(long, global = true, default_value = "one", value_parser = parse_ack)]
+    ack: Ack,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -43,6 +47,9 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
+        /// `one`: read the first replica that answers; `all`: merge every replica's value.
+        #[arg(long, default_value = "one", value_parser = ["one", "all"])]
+        read: String,
     },
     /// Delete a key.
     Del {
@@ -114,6 +121,19 @@ enum SetKind {
     Orset,
 }
 
+fn parse_ack(s: &str) -> Result<Ack, String> {
+    match s {
+        "one" => Ok(Ack::One),
+        "all" => Ok(Ack::All),
+        n => n
+            .parse::<u8>()
+            .ok()
+            .filter(|k| *k >= 1)
+            .map(Ack::Replicas)
+            .ok_or_else(|| format!("'{n}' is not one, all, or a number of replicas")),
+    }
+}
+
 fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -183,13 +203,36 @@ fn print_text(value: &ReadValue) {
 pub async fn run(args: KvArgs) -> CliResult<ExitCode> {
     let json = args.json;
     let client = args.target.connect().await?;
-    let result = execute(&client, args.command, json).await;
+    let result = execute(&client, args.command, json, args.ack).await;
     client.close().await;
     result
 }
 
-async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> CliResult<ExitCode> {
+async fn execute(
+    client: &calm_kvs::Client,
+    command: KvCommand,
+    json: bool,
+    ack: Ack,
+) -> CliResult<ExitCode> {
     let err = |e: calm_kvs::KvsError| e.to_string();
+    // One write, acknowledged as asked.
+    let write = |key: String, write: Write| async move {
+        let mut r = client
+            .execute_with_ack(
+                vec![Op::Write {
+                    key: bytes(&key),
+                    write,
+                }],
+                ack,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.pop() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("no reply".to_string()),
+        }
+    };
     let written = |key: &str| {
         if json {
             println!("{}", json!({ "key": key, "written": true }));
@@ -205,7 +248,7 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
             kind,
             priority,
         } => {
-            let write = match kind {
+            let w = match kind {
                 PutKind::Lww => Write::Lww(bytes(&value)),
                 PutKind::Causal => Write::SingleCausal(bytes(&value)),
                 PutKind::Max => Write::Max(value.parse().map_err(|_| {
@@ -222,27 +265,45 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
             if priority.is_some() && !matches!(kind, PutKind::Priority) {
                 return Err("--priority goes with --type priority".into());
             }
-            client.write(bytes(&key), write).await.map_err(err)?;
+            write(key.clone(), w).await?;
             written(&key)
         }
-        KvCommand::Get { key } => match client.get_with_meta(bytes(&key)).await.map_err(err)? {
-            Some(value) => {
-                if json {
-                    println!("{}", read_json(&key, &value));
-                } else {
-                    print_text(&value);
+        KvCommand::Get { key, read } => {
+            let op = if read == "all" {
+                Op::GetAll {
+                    key: bytes(&key),
+                    meta: true,
                 }
-                Ok(ExitCode::SUCCESS)
-            }
-            None => {
-                if json {
-                    println!("{}", json!({ "key": key, "found": false }));
-                } else {
-                    eprintln!("not found: {key}");
+            } else {
+                Op::Get {
+                    key: bytes(&key),
+                    meta: true,
                 }
-                Ok(ExitCode::from(2))
+            };
+            let value = match client.execute(vec![op]).await.map_err(err)?.pop() {
+                Some(Ok(Reply::Value(v))) => v,
+                Some(Err(e)) => return Err(e.to_string()),
+                other => return Err(format!("unexpected reply: {other:?}")),
+            };
+            match value {
+                Some(value) => {
+                    if json {
+                        println!("{}", read_json(&key, &value));
+                    } else {
+                        print_text(&value);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    if json {
+                        println!("{}", json!({ "key": key, "found": false }));
+                    } else {
+                        eprintln!("not found: {key}");
+                    }
+                    Ok(ExitCode::from(2))
+                }
             }
-        },
+        }
         KvCommand::Del { key } => {
             let existed = client.delete(bytes(&key)).await.map_err(err)?;
             if json {
@@ -264,21 +325,18 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
             members: ms,
             kind,
         } => {
-            let write = match kind {
+            let w = match kind {
                 SetKind::Set => Write::SetAdd(members(&ms)),
                 SetKind::Orset => Write::OrSetAdd(members(&ms)),
             };
-            client.write(bytes(&key), write).await.map_err(err)?;
+            write(key.clone(), w).await?;
             written(&key)
         }
         KvCommand::Rem { key, members: ms } => {
-            client
-                .write(bytes(&key), Write::OrSetRemove(members(&ms)))
-                .await
-                .map_err(err)?;
+            write(key.clone(), Write::OrSetRemove(members(&ms))).await?;
             written(&key)
         }
-        KvCommand::Incr { key, by } => count(client, key, by, json).await,
+        KvCommand::Incr { key, by } => count(client, key, by, json, ack).await,
         KvCommand::Replicate { key, factor } => {
             let factor = match factor.as_str() {
                 "default" => None,
@@ -311,6 +369,7 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
                 key,
                 by.checked_neg().ok_or("decrement too large")?,
                 json,
+                ack,
             )
             .await
         }
@@ -318,19 +377,28 @@ async fn execute(client: &calm_kvs::Client, command: KvCommand, json: bool) -> C
 }
 
 /// Adds `by` and reads the new value in one round trip.
-async fn count(client: &calm_kvs::Client, key: String, by: i64, json: bool) -> CliResult<ExitCode> {
+async fn count(
+    client: &calm_kvs::Client,
+    key: String,
+    by: i64,
+    json: bool,
+    ack: Ack,
+) -> CliResult<ExitCode> {
     let k = bytes(&key);
     let mut results = client
-        .execute(vec![
-            Op::Write {
-                key: k.clone(),
-                write: Write::Increment(by),
-            },
-            Op::Get {
-                key: k,
-                meta: false,
-            },
-        ])
+        .execute_with_ack(
+            vec![
+                Op::Write {
+                    key: k.clone(),
+                    write: Write::Increment(by),
+                },
+                Op::Get {
+                    key: k,
+                    meta: false,
+                },
+            ],
+            ack,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let read = results.pop().ok_or("no reply")?;

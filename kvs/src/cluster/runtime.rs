@@ -408,9 +408,10 @@ impl Cluster {
         }
     }
 
-    /// Sends deltas to every other owner of their keys now, and waits until each merged
-    /// them (ack `all`). The deltas also go to the agent, so owners missed now are repaired.
-    pub async fn replicate_now(&self, changes: Changes) -> Result<(), OpError> {
+    /// Sends deltas to every other owner of their keys now, and waits until they merged
+    /// them: success once `need` replicas hold each write, counting this one (`usize::MAX`:
+    /// all of them). The deltas also go to the agent, so owners missed now are repaired.
+    pub async fn replicate_now(&self, changes: Changes, need: usize) -> Result<(), OpError> {
         let view = self.view();
         let mut per_owner: BTreeMap<NodeAddr, Changes> = BTreeMap::new();
         let mut wanted = 1;
@@ -441,12 +442,13 @@ impl Cluster {
                 failed += 1;
             }
         }
-        if failed == 0 {
+        let reached = wanted.saturating_sub(failed);
+        if reached >= need.min(wanted) {
             Ok(())
         } else {
             Err(OpError::ReplicationIncomplete {
-                reached: wanted.saturating_sub(failed),
-                wanted,
+                reached,
+                wanted: need.min(wanted),
             })
         }
     }
