@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::cluster::runtime::join_all;
 use crate::cluster::{Status, node_id};
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
@@ -325,21 +326,6 @@ enum Sent {
     Answered(Vec<OpResult>),
     Never,
     Maybe,
-}
-
-async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 impl Store for ClusterClient {

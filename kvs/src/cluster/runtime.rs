@@ -437,7 +437,7 @@ impl Cluster {
             let peers = self.peers.clone();
             async move { peers.request(&owner, RequestBody::Peer(envelope)).await }
         });
-        for result in futures_join(sends).await {
+        for result in join_all(sends).await {
             if !matches!(result, Ok(ResponseBody::Peer(_))) {
                 failed += 1;
             }
@@ -471,8 +471,9 @@ impl Cluster {
     }
 }
 
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+/// Runs futures concurrently on the runtime and collects their outputs in order (a task
+/// that panicked is left out).
+pub(crate) async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
