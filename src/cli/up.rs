@@ -109,7 +109,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         cluster_path.display()
     );
     println!(
-        "try: calm kv put hello world && calm kv get hello && calm status   (Ctrl-C stops the cluster)"
+        "try, from another shell here: calm kv put hello world && calm kv get hello && calm status\n  (from a source checkout: cargo run --release -- kv put hello world)   Ctrl-C stops the cluster"
     );
 
     // Run until asked to stop; restart nodes that die.
