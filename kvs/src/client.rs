@@ -214,16 +214,17 @@ impl Client {
         }
     }
 
-    /// Gives `key` its own number of replicas across the cluster (`None`: the default).
+    /// Gives `key` its own replication vector: how many nodes hold it, and how many workers
+    /// in each (`None` parts: the cluster's defaults).
     pub async fn set_replication(
         &self,
         key: impl Into<bytes::Bytes>,
-        factor: Option<u8>,
+        factors: crate::cluster::Factors,
     ) -> Result<(), KvsError> {
         match self
             .request(RequestBody::SetReplication {
                 key: key.into(),
-                factor,
+                factors,
             })
             .await?
         {

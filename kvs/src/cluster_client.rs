@@ -53,7 +53,7 @@ impl Table {
             overrides: t
                 .overrides
                 .into_iter()
-                .map(|(k, f)| (k, usize::from(f)))
+                .filter_map(|(k, f)| f.global.map(|g| (k, usize::from(g))))
                 .collect(),
             alive: t
                 .members

@@ -17,7 +17,7 @@ use calm_lattice::ReplicaId;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::cluster::{LocalStore, OwnerFilter};
+use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable};
 use crate::error::KvsError;
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::protocol::{Op, OpError, OpKind, OpResult};
@@ -169,6 +169,7 @@ enum WorkerMsg {
     EntriesIn(OwnerFilter, BTreeSet<u16>, usize, oneshot::Sender<Changes>),
     NotOwned(OwnerFilter, usize, oneshot::Sender<Changes>),
     DropIfUnchanged(Changes),
+    Table(Arc<ReplicationTable>),
     Stop,
 }
 
@@ -180,6 +181,18 @@ pub struct Node {
     metrics: Arc<Metrics>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_read_replica: AtomicUsize,
+    /// Per-key replication factors (the local part decides which workers hold a key).
+    table: SharedTable,
+}
+
+type SharedTable = Arc<std::sync::RwLock<Arc<ReplicationTable>>>;
+
+fn local_factor(table: &SharedTable, key: &[u8], default: usize) -> usize {
+    table
+        .read()
+        .ok()
+        .and_then(|t| t.local_factor(key))
+        .unwrap_or(default)
 }
 
 fn now_ms() -> u64 {
@@ -221,6 +234,9 @@ impl Node {
             metrics: Arc::new(Metrics::default()),
             threads: Mutex::new(threads),
             next_read_replica: AtomicUsize::new(0),
+            table: Arc::new(std::sync::RwLock::new(
+                Arc::new(ReplicationTable::default()),
+            )),
         })
     }
 
@@ -238,7 +254,7 @@ impl Node {
     /// the kind in one place; reads spread over the key's local replicas.
     fn route(&self, op: &Op) -> usize {
         let key = op.key();
-        let r = self.config.worker.local_replication;
+        let r = local_factor(&self.table, key, self.config.worker.local_replication);
         if r > 1 && matches!(op, Op::Get { .. }) {
             let owners = self.ring.owners(key, r);
             let pick = self.next_read_replica.fetch_add(1, Ordering::Relaxed) % owners.len();
@@ -304,6 +320,7 @@ impl Node {
             senders: self.senders.clone(),
             ring: self.ring.clone(),
             local_replication: self.config.worker.local_replication,
+            table: self.table.clone(),
         }
     }
 
@@ -378,9 +395,21 @@ pub struct WorkerPool {
     senders: Vec<mpsc::Sender<WorkerMsg>>,
     ring: Arc<HashRing>,
     local_replication: usize,
+    table: SharedTable,
 }
 
 impl WorkerPool {
+    /// Installs new per-key replication factors: the node routes by them, and each worker
+    /// copies keys it leads to the local replicas they gain.
+    pub fn set_table(&self, table: Arc<ReplicationTable>) {
+        if let Ok(mut slot) = self.table.write() {
+            *slot = table.clone();
+        }
+        for tx in &self.senders {
+            let _ = tx.send(WorkerMsg::Table(table.clone()));
+        }
+    }
+
     fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> WorkerMsg) -> Vec<T> {
         let mut waiting = Vec::new();
         for tx in &self.senders {
@@ -396,9 +425,10 @@ impl WorkerPool {
     }
 
     /// Splits entries by the local workers that hold each key.
-    fn by_worker(&self, entries: Changes, replicas: usize) -> Vec<Changes> {
+    fn by_worker(&self, entries: Changes) -> Vec<Changes> {
         let mut out: Vec<Changes> = vec![Vec::new(); self.senders.len()];
         for (key, value) in entries {
+            let replicas = local_factor(&self.table, &key, self.local_replication);
             for w in self.ring.owners(&key, replicas) {
                 out[w as usize].push((key.clone(), value.clone()));
             }
@@ -410,11 +440,7 @@ impl WorkerPool {
 impl LocalStore for WorkerPool {
     fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
         // Every local replica merges: they are not gossiped to locally.
-        for (w, part) in self
-            .by_worker(entries, self.local_replication)
-            .into_iter()
-            .enumerate()
-        {
+        for (w, part) in self.by_worker(entries).into_iter().enumerate() {
             if !part.is_empty() {
                 let _ = self.senders[w].send(WorkerMsg::Merge(part));
             }
@@ -458,11 +484,7 @@ impl LocalStore for WorkerPool {
     }
 
     fn drop_if_unchanged(&mut self, entries: Changes) {
-        for (w, part) in self
-            .by_worker(entries, self.local_replication)
-            .into_iter()
-            .enumerate()
-        {
+        for (w, part) in self.by_worker(entries).into_iter().enumerate() {
             if !part.is_empty() {
                 let _ = self.senders[w].send(WorkerMsg::DropIfUnchanged(part));
             }
@@ -507,6 +529,7 @@ fn run_worker(
                 let _ = reply.send(worker.entries_not_owned(&filter, limit));
             }
             Some(WorkerMsg::DropIfUnchanged(entries)) => worker.drop_if_unchanged(entries),
+            Some(WorkerMsg::Table(table)) => worker.set_table(now_ms(), table),
             Some(WorkerMsg::Gossip(batch)) => worker.handle_gossip(now_ms(), batch),
             Some(WorkerMsg::Stats(reply)) => {
                 let _ = reply.send(worker.stats());

@@ -242,12 +242,12 @@ pub enum RequestBody {
     Members,
     /// What a client needs to send each key to its owners itself.
     Routing,
-    /// Gives a key its own number of replicas (`None`: back to the cluster's default).
+    /// Gives a key its own replication vector (`None` parts: the cluster's defaults).
     SetReplication {
         /// The key.
         key: Bytes,
-        /// Its number of replicas.
-        factor: Option<u8>,
+        /// Nodes holding it, and workers holding it within each.
+        factors: crate::cluster::Factors,
     },
     /// A batch routed by the client: the node runs the operations on keys it owns and
     /// answers [`OpError::NotOwner`] for the others (the client's table is stale).
@@ -266,8 +266,8 @@ pub struct RoutingTable {
     pub replication: usize,
     /// Every member; those alive or suspect own keys.
     pub members: Vec<Member>,
-    /// Keys with a number of replicas of their own.
-    pub overrides: Vec<(Bytes, u8)>,
+    /// Keys with replication factors of their own.
+    pub overrides: Vec<(Bytes, crate::cluster::Factors)>,
 }
 
 /// A node's answer to one request.

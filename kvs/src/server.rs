@@ -237,9 +237,9 @@ async fn serve_stream(
                 reply(&tx, id, ResponseBody::Routing(table)).await;
                 drop(permit);
             }
-            RequestBody::SetReplication { key, factor } => {
+            RequestBody::SetReplication { key, factors } => {
                 match &service.cluster {
-                    Some(c) if c.set_replication(key, factor).is_ok() => {
+                    Some(c) if c.set_replication(key, factors).is_ok() => {
                         reply(&tx, id, ResponseBody::Done).await;
                     }
                     _ => {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use calm_lattice::{HlcClock, ReplicaId, Stamp};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{LocalStore, OwnerFilter, bucket};
+use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable, bucket};
 use crate::metrics::WorkerStats;
 use crate::protocol::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
@@ -79,6 +79,8 @@ pub struct Worker {
     stats: WorkerStats,
     /// Deltas of writes made here, for the cluster layer (when it asks for them).
     changes: Option<Vec<(Bytes, Value)>>,
+    /// Per-key replication factors (the local part: how many workers hold a key).
+    table: Arc<ReplicationTable>,
 }
 
 impl Worker {
@@ -100,6 +102,44 @@ impl Worker {
                 ..WorkerStats::default()
             },
             changes: None,
+            table: Arc::new(ReplicationTable::default()),
+        }
+    }
+
+    /// The number of local replicas of `key`.
+    fn local_factor(&self, key: &[u8]) -> usize {
+        self.table
+            .local_factor(key)
+            .unwrap_or(self.config.local_replication)
+    }
+
+    /// Installs new per-key replication factors. For keys this worker leads whose local
+    /// factor grew, the whole value goes to the new local replicas with the next gossip.
+    pub fn set_table(&mut self, now_ms: u64, table: Arc<ReplicationTable>) {
+        let old = std::mem::replace(&mut self.table, table);
+        for (key, _) in self.table.overrides() {
+            let before = old
+                .local_factor(&key)
+                .unwrap_or(self.config.local_replication);
+            let after = self.local_factor(&key);
+            if after <= before || !self.is_local_primary(&key) {
+                continue;
+            }
+            let Some(value) = self.data.get(&key).cloned() else {
+                continue;
+            };
+            let had: Vec<u32> = self.ring.owners(&key, before);
+            for owner in self.ring.owners(&key, after) {
+                if owner != self.id && !had.contains(&owner) {
+                    self.pending
+                        .entry(owner)
+                        .or_default()
+                        .insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if !self.pending.is_empty() && self.next_gossip_ms.is_none() {
+            self.next_gossip_ms = Some(now_ms);
         }
     }
 
@@ -206,10 +246,11 @@ impl Worker {
         if let Some(changes) = &mut self.changes {
             changes.push((key.clone(), delta.clone()));
         }
-        if self.config.local_replication <= 1 {
+        let replicas = self.local_factor(key);
+        if replicas <= 1 {
             return;
         }
-        for owner in self.ring.owners(key, self.config.local_replication) {
+        for owner in self.ring.owners(key, replicas) {
             if owner == self.id {
                 continue;
             }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use calm_kvs::cluster::{ClusterConfig, Status};
+use calm_kvs::cluster::{ClusterConfig, Factors, Status};
 use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
 use calm_kvs::{Client, ClusterClient, NodeConfig, Op, ReadValue, Reply, Store, Write};
 
@@ -204,7 +204,16 @@ async fn a_key_can_have_its_own_replication_factor() {
     }
 
     // Three replicas for this key: every node learns it, and the data follows.
-    admin.set_replication(hot.clone(), Some(3)).await.unwrap();
+    admin
+        .set_replication(
+            hot.clone(),
+            Factors {
+                global: Some(3),
+                local: None,
+            },
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while holders(&[&a, &b, &c], &hot).await != 3 {
         assert!(
@@ -222,13 +231,22 @@ async fn a_key_can_have_its_own_replication_factor() {
             .unwrap();
         assert_eq!(
             t.overrides,
-            vec![(hot.clone(), 3)],
+            vec![(
+                hot.clone(),
+                Factors {
+                    global: Some(3),
+                    local: None
+                }
+            )],
             "every node holds the metadata"
         );
     }
 
     // Back to the default: the copy that is no longer an owner is handed off and dropped.
-    admin.set_replication(hot.clone(), None).await.unwrap();
+    admin
+        .set_replication(hot.clone(), Factors::default())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while holders(&[&a, &b, &c], &hot).await != 2 {
         assert!(
@@ -258,7 +276,16 @@ async fn acks_count_replicas_and_reads_can_merge_every_replica() {
     }
     let key = Bytes::from_static(b"everywhere");
     let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
-    admin.set_replication(key.clone(), Some(3)).await.unwrap();
+    admin
+        .set_replication(
+            key.clone(),
+            Factors {
+                global: Some(3),
+                local: None,
+            },
+        )
+        .await
+        .unwrap();
     for n in [&a, &b, &c] {
         let deadline = Instant::now() + Duration::from_secs(10);
         let client = Client::connect(n.addr, &n.ca.cert).await.unwrap();
@@ -320,4 +347,69 @@ async fn acks_count_replicas_and_reads_can_merge_every_replica() {
     admin.close().await;
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_can_have_its_own_number_of_local_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = launch(NodeLaunch {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        join: Vec::new(),
+        node: NodeConfig {
+            threads: 2,
+            ..NodeConfig::default()
+        },
+        cluster: ClusterConfig::default(),
+        data_dir: dir.path().to_path_buf(),
+        cert: None,
+    })
+    .unwrap();
+    let client = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+    let key = Bytes::from_static(b"busy");
+    client.put(key.clone(), "v").await.unwrap();
+    let workers_holding =
+        |stats: calm_kvs::StatsSnapshot| stats.workers.iter().filter(|w| w.keys > 0).count();
+    assert_eq!(workers_holding(client.stats().await.unwrap()), 1);
+
+    // Two local replicas: the key's lead worker copies it to the other, and reads, which
+    // rotate over a key's local replicas, all find it.
+    client
+        .set_replication(
+            key.clone(),
+            Factors {
+                global: None,
+                local: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers_holding(client.stats().await.unwrap()) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second worker never got the key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        assert!(matches!(
+            client.get(key.clone()).await.unwrap(),
+            Some(ReadValue::Lww { .. })
+        ));
+    }
+    // Writes now reach both local replicas.
+    client.put(key.clone(), "w").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..6 {
+        assert_eq!(
+            client.get(key.clone()).await.unwrap(),
+            Some(ReadValue::Lww {
+                value: Bytes::from_static(b"w"),
+                stamp: None
+            })
+        );
+    }
+    client.close().await;
+    node.stop().await;
 }

@@ -90,6 +90,10 @@ enum KvCommand {
         key: String,
         /// The number of nodes that hold the key, or `default`.
         factor: String,
+        /// The number of storage workers that hold it within each of those nodes, or
+        /// `default`.
+        #[arg(long, default_value = "default")]
+        local: String,
     },
     /// Subtract from a counter (default 1) and print its new value.
     Decr {
@@ -337,29 +341,40 @@ async fn execute(
             written(&key)
         }
         KvCommand::Incr { key, by } => count(client, key, by, json, ack).await,
-        KvCommand::Replicate { key, factor } => {
-            let factor = match factor.as_str() {
-                "default" => None,
-                n => Some(
-                    n.parse::<u8>()
+        KvCommand::Replicate { key, factor, local } => {
+            let parse = |n: &str| -> Result<Option<u8>, String> {
+                match n {
+                    "default" => Ok(None),
+                    n => n
+                        .parse::<u8>()
                         .ok()
                         .filter(|f| (1..=16).contains(f))
+                        .map(Some)
                         .ok_or(format!(
                             "'{n}' is not a number of replicas from 1 to 16, or 'default'"
-                        ))?,
-                ),
+                        )),
+                }
+            };
+            let factors = calm_kvs::cluster::Factors {
+                global: parse(&factor)?,
+                local: parse(&local)?,
             };
             client
-                .set_replication(bytes(&key), factor)
+                .set_replication(bytes(&key), factors)
                 .await
                 .map_err(err)?;
+            let show = |f: Option<u8>| f.map_or("the default".to_string(), |n| n.to_string());
             if json {
-                println!("{}", json!({ "key": key, "replication": factor }));
+                println!(
+                    "{}",
+                    json!({ "key": key, "nodes": factors.global, "workers": factors.local })
+                );
             } else {
-                match factor {
-                    Some(f) => println!("OK: {key} is kept on {f} nodes"),
-                    None => println!("OK: {key} uses the cluster's default"),
-                }
+                println!(
+                    "OK: {key} is kept on {} nodes, {} workers each",
+                    show(factors.global),
+                    show(factors.local)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -46,7 +46,7 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
             break;
         }
     }
-    let overrides: Vec<(String, u8)> = routing
+    let overrides: Vec<(String, calm_kvs::cluster::Factors)> = routing
         .as_ref()
         .map(|r| {
             r.overrides
@@ -95,8 +95,13 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
         if let Some(rf) = default_replication {
             println!("replication: {rf} nodes per key by default");
         }
+        let show = |f: Option<u8>| f.map_or("default".to_string(), |n| n.to_string());
         for (key, f) in &overrides {
-            println!("  {key}: {f} nodes");
+            println!(
+                "  {key}: {} nodes, {} workers each",
+                show(f.global),
+                show(f.local)
+            );
         }
         println!();
     }
@@ -155,8 +160,10 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
         }
     }
     if args.json {
-        let overrides: serde_json::Map<String, serde_json::Value> =
-            overrides.into_iter().map(|(k, f)| (k, json!(f))).collect();
+        let overrides: serde_json::Map<String, serde_json::Value> = overrides
+            .into_iter()
+            .map(|(k, f)| (k, json!({ "nodes": f.global, "workers": f.local })))
+            .collect();
         println!(
             "{}",
             json!({

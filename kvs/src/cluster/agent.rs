@@ -314,14 +314,19 @@ impl ClusterAgent {
         &self.table
     }
 
-    /// Gives `key` its own number of replicas (`None`: back to the default); spreads to
-    /// every node with the next messages, and the data follows by anti-entropy.
-    pub fn set_replication(&mut self, now_ms: u64, key: Bytes, factor: Option<u8>) {
+    /// Gives `key` its own replication vector (`None` parts: the defaults); spreads to every
+    /// node with the next messages, and the data follows by anti-entropy.
+    pub fn set_replication(
+        &mut self,
+        now_ms: u64,
+        key: Bytes,
+        factors: super::replication::Factors,
+    ) {
         let stamp = calm_lattice::Stamp::new(
             self.clock.tick(now_ms),
             calm_lattice::ReplicaId(u64::from(node_id(&self.me))),
         );
-        Arc::make_mut(&mut self.table).set(key, factor, stamp);
+        Arc::make_mut(&mut self.table).set(key, factors, stamp);
         // Tell everyone now rather than at the next probe.
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);

@@ -13,5 +13,5 @@ pub use agent::{
     PeerEnvelope, PeerReply, PeerRequest, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
-pub use replication::ReplicationTable;
+pub use replication::{Factors, ReplicationTable};
 pub use runtime::{Cluster, ClusterView, PeerFailure, Peers};

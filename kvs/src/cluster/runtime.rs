@@ -252,7 +252,7 @@ enum Input {
     },
     Changes(Changes),
     Leave(oneshot::Sender<()>),
-    SetReplication(bytes::Bytes, Option<u8>),
+    SetReplication(bytes::Bytes, super::replication::Factors),
 }
 
 /// A node's handle on its cluster agent. Cheap to clone.
@@ -324,6 +324,8 @@ impl Cluster {
                     let table_changed = **agent.replication_table() != *last_table;
                     if table_changed {
                         last_table = agent.replication_table().clone();
+                        // The workers need the per-key local factors.
+                        pool.set_table(last_table.clone());
                         if let Ok(mut v) = published.write() {
                             *v = Arc::new(view_of(&agent));
                         }
@@ -453,8 +455,12 @@ impl Cluster {
         }
     }
 
-    /// Gives `key` its own number of replicas (`None`: back to the default).
-    pub fn set_replication(&self, key: bytes::Bytes, factor: Option<u8>) -> Result<(), KvsError> {
+    /// Gives `key` its own replication vector (`None` parts: the defaults).
+    pub fn set_replication(
+        &self,
+        key: bytes::Bytes,
+        factor: super::replication::Factors,
+    ) -> Result<(), KvsError> {
         self.inbox
             .send(Input::SetReplication(key, factor))
             .map_err(|_| KvsError::ShutDown)
