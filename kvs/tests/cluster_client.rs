@@ -165,6 +165,17 @@ async fn a_stale_table_is_corrected_by_redirects() {
     }
 }
 
+/// Three nodes, replication 2, all seen alive by each other.
+async fn three_nodes(dir: &std::path::Path) -> (RunningNode, RunningNode, RunningNode) {
+    let a = start(dir, None, 2);
+    let b = start(dir, Some(a.advertised), 2);
+    let c = start(dir, Some(a.advertised), 2);
+    for n in [&a, &b, &c] {
+        wait_alive(n, 3).await;
+    }
+    (a, b, c)
+}
+
 /// How many nodes hold `key` locally.
 async fn holders(nodes: &[&RunningNode], key: &Bytes) -> usize {
     let mut n = 0;
@@ -188,12 +199,7 @@ async fn holders(nodes: &[&RunningNode], key: &Bytes) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_can_have_its_own_replication_factor() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), None, 2);
-    let b = start(dir.path(), Some(a.advertised), 2);
-    let c = start(dir.path(), Some(a.advertised), 2);
-    for n in [&a, &b, &c] {
-        wait_alive(n, 3).await;
-    }
+    let (a, b, c) = three_nodes(dir.path()).await;
     let hot = Bytes::from_static(b"hot");
     let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
     admin.put(hot.clone(), "v").await.unwrap();
@@ -268,12 +274,7 @@ async fn a_key_can_have_its_own_replication_factor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_count_replicas_and_reads_can_merge_every_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), None, 2);
-    let b = start(dir.path(), Some(a.advertised), 2);
-    let c = start(dir.path(), Some(a.advertised), 2);
-    for n in [&a, &b, &c] {
-        wait_alive(n, 3).await;
-    }
+    let (a, b, c) = three_nodes(dir.path()).await;
     let key = Bytes::from_static(b"everywhere");
     let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
     admin
