@@ -170,6 +170,7 @@ enum WorkerMsg {
     NotOwned(OwnerFilter, usize, oneshot::Sender<Changes>),
     DropIfUnchanged(Changes),
     Table(Arc<ReplicationTable>),
+    CollectChanges,
     Stop,
 }
 
@@ -218,8 +219,7 @@ impl Node {
         let mut threads = Vec::new();
         for (id, rx) in (0..n).zip(receivers) {
             let replica = ReplicaId((u64::from(config.node_id) << 16) | u64::from(id));
-            let mut worker = Worker::new(id, replica, ring.clone(), config.worker);
-            worker.collect_changes();
+            let worker = Worker::new(id, replica, ring.clone(), config.worker);
             let peers = senders.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("calm-worker-{id}"))
@@ -254,14 +254,16 @@ impl Node {
     /// the kind in one place; reads spread over the key's local replicas.
     fn route(&self, op: &Op) -> usize {
         let key = op.key();
-        let r = local_factor(&self.table, key, self.config.worker.local_replication);
-        if r > 1 && matches!(op, Op::Get { .. }) {
-            let owners = self.ring.owners(key, r);
-            let pick = self.next_read_replica.fetch_add(1, Ordering::Relaxed) % owners.len();
-            owners[pick] as usize
-        } else {
-            self.ring.primary(key).unwrap_or(0) as usize
+        // Only reads spread over local replicas; writes never need the table.
+        if matches!(op, Op::Get { .. }) {
+            let r = local_factor(&self.table, key, self.config.worker.local_replication);
+            if r > 1 {
+                let owners = self.ring.owners(key, r);
+                let pick = self.next_read_replica.fetch_add(1, Ordering::Relaxed) % owners.len();
+                return owners[pick] as usize;
+            }
         }
+        self.ring.primary(key).unwrap_or(0) as usize
     }
 
     /// Hands a batch to the workers, one message per worker involved, and returns at once.
@@ -314,8 +316,13 @@ impl Node {
         Ok(self.metrics.snapshot(workers))
     }
 
-    /// Blocking access to the workers' data for the cluster agent's thread.
+    /// Blocking access to the workers' data for the cluster agent's thread. From then on
+    /// the workers keep the deltas of their writes for the cluster to ship (a node outside
+    /// a cluster does not pay for that copy).
     pub fn pool(&self) -> WorkerPool {
+        for tx in &self.senders {
+            let _ = tx.send(WorkerMsg::CollectChanges);
+        }
         WorkerPool {
             senders: self.senders.clone(),
             ring: self.ring.clone(),
@@ -530,6 +537,7 @@ fn run_worker(
             }
             Some(WorkerMsg::DropIfUnchanged(entries)) => worker.drop_if_unchanged(entries),
             Some(WorkerMsg::Table(table)) => worker.set_table(now_ms(), table),
+            Some(WorkerMsg::CollectChanges) => worker.collect_changes(),
             Some(WorkerMsg::Gossip(batch)) => worker.handle_gossip(now_ms(), batch),
             Some(WorkerMsg::Stats(reply)) => {
                 let _ = reply.send(worker.stats());

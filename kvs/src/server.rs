@@ -285,14 +285,7 @@ async fn serve_stream(
                     for (i, key, meta) in merged_reads {
                         results[i] = read_all_replicas(&service2, key, meta).await;
                     }
-                    if let Ok(p) = pending
-                        && let Ok((local, changes)) = p.results_and_changes().await
-                    {
-                        let local = settle(&service2, local, changes, ack).await;
-                        for (i, r) in at.into_iter().zip(local) {
-                            results[i] = r;
-                        }
-                    }
+                    finish_local(&service2, pending, at, ack, &mut results).await;
                     reply(&tx, id, ResponseBody::Results(results)).await;
                     drop(permit);
                 });
@@ -389,14 +382,7 @@ async fn dispatch(
     let service = service.clone();
     tokio::spawn(async move {
         let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
-        if let Ok(p) = pending
-            && let Ok((local, changes)) = p.results_and_changes().await
-        {
-            let local = settle(&service, local, changes, ack).await;
-            for (i, r) in local_at.into_iter().zip(local) {
-                results[i] = r;
-            }
-        }
+        finish_local(&service, pending, local_at, ack, &mut results).await;
         for (i, key, meta) in merged_reads {
             results[i] = read_all_replicas(&service, key, meta).await;
         }
@@ -436,6 +422,26 @@ async fn dispatch(
         reply(&tx, id, ResponseBody::Results(results)).await;
         drop(permit);
     });
+}
+
+/// Waits for the part of a batch run on this node's workers, hands its deltas on
+/// ([`settle`]), and puts each result at its position `at` in `results`. If the workers are
+/// gone, those positions keep their `ShuttingDown` error.
+async fn finish_local(
+    service: &Service,
+    pending: Result<crate::node::PendingBatch, KvsError>,
+    at: Vec<usize>,
+    ack: Ack,
+    results: &mut [OpResult],
+) {
+    if let Ok(p) = pending
+        && let Ok((local, changes)) = p.results_and_changes().await
+    {
+        let local = settle(service, local, changes, ack).await;
+        for (i, r) in at.into_iter().zip(local) {
+            results[i] = r;
+        }
+    }
 }
 
 /// Hands the deltas of local writes on: to the agent's gossip (ack `one`), or to every other
