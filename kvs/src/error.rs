@@ -46,6 +46,9 @@ pub enum KvsError {
     /// A configuration file or value is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// The node's disk could not be opened or recovered.
+    #[error("storage: {0}")]
+    Storage(String),
     /// The store has been shut down.
     #[error("the store is shut down")]
     ShutDown,

@@ -9,6 +9,7 @@
 //! - [`Node`]: the workers on their own threads, reached only by message;
 //! - [`cluster`]: membership, failure detection, replication between nodes, anti-entropy
 //!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
+//! - [`storage`]: the write-ahead log, the disk tier, durability settings and recovery;
 //! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
 //!   in-process, through one node, and routed to each key's owners;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener;
@@ -26,6 +27,7 @@ pub mod node;
 pub mod protocol;
 pub mod ring;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod value;

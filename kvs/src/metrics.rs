@@ -139,6 +139,8 @@ pub struct WorkerStats {
     pub gossip_received: u64,
     /// Replicated values whose kind disagreed with the local one (resolved by kind order).
     pub kind_conflicts: u64,
+    /// Its memory and disk tiers.
+    pub storage: crate::storage::TierStats,
 }
 
 /// A node's statistics at one moment.

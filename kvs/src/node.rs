@@ -4,6 +4,7 @@
 //! by message (no lock on the data path). A batch of operations is split by owning worker,
 //! sent as one message per worker, and the results reassembled in order.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -20,8 +21,9 @@ use tokio::sync::oneshot;
 use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable};
 use crate::error::KvsError;
 use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
-use crate::protocol::{Op, OpError, OpKind, OpResult};
+use crate::protocol::{Op, OpError, OpKind, OpResult, Reply};
 use crate::ring::HashRing;
+use crate::storage::{Durability, FileDisk, Recovery, StorageConfig, Tiered};
 use crate::value::Value;
 use crate::worker::{GossipBatch, Worker, WorkerConfig};
 
@@ -40,6 +42,11 @@ pub struct NodeConfig {
     pub max_in_flight_per_stream: usize,
     /// Worker behaviour: local replication, gossip period, size limits.
     pub worker: WorkerConfig,
+    /// Where the workers keep their logs and cold tiers (`worker-<i>/` each). Without one
+    /// the node keeps everything in memory, whatever `storage.durability` says.
+    pub data_dir: Option<PathBuf>,
+    /// Durability, memory budget and checkpoints.
+    pub storage: StorageConfig,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -56,6 +63,10 @@ struct NodeConfigFile {
     max_key_bytes: usize,
     max_value_bytes: usize,
     max_clock_drift_ms: u64,
+    durability: Durability,
+    flush_ms: u64,
+    memory_budget: Option<u64>,
+    checkpoint_log_bytes: u64,
 }
 
 impl Default for NodeConfigFile {
@@ -71,6 +82,10 @@ impl Default for NodeConfigFile {
             max_key_bytes: n.worker.max_key_bytes,
             max_value_bytes: n.worker.max_value_bytes,
             max_clock_drift_ms: n.worker.max_clock_drift_ms,
+            durability: n.storage.durability,
+            flush_ms: n.storage.flush_ms,
+            memory_budget: n.storage.memory_budget,
+            checkpoint_log_bytes: n.storage.checkpoint_log_bytes,
         }
     }
 }
@@ -89,6 +104,13 @@ impl From<NodeConfigFile> for NodeConfig {
                 max_value_bytes: f.max_value_bytes,
                 max_clock_drift_ms: f.max_clock_drift_ms,
             },
+            storage: StorageConfig {
+                durability: f.durability,
+                flush_ms: f.flush_ms,
+                memory_budget: f.memory_budget,
+                checkpoint_log_bytes: f.checkpoint_log_bytes,
+                ..StorageConfig::default()
+            },
             ..NodeConfig::default()
         }
     }
@@ -103,6 +125,8 @@ impl Default for NodeConfig {
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME,
             max_in_flight_per_stream: 256,
             worker: WorkerConfig::default(),
+            data_dir: None,
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -147,6 +171,21 @@ impl NodeConfig {
         if self.max_in_flight_per_stream == 0 {
             return fail("max_in_flight_per_stream must be at least 1".into());
         }
+        if self.storage.flush_ms == 0 || self.storage.flush_ms > 60_000 {
+            return fail(format!(
+                "flush_ms = {} must be between 1 and 60000",
+                self.storage.flush_ms
+            ));
+        }
+        if self.storage.memory_budget.is_some() && self.storage.durability == Durability::Memory {
+            return fail(
+                "memory_budget needs a disk to move cold keys to: use durability async or sync"
+                    .into(),
+            );
+        }
+        if self.storage.checkpoint_log_bytes < 4096 {
+            return fail("checkpoint_log_bytes must be at least 4096".into());
+        }
         Ok(())
     }
 }
@@ -164,7 +203,7 @@ enum WorkerMsg {
     },
     Gossip(GossipBatch),
     Stats(oneshot::Sender<WorkerStats>),
-    Merge(Changes),
+    Merge(Changes, Option<oneshot::Sender<()>>),
     Digest(OwnerFilter, oneshot::Sender<BTreeMap<u16, u64>>),
     EntriesIn(OwnerFilter, BTreeSet<u16>, usize, oneshot::Sender<Changes>),
     NotOwned(OwnerFilter, usize, oneshot::Sender<Changes>),
@@ -172,6 +211,68 @@ enum WorkerMsg {
     Table(Arc<ReplicationTable>),
     CollectChanges,
     Stop,
+}
+
+/// What a node found on its disk when it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRecovery {
+    /// How many times this data dir has been started, this start included.
+    pub incarnation: u64,
+    /// Per worker, what recovery found (empty without a disk).
+    pub workers: Vec<Recovery>,
+    /// How long recovery took.
+    pub took: Duration,
+}
+
+impl NodeRecovery {
+    /// Keys recovered, over all workers (cold keys and keys replayed from logs may overlap).
+    pub fn records(&self) -> u64 {
+        self.workers.iter().map(|w| w.records).sum()
+    }
+}
+
+/// The node's data dir: which layout it has, and how often it has been started.
+#[derive(serde::Serialize, Deserialize)]
+struct DirMeta {
+    threads: usize,
+    incarnation: u64,
+}
+
+/// Reads and bumps the data dir's incarnation; refuses a dir written with another number
+/// of workers (their keys would be on the wrong workers).
+fn bump_incarnation(dir: &Path, threads: usize, disk: bool) -> Result<u64, KvsError> {
+    std::fs::create_dir_all(dir).map_err(|e| KvsError::io(dir, e))?;
+    let path = dir.join("node.toml");
+    let mut meta = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str::<DirMeta>(&text)
+            .map_err(|e| KvsError::Config(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DirMeta {
+            threads,
+            incarnation: 0,
+        },
+        Err(e) => return Err(KvsError::io(&path, e)),
+    };
+    if disk && meta.threads != threads && dir.join("worker-0").exists() {
+        return Err(KvsError::Config(format!(
+            "{} holds the data of {} workers; start the node with --threads {} (keys are placed by worker)",
+            dir.display(),
+            meta.threads,
+            meta.threads
+        )));
+    }
+    meta.threads = threads;
+    meta.incarnation += 1;
+    let text = toml::to_string(&meta).map_err(|e| KvsError::Config(e.to_string()))?;
+    let tmp = dir.join("node.toml.tmp");
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write as _;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| KvsError::io(&path, e))?;
+    Ok(meta.incarnation)
 }
 
 /// The storage workers of one node, running on their own threads.
@@ -184,6 +285,7 @@ pub struct Node {
     next_read_replica: AtomicUsize,
     /// Per-key replication factors (the local part decides which workers hold a key).
     table: SharedTable,
+    recovery: NodeRecovery,
 }
 
 type SharedTable = Arc<std::sync::RwLock<Arc<ReplicationTable>>>;
@@ -203,12 +305,21 @@ fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Starts the workers.
+    /// Starts the workers. With a data dir and durability `async` or `sync`, each worker
+    /// first recovers its keys from its disk (in parallel).
     pub fn start(config: NodeConfig) -> Result<Node, KvsError> {
         config.validate()?;
+        let started = Instant::now();
         let n = u32::try_from(config.threads)
             .map_err(|_| KvsError::Config("too many threads".into()))?;
         let ring = Arc::new(HashRing::new(0..n, config.vnodes));
+        let use_disk = config.data_dir.is_some() && config.storage.durability != Durability::Memory;
+        // A restarted node writes as new replicas: what it wrote before may have reached
+        // peers without reaching its disk, and reusing the ids could hide new writes.
+        let incarnation = match &config.data_dir {
+            Some(dir) => bump_incarnation(dir, config.threads, use_disk)?,
+            None => u64::from(rand::random::<u16>()),
+        };
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..n {
@@ -216,17 +327,74 @@ impl Node {
             senders.push(tx);
             receivers.push(rx);
         }
+        let budget = config
+            .storage
+            .memory_budget
+            .map(|b| usize::try_from(b / u64::from(n)).unwrap_or(usize::MAX));
         let mut threads = Vec::new();
+        let mut opened = Vec::new();
         for (id, rx) in (0..n).zip(receivers) {
-            let replica = ReplicaId((u64::from(config.node_id) << 16) | u64::from(id));
-            let worker = Worker::new(id, replica, ring.clone(), config.worker);
+            let replica = ReplicaId(
+                ((incarnation & 0xffff) << 48) | (u64::from(config.node_id) << 16) | u64::from(id),
+            );
             let peers = senders.clone();
+            let dir = config
+                .data_dir
+                .as_ref()
+                .filter(|_| use_disk)
+                .map(|d| d.join(format!("worker-{id}")));
+            let (ring, worker_config, storage) = (ring.clone(), config.worker, config.storage);
+            let (ready_tx, ready_rx) = mpsc::channel();
             let handle = std::thread::Builder::new()
                 .name(format!("calm-worker-{id}"))
-                .spawn(move || run_worker(worker, rx, peers))
+                .spawn(move || {
+                    let store = match dir {
+                        None => Ok((Tiered::memory(), Recovery::default())),
+                        Some(dir) => FileDisk::open(&dir, storage.disk_cache_bytes)
+                            .and_then(|disk| Tiered::open(Box::new(disk), storage, budget)),
+                    };
+                    match store {
+                        Ok((store, recovery)) => {
+                            let _ = ready_tx.send(Ok(recovery));
+                            let worker =
+                                Worker::with_store(id, replica, ring, worker_config, store);
+                            run_worker(worker, rx, peers);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                })
                 .map_err(|e| KvsError::Config(format!("cannot start worker thread: {e}")))?;
             threads.push(handle);
+            opened.push(ready_rx);
         }
+        let mut recovery = NodeRecovery {
+            incarnation,
+            ..NodeRecovery::default()
+        };
+        let mut failure = None;
+        for (id, ready) in opened.into_iter().enumerate() {
+            match ready.recv() {
+                Ok(Ok(r)) => recovery.workers.push(r),
+                Ok(Err(e)) => failure = Some(KvsError::Storage(format!("worker {id}: {e}"))),
+                Err(_) => {
+                    failure = Some(KvsError::Storage(format!(
+                        "worker {id} stopped while starting"
+                    )))
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for tx in &senders {
+                let _ = tx.send(WorkerMsg::Stop);
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
+        }
+        recovery.took = started.elapsed();
         Ok(Node {
             senders,
             ring,
@@ -237,7 +405,13 @@ impl Node {
             table: Arc::new(std::sync::RwLock::new(
                 Arc::new(ReplicationTable::default()),
             )),
+            recovery,
         })
+    }
+
+    /// What the node found on its disk when it started.
+    pub fn recovery(&self) -> &NodeRecovery {
+        &self.recovery
     }
 
     /// The node's configuration.
@@ -328,6 +502,8 @@ impl Node {
             ring: self.ring.clone(),
             local_replication: self.config.worker.local_replication,
             table: self.table.clone(),
+            durable_merges: self.config.data_dir.is_some()
+                && self.config.storage.durability == Durability::Sync,
         }
     }
 
@@ -403,6 +579,8 @@ pub struct WorkerPool {
     ring: Arc<HashRing>,
     local_replication: usize,
     table: SharedTable,
+    /// With durability `sync`, replicated writes are on disk before the peer is answered.
+    durable_merges: bool,
 }
 
 impl WorkerPool {
@@ -447,10 +625,21 @@ impl WorkerPool {
 impl LocalStore for WorkerPool {
     fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
         // Every local replica merges: they are not gossiped to locally.
+        let mut waiting = Vec::new();
         for (w, part) in self.by_worker(entries).into_iter().enumerate() {
             if !part.is_empty() {
-                let _ = self.senders[w].send(WorkerMsg::Merge(part));
+                let (done, rx) = if self.durable_merges {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                let _ = self.senders[w].send(WorkerMsg::Merge(part, done));
+                waiting.extend(rx);
             }
+        }
+        for rx in waiting {
+            let _ = rx.blocking_recv();
         }
     }
 
@@ -499,51 +688,76 @@ impl LocalStore for WorkerPool {
     }
 }
 
+/// Messages a worker handles before one commit (group commit: one fsync for all of them).
+const GROUP_COMMIT: usize = 64;
+
 fn run_worker(
     mut worker: Worker,
     rx: mpsc::Receiver<WorkerMsg>,
     peers: Vec<mpsc::Sender<WorkerMsg>>,
 ) {
+    // Answers held until the batch's log records are committed.
+    let mut answers: Vec<(oneshot::Sender<WorkerAnswer>, WorkerAnswer)> = Vec::new();
+    let mut merged: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let msg = match worker.next_deadline_ms() {
+        let first = match worker.next_deadline_ms() {
             Some(deadline) => {
                 let wait = deadline.saturating_sub(now_ms());
                 match rx.recv_timeout(Duration::from_millis(wait)) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             // Nothing scheduled: sleep until a message arrives (no busy polling when idle).
             None => match rx.recv() {
                 Ok(m) => Some(m),
-                Err(_) => return,
+                Err(_) => break,
             },
         };
-        match msg {
-            Some(WorkerMsg::Ops { ops, reply }) => {
-                let results = worker.handle_ops(now_ms(), ops);
-                let _ = reply.send((results, worker.take_changes()));
+        let mut next = first;
+        let mut handled = 0;
+        let mut stop = false;
+        while let Some(msg) = next.take() {
+            handled += 1;
+            match msg {
+                WorkerMsg::Ops { ops, reply } => {
+                    let results = worker.handle_ops(now_ms(), ops);
+                    answers.push((reply, (results, worker.take_changes())));
+                }
+                WorkerMsg::Merge(entries, done) => {
+                    worker.merge_replicated(now_ms(), entries);
+                    merged.extend(done);
+                }
+                WorkerMsg::Digest(filter, reply) => {
+                    let _ = reply.send(worker.digest(&filter));
+                }
+                WorkerMsg::EntriesIn(filter, buckets, limit, reply) => {
+                    let _ = reply.send(worker.entries_in(&filter, &buckets, limit));
+                }
+                WorkerMsg::NotOwned(filter, limit, reply) => {
+                    let _ = reply.send(worker.entries_not_owned(&filter, limit));
+                }
+                WorkerMsg::DropIfUnchanged(entries) => worker.drop_if_unchanged(entries),
+                WorkerMsg::Table(table) => worker.set_table(now_ms(), table),
+                WorkerMsg::CollectChanges => worker.collect_changes(),
+                WorkerMsg::Gossip(batch) => worker.handle_gossip(now_ms(), batch),
+                WorkerMsg::Stats(reply) => {
+                    let _ = reply.send(worker.stats());
+                }
+                WorkerMsg::Stop => {
+                    stop = true;
+                    break;
+                }
             }
-            Some(WorkerMsg::Merge(entries)) => worker.merge_replicated(now_ms(), entries),
-            Some(WorkerMsg::Digest(filter, reply)) => {
-                let _ = reply.send(worker.digest(&filter));
+            // More messages already waiting join this commit.
+            if handled < GROUP_COMMIT {
+                next = rx.try_recv().ok();
             }
-            Some(WorkerMsg::EntriesIn(filter, buckets, limit, reply)) => {
-                let _ = reply.send(worker.entries_in(&filter, &buckets, limit));
-            }
-            Some(WorkerMsg::NotOwned(filter, limit, reply)) => {
-                let _ = reply.send(worker.entries_not_owned(&filter, limit));
-            }
-            Some(WorkerMsg::DropIfUnchanged(entries)) => worker.drop_if_unchanged(entries),
-            Some(WorkerMsg::Table(table)) => worker.set_table(now_ms(), table),
-            Some(WorkerMsg::CollectChanges) => worker.collect_changes(),
-            Some(WorkerMsg::Gossip(batch)) => worker.handle_gossip(now_ms(), batch),
-            Some(WorkerMsg::Stats(reply)) => {
-                let _ = reply.send(worker.stats());
-            }
-            Some(WorkerMsg::Stop) => return,
-            None => {}
+        }
+        commit_and_answer(&mut worker, &mut answers, &mut merged);
+        if stop {
+            break;
         }
         worker.handle_tick(now_ms());
         while let Some(batch) = worker.poll_gossip() {
@@ -551,6 +765,34 @@ fn run_worker(
                 let _ = peer.send(WorkerMsg::Gossip(batch));
             }
         }
+    }
+    if let Err(e) = worker.flush(now_ms()) {
+        tracing::error!(worker = worker.id(), error = %e, "could not flush the write-ahead log at shutdown");
+    }
+}
+
+/// Commits the log records of the messages just handled, then answers them: a write whose
+/// records could not be committed answers a storage error instead of success.
+fn commit_and_answer(
+    worker: &mut Worker,
+    answers: &mut Vec<(oneshot::Sender<WorkerAnswer>, WorkerAnswer)>,
+    merged: &mut Vec<oneshot::Sender<()>>,
+) {
+    let committed = worker.commit(now_ms());
+    for (reply, (mut results, changes)) in answers.drain(..) {
+        if let Err(e) = &committed {
+            for r in &mut results {
+                if matches!(r, Ok(Reply::Written | Reply::Deleted { .. })) {
+                    *r = Err(OpError::Storage {
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let _ = reply.send((results, changes));
+    }
+    for done in merged.drain(..) {
+        let _ = done.send(());
     }
 }
 

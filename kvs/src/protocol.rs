@@ -172,6 +172,15 @@ pub enum OpError {
         /// The node that did not answer.
         node: String,
     },
+    /// The node could not read or write its disk. A write that answers this was applied in
+    /// memory but may not be durable.
+    #[error(
+        "the node's storage failed: {reason}; a write may be applied in memory but not on disk (writes merge, so retrying is safe)"
+    )]
+    Storage {
+        /// What failed.
+        reason: String,
+    },
     /// With ack `all`: the write was merged where it reached, but not on every replica.
     #[error(
         "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread, or retry (writes merge, so retrying is safe)"

@@ -7,12 +7,17 @@
 //!   their results;
 //! - [`Worker::handle_gossip`] merges deltas from another worker;
 //! - [`Worker::handle_tick`] lets time pass (gossip is sent once per period);
-//! - [`Worker::poll_gossip`] yields the batches to send, one per destination worker.
+//! - [`Worker::poll_gossip`] yields the batches to send, one per destination worker;
+//! - [`Worker::commit`] hands the batch's log records to its disk (see [`storage`]).
+//!
+//! A worker with a disk reaches it only through the [`Disk`](crate::storage::Disk) trait;
+//! the simulation gives it one in memory that can crash.
 //!
 //! The thread shell in [`node`](crate::node) moves messages between workers; tests and the
 //! cluster simulation drive the same code directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +28,7 @@ use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable, bucket};
 use crate::metrics::WorkerStats;
 use crate::protocol::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
+use crate::storage::{StorageError, Tiered};
 use crate::value::{Value, Write, WriteCtx};
 
 /// How a worker behaves; the same for every worker of a node.
@@ -70,7 +76,7 @@ pub struct Worker {
     replica: ReplicaId,
     ring: Arc<HashRing>,
     config: WorkerConfig,
-    data: HashMap<Bytes, Value>,
+    store: Tiered,
     clock: HlcClock,
     /// Per destination worker, the merged deltas not yet sent.
     pending: BTreeMap<u32, HashMap<Bytes, Value>>,
@@ -87,12 +93,23 @@ impl Worker {
     /// Worker `id` of a node whose local ring is `ring`, writing as `replica` (unique across
     /// the cluster).
     pub fn new(id: u32, replica: ReplicaId, ring: Arc<HashRing>, config: WorkerConfig) -> Self {
+        Worker::with_store(id, replica, ring, config, Tiered::memory())
+    }
+
+    /// Like [`new`](Self::new), with keys kept in `store` (opened on a disk, and recovered).
+    pub fn with_store(
+        id: u32,
+        replica: ReplicaId,
+        ring: Arc<HashRing>,
+        config: WorkerConfig,
+        store: Tiered,
+    ) -> Self {
         Worker {
             id,
             replica,
             ring,
             config,
-            data: HashMap::new(),
+            store,
             clock: HlcClock::new(config.max_clock_drift_ms),
             pending: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -125,7 +142,7 @@ impl Worker {
             if after <= before || !self.is_local_primary(&key) {
                 continue;
             }
-            let Some(value) = self.data.get(&key).cloned() else {
+            let Ok(Some(value)) = self.store.peek(&key) else {
                 continue;
             };
             let had: Vec<u32> = self.ring.owners(&key, before);
@@ -164,25 +181,40 @@ impl Worker {
 
     /// Runs `ops` in order at time `now_ms` (milliseconds since the Unix epoch); one result
     /// per operation.
+    /// Call [`commit`](Self::commit) before acknowledging writes.
     pub fn handle_ops(&mut self, now_ms: u64, ops: impl IntoIterator<Item = Op>) -> Vec<OpResult> {
-        ops.into_iter().map(|op| self.run(now_ms, op)).collect()
+        let results = ops.into_iter().map(|op| self.run(now_ms, op)).collect();
+        self.store.maintain();
+        results
+    }
+
+    /// Hands the log records of the batches run since the last commit to the disk. With
+    /// durability `sync` they are on disk when this returns, so their writes may be
+    /// acknowledged; an error means they may not be.
+    pub fn commit(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        self.store.commit(now_ms)
+    }
+
+    /// Makes everything durable (a clean shutdown).
+    pub fn flush(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        self.store.flush(now_ms)
     }
 
     fn run(&mut self, now_ms: u64, op: Op) -> OpResult {
         self.stats.ops += 1;
         self.check_key(op.key())?;
         match op {
-            Op::Get { key, meta } => {
-                Ok(Reply::Value(self.data.get(&key).and_then(|v| v.read(meta))))
-            }
-            Op::Write { key, write } => self.write(now_ms, key, write),
-            Op::Raw { key } => Ok(Reply::Raw(self.data.get(&key).cloned())),
             // Merging replicas is the node's job; a worker alone answers with its own copy.
-            Op::GetAll { key, meta } => {
-                Ok(Reply::Value(self.data.get(&key).and_then(|v| v.read(meta))))
-            }
+            Op::Get { key, meta } | Op::GetAll { key, meta } => Ok(Reply::Value(
+                self.store
+                    .get(&key)
+                    .map_err(storage_error)?
+                    .and_then(|v| v.read(meta)),
+            )),
+            Op::Write { key, write } => self.write(now_ms, key, write),
+            Op::Raw { key } => Ok(Reply::Raw(self.store.peek(&key).map_err(storage_error)?)),
             Op::Delete { key } => {
-                let Some(value) = self.data.get_mut(&key) else {
+                let Some(value) = self.store.get_mut(&key).map_err(storage_error)? else {
                     return Ok(Reply::Deleted { existed: false });
                 };
                 let stamp = Stamp::new(self.clock.tick(now_ms), self.replica);
@@ -192,6 +224,7 @@ impl Worker {
                 };
                 match value.delete(ctx) {
                     Some(delta) => {
+                        self.store.changed(&key, &delta);
                         self.replicate(now_ms, &key, delta);
                         Ok(Reply::Deleted { existed: true })
                     }
@@ -211,7 +244,7 @@ impl Worker {
         }
         // Removing members from a set that does not exist changes nothing, and must not
         // create the key.
-        if matches!(write, Write::OrSetRemove(_)) && !self.data.contains_key(&key) {
+        if matches!(write, Write::OrSetRemove(_)) && !self.store.contains(&key) {
             return Ok(Reply::Written);
         }
         let ctx = WriteCtx {
@@ -219,10 +252,11 @@ impl Worker {
             stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
         };
         let value = self
-            .data
-            .entry(key.clone())
-            .or_insert_with(|| Value::empty(write.kind()));
+            .store
+            .get_or_insert(&key, write.kind())
+            .map_err(storage_error)?;
         let delta = value.apply(write, ctx)?;
+        self.store.changed(&key, &delta);
         self.replicate(now_ms, &key, delta);
         Ok(Reply::Written)
     }
@@ -277,6 +311,11 @@ impl Worker {
 
     /// Merges values that come from other replicas (workers or nodes).
     pub fn merge_replicated(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
+        self.merge_entries_inner(now_ms, entries);
+        self.store.maintain();
+    }
+
+    fn merge_entries_inner(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
         for (key, value) in entries {
             if let Value::Lww(lww) = &value
                 && let Some(stamp) = lww.stamp()
@@ -285,21 +324,20 @@ impl Worker {
                 // too far in the future is still merged, but not adopted.
                 let _ = self.clock.observe(stamp.hlc, now_ms);
             }
-            match self.data.get_mut(&key) {
-                Some(existing) => {
-                    let (_, conflict) = existing.merge_replicated(value);
-                    if let Some(c) = conflict {
-                        self.stats.kind_conflicts += 1;
-                        tracing::warn!(
-                            worker = self.id,
-                            stored = %c.stored,
-                            replicated = %c.attempted,
-                            "replicas disagreed on a key's kind; kept the greater kind"
-                        );
-                    }
+            match self.store.merge(key, value) {
+                Ok((_, Some(c))) => {
+                    self.stats.kind_conflicts += 1;
+                    tracing::warn!(
+                        worker = self.id,
+                        stored = %c.stored,
+                        replicated = %c.attempted,
+                        "replicas disagreed on a key's kind; kept the greater kind"
+                    );
                 }
-                None => {
-                    self.data.insert(key, value);
+                Ok((_, None)) => {}
+                Err(e) => {
+                    // Anti-entropy brings the value again later.
+                    tracing::warn!(worker = self.id, error = %e, "could not merge a replicated value");
                 }
             }
         }
@@ -307,6 +345,7 @@ impl Worker {
 
     /// Lets time pass: once per gossip period, pending deltas become batches to send.
     pub fn handle_tick(&mut self, now_ms: u64) {
+        self.store.handle_tick(now_ms);
         if self.next_gossip_ms.is_some_and(|t| now_ms >= t) {
             self.next_gossip_ms = None;
             for (to, entries) in std::mem::take(&mut self.pending) {
@@ -330,20 +369,25 @@ impl Worker {
 
     /// When [`handle_tick`](Self::handle_tick) next has work to do, if ever.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.next_gossip_ms
+        match (self.next_gossip_ms, self.store.next_deadline_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The worker's figures.
     pub fn stats(&self) -> WorkerStats {
         WorkerStats {
-            keys: self.data.len() as u64,
+            keys: self.store.len() as u64,
+            storage: self.store.stats(),
             ..self.stats.clone()
         }
     }
 
-    /// The stored value of `key`, tombstones included (for tests and repair).
-    pub fn value(&self, key: &[u8]) -> Option<&Value> {
-        self.data.get(key)
+    /// The stored value of `key`, tombstones included, from whichever tier holds it (for
+    /// tests and repair).
+    pub fn value(&mut self, key: &[u8]) -> Option<Value> {
+        self.store.peek(key).ok().flatten()
     }
 
     /// Whether this worker is the first of the key's local replicas: the one that speaks
@@ -351,24 +395,12 @@ impl Worker {
     fn is_local_primary(&self, key: &[u8]) -> bool {
         self.ring.primary(key) == Some(self.id)
     }
-
-    /// Every stored key with its value (for tests).
-    pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
-        self.data.iter()
-    }
 }
 
-/// A hash of one entry for anti-entropy digests: equal keys with equal values hash equal
-/// on every node (values are canonical, so their encodings are too).
-pub(crate) fn entry_hash(key: &[u8], value: &Value) -> u64 {
-    let mut bytes = key.to_vec();
-    bytes.push(0xff);
-    if bincode::serde::encode_into_std_write(value, &mut bytes, bincode::config::standard())
-        .is_err()
-    {
-        return 0;
+fn storage_error(e: StorageError) -> OpError {
+    OpError::Storage {
+        reason: e.to_string(),
     }
-    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 impl LocalStore for Worker {
@@ -378,11 +410,10 @@ impl LocalStore for Worker {
 
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {
         let mut digest = BTreeMap::new();
-        for (key, value) in &self.data {
-            if self.is_local_primary(key) && filter.matches(key) {
-                *digest.entry(bucket(key)).or_insert(0u64) ^= entry_hash(key, value);
-            }
-        }
+        self.store.for_each_hash(
+            |key| self.is_local_primary(key) && filter.matches(key),
+            |key, hash| *digest.entry(bucket(key)).or_insert(0u64) ^= hash,
+        );
         digest
     }
 
@@ -392,31 +423,26 @@ impl LocalStore for Worker {
         buckets: &BTreeSet<u16>,
         limit: usize,
     ) -> Vec<(Bytes, Value)> {
-        self.data
-            .iter()
-            .filter(|(k, _)| {
-                buckets.contains(&bucket(k)) && self.is_local_primary(k) && filter.matches(k)
-            })
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let ring = self.ring.clone();
+        let id = self.id;
+        self.store.collect(
+            |k| buckets.contains(&bucket(k)) && ring.primary(k) == Some(id) && filter.matches(k),
+            limit,
+        )
     }
 
     fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)> {
-        self.data
-            .iter()
-            .filter(|(k, _)| self.is_local_primary(k) && !mine.matches(k))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let ring = self.ring.clone();
+        let id = self.id;
+        self.store
+            .collect(|k| ring.primary(k) == Some(id) && !mine.matches(k), limit)
     }
 
     fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>) {
         for (key, sent) in entries {
-            if self.data.get(&key) == Some(&sent) {
-                self.data.remove(&key);
-            }
+            self.store.remove_if_equal(&key, &sent);
         }
+        self.store.maintain();
     }
 }
 
@@ -482,7 +508,7 @@ mod test {
     fn wrong_kind_is_refused_and_changes_nothing() {
         let mut w = workers(1, WorkerConfig::default()).remove(0);
         w.handle_ops(1, [put("k", "v")]);
-        let before = w.value(b"k").cloned();
+        let before = w.value(b"k");
         let r = w.handle_ops(
             2,
             [Op::Write {
@@ -497,7 +523,7 @@ mod test {
                 attempted: Kind::Counter
             })
         );
-        assert_eq!(w.value(b"k").cloned(), before);
+        assert_eq!(w.value(b"k"), before);
     }
 
     #[test]
@@ -583,10 +609,10 @@ mod test {
         // One batch per (sender, destination) pair, not one per key.
         assert_eq!(sent, 6);
         for k in &keys {
-            let first = ws[0].value(k.as_bytes()).cloned();
+            let first = ws[0].value(k.as_bytes());
             assert!(first.is_some());
-            for w in &ws[1..] {
-                assert_eq!(w.value(k.as_bytes()).cloned(), first, "{k}");
+            for w in &mut ws[1..] {
+                assert_eq!(w.value(k.as_bytes()), first, "{k}");
             }
         }
     }

@@ -2,12 +2,15 @@
 //! storage workers) wired through a simulated network and clock driven by one seeded RNG.
 //!
 //! Faults: message loss, duplication, reordering and delay; a partition that heals; a node
-//! that crashes (losing its memory) and restarts empty. Clients write throughout, with ack
-//! `one` or `all`. After the faults stop and the cluster is quiet, for every key:
+//! that crashes and restarts. Odd seeds run the nodes in memory (a crash loses everything
+//! the node held); even seeds give each node a disk with durability `sync`, a tiny memory
+//! budget (keys move between memory and disk all the time) and frequent checkpoints, and a
+//! crash loses what was not synced, leaving a torn log tail. Clients write throughout, with
+//! ack `one` or `all`. After the faults stop and the cluster is quiet, for every key:
 //!
 //! - every owner holds the same value (convergence);
 //! - that value contains every acknowledged write that must survive: all `all` writes, and
-//!   every `one` write whose acknowledging node did not crash afterwards;
+//!   every `one` write, except, in memory, one whose acknowledging node crashed afterwards;
 //! - it contains nothing that was never written.
 //!
 //! `cargo test -p calm-kvs --test cluster_sim` runs 200 seeds. A failure prints its seed;
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use calm_kvs::cluster::{ClusterAgent, ClusterConfig, LocalStore, PeerEnvelope, PeerReply};
+use calm_kvs::storage::{Durability, MemDisk, StorageConfig, Tiered};
 use calm_kvs::{HashRing, Op, Value, Worker, WorkerConfig, Write};
 use calm_lattice::ReplicaId;
 use rand::rngs::StdRng;
@@ -49,17 +53,29 @@ struct SimNode {
     /// Bumped on every restart; messages addressed to an older epoch are lost.
     epoch: u32,
     crashed_at: Vec<u64>,
+    /// The node's disk, which survives its crashes (in durable runs).
+    disk: Option<MemDisk>,
 }
 
-fn new_store(i: usize, epoch: u32) -> Worker {
+fn new_store(i: usize, epoch: u32, disk: Option<&MemDisk>) -> Worker {
     let ring = Arc::new(HashRing::new([0], 1));
-    // Replica ids differ per node and per restart, as they would for a new process.
-    let mut w = Worker::new(
-        0,
-        ReplicaId(((i as u64) << 32) | u64::from(epoch)),
-        ring,
-        WorkerConfig::default(),
-    );
+    // Replica ids differ per node and per restart, as they do for a new process.
+    let replica = ReplicaId(((i as u64) << 32) | u64::from(epoch));
+    let store = match disk {
+        None => Tiered::memory(),
+        Some(disk) => {
+            let config = StorageConfig {
+                durability: Durability::Sync,
+                memory_budget: Some(300),
+                checkpoint_log_bytes: 4096,
+                ..StorageConfig::default()
+            };
+            Tiered::open(Box::new(disk.clone()), config, Some(300))
+                .expect("a memory disk always opens")
+                .0
+        }
+    };
+    let mut w = Worker::with_store(0, replica, ring, WorkerConfig::default(), store);
     w.collect_changes();
     w
 }
@@ -206,13 +222,18 @@ fn flush(nodes: &mut [SimNode], net: &mut Network, rng: &mut StdRng, now: u64) {
 
 fn run(seed: u64) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let durable = seed.is_multiple_of(2);
     let mut nodes: Vec<SimNode> = (0..NODES)
-        .map(|i| SimNode {
-            agent: new_agent(i, 1, &mut rng),
-            store: new_store(i, 0),
-            up: true,
-            epoch: 0,
-            crashed_at: Vec::new(),
+        .map(|i| {
+            let disk = durable.then(MemDisk::new);
+            SimNode {
+                agent: new_agent(i, 1, &mut rng),
+                store: new_store(i, 0, disk.as_ref()),
+                up: true,
+                epoch: 0,
+                crashed_at: Vec::new(),
+                disk,
+            }
         })
         .collect();
     let mut net = Network {
@@ -225,9 +246,11 @@ fn run(seed: u64) -> Result<(), String> {
 
     // One crash and one partition, at random times inside the fault window.
     let crash_node = rng.random_range(0..NODES);
-    let crash_at = rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 3_000) / STEP_MS * STEP_MS;
+    // Steps fall at 1, 1 + STEP_MS, ...: events are put on steps so they happen.
+    let step = |t: u64| t / STEP_MS * STEP_MS + 1;
+    let crash_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 3_000));
     let restart_at = crash_at + rng.random_range(500..3_000) / STEP_MS * STEP_MS;
-    let cut_at = rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000) / STEP_MS * STEP_MS;
+    let cut_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000));
     let heal_at = cut_at + rng.random_range(300..2_000) / STEP_MS * STEP_MS;
     let side: Vec<usize> = (0..NODES).filter(|_| rng.random_bool(0.5)).collect();
 
@@ -245,13 +268,37 @@ fn run(seed: u64) -> Result<(), String> {
             net.cut.clear();
         }
         if now == crash_at {
+            // Just before it crashes, the node acknowledges writes (ack `one`) to every key
+            // it leads, and its deltas to the other owners never leave it.
+            for k in 0..KEYS {
+                let key = format!("key{k}");
+                if nodes[crash_node].agent.owners(key.as_bytes()).first()
+                    == Some(&format!("n{crash_node}"))
+                {
+                    client_write(
+                        &mut nodes,
+                        &net,
+                        &mut rng,
+                        now,
+                        crash_node,
+                        &mut attempted,
+                        &mut acked,
+                        Some(k),
+                    );
+                }
+            }
+            net.in_flight.retain(|m| !matches!(m.msg, Msg::Request { from, .. } | Msg::Reply { from, .. } if from == crash_node));
             nodes[crash_node].up = false;
             nodes[crash_node].crashed_at.push(now);
+            if let Some(disk) = &nodes[crash_node].disk {
+                // Part of an unsynced write may have reached the disk: a torn tail.
+                disk.crash(rng.random_range(0..64));
+            }
         }
         if now == restart_at {
             let n = &mut nodes[crash_node];
             n.epoch += 1;
-            n.store = new_store(crash_node, n.epoch);
+            n.store = new_store(crash_node, n.epoch, n.disk.as_ref());
             n.agent = new_agent(crash_node, now, &mut rng);
             n.up = true;
         }
@@ -318,12 +365,16 @@ fn run(seed: u64) -> Result<(), String> {
                     c,
                     &mut attempted,
                     &mut acked,
+                    None,
                 );
             }
         }
 
         for n in nodes.iter_mut().filter(|n| n.up) {
             n.agent.handle_tick(now, &mut n.store);
+            n.store.handle_tick(now);
+            // What the node merged from its peers reaches the disk too.
+            let _ = n.store.commit(now);
         }
         flush(&mut nodes, &mut net, &mut rng, now);
         now += STEP_MS;
@@ -346,13 +397,16 @@ fn run(seed: u64) -> Result<(), String> {
     }
     for (key, everything) in &attempted {
         let owners = nodes[0].agent.owners(key);
-        let values: Vec<Option<&Value>> = owners
+        let values: Vec<Option<Value>> = owners
             .iter()
             .map(|o| nodes[index(o)].store.value(key))
             .collect();
-        let first = values[0].ok_or_else(|| format!("owner {} lacks key {key:?}", owners[0]))?;
+        let first = values[0]
+            .clone()
+            .ok_or_else(|| format!("owner {} lacks key {key:?}", owners[0]))?;
+        let first = &first;
         for (o, v) in owners.iter().zip(&values) {
-            if *v != Some(first) {
+            if v.as_ref() != Some(first) {
                 return Err(format!(
                     "key {key:?}: owners disagree: {} has {v:?}, {} has {first:?}",
                     o, owners[0]
@@ -365,11 +419,11 @@ fn run(seed: u64) -> Result<(), String> {
             ));
         }
         for a in acked.iter().filter(|a| a.key == *key) {
-            // With ack `one`, only the acknowledging node held the write until gossip; if it
-            // crashed (losing memory) afterwards the write may be gone. Everything else must
-            // be there.
+            // With ack `one` in memory, only the acknowledging node held the write until
+            // gossip; if it crashed afterwards the write may be gone. With a disk it was
+            // synced before the ack. Everything else must be there.
             let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
-            if !a.all && crashed_after {
+            if !a.all && crashed_after && !durable {
                 continue;
             }
             if !contained(&a.delta, first) {
@@ -392,15 +446,16 @@ fn client_write(
     coordinator: usize,
     attempted: &mut BTreeMap<Bytes, Value>,
     acked: &mut Vec<Acked>,
+    only_key: Option<usize>,
 ) {
-    let k = rng.random_range(0..KEYS);
+    let k = only_key.unwrap_or_else(|| rng.random_range(0..KEYS));
     let key = Bytes::from(format!("key{k}"));
     let write = match k % 3 {
         0 => Write::Increment(rng.random_range(1..5)),
         1 => Write::OrSetAdd(vec![Bytes::from(format!("m{}", rng.random_range(0..4)))]),
         _ => Write::Lww(Bytes::from(format!("v{}", rng.random_range(0..100)))),
     };
-    let all = rng.random_bool(0.5);
+    let all = only_key.is_none() && rng.random_bool(0.5);
     // The coordinator forwards to the first owner it can reach, as a node does.
     let owners: Vec<usize> = nodes[coordinator]
         .agent
@@ -421,7 +476,7 @@ fn client_write(
             write,
         }],
     );
-    if results[0].is_err() {
+    if results[0].is_err() || nodes[target].store.commit(now).is_err() {
         return;
     }
     let changes = nodes[target].store.take_changes();
@@ -445,6 +500,7 @@ fn client_write(
         for o in replicas {
             if nodes[o].up && net.reachable(target, o) {
                 nodes[o].store.merge_entries(now, changes.clone());
+                let _ = nodes[o].store.commit(now);
             } else {
                 reached_all = false;
             }

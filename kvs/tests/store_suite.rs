@@ -170,6 +170,22 @@ async fn embedded_store_passes_the_suite() {
     suite(&store).await;
 }
 
+/// The same suite with a disk and a memory budget of one byte: after every batch each key
+/// is moved to disk, and every read or write loads it back.
+#[tokio::test]
+async fn embedded_store_on_disk_with_no_memory_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::small_config();
+    config.data_dir = Some(dir.path().to_path_buf());
+    config.storage.memory_budget = Some(1);
+    let store = EmbeddedStore::start(config).unwrap();
+    suite(&store).await;
+    let stats = store.stats().await.unwrap();
+    let demoted: u64 = stats.workers.iter().map(|w| w.storage.demotions).sum();
+    let promoted: u64 = stats.workers.iter().map(|w| w.storage.promotions).sum();
+    assert!(demoted > 10 && promoted > 10, "{stats:?}");
+}
+
 #[tokio::test]
 async fn network_client_passes_the_suite() {
     let server = common::LocalServer::start(common::small_config()).await;

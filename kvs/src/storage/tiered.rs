@@ -1,0 +1,696 @@
+//! A worker's keys in two tiers: hot in memory, cold on disk, with a write-ahead log.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{ColdPut, Disk, Durability, StorageConfig, StorageError, wal};
+use crate::value::{Kind, KindMismatch, Value};
+
+/// The largest encoded value read back from disk; a larger length prefix is corruption.
+const MAX_STORED_VALUE: usize = 1 << 28;
+
+/// One change, as the log holds it.
+#[derive(Serialize, Deserialize)]
+enum LogRecord {
+    /// A delta (or a whole value) merged into a key.
+    Merge(Bytes, Value),
+    /// A key dropped from this worker (handed to its new owners).
+    Remove(Bytes),
+}
+
+/// Logged payloads are borrowed when written, owned when read back.
+#[derive(Serialize)]
+enum LogRecordRef<'a> {
+    Merge(&'a Bytes, &'a Value),
+    Remove(&'a Bytes),
+}
+
+#[derive(Debug)]
+struct Hot {
+    value: Value,
+    /// Changed since the disk last had it.
+    dirty: bool,
+    /// Approximate bytes (exact whenever the value is encoded for the disk).
+    size: usize,
+    /// When it was last used, in accesses.
+    touched: u64,
+    /// Uses since it was loaded, halved at every demotion round.
+    hits: u32,
+    /// The hash of the disk copy, when it is clean and came from (or went to) disk.
+    disk_hash: Option<u64>,
+}
+
+/// What recovery found in a worker's log and cold tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// Keys in the cold tier.
+    pub cold_keys: u64,
+    /// Log records replayed.
+    pub records: u64,
+    /// Bytes of damaged records skipped in the middle of the log.
+    pub skipped_bytes: u64,
+    /// Bytes cut from the end of the log (a torn write or damage).
+    pub tail_bytes: u64,
+    /// Records whose checksum held but that could not be decoded.
+    pub undecodable: u64,
+}
+
+/// Figures of a worker's tiers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStats {
+    /// Keys in memory.
+    pub memory_keys: u64,
+    /// Approximate bytes of values in memory.
+    pub memory_bytes: u64,
+    /// Keys only on disk.
+    pub disk_keys: u64,
+    /// Bytes in the write-ahead log.
+    pub log_bytes: u64,
+    /// Keys loaded from disk into memory.
+    pub promotions: u64,
+    /// Keys moved out of memory to disk.
+    pub demotions: u64,
+    /// Times the changed keys were written to the cold tier and the log restarted.
+    pub checkpoints: u64,
+    /// Disk operations that failed.
+    pub disk_errors: u64,
+}
+
+/// A worker's keys: see the [module docs](super).
+#[derive(Debug)]
+pub struct Tiered {
+    hot: HashMap<Bytes, Hot>,
+    /// Keys only on disk, with the hash of their stored value (for anti-entropy digests).
+    cold: HashMap<Bytes, u64>,
+    disk: Option<Box<dyn Disk>>,
+    config: StorageConfig,
+    /// This worker's share of the memory budget.
+    budget: Option<usize>,
+    hot_bytes: usize,
+    clock: u64,
+    /// Records not yet handed to the disk.
+    log_buf: Vec<u8>,
+    log_len: u64,
+    unsynced: bool,
+    next_fsync_ms: Option<u64>,
+    /// Keys to delete from the cold tier with its next transaction.
+    removes: HashSet<Bytes>,
+    /// A disk write failed: the next maintenance writes a checkpoint.
+    failed: bool,
+    replaying: bool,
+    stats: TierStats,
+}
+
+/// The hash of one entry for anti-entropy digests, from the value's encoding.
+pub(crate) fn entry_hash_encoded(key: &[u8], encoded: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(key);
+    h.update(&[0xff]);
+    h.update(encoded);
+    h.digest()
+}
+
+fn encode_value(value: &Value) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("values always encode")
+}
+
+fn decode_value(key: &[u8], bytes: &[u8]) -> Result<Value, StorageError> {
+    let config = bincode::config::standard().with_limit::<{ MAX_STORED_VALUE }>();
+    bincode::serde::decode_from_slice(bytes, config)
+        .map(|(v, _)| v)
+        .map_err(|e| {
+            StorageError::Corrupt(format!(
+                "the stored value of key {:?} does not decode: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        })
+}
+
+/// The hash of one entry for anti-entropy digests: equal keys with equal values hash equal
+/// on every node (values are canonical, so their encodings are too).
+pub(crate) fn entry_hash(key: &[u8], value: &Value) -> u64 {
+    entry_hash_encoded(key, &encode_value(value))
+}
+
+impl Tiered {
+    /// Keys in memory only, nothing on disk.
+    pub fn memory() -> Tiered {
+        Tiered {
+            hot: HashMap::new(),
+            cold: HashMap::new(),
+            disk: None,
+            config: StorageConfig {
+                durability: Durability::Memory,
+                ..StorageConfig::default()
+            },
+            budget: None,
+            hot_bytes: 0,
+            clock: 0,
+            log_buf: Vec::new(),
+            log_len: 0,
+            unsynced: false,
+            next_fsync_ms: None,
+            removes: HashSet::new(),
+            failed: false,
+            replaying: false,
+            stats: TierStats::default(),
+        }
+    }
+
+    /// Opens a worker's disk and recovers its keys: the cold tier's key index is loaded
+    /// and the log replayed. A torn or damaged tail is cut off; damaged records in the middle
+    /// are skipped (every intact record is kept) and a checkpoint then rewrites the state.
+    /// `budget` is this worker's share of the memory budget.
+    pub fn open(
+        mut disk: Box<dyn Disk>,
+        config: StorageConfig,
+        budget: Option<usize>,
+    ) -> Result<(Tiered, Recovery), StorageError> {
+        let cold: HashMap<Bytes, u64> = disk.cold_keys()?.into_iter().collect();
+        let log = disk.log_read()?;
+        let scan = wal::scan(&log);
+        let mut recovery = Recovery {
+            cold_keys: cold.len() as u64,
+            skipped_bytes: scan.skipped.iter().map(|r| r.len() as u64).sum(),
+            tail_bytes: scan.tail_len(log.len()) as u64,
+            ..Recovery::default()
+        };
+        let mut t = Tiered {
+            cold,
+            disk: Some(disk),
+            config,
+            budget,
+            replaying: true,
+            ..Tiered::memory()
+        };
+        let decode = bincode::config::standard().with_limit::<{ MAX_STORED_VALUE }>();
+        for range in &scan.records {
+            match bincode::serde::decode_from_slice::<LogRecord, _>(&log[range.clone()], decode) {
+                Ok((LogRecord::Merge(key, value), _)) => {
+                    t.merge(key, value)?;
+                }
+                Ok((LogRecord::Remove(key), _)) => t.remove(&key),
+                Err(_) => recovery.undecodable += 1,
+            }
+            recovery.records += 1;
+            if t.over_budget() {
+                t.demote();
+            }
+        }
+        t.replaying = false;
+        t.log_len = scan.valid_len as u64;
+        if recovery.skipped_bytes > 0 || recovery.undecodable > 0 {
+            tracing::warn!(
+                skipped_bytes = recovery.skipped_bytes,
+                undecodable = recovery.undecodable,
+                tail_bytes = recovery.tail_bytes,
+                "the write-ahead log was damaged; kept every intact record and wrote a checkpoint (peers repair what was lost)"
+            );
+            t.checkpoint()?;
+        } else if recovery.tail_bytes > 0 {
+            tracing::warn!(
+                tail_bytes = recovery.tail_bytes,
+                torn = scan.torn,
+                "cut a torn or damaged tail off the write-ahead log"
+            );
+            t.disk_mut()?.log_truncate(scan.valid_len as u64)?;
+        }
+        Ok((t, recovery))
+    }
+
+    fn disk_mut(&mut self) -> Result<&mut Box<dyn Disk>, StorageError> {
+        self.disk
+            .as_mut()
+            .ok_or_else(|| StorageError::Engine("no disk".into()))
+    }
+
+    /// Keys held, in memory and on disk.
+    pub fn len(&self) -> usize {
+        self.hot.len() + self.cold.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `key` is held (in either tier).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.hot.contains_key(key) || self.cold.contains_key(key)
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Brings a cold key into memory; true if the key is now hot.
+    fn promote(&mut self, key: &[u8]) -> Result<bool, StorageError> {
+        if self.hot.contains_key(key) {
+            return Ok(true);
+        }
+        let Some(&hash) = self.cold.get(key) else {
+            return Ok(false);
+        };
+        let bytes = self.disk_mut()?.cold_get(key)?.ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "key {:?} is in the cold tier's index but not in its values",
+                String::from_utf8_lossy(key)
+            ))
+        })?;
+        let value = decode_value(key, &bytes)?;
+        let (key, _) = self
+            .cold
+            .remove_entry(key)
+            .expect("checked to be in the cold index");
+        let size = key.len() + bytes.len();
+        self.hot_bytes += size;
+        self.stats.promotions += 1;
+        let touched = self.tick();
+        self.hot.insert(
+            key,
+            Hot {
+                value,
+                dirty: false,
+                size,
+                touched,
+                hits: 0,
+                disk_hash: Some(hash),
+            },
+        );
+        Ok(true)
+    }
+
+    fn use_hot(&mut self, key: &[u8]) -> Option<&mut Hot> {
+        let now = self.tick();
+        let hot = self.hot.get_mut(key)?;
+        hot.touched = now;
+        hot.hits = hot.hits.saturating_add(1);
+        Some(hot)
+    }
+
+    /// The value of `key`, loaded into memory if it was on disk.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&Value>, StorageError> {
+        self.promote(key)?;
+        Ok(self.use_hot(key).map(|h| &h.value))
+    }
+
+    /// The value of `key` to change in place; call [`changed`](Self::changed) with the
+    /// delta of the change.
+    pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut Value>, StorageError> {
+        self.promote(key)?;
+        Ok(self.use_hot(key).map(|h| &mut h.value))
+    }
+
+    /// The value of `key`, created empty of `kind` if absent; call
+    /// [`changed`](Self::changed) after changing it.
+    pub fn get_or_insert(&mut self, key: &Bytes, kind: Kind) -> Result<&mut Value, StorageError> {
+        if !self.promote(key)? {
+            self.hot_bytes += key.len();
+            self.hot.insert(
+                key.clone(),
+                Hot {
+                    value: Value::empty(kind),
+                    dirty: true,
+                    size: key.len(),
+                    touched: 0,
+                    hits: 0,
+                    disk_hash: None,
+                },
+            );
+        }
+        Ok(&mut self.use_hot(key).expect("just made hot").value)
+    }
+
+    /// A copy of the value of `key`, read from whichever tier holds it without promoting it
+    /// (for anti-entropy and repair).
+    pub fn peek(&mut self, key: &[u8]) -> Result<Option<Value>, StorageError> {
+        if let Some(h) = self.hot.get(key) {
+            return Ok(Some(h.value.clone()));
+        }
+        if !self.cold.contains_key(key) {
+            return Ok(None);
+        }
+        match self.disk_mut()?.cold_get(key)? {
+            Some(bytes) => decode_value(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends a record to the log buffer; its payload length.
+    fn log(&mut self, record: LogRecordRef<'_>) -> usize {
+        if self.disk.is_none() || self.replaying {
+            return 0;
+        }
+        let start = self.log_buf.len();
+        self.log_buf.extend_from_slice(&[0; wal::HEADER]);
+        bincode::serde::encode_into_std_write(
+            &record,
+            &mut self.log_buf,
+            bincode::config::standard(),
+        )
+        .expect("writing to a Vec cannot fail");
+        let payload = self.log_buf.split_off(start + wal::HEADER);
+        self.log_buf.truncate(start);
+        wal::encode_record(&payload, &mut self.log_buf);
+        payload.len()
+    }
+
+    /// Records that the hot value of `key` changed by `delta` (logged, marked for the disk).
+    pub fn changed(&mut self, key: &Bytes, delta: &Value) {
+        let len = self.log(LogRecordRef::Merge(key, delta));
+        let Some(hot) = self.hot.get_mut(key) else {
+            return;
+        };
+        hot.dirty = true;
+        hot.disk_hash = None;
+        let before = hot.size;
+        hot.size = if matches!(delta, Value::Lww(_)) {
+            key.len() + len
+        } else {
+            hot.size + len
+        };
+        self.hot_bytes = self.hot_bytes + hot.size - before;
+    }
+
+    /// Merges a value from another replica (or the log): whether it changed anything, and
+    /// the kinds if they disagreed (the greater kind is kept).
+    pub fn merge(
+        &mut self,
+        key: Bytes,
+        value: Value,
+    ) -> Result<(bool, Option<KindMismatch>), StorageError> {
+        let mark = self.log_buf.len();
+        let len = self.log(LogRecordRef::Merge(&key, &value));
+        let outcome = if self.promote(&key)? {
+            let hot = self.use_hot(&key).expect("promoted");
+            let outcome = hot.value.merge_replicated(value);
+            if outcome.0 {
+                hot.dirty = true;
+                hot.disk_hash = None;
+                hot.size += len;
+            }
+            if outcome.0 {
+                self.hot_bytes += len;
+            }
+            outcome
+        } else {
+            let size = key.len() + len;
+            self.hot_bytes += size;
+            let touched = self.tick();
+            self.hot.insert(
+                key,
+                Hot {
+                    value,
+                    dirty: true,
+                    size,
+                    touched,
+                    hits: 0,
+                    disk_hash: None,
+                },
+            );
+            (true, None)
+        };
+        if !outcome.0 {
+            self.log_buf.truncate(mark);
+        }
+        Ok(outcome)
+    }
+
+    /// Drops `key` from both tiers.
+    pub fn remove(&mut self, key: &[u8]) {
+        let key = match (self.hot.remove_entry(key), self.cold.remove_entry(key)) {
+            (Some((k, hot)), _) => {
+                self.hot_bytes -= hot.size;
+                k
+            }
+            (None, Some((k, _))) => k,
+            (None, None) => return,
+        };
+        if self.disk.is_some() {
+            self.log(LogRecordRef::Remove(&key));
+            self.removes.insert(key);
+        }
+    }
+
+    /// The digest hash of every key `keep` accepts (hot values are hashed now, cold ones
+    /// were hashed when stored).
+    pub fn for_each_hash(&self, keep: impl Fn(&[u8]) -> bool, mut f: impl FnMut(&[u8], u64)) {
+        for (key, hot) in &self.hot {
+            if keep(key) {
+                f(
+                    key,
+                    hot.disk_hash.unwrap_or_else(|| entry_hash(key, &hot.value)),
+                );
+            }
+        }
+        for (key, &hash) in &self.cold {
+            if keep(key) {
+                f(key, hash);
+            }
+        }
+    }
+
+    /// Up to `limit` entries that `keep` accepts, from both tiers (cold ones are read, not
+    /// promoted).
+    pub fn collect(&mut self, keep: impl Fn(&[u8]) -> bool, limit: usize) -> Vec<(Bytes, Value)> {
+        let mut out: Vec<(Bytes, Value)> = self
+            .hot
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .take(limit)
+            .map(|(k, h)| (k.clone(), h.value.clone()))
+            .collect();
+        let cold: Vec<Bytes> = self
+            .cold
+            .keys()
+            .filter(|k| keep(k))
+            .take(limit.saturating_sub(out.len()))
+            .cloned()
+            .collect();
+        for key in cold {
+            match self.peek(&key) {
+                Ok(Some(v)) => out.push((key, v)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.stats.disk_errors += 1;
+                    tracing::warn!(error = %e, "could not read a cold key");
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops `key` if it still holds exactly `sent`.
+    pub fn remove_if_equal(&mut self, key: &[u8], sent: &Value) {
+        let equal = match (self.hot.get(key), self.cold.get(key)) {
+            (Some(h), _) => h.value == *sent,
+            (None, Some(&hash)) => hash == entry_hash(key, sent),
+            (None, None) => false,
+        };
+        if equal {
+            self.remove(key);
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.disk.is_some() && self.budget.is_some_and(|b| self.hot_bytes > b)
+    }
+
+    /// Keeps the tiers in shape after a batch: demotes keys while memory is over budget,
+    /// and writes a checkpoint once the log is long (or after a disk error).
+    pub fn maintain(&mut self) {
+        if self.disk.is_none() {
+            return;
+        }
+        if self.over_budget() {
+            self.demote();
+        }
+        let log = self.log_len + self.log_buf.len() as u64;
+        if (self.failed || log > self.config.checkpoint_log_bytes)
+            && let Err(e) = self.checkpoint()
+        {
+            self.stats.disk_errors += 1;
+            tracing::warn!(error = %e, "checkpoint failed; keys stay in memory and the log");
+        }
+    }
+
+    /// Moves the least recently and least frequently used keys to disk until memory is at
+    /// 90% of the budget. Keys used once since loading go before keys used more often;
+    /// within each group, the least recently used first.
+    fn demote(&mut self) {
+        let Some(budget) = self.budget else {
+            return;
+        };
+        let target = budget / 10 * 9;
+        let mut order: Vec<(bool, u64, Bytes)> = self
+            .hot
+            .iter()
+            .map(|(k, h)| (h.hits > 1, h.touched, k.clone()))
+            .collect();
+        order.sort_unstable();
+        let mut freed = 0;
+        let mut victims = Vec::new();
+        let mut puts: Vec<ColdPut> = Vec::new();
+        for (_, _, key) in order {
+            if self.hot_bytes - freed <= target {
+                break;
+            }
+            let hot = &self.hot[&key];
+            freed += hot.size;
+            let hash = match hot.disk_hash {
+                Some(h) if !hot.dirty => h,
+                _ => {
+                    let bytes = encode_value(&hot.value);
+                    let hash = entry_hash_encoded(&key, &bytes);
+                    puts.push((key.clone(), hash, bytes));
+                    hash
+                }
+            };
+            victims.push((key, hash));
+        }
+        let removes = self.pending_removes(&puts);
+        let disk = self.disk.as_mut().expect("demotion needs a disk");
+        if let Err(e) = disk.cold_write(&puts, &removes, false) {
+            self.stats.disk_errors += 1;
+            tracing::warn!(error = %e, "could not move keys to disk; they stay in memory");
+            return;
+        }
+        self.removes.clear();
+        for (key, hash) in victims {
+            if let Some(hot) = self.hot.remove(&key) {
+                self.hot_bytes -= hot.size;
+                self.cold.insert(key, hash);
+                self.stats.demotions += 1;
+            }
+        }
+        for hot in self.hot.values_mut() {
+            hot.hits /= 2;
+        }
+    }
+
+    /// The keys to delete from the cold tier, minus those being stored again.
+    fn pending_removes(&self, puts: &[ColdPut]) -> Vec<Bytes> {
+        let stored: HashSet<&Bytes> = puts.iter().map(|(k, _, _)| k).collect();
+        self.removes
+            .iter()
+            .filter(|k| !stored.contains(k))
+            .cloned()
+            .collect()
+    }
+
+    /// Writes every changed key to the cold tier durably, then restarts the log.
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        let mut puts: Vec<ColdPut> = Vec::new();
+        for (key, hot) in &self.hot {
+            if hot.dirty || hot.disk_hash.is_none() {
+                let bytes = encode_value(&hot.value);
+                puts.push((key.clone(), entry_hash_encoded(key, &bytes), bytes));
+            }
+        }
+        let removes = self.pending_removes(&puts);
+        let disk = self.disk_mut()?;
+        disk.cold_write(&puts, &removes, true)?;
+        disk.log_truncate(0)?;
+        self.removes.clear();
+        for (key, hash, bytes) in puts {
+            if let Some(hot) = self.hot.get_mut(&key) {
+                hot.dirty = false;
+                hot.disk_hash = Some(hash);
+                let size = key.len() + bytes.len();
+                self.hot_bytes = self.hot_bytes + size - hot.size;
+                hot.size = size;
+            }
+        }
+        self.log_buf.clear();
+        self.log_len = 0;
+        self.unsynced = false;
+        self.next_fsync_ms = None;
+        self.failed = false;
+        self.stats.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Hands the logged records to the disk: with `sync`, they are on disk when this
+    /// returns; with `async`, an fsync is scheduled within `flush_ms` of `now_ms`.
+    pub fn commit(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        let Some(disk) = self.disk.as_mut() else {
+            return Ok(());
+        };
+        if !self.log_buf.is_empty() {
+            let appended = disk.log_append(&self.log_buf);
+            let len = self.log_buf.len() as u64;
+            self.log_buf.clear();
+            if let Err(e) = appended {
+                // The log may now end in a partial record; a checkpoint makes the state
+                // durable another way.
+                self.failed = true;
+                self.stats.disk_errors += 1;
+                return Err(e);
+            }
+            self.log_len += len;
+            self.unsynced = true;
+        }
+        if !self.unsynced {
+            return Ok(());
+        }
+        match self.config.durability {
+            Durability::Sync => self.sync(),
+            _ => {
+                if self.next_fsync_ms.is_none() {
+                    self.next_fsync_ms = Some(now_ms.saturating_add(self.config.flush_ms));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.next_fsync_ms = None;
+        let disk = self.disk_mut()?;
+        match disk.log_sync() {
+            Ok(()) => {
+                self.unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                self.stats.disk_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets time pass: the scheduled fsync runs when due.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        if self.next_fsync_ms.is_some_and(|t| now_ms >= t)
+            && let Err(e) = self.sync()
+        {
+            tracing::warn!(error = %e, "fsync of the write-ahead log failed; a checkpoint follows");
+        }
+    }
+
+    /// When [`handle_tick`](Self::handle_tick) next has work to do.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.next_fsync_ms
+    }
+
+    /// Makes everything durable now (a clean shutdown).
+    pub fn flush(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        self.commit(now_ms)?;
+        if self.unsynced { self.sync() } else { Ok(()) }
+    }
+
+    /// The tiers' figures.
+    pub fn stats(&self) -> TierStats {
+        TierStats {
+            memory_keys: self.hot.len() as u64,
+            memory_bytes: self.hot_bytes as u64,
+            disk_keys: self.cold.len() as u64,
+            log_bytes: self.log_len + self.log_buf.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+}

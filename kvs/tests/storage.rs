@@ -1,0 +1,303 @@
+//! Durability and tiers through a whole node: restarts keep every kind, a budget smaller
+//! than the data moves values to disk and back, damaged logs keep every intact record, and
+//! a data dir refuses a layout it was not written with.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use calm_kvs::storage::{Durability, wal};
+use calm_kvs::{EmbeddedStore, NodeConfig, ReadValue, Store, Write};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn config(dir: &Path, durability: Durability, threads: usize) -> NodeConfig {
+    let mut c = NodeConfig {
+        threads,
+        data_dir: Some(dir.to_path_buf()),
+        ..NodeConfig::default()
+    };
+    c.storage.durability = durability;
+    c
+}
+
+/// Writes one key of every kind.
+async fn write_every_kind(store: &EmbeddedStore) {
+    store.put("lww", "hello").await.unwrap();
+    store.set_add("set", vec![b("a"), b("b")]).await.unwrap();
+    store
+        .orset_add("orset", vec![b("x"), b("y")])
+        .await
+        .unwrap();
+    store.orset_remove("orset", vec![b("x")]).await.unwrap();
+    store.increment("counter", 7).await.unwrap();
+    store.increment("counter", -2).await.unwrap();
+    store.put_max("max", 42).await.unwrap();
+    store.put_priority("priority", 3, "three").await.unwrap();
+    store.put_priority("priority", 1, "one").await.unwrap();
+    store.put_causal("causal", "c1").await.unwrap();
+    store
+        .write(
+            "multi",
+            Write::MultiCausal {
+                value: b("m1"),
+                deps: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    store.put("deleted", "gone").await.unwrap();
+    assert!(store.delete("deleted").await.unwrap());
+}
+
+const KEYS: [&str; 9] = [
+    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "deleted",
+];
+
+async fn read_all(store: &EmbeddedStore) -> Vec<Option<ReadValue>> {
+    let mut out = Vec::new();
+    for k in KEYS {
+        out.push(store.get(k).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_node_has_every_kind_back() {
+    for durability in [Durability::Sync, Durability::Async] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
+        write_every_kind(&store).await;
+        let before = read_all(&store).await;
+        assert!(before.iter().take(8).all(Option::is_some), "{before:?}");
+        assert_eq!(before[8], None, "a deleted key reads as missing");
+        store.node().shutdown();
+        drop(store);
+
+        let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
+        assert_eq!(read_all(&store).await, before, "{durability}");
+        let recovery = store.node().recovery().clone();
+        assert_eq!(recovery.incarnation, 2);
+        assert!(recovery.records() >= 8, "{recovery:?}");
+        // The new incarnation writes as a new replica: a counter keeps counting.
+        store.increment("counter", 1).await.unwrap();
+        assert_eq!(
+            store.get("counter").await.unwrap(),
+            Some(ReadValue::Counter { value: 6 })
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_durability_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::start(config(dir.path(), Durability::Memory, 1)).unwrap();
+    store.put("k", "v").await.unwrap();
+    store.node().shutdown();
+    drop(store);
+    let store = EmbeddedStore::start(config(dir.path(), Durability::Memory, 1)).unwrap();
+    assert_eq!(store.get("k").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_the_data_moves_values_to_disk_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), Durability::Async, 2);
+    let budget = 64 << 10;
+    c.storage.memory_budget = Some(budget);
+    // Checkpoints happen during the test too.
+    c.storage.checkpoint_log_bytes = 256 << 10;
+    let store = EmbeddedStore::start(c.clone()).unwrap();
+    let n = 3_000;
+    let value = |i: usize| format!("{i:0>200}");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let ops = chunk
+            .iter()
+            .flat_map(|&i| {
+                [
+                    calm_kvs::Op::Write {
+                        key: Bytes::from(format!("s{i}")),
+                        write: Write::Lww(Bytes::from(value(i))),
+                    },
+                    calm_kvs::Op::Write {
+                        key: Bytes::from(format!("c{i}")),
+                        write: Write::Increment(i as i64),
+                    },
+                ]
+            })
+            .collect();
+        for r in store.execute(ops).await.unwrap() {
+            r.unwrap();
+        }
+    }
+    let stats = store.stats().await.unwrap();
+    let memory: u64 = stats.workers.iter().map(|w| w.storage.memory_bytes).sum();
+    let on_disk: u64 = stats.workers.iter().map(|w| w.storage.disk_keys).sum();
+    let keys: u64 = stats.workers.iter().map(|w| w.keys).sum();
+    assert!(memory <= budget, "memory {memory} over budget {budget}");
+    assert!(on_disk > (2 * n as u64) / 2, "only {on_disk} keys on disk");
+    assert_eq!(keys, 2 * n as u64);
+
+    // Cold keys change and read like hot ones.
+    for i in (0..n).step_by(7) {
+        store.increment(format!("c{i}"), 1).await.unwrap();
+    }
+    for i in 0..n {
+        assert_eq!(
+            store.get(format!("s{i}")).await.unwrap(),
+            Some(ReadValue::Lww {
+                value: Bytes::from(value(i)),
+                stamp: None
+            }),
+            "s{i}"
+        );
+        let extra = i64::from(i % 7 == 0);
+        assert_eq!(
+            store.get(format!("c{i}")).await.unwrap(),
+            Some(ReadValue::Counter {
+                value: (i as i64 + extra).into()
+            }),
+            "c{i}"
+        );
+    }
+    let stats = store.stats().await.unwrap();
+    let promoted: u64 = stats.workers.iter().map(|w| w.storage.promotions).sum();
+    let checkpoints: u64 = stats.workers.iter().map(|w| w.storage.checkpoints).sum();
+    assert!(promoted >= n as u64, "{promoted} promotions");
+    assert!(checkpoints > 0, "no checkpoint ran");
+
+    // And all of it survives a restart.
+    store.node().shutdown();
+    drop(store);
+    let store = EmbeddedStore::start(c).unwrap();
+    for i in (0..n).step_by(13) {
+        assert_eq!(
+            store.get(format!("s{i}")).await.unwrap(),
+            Some(ReadValue::Lww {
+                value: Bytes::from(value(i)),
+                stamp: None
+            })
+        );
+    }
+}
+
+/// Writes `n` keys one record each on one worker, stops cleanly, and returns the log's path.
+async fn log_with_keys(dir: &Path, n: usize) -> PathBuf {
+    let store = EmbeddedStore::start(config(dir, Durability::Sync, 1)).unwrap();
+    for i in 0..n {
+        store
+            .put(format!("key{i:03}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    store.node().shutdown();
+    dir.join("worker-0").join("wal.log")
+}
+
+async fn present(dir: &Path, n: usize) -> (Vec<usize>, calm_kvs::storage::Recovery) {
+    let store = EmbeddedStore::start(config(dir, Durability::Sync, 1)).unwrap();
+    let mut found = Vec::new();
+    for i in 0..n {
+        if store.get(format!("key{i:03}")).await.unwrap().is_some() {
+            found.push(i);
+        }
+    }
+    let recovery = store.node().recovery().workers[0].clone();
+    store.node().shutdown();
+    (found, recovery)
+}
+
+/// The log record holding `key`: its whole byte range (header included).
+fn record_of(log: &[u8], key: &str) -> std::ops::Range<usize> {
+    let scan = wal::scan(log);
+    let r = scan
+        .records
+        .iter()
+        .find(|r| {
+            log[(*r).clone()]
+                .windows(key.len())
+                .any(|w| w == key.as_bytes())
+        })
+        .expect("the key is in the log");
+    r.start - wal::HEADER..r.end
+}
+
+#[tokio::test]
+async fn a_torn_log_tail_is_cut_and_every_earlier_record_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 100;
+    let path = log_with_keys(dir.path(), n).await;
+    let len = std::fs::metadata(&path).unwrap().len();
+    // The last write reached the disk only in part.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len - 5).unwrap();
+    drop(file);
+    let (found, recovery) = present(dir.path(), n).await;
+    assert_eq!(found, (0..n - 1).collect::<Vec<_>>());
+    assert!(recovery.tail_bytes > 0, "{recovery:?}");
+    assert_eq!(recovery.skipped_bytes, 0);
+    // The tail was cut from the file: the next start finds a clean log.
+    let (found, recovery) = present(dir.path(), n).await;
+    assert_eq!(found.len(), n - 1);
+    assert_eq!(recovery.tail_bytes, 0, "{recovery:?}");
+}
+
+#[tokio::test]
+async fn flipped_bytes_lose_only_the_records_they_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 100;
+    let path = log_with_keys(dir.path(), n).await;
+    let mut log = std::fs::read(&path).unwrap();
+    for key in ["key030", "key070"] {
+        let r = record_of(&log, key);
+        log[r.start + (r.end - r.start) / 2] ^= 0x40;
+    }
+    std::fs::write(&path, &log).unwrap();
+    let (found, recovery) = present(dir.path(), n).await;
+    let expected: Vec<usize> = (0..n).filter(|&i| i != 30 && i != 70).collect();
+    assert_eq!(found, expected);
+    assert!(recovery.skipped_bytes > 0, "{recovery:?}");
+    // A checkpoint rewrote the state: the damage does not come back.
+    let (found, recovery) = present(dir.path(), n).await;
+    assert_eq!(found, expected);
+    assert_eq!(recovery.skipped_bytes, 0, "{recovery:?}");
+}
+
+#[tokio::test]
+async fn a_data_dir_refuses_another_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::start(config(dir.path(), Durability::Async, 2)).unwrap();
+    store.put("k", "v").await.unwrap();
+    store.node().shutdown();
+    drop(store);
+    let err = EmbeddedStore::start(config(dir.path(), Durability::Async, 3))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("--threads 2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = EmbeddedStore::start(config(dir.path(), Durability::Async, 1)).unwrap();
+    let err = EmbeddedStore::start(config(dir.path(), Durability::Async, 1))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("worker 0"), "{err}");
+}
+
+#[test]
+fn durability_names_parse() {
+    for d in Durability::ALL {
+        assert_eq!(d.name().parse::<Durability>(), Ok(d));
+    }
+    assert!(
+        "fsync"
+            .parse::<Durability>()
+            .unwrap_err()
+            .contains("memory, async or sync")
+    );
+}
