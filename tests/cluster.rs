@@ -3,139 +3,16 @@
 //! written (replication factor 2); `calm up` restarts the node, `calm status` shows each
 //! state along the way, and the restarted node catches up from its peers.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use calm::kvs::{Ack, Client, Op, ReadValue, Reply, Write};
+use common::{Up, wait_for};
 
 const KEYS: usize = 60;
-
-struct Up {
-    child: Child,
-    dir: tempfile::TempDir,
-    addrs: Vec<SocketAddr>,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-/// Three consecutive free UDP ports on loopback.
-fn free_base_port() -> u16 {
-    let seed = std::process::id() as u16;
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed.wrapping_mul(37).wrapping_add(attempt * 97)) % 30_000;
-        let free = (0..3).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no three free consecutive ports found");
-}
-
-impl Up {
-    fn start() -> Up {
-        let dir = tempfile::tempdir().unwrap();
-        let base = free_base_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_calm"))
-            .args([
-                "up",
-                "--nodes",
-                "3",
-                "--threads",
-                "1",
-                "--restart-after",
-                "6",
-                "--base-port",
-            ])
-            .arg(base.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start calm up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("calm up printed nothing");
-        assert!(
-            line.starts_with("ready: 3 nodes"),
-            "unexpected first line: {line}"
-        );
-        let addrs = (0..3)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], base + i)))
-            .collect();
-        Up { child, dir, addrs }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.data().join("ca").join("ca.pem")
-    }
-
-    async fn client(&self, i: usize) -> Client {
-        Client::connect(self.addrs[i], &self.ca())
-            .await
-            .expect("connect")
-    }
-
-    /// `calm status --json`, as a user would run it.
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_calm"))
-            .args(["status", "--json", "--cluster"])
-            .arg(self.data().join("cluster.toml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status prints JSON")
-    }
-
-    fn node_status(&self, i: usize) -> (String, Option<u64>) {
-        let status = self.status();
-        let node = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["address"] == self.addrs[i].to_string())
-            .cloned()
-            .unwrap_or_default();
-        (
-            node["state"].as_str().unwrap_or("missing").to_string(),
-            node["pid"].as_u64(),
-        )
-    }
-}
 
 fn key(i: usize) -> Bytes {
     Bytes::from(format!("key/{i}"))
@@ -171,21 +48,16 @@ async fn increment_all(client: &Client, ack: Ack) -> Vec<calm::kvs::OpResult> {
         .expect("the batch is answered")
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_kill_9_and_catch_up() {
-    let up = Up::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = Up::start(
+        3,
+        &dir.path().join("data"),
+        base,
+        &["--threads", "1", "--restart-after", "6"],
+    );
     let c0 = up.client(0).await;
     let c2 = up.client(2).await;
 

@@ -10,6 +10,8 @@
 //! Every node runs in this process on loopback (nodes, clients and proxies share the
 //! machine's cores), each with one storage worker.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::time::{Duration, Instant};
 
@@ -357,23 +359,13 @@ async fn convergence() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
         "Machine: {} cores",
         std::thread::available_parallelism().map_or(1, usize::from)
     );
-    if wants("throughput") {
-        rt.block_on(throughput());
-    }
-    if wants("ack") {
-        rt.block_on(ack());
-    }
-    if wants("convergence") {
-        rt.block_on(convergence());
-    }
+    common::run_parts(vec![
+        ("throughput", Box::pin(throughput())),
+        ("ack", Box::pin(ack())),
+        ("convergence", Box::pin(convergence())),
+    ]);
 }

@@ -12,6 +12,8 @@
 //! - `quic`: the same trace against a node over QUIC on loopback, with pipelining and
 //!   batching off and on; throughput and per-request latency percentiles.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,16 +266,8 @@ async fn quic() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    if wants("embedded") {
-        rt.block_on(embedded());
-    }
-    if wants("quic") {
-        rt.block_on(quic());
-    }
+    common::run_parts(vec![
+        ("embedded", Box::pin(embedded())),
+        ("quic", Box::pin(quic())),
+    ]);
 }

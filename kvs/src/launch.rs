@@ -31,6 +31,14 @@ pub struct NodeLaunch {
     pub cert: Option<NodeCertFiles>,
 }
 
+/// Where the node known as `addr` keeps its keys under a data dir: `DIR/store/node-IP-PORT`
+/// (several local nodes can share one data dir).
+pub fn store_dir(data_dir: &std::path::Path, addr: SocketAddr) -> PathBuf {
+    data_dir
+        .join("store")
+        .join(format!("node-{}-{}", addr.ip(), addr.port()).replace(':', "_"))
+}
+
 /// A node that is up.
 pub struct RunningNode {
     /// Its workers.

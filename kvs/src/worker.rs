@@ -8,7 +8,7 @@
 //! - [`Worker::handle_gossip`] merges deltas from another worker;
 //! - [`Worker::handle_tick`] lets time pass (gossip is sent once per period);
 //! - [`Worker::poll_gossip`] yields the batches to send, one per destination worker;
-//! - [`Worker::commit`] hands the batch's log records to its disk (see [`storage`]).
+//! - [`Worker::commit`] hands the batch's log records to its disk (see [`storage`](crate::storage)).
 //!
 //! A worker with a disk reaches it only through the [`Disk`](crate::storage::Disk) trait;
 //! the simulation gives it one in memory that can crash.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use calm::cluster_file::ClusterFile;
 use calm_kvs::NodeConfig;
 use calm_kvs::cluster::ClusterConfig;
-use calm_kvs::launch::{NodeLaunch, launch};
+use calm_kvs::launch::{NodeLaunch, launch, store_dir};
+use calm_kvs::storage::Durability;
 use calm_kvs::tls::NodeCertFiles;
 use clap::Args;
 
@@ -18,7 +19,8 @@ pub struct ServerArgs {
     /// Address for the native protocol (QUIC).
     #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Folder for the cluster CA, this node's certificate and cluster.toml.
+    /// Folder for the cluster CA, this node's certificate, cluster.toml and the node's keys
+    /// (DIR/store/node-IP-PORT).
     #[arg(long, default_value = "calm-data", value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Storage worker threads (default: the number of cores).
@@ -48,6 +50,81 @@ pub struct ServerArgs {
     /// How often changed keys are sent to their other replicas, milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub gossip_ms: u64,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where and when a node's data reaches the disk (under DIR/store/).
+#[derive(Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// When writes reach the disk: memory (never; a stopped node loses its data, its
+    /// replicas keep theirs), async (logged at once, fsync'd every --flush-ms: a crashed
+    /// process loses nothing, a power cut at most the last --flush-ms; the default), sync
+    /// (fsync'd before the write is acknowledged).
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<Durability>,
+    /// With async durability: how often the log is fsync'd, milliseconds (default 100).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub flush_ms: Option<u64>,
+    /// Memory for values per node, e.g. 512MiB or 2GiB; colder keys then live only on
+    /// disk and are loaded back when used (default: no limit).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
+}
+
+impl StorageArgs {
+    /// Sets the fields given on the command line.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        if let Some(d) = self.durability {
+            config.storage.durability = d;
+        }
+        if let Some(ms) = self.flush_ms {
+            config.storage.flush_ms = ms;
+        }
+        if let Some(b) = self.memory_budget {
+            config.storage.memory_budget = Some(b);
+        }
+    }
+
+    /// The same settings as `calm server` arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = self.durability {
+            out.extend(["--durability".to_string(), d.to_string()]);
+        }
+        if let Some(ms) = self.flush_ms {
+            out.extend(["--flush-ms".to_string(), ms.to_string()]);
+        }
+        if let Some(b) = self.memory_budget {
+            out.extend(["--memory-budget".to_string(), b.to_string()]);
+        }
+        out
+    }
+}
+
+/// A size in bytes: a number with an optional unit (B, KiB, MiB, GiB, TiB; K, M, G, T and
+/// KB, MB, GB, TB mean the same powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 512MiB, 2GiB or 1000000"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}; use KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
@@ -59,7 +136,13 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     if let Some(t) = args.threads {
         config.threads = t;
     }
+    args.storage.apply(&mut config);
+    config.data_dir = Some(store_dir(
+        &args.data_dir,
+        args.advertise.unwrap_or(args.listen),
+    ));
     config.validate().map_err(|e| e.to_string())?;
+    let durability = config.storage.durability;
 
     let threads = config.threads;
     let running = launch(NodeLaunch {
@@ -83,6 +166,15 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     })
     .map_err(|e| e.to_string())?;
     let (addr, advertised) = (running.addr, running.advertised);
+    let recovery = running.node.recovery();
+    if durability != Durability::Memory {
+        tracing::info!(
+            records = recovery.records(),
+            incarnation = recovery.incarnation,
+            took_ms = recovery.took.as_millis() as u64,
+            "recovered from disk ({durability} durability)"
+        );
+    }
 
     let cluster_path = args.data_dir.join("cluster.toml");
     if args.join.is_empty() {
@@ -124,5 +216,25 @@ pub async fn wait_for_stop() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("4 kb"), Ok(4096));
+        assert!(parse_size("12XB").unwrap_err().contains("unit"));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

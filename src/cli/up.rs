@@ -22,7 +22,8 @@ pub struct UpArgs {
     /// Node i listens on 127.0.0.1:(P+i) for the native protocol (QUIC).
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
-    /// Folder for the CA, node certificates and cluster.toml.
+    /// Folder for the CA, node certificates, cluster.toml and every node's keys (a second
+    /// `calm up` on the same folder brings the data back).
     #[arg(long, default_value = "calm-data", value_name = "DIR")]
     data_dir: PathBuf,
     /// Storage worker threads per node (default: the number of cores).
@@ -32,9 +33,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 2)]
     replication: u16,
     /// A node that dies is restarted after this many seconds (long enough for the others
-    /// to notice; it rejoins empty and catches up from its peers).
+    /// to notice); it recovers its keys from disk and catches up from its peers.
     #[arg(long, default_value_t = 5)]
     restart_after: u64,
+    #[command(flatten)]
+    storage: super::server::StorageArgs,
 }
 
 struct Nodes(Vec<Child>);
@@ -141,6 +144,7 @@ fn spawn_node(
     if let Some(t) = args.threads {
         cmd.arg("--threads").arg(t.to_string());
     }
+    cmd.args(args.storage.to_args());
     for j in join {
         cmd.arg("--join").arg(j.to_string());
     }
