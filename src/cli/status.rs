@@ -128,6 +128,22 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                         s.uptime_ms as f64 / 1000.0,
                         s.workers.len()
                     );
+                    let st = |f: fn(&calm_kvs::storage::TierStats) -> u64| -> u64 {
+                        s.workers.iter().map(|w| f(&w.storage)).sum()
+                    };
+                    let (disk_keys, log) = (st(|t| t.disk_keys), st(|t| t.log_bytes));
+                    if disk_keys > 0 || log > 0 {
+                        println!(
+                            "  storage: {} keys in memory ({} KiB), {disk_keys} only on disk, log {} KiB, {} loaded, {} moved out, {} checkpoints, {} disk errors",
+                            st(|t| t.memory_keys),
+                            st(|t| t.memory_bytes) >> 10,
+                            log >> 10,
+                            st(|t| t.promotions),
+                            st(|t| t.demotions),
+                            st(|t| t.checkpoints),
+                            st(|t| t.disk_errors)
+                        );
+                    }
                     for op in s.ops.iter().filter(|o| o.count > 0) {
                         println!(
                             "  {:<6} {:>10} ops {:>6} errors  p50 {}us  p99 {}us",
