@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,25 +16,21 @@ use calm::kvs::{Client, Op, ReadValue, Reply, Store, Write};
 use common::Up;
 
 fn start_server(data: &Path, port: u16, durability: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_calm"))
-        .args(["server", "--threads", "2", "--durability", durability])
-        .args(["--flush-ms", "100", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start calm server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("ready:"),
-        "unexpected first line: {line:?}"
-    );
-    child
+    let listen = format!("127.0.0.1:{port}");
+    let data = data.to_str().unwrap();
+    let args = [
+        "--threads",
+        "2",
+        "--durability",
+        durability,
+        "--flush-ms",
+        "100",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data,
+    ];
+    common::server(&args).0
 }
 
 /// What a write stream saw: each acknowledged key with when it was acknowledged.

@@ -61,6 +61,8 @@ async fn start_cluster(
             },
             data_dir: dir.to_path_buf(),
             cert: None,
+            resp: None,
+            resp_config: Default::default(),
         })
         .expect("node starts");
         nodes.push(running);

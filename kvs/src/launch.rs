@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::cluster::{Cluster, ClusterConfig, Peers};
 use crate::error::KvsError;
 use crate::node::{Node, NodeConfig};
+use crate::resp::{RespConfig, RespServer};
 use crate::server::Server;
 use crate::tls::{self, CaFiles, NodeCertFiles};
 
@@ -29,6 +30,10 @@ pub struct NodeLaunch {
     pub data_dir: PathBuf,
     /// A certificate issued beforehand (default: issued from the data dir's CA).
     pub cert: Option<NodeCertFiles>,
+    /// Where to listen for Redis clients (RESP over TCP), if at all.
+    pub resp: Option<SocketAddr>,
+    /// The RESP front-end's settings (password).
+    pub resp_config: RespConfig,
 }
 
 /// Where the node known as `addr` keeps its keys under a data dir: `DIR/store/node-IP-PORT`
@@ -53,6 +58,8 @@ pub struct RunningNode {
     pub advertised: SocketAddr,
     /// The cluster CA.
     pub ca: CaFiles,
+    /// The RESP listener, when asked for.
+    pub resp: Option<RespServer>,
 }
 
 /// Starts a node. The CA is created in the data dir if absent; the node's certificate is
@@ -107,6 +114,15 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         tokio::runtime::Handle::current(),
     )?;
     let server = bound.serve(node.clone(), Some(cluster.clone()));
+    let resp = match l.resp {
+        Some(addr) => Some(RespServer::start(
+            addr,
+            node.clone(),
+            Some(cluster.clone()),
+            l.resp_config,
+        )?),
+        None => None,
+    };
     Ok(RunningNode {
         node,
         cluster,
@@ -114,12 +130,16 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         addr,
         advertised,
         ca,
+        resp,
     })
 }
 
 impl RunningNode {
     /// Leaves the cluster and stops.
     pub async fn stop(self) {
+        if let Some(resp) = self.resp {
+            resp.shutdown();
+        }
         self.cluster.leave().await;
         self.server.shutdown().await;
         self.node.shutdown();

@@ -25,6 +25,7 @@ pub mod launch;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod resp;
 pub mod ring;
 pub mod server;
 pub mod storage;

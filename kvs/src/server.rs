@@ -26,9 +26,9 @@ use crate::protocol::{
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
 
 /// What a listener serves: the node's workers, and its cluster agent when it has one.
-struct Service {
-    node: Arc<Node>,
-    cluster: Option<Cluster>,
+pub(crate) struct Service {
+    pub(crate) node: Arc<Node>,
+    pub(crate) cluster: Option<Cluster>,
 }
 
 /// A listener bound to its address, not yet serving.
@@ -305,9 +305,9 @@ async fn serve_stream(
     let _ = writer.await;
 }
 
-/// Runs a batch: operations on keys this node owns go to its workers, the others to an
-/// owner. Everything is *sent* before this returns, in arrival order (so a client's
-/// pipelined operations on a key keep their order); the answer is assembled in a task.
+/// Runs a batch for a client stream: everything is handed out before this returns, in
+/// arrival order (so a client's pipelined operations on a key keep their order); the answer
+/// is assembled in a task.
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     service: &Arc<Service>,
@@ -318,6 +318,42 @@ async fn dispatch(
     tx: mpsc::Sender<Vec<u8>>,
     permit: OwnedSemaphorePermit,
 ) {
+    let batch = start_batch(service, ops, ack, forwarded).await;
+    let service = service.clone();
+    tokio::spawn(async move {
+        let results = finish_batch(&service, batch).await;
+        reply(&tx, id, ResponseBody::Results(results)).await;
+        drop(permit);
+    });
+}
+
+/// Runs a batch as a client of this node would have it run (other front-ends use this):
+/// one result per operation, in order.
+pub(crate) async fn execute(service: &Arc<Service>, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
+    let batch = start_batch(service, ops, ack, false).await;
+    finish_batch(service, batch).await
+}
+
+/// A batch whose operations have all been handed out, to this node's workers or to owners.
+struct InFlight {
+    count: usize,
+    ack: Ack,
+    local_at: Vec<usize>,
+    pending: Result<crate::node::PendingBatch, KvsError>,
+    merged_reads: Vec<(usize, bytes::Bytes, bool)>,
+    started: Vec<StartedRemote>,
+}
+
+type StartedRemote = (
+    NodeAddr,
+    Vec<usize>,
+    Vec<Op>,
+    Result<tokio::sync::oneshot::Receiver<Result<ResponseBody, KvsError>>, PeerFailure>,
+);
+
+/// Hands a batch out: operations on keys this node owns go to its workers, the others to
+/// an owner.
+async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: bool) -> InFlight {
     let count = ops.len();
     let mut local_at = Vec::new();
     let mut local_ops = Vec::new();
@@ -379,49 +415,65 @@ async fn dispatch(
             started.push((addr, at, ops, sent));
         }
     }
-    let service = service.clone();
-    tokio::spawn(async move {
-        let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
-        finish_local(&service, pending, local_at, ack, &mut results).await;
-        for (i, key, meta) in merged_reads {
-            results[i] = read_all_replicas(&service, key, meta).await;
-        }
-        for (addr, at, ops, sent) in started {
-            let outcome = match (sent, &service.cluster) {
-                (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
-                (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
-                (Err(e), _) => Err(e),
-            };
-            let answer: Vec<OpResult> = match outcome {
-                Ok(ResponseBody::Results(r)) if r.len() == at.len() => r,
-                Ok(other) => vec![
-                    Err(OpError::Unavailable {
-                        reason: format!("unexpected answer from {addr}: {other:?}"),
-                    });
-                    at.len()
-                ],
-                // Never sent: every operation may go elsewhere.
-                Err(PeerFailure::NotSent(_)) => retry_elsewhere(&service, &addr, ops, ack).await,
-                // Maybe applied: reads go elsewhere; writes are not run twice.
-                Err(PeerFailure::MaybeSent(_)) => {
-                    let mut out = Vec::with_capacity(ops.len());
-                    for op in ops {
-                        if is_write(&op) {
-                            out.push(Err(OpError::Timeout { node: addr.clone() }));
-                        } else {
-                            out.extend(retry_elsewhere(&service, &addr, vec![op], ack).await);
-                        }
+    InFlight {
+        count,
+        ack,
+        local_at,
+        pending,
+        merged_reads,
+        started,
+    }
+}
+
+/// Waits for every part of a batch; one result per operation, in order.
+async fn finish_batch(service: &Arc<Service>, batch: InFlight) -> Vec<OpResult> {
+    let InFlight {
+        count,
+        ack,
+        local_at,
+        pending,
+        merged_reads,
+        started,
+    } = batch;
+    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
+    finish_local(service, pending, local_at, ack, &mut results).await;
+    for (i, key, meta) in merged_reads {
+        results[i] = read_all_replicas(service, key, meta).await;
+    }
+    for (addr, at, ops, sent) in started {
+        let outcome = match (sent, &service.cluster) {
+            (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
+            (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
+            (Err(e), _) => Err(e),
+        };
+        let answer: Vec<OpResult> = match outcome {
+            Ok(ResponseBody::Results(r)) if r.len() == at.len() => r,
+            Ok(other) => vec![
+                Err(OpError::Unavailable {
+                    reason: format!("unexpected answer from {addr}: {other:?}"),
+                });
+                at.len()
+            ],
+            // Never sent: every operation may go elsewhere.
+            Err(PeerFailure::NotSent(_)) => retry_elsewhere(service, &addr, ops, ack).await,
+            // Maybe applied: reads go elsewhere; writes are not run twice.
+            Err(PeerFailure::MaybeSent(_)) => {
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    if is_write(&op) {
+                        out.push(Err(OpError::Timeout { node: addr.clone() }));
+                    } else {
+                        out.extend(retry_elsewhere(service, &addr, vec![op], ack).await);
                     }
-                    out
                 }
-            };
-            for (i, r) in at.into_iter().zip(answer) {
-                results[i] = r;
+                out
             }
+        };
+        for (i, r) in at.into_iter().zip(answer) {
+            results[i] = r;
         }
-        reply(&tx, id, ResponseBody::Results(results)).await;
-        drop(permit);
-    });
+    }
+    results
 }
 
 /// Waits for the part of a batch run on this node's workers, hands its deltas on

@@ -25,6 +25,8 @@ fn start(dir: &std::path::Path, join: Option<SocketAddr>, replication: usize) ->
         },
         data_dir: dir.to_path_buf(),
         cert: None,
+        resp: None,
+        resp_config: Default::default(),
     })
     .expect("node starts")
 }
@@ -364,6 +366,8 @@ async fn a_key_can_have_its_own_number_of_local_replicas() {
         cluster: ClusterConfig::default(),
         data_dir: dir.path().to_path_buf(),
         cert: None,
+        resp: None,
+        resp_config: Default::default(),
     })
     .unwrap();
     let client = Client::connect(node.addr, &node.ca.cert).await.unwrap();

@@ -52,6 +52,12 @@ pub struct ServerArgs {
     pub gossip_ms: u64,
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// Also serve Redis clients (RESP2/RESP3 over TCP) on this address, e.g. 127.0.0.1:6400.
+    #[arg(long, value_name = "ADDR")]
+    pub resp: Option<SocketAddr>,
+    /// Redis clients must AUTH with this password (Redis's requirepass).
+    #[arg(long, value_name = "PASSWORD", requires = "resp")]
+    pub resp_password: Option<String>,
 }
 
 /// Where and when a node's data reaches the disk (under DIR/store/).
@@ -163,6 +169,10 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
             }),
             _ => None,
         },
+        resp: args.resp,
+        resp_config: calm_kvs::resp::RespConfig {
+            password: args.resp_password.clone(),
+        },
     })
     .map_err(|e| e.to_string())?;
     let (addr, advertised) = (running.addr, running.advertised);
@@ -185,8 +195,13 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         file.write(&cluster_path)?;
     }
     tracing::info!(%addr, %advertised, threads, joining = ?args.join, "node listening (QUIC)");
+    let resp = running
+        .resp
+        .as_ref()
+        .map(|r| format!(", RESP {}", r.local_addr()))
+        .unwrap_or_default();
     println!(
-        "ready: {advertised} (cluster file {})",
+        "ready: {advertised} (cluster file {}{resp})",
         cluster_path.display()
     );
 

@@ -22,6 +22,15 @@ pub struct UpArgs {
     /// Node i listens on 127.0.0.1:(P+i) for the native protocol (QUIC).
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
+    /// Node i listens on 127.0.0.1:(R+i) for Redis clients (RESP over TCP).
+    #[arg(long, default_value_t = 6400)]
+    resp_port: u16,
+    /// Do not listen for Redis clients.
+    #[arg(long, conflicts_with = "resp_port")]
+    no_resp: bool,
+    /// Redis clients must AUTH with this password.
+    #[arg(long, value_name = "PASSWORD")]
+    resp_password: Option<String>,
     /// Folder for the CA, node certificates, cluster.toml and every node's keys (a second
     /// `calm up` on the same folder brings the data back).
     #[arg(long, default_value = "calm-data", value_name = "DIR")]
@@ -54,12 +63,13 @@ impl Drop for Nodes {
 /// Runs the cluster until Ctrl-C or SIGTERM, then stops every node gracefully.
 pub async fn run(args: UpArgs) -> CliResult<()> {
     let n = usize::from(args.nodes);
-    let last_port = u32::from(args.base_port) + u32::from(args.nodes) - 1;
-    if last_port > u32::from(u16::MAX) {
-        return Err(format!(
-            "--base-port {} leaves no room for {} nodes",
-            args.base_port, n
-        ));
+    for (flag, base) in [
+        ("--base-port", args.base_port),
+        ("--resp-port", args.resp_port),
+    ] {
+        if u32::from(base) + u32::from(args.nodes) - 1 > u32::from(u16::MAX) {
+            return Err(format!("{flag} {base} leaves no room for {n} nodes"));
+        }
     }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
@@ -105,8 +115,16 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     }
     .write(&cluster_path)?;
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let resp = if args.no_resp {
+        String::new()
+    } else {
+        let ports: Vec<String> = (0..args.nodes)
+            .map(|i| (args.resp_port + i).to_string())
+            .collect();
+        format!(", Redis clients on ports {}", ports.join(", "))
+    };
     println!(
-        "ready: {n} nodes ({}), replication {}, cluster file {}",
+        "ready: {n} nodes ({}), replication {}{resp}, cluster file {}",
         list.join(", "),
         args.replication.min(args.nodes),
         cluster_path.display()
@@ -145,6 +163,14 @@ fn spawn_node(
         cmd.arg("--threads").arg(t.to_string());
     }
     cmd.args(args.storage.to_args());
+    if !args.no_resp {
+        let i = addr.port() - args.base_port;
+        cmd.arg("--resp")
+            .arg(SocketAddr::from(([127, 0, 0, 1], args.resp_port + i)).to_string());
+        if let Some(p) = &args.resp_password {
+            cmd.arg("--resp-password").arg(p);
+        }
+    }
     for j in join {
         cmd.arg("--join").arg(j.to_string());
     }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,13 +12,22 @@ use calm::kvs::Client;
 
 /// `n` consecutive free UDP ports on loopback; the first.
 pub fn free_base_port(n: u16) -> u16 {
+    free_ports(n, |p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+}
+
+/// `n` consecutive free TCP ports on loopback; the first.
+pub fn free_tcp_base_port(n: u16) -> u16 {
+    free_ports(n, |p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+fn free_ports(n: u16, free: impl Fn(u16) -> bool) -> u16 {
     // Tests of one binary run at once: each call starts its search elsewhere.
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let seed = (std::process::id() as u16).wrapping_add(call.wrapping_mul(7_919));
     for attempt in 0..200u16 {
         let base = 20_000 + (seed.wrapping_mul(37).wrapping_add(attempt * 97)) % 30_000;
-        if (0..n).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..n).all(|i| free(base + i)) {
             return base;
         }
     }
@@ -30,6 +39,8 @@ pub struct Up {
     pub child: Child,
     pub data: PathBuf,
     pub addrs: Vec<SocketAddr>,
+    /// Node i's RESP port.
+    pub resp: Vec<u16>,
 }
 
 impl Drop for Up {
@@ -56,14 +67,23 @@ pub fn signal(pid: u32, sig: &str) -> bool {
 }
 
 impl Up {
-    /// Starts `nodes` nodes at `base`.. with `data` as the data dir, and waits for `ready:`.
-    pub fn start(nodes: u16, data: &Path, base: u16, extra: &[&str]) -> Up {
+    /// Starts `nodes` nodes at `base`.. (RESP at `resp_base`..) with `data` as the data dir,
+    /// and waits for `ready:`.
+    pub fn start_with_resp(
+        nodes: u16,
+        data: &Path,
+        base: u16,
+        resp_base: u16,
+        extra: &[&str],
+    ) -> Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_calm"))
             .arg("up")
             .arg("--nodes")
             .arg(nodes.to_string())
             .arg("--base-port")
             .arg(base.to_string())
+            .arg("--resp-port")
+            .arg(resp_base.to_string())
             .arg("--data-dir")
             .arg(data)
             .args(extra)
@@ -92,7 +112,13 @@ impl Up {
             child,
             data: data.to_path_buf(),
             addrs,
+            resp: (0..nodes).map(|i| resp_base + i).collect(),
         }
+    }
+
+    /// Like [`start_with_resp`](Self::start_with_resp) with free RESP ports.
+    pub fn start(nodes: u16, data: &Path, base: u16, extra: &[&str]) -> Up {
+        Up::start_with_resp(nodes, data, base, free_tcp_base_port(nodes), extra)
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -158,6 +184,27 @@ impl Up {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Starts `calm server` with `args` and waits for its `ready:` line; returns the process and
+/// that line.
+pub fn server(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calm"))
+        .arg("server")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start calm server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("ready:"),
+        "unexpected first line: {line:?}"
+    );
+    (child, line)
 }
 
 /// Polls `check` until it holds, failing the test after `limit`.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -250,7 +250,6 @@ enum Input {
         from: NodeAddr,
         reply: PeerReply,
     },
-    Changes(Changes),
     Leave(oneshot::Sender<()>),
     SetReplication(bytes::Bytes, super::replication::Factors),
 }
@@ -259,6 +258,9 @@ enum Input {
 #[derive(Clone)]
 pub struct Cluster {
     inbox: mpsc::Sender<Input>,
+    /// Deltas of local writes, picked up by the agent at its next wake-up (within its 10 ms
+    /// tick): writes do not wake the agent's thread one by one.
+    changes: Arc<Mutex<Changes>>,
     view: Arc<RwLock<Arc<ClusterView>>>,
     peers: Arc<Peers>,
     me: NodeAddr,
@@ -287,6 +289,10 @@ impl Cluster {
         let view = Arc::new(RwLock::new(Arc::new(view_of(&agent))));
 
         let published = view.clone();
+        let changes: Arc<Mutex<Changes>> = Arc::default();
+        let pending = changes.clone();
+        let take_pending =
+            move || std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
         std::thread::Builder::new()
             .name("calm-cluster".into())
             .spawn(move || {
@@ -301,11 +307,11 @@ impl Cluster {
                         Ok(Input::Reply { id, from, reply }) => {
                             agent.handle_reply(now_ms(), id, &from, reply, &mut pool)
                         }
-                        Ok(Input::Changes(c)) => agent.on_local_changes(c),
                         Ok(Input::SetReplication(key, factor)) => {
                             agent.set_replication(now_ms(), key, factor)
                         }
                         Ok(Input::Leave(done)) => {
+                            agent.on_local_changes(take_pending());
                             agent.leave();
                             while let Some(out) = agent.poll_outgoing() {
                                 let _ = out_tx.send(out);
@@ -315,6 +321,10 @@ impl Cluster {
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    let local = take_pending();
+                    if !local.is_empty() {
+                        agent.on_local_changes(local);
                     }
                     agent.handle_tick(now_ms(), &mut pool);
                     while let Some(out) = agent.poll_outgoing() {
@@ -370,6 +380,7 @@ impl Cluster {
 
         Ok(Cluster {
             inbox,
+            changes,
             view,
             peers,
             me,
@@ -406,7 +417,10 @@ impl Cluster {
     /// Hands the deltas of local writes to the agent, to send to the keys' other owners.
     pub fn local_changes(&self, changes: Changes) {
         if !changes.is_empty() {
-            let _ = self.inbox.send(Input::Changes(changes));
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(changes);
         }
     }
 

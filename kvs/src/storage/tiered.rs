@@ -291,23 +291,30 @@ impl Tiered {
         Some(hot)
     }
 
+    /// The hot entry of `key`, loading it from disk first if it is cold.
+    fn hot_entry(&mut self, key: &[u8]) -> Result<Option<&mut Hot>, StorageError> {
+        // One lookup when the key is hot (the common case).
+        if !self.cold.is_empty() && !self.hot.contains_key(key) {
+            self.promote(key)?;
+        }
+        Ok(self.use_hot(key))
+    }
+
     /// The value of `key`, loaded into memory if it was on disk.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&Value>, StorageError> {
-        self.promote(key)?;
-        Ok(self.use_hot(key).map(|h| &h.value))
+        Ok(self.hot_entry(key)?.map(|h| &h.value))
     }
 
     /// The value of `key` to change in place; call [`changed`](Self::changed) with the
     /// delta of the change.
     pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut Value>, StorageError> {
-        self.promote(key)?;
-        Ok(self.use_hot(key).map(|h| &mut h.value))
+        Ok(self.hot_entry(key)?.map(|h| &mut h.value))
     }
 
     /// The value of `key`, created empty of `kind` if absent; call
     /// [`changed`](Self::changed) after changing it.
     pub fn get_or_insert(&mut self, key: &Bytes, kind: Kind) -> Result<&mut Value, StorageError> {
-        if !self.promote(key)? {
+        if !self.hot.contains_key(&key[..]) && !self.promote(key)? {
             self.hot_bytes += key.len();
             self.hot.insert(
                 key.clone(),

@@ -1,0 +1,607 @@
+//! Redis commands mapped onto calm's lattices, and their replies.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use crate::protocol::{Op, OpError, OpResult, Reply};
+use crate::value::{ReadValue, Write};
+
+/// A reply, before it is encoded for the connection's protocol version.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Out {
+    /// `+OK`-style status.
+    Simple(String),
+    /// An error line: its first word is the code (`ERR`, `WRONGTYPE`, ...).
+    Error(String),
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(Bytes),
+    /// Nil.
+    Null,
+    /// An array.
+    Array(Vec<Out>),
+    /// A map (RESP3; a flat array in RESP2).
+    Map(Vec<(Out, Out)>),
+    /// A set (RESP3; an array in RESP2).
+    Set(Vec<Out>),
+}
+
+impl Out {
+    fn ok() -> Out {
+        Out::Simple("OK".into())
+    }
+
+    pub(crate) fn err(text: impl Into<String>) -> Out {
+        Out::Error(text.into())
+    }
+
+    fn bulk(s: impl Into<Bytes>) -> Out {
+        Out::Bulk(s.into())
+    }
+}
+
+/// What a connection knows about its client.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection's number.
+    pub id: u64,
+    /// 2 or 3 (after `HELLO 3`).
+    pub proto: u8,
+    /// Whether the client has authenticated (always, without a password).
+    pub authed: bool,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+}
+
+/// How a data command's reply is made from its operations' results.
+#[derive(Debug)]
+pub enum Finish {
+    /// `GET`.
+    Get,
+    /// A write answered `+OK`.
+    Ok,
+    /// `DEL`: keys that existed.
+    Deleted,
+    /// `EXISTS`: keys present.
+    Exists,
+    /// `MGET`.
+    MGet,
+    /// `INCR` and friends: write, then read the counter.
+    Counter,
+    /// `SADD`/`SREM`: read, then write; the members that changed.
+    SetChange {
+        /// The distinct members named.
+        members: BTreeSet<Bytes>,
+        /// Adding (else removing).
+        add: bool,
+    },
+    /// `SMEMBERS`.
+    Members,
+    /// `SISMEMBER`.
+    IsMember(Bytes),
+    /// `SCARD`.
+    Card,
+    /// `TYPE`.
+    Type,
+    /// `TTL`/`PTTL`: -2 missing, -1 present (calm keys do not expire).
+    Ttl,
+    /// `CALM.KIND`.
+    Kind,
+    /// `CALM.VERSIONS`: every concurrent version of a causal key.
+    Versions,
+}
+
+/// What running a command takes.
+#[derive(Debug)]
+pub enum Step {
+    /// A reply that needs no data.
+    Reply(Out),
+    /// Operations to run with the others of the batch, and how to answer from their results.
+    Data(Vec<Op>, Finish),
+    /// `DBSIZE`: needs the node's figures.
+    DbSize,
+    /// `INFO`: needs the node's figures.
+    Info,
+    /// `QUIT`: answer `+OK` and close.
+    Quit,
+}
+
+fn wrong_args(name: &str) -> Step {
+    Step::Reply(Out::err(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    )))
+}
+
+fn not_integer() -> Step {
+    Step::Reply(Out::err("ERR value is not an integer or out of range"))
+}
+
+fn int_arg(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn refuse_uncoordinated(name: &str, why: &str) -> Step {
+    Step::Reply(Out::err(format!(
+        "ERR {name} is not supported: {why}; calm replicas never coordinate, so it could only give a wrong answer"
+    )))
+}
+
+fn get(key: &Bytes) -> Op {
+    Op::Get {
+        key: key.clone(),
+        meta: false,
+    }
+}
+
+fn write(key: &Bytes, w: Write) -> Op {
+    Op::Write {
+        key: key.clone(),
+        write: w,
+    }
+}
+
+/// The commands `COMMAND COUNT` reports.
+pub const COMMANDS: &[&str] = &[
+    "get",
+    "set",
+    "del",
+    "exists",
+    "mget",
+    "mset",
+    "incr",
+    "incrby",
+    "decr",
+    "decrby",
+    "sadd",
+    "srem",
+    "smembers",
+    "sismember",
+    "scard",
+    "ping",
+    "echo",
+    "info",
+    "dbsize",
+    "type",
+    "command",
+    "auth",
+    "hello",
+    "quit",
+    "client",
+    "select",
+    "config",
+    "ttl",
+    "pttl",
+    "calm.max",
+    "calm.priority",
+    "calm.causal",
+    "calm.versions",
+    "calm.kind",
+];
+
+/// Plans one command. `password` is the configured password, if any.
+pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> Step {
+    let Some(name) = args.first() else {
+        return Step::Reply(Out::err("ERR empty command"));
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+    let a = &args[1..];
+    if !session.authed && !matches!(name.as_str(), "AUTH" | "HELLO" | "QUIT") {
+        return Step::Reply(Out::err("NOAUTH Authentication required."));
+    }
+    match (name.as_str(), a.len()) {
+        ("PING", 0) => Step::Reply(Out::Simple("PONG".into())),
+        ("PING", 1) | ("ECHO", 1) => Step::Reply(Out::Bulk(a[0].clone())),
+        ("PING" | "ECHO", _) => wrong_args(&name),
+        ("QUIT", _) => Step::Quit,
+        ("AUTH", 1 | 2) => Step::Reply(auth(session, a, password)),
+        ("AUTH", _) => wrong_args(&name),
+        ("HELLO", _) => Step::Reply(hello(session, a, password)),
+        ("CLIENT", n) if n >= 1 => Step::Reply(client(session, a)),
+        ("SELECT", 1) if a[0].as_ref() == b"0" => Step::Reply(Out::ok()),
+        ("SELECT", 1) => Step::Reply(Out::err(
+            "ERR calm has one keyspace: only SELECT 0 is supported",
+        )),
+        ("COMMAND", 0) => Step::Reply(Out::Array(vec![])),
+        ("COMMAND", _) => Step::Reply(match a[0].to_ascii_uppercase().as_slice() {
+            b"COUNT" => Out::Int(COMMANDS.len() as i64),
+            b"DOCS" => Out::Map(vec![]),
+            b"INFO" => Out::Array(vec![Out::Null; a.len() - 1]),
+            _ => Out::Array(vec![]),
+        }),
+        ("CONFIG", n) if n >= 1 => Step::Reply(match session.proto {
+            3 => Out::Map(vec![]),
+            _ => Out::Array(vec![]),
+        }),
+        ("INFO", _) => Step::Info,
+        ("DBSIZE", 0) => Step::DbSize,
+        ("GET", 1) => Step::Data(vec![get(&a[0])], Finish::Get),
+        ("SET", 2) => Step::Data(vec![write(&a[0], Write::Lww(a[1].clone()))], Finish::Ok),
+        ("SET", n) if n > 2 => {
+            let option = String::from_utf8_lossy(&a[2]).to_ascii_uppercase();
+            match option.as_str() {
+                "NX" | "XX" | "GET" => refuse_uncoordinated(
+                    &format!("SET ... {option}"),
+                    "it depends on the key's current value at every replica at once",
+                ),
+                "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => Step::Reply(Out::err(
+                    "ERR calm keys do not expire: SET with a TTL is not supported",
+                )),
+                _ => Step::Reply(Out::err("ERR syntax error")),
+            }
+        }
+        ("MSET", n) if n >= 2 && n % 2 == 0 => Step::Data(
+            a.chunks(2)
+                .map(|kv| write(&kv[0], Write::Lww(kv[1].clone())))
+                .collect(),
+            Finish::Ok,
+        ),
+        ("MGET", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::MGet),
+        ("DEL", n) if n >= 1 => Step::Data(
+            a.iter().map(|k| Op::Delete { key: k.clone() }).collect(),
+            Finish::Deleted,
+        ),
+        ("EXISTS", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::Exists),
+        ("INCR", 1) => counter(&a[0], 1),
+        ("DECR", 1) => counter(&a[0], -1),
+        ("INCRBY", 2) => match int_arg(&a[1]) {
+            Some(n) => counter(&a[0], n),
+            None => not_integer(),
+        },
+        ("DECRBY", 2) => match int_arg(&a[1]).and_then(i64::checked_neg) {
+            Some(n) => counter(&a[0], n),
+            None => not_integer(),
+        },
+        ("SADD" | "SREM", n) if n >= 2 => {
+            let add = name == "SADD";
+            let members: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
+            let list: Vec<Bytes> = members.iter().cloned().collect();
+            let w = if add {
+                Write::OrSetAdd(list)
+            } else {
+                Write::OrSetRemove(list)
+            };
+            Step::Data(
+                vec![get(&a[0]), write(&a[0], w)],
+                Finish::SetChange { members, add },
+            )
+        }
+        ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
+        ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
+        ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
+        ("TYPE", 1) => Step::Data(vec![get(&a[0])], Finish::Type),
+        ("TTL" | "PTTL", 1) => Step::Data(vec![get(&a[0])], Finish::Ttl),
+        ("CALM.MAX", 2) => match int_arg(&a[1]) {
+            Some(n) => Step::Data(vec![write(&a[0], Write::Max(n))], Finish::Ok),
+            None => not_integer(),
+        },
+        ("CALM.PRIORITY", 3) => match int_arg(&a[1]) {
+            Some(priority) => Step::Data(
+                vec![write(
+                    &a[0],
+                    Write::Priority {
+                        priority,
+                        value: a[2].clone(),
+                    },
+                )],
+                Finish::Ok,
+            ),
+            None => not_integer(),
+        },
+        ("CALM.CAUSAL", 2) => Step::Data(
+            vec![write(&a[0], Write::SingleCausal(a[1].clone()))],
+            Finish::Ok,
+        ),
+        ("CALM.VERSIONS", 1) => Step::Data(vec![get(&a[0])], Finish::Versions),
+        ("CALM.KIND", 1) => Step::Data(vec![get(&a[0])], Finish::Kind),
+        ("SETNX" | "GETSET" | "GETDEL" | "MSETNX" | "SETRANGE" | "APPEND", _) => {
+            refuse_uncoordinated(&name, "it reads and writes a key's value in one step")
+        }
+        ("WATCH" | "UNWATCH" | "MULTI" | "EXEC" | "DISCARD", _) => refuse_uncoordinated(
+            &name,
+            "transactions need every replica to agree on an order",
+        ),
+        ("EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "SETEX" | "PSETEX", _) => {
+            Step::Reply(Out::err("ERR calm keys do not expire"))
+        }
+        ("FLUSHALL" | "FLUSHDB", _) => refuse_uncoordinated(
+            &name,
+            "emptying the store needs every replica to stop at the same moment",
+        ),
+        (
+            "GET" | "SET" | "MSET" | "MGET" | "DEL" | "EXISTS" | "INCR" | "DECR" | "INCRBY"
+            | "DECRBY" | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "TYPE" | "TTL"
+            | "PTTL" | "DBSIZE" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX" | "CALM.PRIORITY"
+            | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND",
+            _,
+        ) => wrong_args(&name),
+        _ => {
+            let start: Vec<String> = a
+                .iter()
+                .take(3)
+                .map(|x| format!("'{}'", String::from_utf8_lossy(x)))
+                .collect();
+            Step::Reply(Out::err(format!(
+                "ERR unknown command '{}', with args beginning with: {}",
+                String::from_utf8_lossy(&args[0]),
+                start.join(" ")
+            )))
+        }
+    }
+}
+
+fn counter(key: &Bytes, by: i64) -> Step {
+    Step::Data(
+        vec![write(key, Write::Increment(by)), get(key)],
+        Finish::Counter,
+    )
+}
+
+fn auth(session: &mut Session, a: &[Bytes], password: Option<&str>) -> Out {
+    let Some(expected) = password else {
+        return Out::err(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    };
+    let (user, pass) = match a {
+        [pass] => (&b"default"[..], pass),
+        [user, pass] => (user.as_ref(), pass),
+        _ => return Out::err("ERR syntax error"),
+    };
+    if user == b"default" && pass.as_ref() == expected.as_bytes() {
+        session.authed = true;
+        Out::ok()
+    } else {
+        Out::err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn hello(session: &mut Session, a: &[Bytes], password: Option<&str>) -> Out {
+    let mut rest = a;
+    let mut proto = session.proto;
+    if let Some(v) = rest.first() {
+        match int_arg(v) {
+            Some(2) => proto = 2,
+            Some(3) => proto = 3,
+            _ => return Out::err("NOPROTO unsupported protocol version"),
+        }
+        rest = &rest[1..];
+    }
+    let mut name = None;
+    while let Some(option) = rest.first() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"AUTH" if rest.len() >= 3 => {
+                if let Out::Error(e) = auth(session, &rest[1..3], password) {
+                    return Out::Error(e);
+                }
+                rest = &rest[3..];
+            }
+            b"SETNAME" if rest.len() >= 2 => {
+                name = Some(rest[1].clone());
+                rest = &rest[2..];
+            }
+            _ => return Out::err("ERR syntax error in HELLO option"),
+        }
+    }
+    if !session.authed {
+        return Out::err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    session.proto = proto;
+    if name.is_some() {
+        session.name = name;
+    }
+    Out::Map(vec![
+        (Out::bulk("server"), Out::bulk("redis")),
+        (Out::bulk("version"), Out::bulk(REDIS_VERSION)),
+        (Out::bulk("proto"), Out::Int(i64::from(proto))),
+        (Out::bulk("id"), Out::Int(session.id as i64)),
+        (Out::bulk("mode"), Out::bulk("standalone")),
+        (Out::bulk("role"), Out::bulk("master")),
+        (Out::bulk("modules"), Out::Array(vec![])),
+    ])
+}
+
+/// The Redis version calm answers as (the command set it follows).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+fn client(session: &mut Session, a: &[Bytes]) -> Out {
+    match (a[0].to_ascii_uppercase().as_slice(), a.len()) {
+        (b"SETNAME", 2) => {
+            if a[1].iter().any(|&b| b == b' ' || b == b'\n') {
+                return Out::err(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            session.name = (!a[1].is_empty()).then(|| a[1].clone());
+            Out::ok()
+        }
+        (b"GETNAME", 1) => session.name.clone().map_or(Out::Null, Out::Bulk),
+        (b"ID", 1) => Out::Int(session.id as i64),
+        (b"SETINFO", 3) => Out::ok(),
+        (b"INFO", 1) => Out::bulk(format!(
+            "id={} name={} resp={}\n",
+            session.id,
+            session
+                .name
+                .as_ref()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default(),
+            session.proto
+        )),
+        (sub, _) => Out::err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(sub)
+        )),
+    }
+}
+
+/// The reply to a failed operation, in Redis's words where it has some.
+fn op_error(e: &OpError) -> Out {
+    match e {
+        OpError::KindMismatch { stored, attempted } => Out::err(format!(
+            "WRONGTYPE Operation against a key holding the wrong kind of value (it holds a calm {stored} value; this command needs a {attempted} value)"
+        )),
+        other => Out::err(format!("ERR {other}")),
+    }
+}
+
+fn wrongtype(holds: &ReadValue, wanted: &str) -> Out {
+    Out::err(format!(
+        "WRONGTYPE Operation against a key holding the wrong kind of value (it holds a calm {} value; this command needs {wanted})",
+        holds.kind()
+    ))
+}
+
+/// A value as Redis's string commands see it.
+fn as_string(v: &ReadValue) -> Result<Bytes, Out> {
+    match v {
+        ReadValue::Lww { value, .. } | ReadValue::Priority { value, .. } => Ok(value.clone()),
+        ReadValue::Counter { value } => Ok(Bytes::from(value.to_string())),
+        ReadValue::Max { value } => Ok(Bytes::from(value.to_string())),
+        ReadValue::SingleCausal { values, .. } | ReadValue::MultiCausal { values, .. } => {
+            match values.as_slice() {
+                [one] => Ok(one.clone()),
+                many => Err(Out::err(format!(
+                    "CONFLICT the key holds {} concurrent versions; CALM.VERSIONS returns them all",
+                    many.len()
+                ))),
+            }
+        }
+        ReadValue::Set { .. } | ReadValue::OrSet { .. } => Err(wrongtype(v, "a string")),
+    }
+}
+
+fn members(v: &ReadValue) -> Result<&[Bytes], Out> {
+    match v {
+        ReadValue::Set { members } | ReadValue::OrSet { members } => Ok(members),
+        other => Err(wrongtype(other, "a set")),
+    }
+}
+
+/// The value a read returned: `Ok(None)` when the key is not found.
+fn read(r: &OpResult) -> Result<Option<&ReadValue>, Out> {
+    match r {
+        Ok(Reply::Value(v)) => Ok(v.as_ref()),
+        Ok(other) => Err(Out::err(format!("ERR unexpected result {other:?}"))),
+        Err(e) => Err(op_error(e)),
+    }
+}
+
+fn written(r: &OpResult) -> Result<(), Out> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(op_error(e)),
+    }
+}
+
+fn int(n: i128) -> Out {
+    i64::try_from(n).map_or_else(|_| Out::bulk(n.to_string()), Out::Int)
+}
+
+/// Builds a data command's reply from its operations' results.
+pub fn finish(f: Finish, results: &[OpResult], proto: u8) -> Out {
+    finish_inner(f, results, proto).unwrap_or_else(|e| e)
+}
+
+fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
+    Ok(match f {
+        Finish::Get => match read(&r[0])? {
+            None => Out::Null,
+            Some(v) => Out::Bulk(as_string(v)?),
+        },
+        Finish::Ok => {
+            for x in r {
+                written(x)?;
+            }
+            Out::ok()
+        }
+        Finish::Deleted => {
+            let mut n = 0;
+            for x in r {
+                match x {
+                    Ok(Reply::Deleted { existed }) => n += i64::from(*existed),
+                    other => written(other)?,
+                }
+            }
+            Out::Int(n)
+        }
+        Finish::Exists => {
+            let mut n = 0;
+            for x in r {
+                n += i64::from(read(x)?.is_some());
+            }
+            Out::Int(n)
+        }
+        Finish::MGet => Out::Array(
+            r.iter()
+                .map(|x| match read(x) {
+                    Ok(Some(v)) => as_string(v).map_or(Out::Null, Out::Bulk),
+                    _ => Out::Null,
+                })
+                .collect(),
+        ),
+        Finish::Counter => {
+            written(&r[0])?;
+            match read(&r[1])? {
+                Some(ReadValue::Counter { value }) => int(*value),
+                Some(other) => return Err(wrongtype(other, "a counter")),
+                None => Out::Int(0),
+            }
+        }
+        Finish::SetChange {
+            members: named,
+            add,
+        } => {
+            let before: BTreeSet<Bytes> = match read(&r[0])? {
+                Some(v) => members(v)?.iter().cloned().collect(),
+                None => BTreeSet::new(),
+            };
+            written(&r[1])?;
+            let changed = named.iter().filter(|m| before.contains(*m) != add).count();
+            Out::Int(changed as i64)
+        }
+        Finish::Members => {
+            let list: Vec<Out> = match read(&r[0])? {
+                Some(v) => members(v)?.iter().cloned().map(Out::Bulk).collect(),
+                None => vec![],
+            };
+            if proto == 3 {
+                Out::Set(list)
+            } else {
+                Out::Array(list)
+            }
+        }
+        Finish::IsMember(m) => match read(&r[0])? {
+            Some(v) => Out::Int(i64::from(members(v)?.contains(&m))),
+            None => Out::Int(0),
+        },
+        Finish::Card => match read(&r[0])? {
+            Some(v) => Out::Int(members(v)?.len() as i64),
+            None => Out::Int(0),
+        },
+        Finish::Type => Out::Simple(
+            match read(&r[0])? {
+                None => "none",
+                Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
+                Some(_) => "string",
+            }
+            .into(),
+        ),
+        Finish::Ttl => Out::Int(if read(&r[0])?.is_some() { -1 } else { -2 }),
+        Finish::Kind => match read(&r[0])? {
+            None => Out::Null,
+            Some(v) => Out::Simple(v.kind().name().into()),
+        },
+        Finish::Versions => match read(&r[0])? {
+            None => Out::Array(vec![]),
+            Some(
+                ReadValue::SingleCausal { values, .. } | ReadValue::MultiCausal { values, .. },
+            ) => Out::Array(values.iter().cloned().map(Out::Bulk).collect()),
+            Some(v) => Out::Array(vec![Out::Bulk(as_string(v)?)]),
+        },
+    })
+}

@@ -1,0 +1,372 @@
+//! A RESP (Redis protocol) front-end: every Redis client and tool can talk to a node.
+//!
+//! Each node may listen for RESP2 (and RESP3 after `HELLO 3`) over TCP. Commands map onto
+//! lattices: strings are last-writer-wins registers, `INCR` and friends a PN-counter, sets
+//! an add-wins set; calm's other kinds have `CALM.*` commands. A command that cannot be
+//! coordination-free (`SET ... NX`, `WATCH`, `MULTI`, ...) answers an error that says why.
+//! Any node serves any key, forwarding to the key's owners as for native clients.
+//!
+//! Requests are framed with limits before they are decoded (by the `redis-protocol`
+//! crate): an over-long argument, too many arguments, nesting or malformed framing is
+//! answered `-ERR Protocol error: ...` and the connection closed. Pipelined commands are
+//! answered in order; consecutive data commands run as one batch on the workers. A client
+//! that sends without reading stalls only its own connection: the node stops reading from
+//! it until its replies are written.
+
+mod commands;
+mod framing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::{BytesFrame as Frame2, Resp2Frame};
+use redis_protocol::resp3::types::BytesFrame as Frame3;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::error::KvsError;
+use crate::node::Node;
+use crate::protocol::{Ack, Op};
+use crate::server::{Service, execute};
+
+pub use commands::{COMMANDS, Out, REDIS_VERSION};
+use commands::{Finish, Session, Step};
+use framing::{Framed, Limits};
+
+/// How the RESP front-end behaves.
+#[derive(Clone, Debug, Default)]
+pub struct RespConfig {
+    /// Clients must `AUTH` with this password first (`requirepass` in Redis).
+    pub password: Option<String>,
+}
+
+/// Commands run as one batch at most; their replies are written before more are read.
+const MAX_BATCH: usize = 512;
+
+/// Encoded replies held before they are written to the socket: a client asking for large
+/// values costs this much memory, not the size of everything it asked for.
+const OUT_LIMIT: usize = 256 << 10;
+
+/// A connection's write half.
+type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+/// A running RESP listener.
+pub struct RespServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RespServer {
+    /// Listens on `listen`, serving `node` (as a member of `cluster`, if given). Must be
+    /// called inside a Tokio runtime.
+    pub fn start(
+        listen: SocketAddr,
+        node: Arc<Node>,
+        cluster: Option<Cluster>,
+        config: RespConfig,
+    ) -> Result<RespServer, KvsError> {
+        let cannot = |e: std::io::Error| KvsError::Connect {
+            addr: listen.to_string(),
+            reason: format!("cannot listen for RESP: {e}"),
+        };
+        let std_listener = std::net::TcpListener::bind(listen).map_err(cannot)?;
+        std_listener.set_nonblocking(true).map_err(cannot)?;
+        let listener = TcpListener::from_std(std_listener).map_err(cannot)?;
+        let local_addr = listener.local_addr().map_err(|e| KvsError::io("RESP", e))?;
+        let service = Arc::new(Service { node, cluster });
+        let (stop, stopped) = watch::channel(false);
+        let config = Arc::new(config);
+        let ids = Arc::new(AtomicU64::new(1));
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let conn = Connection {
+                    service: service.clone(),
+                    config: config.clone(),
+                    session: Session {
+                        id,
+                        proto: 2,
+                        authed: config.password.is_none(),
+                        name: None,
+                    },
+                };
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn.serve(stream) => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
+                });
+            }
+        });
+        Ok(RespServer {
+            local_addr,
+            stop,
+            accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn shutdown(self) {
+        self.accept.abort();
+        let _ = self.stop.send(true);
+    }
+}
+
+struct Connection {
+    service: Arc<Service>,
+    config: Arc<RespConfig>,
+    session: Session,
+}
+
+impl Connection {
+    fn limits(&self) -> Limits {
+        let max_frame = self.service.node.config().max_frame_bytes;
+        Limits {
+            max_args: 1 << 20,
+            max_bulk: max_frame,
+            max_inline: 64 << 10,
+        }
+    }
+
+    async fn serve(mut self, stream: TcpStream) {
+        let (mut rd, mut wr) = stream.into_split();
+        let limits = self.limits();
+        let mut buf = BytesMut::with_capacity(16 << 10);
+        let mut out = BytesMut::with_capacity(16 << 10);
+        loop {
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            loop {
+                let mut requests = Vec::new();
+                let mut close = None;
+                while requests.len() < MAX_BATCH {
+                    match framing::frame(&buf, limits) {
+                        Framed::Array(len) => match decode(buf.split_to(len).freeze()) {
+                            Ok(args) => requests.push(args),
+                            Err(e) => {
+                                close = Some(e);
+                                break;
+                            }
+                        },
+                        Framed::Inline(len) => {
+                            let line = buf.split_to(len).freeze();
+                            let args = inline_args(&line);
+                            if !args.is_empty() {
+                                requests.push(args);
+                            }
+                        }
+                        Framed::Incomplete => break,
+                        Framed::Invalid(e) => {
+                            close = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let more = requests.len() == MAX_BATCH;
+                let Ok(quit) = self.run(requests, &mut out, &mut wr).await else {
+                    return;
+                };
+                if let Some(e) = &close {
+                    self.encode(&Out::err(format!("ERR Protocol error: {e}")), &mut out);
+                }
+                if !out.is_empty() {
+                    if wr.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                if quit || close.is_some() {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs commands in order, consecutive data commands as one batch; true after `QUIT`.
+    /// Replies go to `out`, written to `wr` whenever it holds more than [`OUT_LIMIT`].
+    async fn run(
+        &mut self,
+        requests: Vec<Vec<Bytes>>,
+        out: &mut BytesMut,
+        wr: &mut Writer,
+    ) -> std::io::Result<bool> {
+        let mut ops: Vec<Op> = Vec::new();
+        let mut waiting: Vec<(usize, Finish)> = Vec::new();
+        for args in requests {
+            let step = commands::plan(&mut self.session, &args, self.config.password.as_deref());
+            if let Step::Data(more, finish) = step {
+                waiting.push((more.len(), finish));
+                ops.extend(more);
+                continue;
+            }
+            self.flush(&mut ops, &mut waiting, out, wr).await?;
+            let reply = match step {
+                Step::Reply(r) => r,
+                Step::Quit => {
+                    self.encode(&Out::Simple("OK".into()), out);
+                    return Ok(true);
+                }
+                Step::DbSize => match self.service.node.stats().await {
+                    Ok(s) => Out::Int(s.workers.iter().map(|w| w.keys).sum::<u64>() as i64),
+                    Err(e) => Out::err(format!("ERR {e}")),
+                },
+                Step::Info => match self.service.node.stats().await {
+                    Ok(s) => Out::Bulk(Bytes::from(info(&s, self.service.cluster.is_some()))),
+                    Err(e) => Out::err(format!("ERR {e}")),
+                },
+                Step::Data(..) => unreachable!("handled above"),
+            };
+            self.encode(&reply, out);
+        }
+        self.flush(&mut ops, &mut waiting, out, wr).await?;
+        Ok(false)
+    }
+
+    /// Runs the batched data commands and encodes their replies.
+    async fn flush(
+        &self,
+        ops: &mut Vec<Op>,
+        waiting: &mut Vec<(usize, Finish)>,
+        out: &mut BytesMut,
+        wr: &mut Writer,
+    ) -> std::io::Result<()> {
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let results = execute(&self.service, std::mem::take(ops), Ack::One).await;
+        let mut at = 0;
+        for (n, finish) in waiting.drain(..) {
+            let reply = commands::finish(finish, &results[at..at + n], self.session.proto);
+            at += n;
+            self.encode(&reply, out);
+            if out.len() > OUT_LIMIT {
+                wr.write_all(out).await?;
+                out.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&self, reply: &Out, out: &mut BytesMut) {
+        let encoded = if self.session.proto == 3 {
+            redis_protocol::resp3::encode::complete::extend_encode(out, &to_resp3(reply), false)
+                .map(|_| ())
+        } else {
+            redis_protocol::resp2::encode::extend_encode(out, &to_resp2(reply), false).map(|_| ())
+        };
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, "could not encode a RESP reply");
+        }
+    }
+}
+
+/// The arguments of an array request the framing step has checked.
+fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
+    match redis_protocol::resp2::decode::decode_bytes(&frame) {
+        Ok(Some((Frame2::Array(items), _))) => items
+            .into_iter()
+            .map(|f| match f {
+                Frame2::BulkString(b) => Ok(b),
+                other => Err(format!("expected a bulk string, got {:?}", other.kind())),
+            })
+            .collect(),
+        Ok(Some((other, _))) => Err(format!("expected an array, got {:?}", other.kind())),
+        Ok(None) => Err("incomplete request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The words of an inline request (`PING`, `SET k v` typed into telnet).
+fn inline_args(line: &Bytes) -> Vec<Bytes> {
+    line.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(|w| line.slice_ref(w))
+        .collect()
+}
+
+fn to_resp2(o: &Out) -> Frame2 {
+    match o {
+        Out::Simple(s) => Frame2::SimpleString(Bytes::from(s.clone())),
+        Out::Error(e) => Frame2::Error(e.clone().into()),
+        Out::Int(n) => Frame2::Integer(*n),
+        Out::Bulk(b) => Frame2::BulkString(b.clone()),
+        Out::Null => Frame2::Null,
+        Out::Array(items) | Out::Set(items) => Frame2::Array(items.iter().map(to_resp2).collect()),
+        Out::Map(pairs) => Frame2::Array(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [to_resp2(k), to_resp2(v)])
+                .collect(),
+        ),
+    }
+}
+
+fn to_resp3(o: &Out) -> Frame3 {
+    match o {
+        Out::Simple(s) => Frame3::SimpleString {
+            data: Bytes::from(s.clone()),
+            attributes: None,
+        },
+        Out::Error(e) => Frame3::SimpleError {
+            data: e.clone().into(),
+            attributes: None,
+        },
+        Out::Int(n) => Frame3::Number {
+            data: *n,
+            attributes: None,
+        },
+        Out::Bulk(b) => Frame3::BlobString {
+            data: b.clone(),
+            attributes: None,
+        },
+        Out::Null => Frame3::Null,
+        Out::Array(items) => Frame3::Array {
+            data: items.iter().map(to_resp3).collect(),
+            attributes: None,
+        },
+        Out::Set(items) => Frame3::Set {
+            data: items.iter().map(to_resp3).collect(),
+            attributes: None,
+        },
+        Out::Map(pairs) => Frame3::Map {
+            data: pairs
+                .iter()
+                .map(|(k, v)| (to_resp3(k), to_resp3(v)))
+                .collect(),
+            attributes: None,
+        },
+    }
+}
+
+fn info(s: &crate::metrics::StatsSnapshot, cluster: bool) -> String {
+    let keys: u64 = s.workers.iter().map(|w| w.keys).sum();
+    let ops: u64 = s.ops.iter().map(|o| o.count).sum();
+    format!(
+        "# Server\r\nredis_version:{REDIS_VERSION}\r\ncalm_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Replication\r\nrole:master\r\ncalm_cluster:{}\r\n\r\n# Stats\r\ntotal_commands_processed:{ops}\r\n\r\n# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n",
+        env!("CARGO_PKG_VERSION"),
+        s.pid,
+        s.uptime_ms / 1000,
+        if cluster { "yes" } else { "no" },
+    )
+}

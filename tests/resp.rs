@@ -1,0 +1,376 @@
+//! End to end: a real `calm server --resp` process driven by clients nobody here wrote —
+//! `redis-cli` (installed by `scripts/test` when missing) and the `redis` crate — and by raw
+//! sockets for the bad-input cases; and `calm up`'s Redis ports across a cluster.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::Up;
+
+struct Resp {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Resp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(password: Option<&str>) -> Resp {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_tcp_base_port(1);
+    let listen = format!("127.0.0.1:{}", common::free_base_port(1));
+    let resp = format!("127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--resp",
+        &resp,
+        "--threads",
+        "2",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    if let Some(p) = password {
+        args.extend(["--resp-password", p]);
+    }
+    let (child, line) = common::server(&args);
+    assert!(line.contains(&format!("RESP {resp}")), "{line}");
+    Resp {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// `redis-cli -p PORT ARGS...`: its output, trimmed (and what it printed on stderr).
+fn cli_both(port: u16, args: &[&str]) -> (String, String) {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli is installed (scripts/test installs redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    (
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    cli_both(port, args).0
+}
+
+#[test]
+fn redis_cli_runs_every_command() {
+    let r = start(None);
+    let p = r.port;
+    let cases: &[(&[&str], &str)] = &[
+        (&["PING"], "PONG"),
+        (&["PING", "hello"], "hello"),
+        (&["ECHO", "calm"], "calm"),
+        (&["SET", "greeting", "hello world"], "OK"),
+        (&["GET", "greeting"], "hello world"),
+        (&["GET", "missing"], ""),
+        (&["EXISTS", "greeting", "missing", "greeting"], "2"),
+        (&["MSET", "k1", "v1", "k2", "v2"], "OK"),
+        (&["MGET", "k1", "missing", "k2"], "v1\n\nv2"),
+        (&["DEL", "k1", "missing"], "1"),
+        (&["GET", "k1"], ""),
+        (&["INCR", "visits"], "1"),
+        (&["INCRBY", "visits", "41"], "42"),
+        (&["DECR", "visits"], "41"),
+        (&["DECRBY", "visits", "11"], "30"),
+        (&["GET", "visits"], "30"),
+        (&["SADD", "tags", "red", "green", "red"], "2"),
+        (&["SADD", "tags", "green", "blue"], "1"),
+        (&["SREM", "tags", "red", "purple"], "1"),
+        (&["SMEMBERS", "tags"], "blue\ngreen"),
+        (&["SISMEMBER", "tags", "blue"], "1"),
+        (&["SISMEMBER", "tags", "red"], "0"),
+        (&["SCARD", "tags"], "2"),
+        (&["TYPE", "tags"], "set"),
+        (&["TYPE", "greeting"], "string"),
+        (&["TYPE", "visits"], "string"),
+        (&["TYPE", "missing"], "none"),
+        // Deleted keys count until they are dropped (k1's delete must merge with any
+        // concurrent write to it).
+        (&["DBSIZE"], "5"),
+        (&["CLIENT", "SETNAME", "tester"], "OK"),
+        (&["CLIENT", "GETNAME"], ""),
+        (&["COMMAND", "COUNT"], "34"),
+        (&["CALM.MAX", "high", "7"], "OK"),
+        (&["CALM.MAX", "high", "3"], "OK"),
+        (&["GET", "high"], "7"),
+        (&["CALM.PRIORITY", "job", "5", "later"], "OK"),
+        (&["CALM.PRIORITY", "job", "1", "now"], "OK"),
+        (&["GET", "job"], "now"),
+        (&["CALM.KIND", "job"], "priority"),
+        (&["CALM.CAUSAL", "doc", "v1"], "OK"),
+        (&["CALM.VERSIONS", "doc"], "v1"),
+        (&["TTL", "greeting"], "-1"),
+        (&["TTL", "missing"], "-2"),
+        (
+            &["AUTH", "x"],
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_eq!(cli(p, args), *expected, "redis-cli {args:?}");
+    }
+    // Every connection of redis-cli is new: a name is per connection, as in Redis.
+    assert!(cli(p, &["INFO"]).contains("redis_version:"));
+    assert!(cli(p, &["INFO"]).contains("db0:keys="));
+    assert_eq!(cli(p, &["QUIT"]), "OK");
+    // RESP3.
+    let hello = cli(p, &["-3", "HELLO", "3"]);
+    assert!(hello.contains("proto") && hello.contains('3'), "{hello}");
+    assert_eq!(cli(p, &["-3", "SMEMBERS", "tags"]).lines().count(), 2);
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let r = start(None);
+    let p = r.port;
+    cli(p, &["SET", "s", "text"]);
+    cli(p, &["SADD", "set", "a"]);
+    let expect = |args: &[&str], start: &str, contains: &str| {
+        let out = cli(p, args);
+        assert!(
+            out.starts_with(start) && out.contains(contains),
+            "redis-cli {args:?}: {out}"
+        );
+    };
+    expect(&["INCR", "s"], "WRONGTYPE", "lww");
+    expect(&["SADD", "s", "x"], "WRONGTYPE", "lww");
+    expect(&["GET", "set"], "WRONGTYPE", "orset");
+    expect(&["SET", "s", "v", "NX"], "ERR", "coordinate");
+    expect(&["SET", "s", "v", "XX"], "ERR", "coordinate");
+    expect(&["SET", "s", "v", "EX", "10"], "ERR", "expire");
+    expect(&["WATCH", "s"], "ERR", "coordinate");
+    expect(&["MULTI"], "ERR", "order");
+    expect(&["INCRBY", "n", "lots"], "ERR", "not an integer");
+    expect(&["GET"], "ERR", "wrong number of arguments for 'get'");
+    expect(&["NOSUCH", "x"], "ERR", "unknown command 'NOSUCH'");
+    expect(&["SELECT", "3"], "ERR", "one keyspace");
+    // Nothing was changed by the refused writes.
+    assert_eq!(cli(p, &["GET", "s"]), "text");
+}
+
+#[test]
+fn auth_is_required_when_a_password_is_set() {
+    let r = start(Some("s3cret"));
+    let p = r.port;
+    assert!(cli(p, &["GET", "k"]).starts_with("NOAUTH"));
+    assert!(cli(p, &["PING"]).starts_with("NOAUTH"));
+    let (out, err) = cli_both(p, &["--no-auth-warning", "-a", "wrong", "PING"]);
+    assert!(
+        err.contains("WRONGPASS") && out.starts_with("NOAUTH"),
+        "{out} / {err}"
+    );
+    assert_eq!(
+        cli(p, &["--no-auth-warning", "-a", "s3cret", "SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(
+        cli(p, &["--no-auth-warning", "-a", "s3cret", "GET", "k"]),
+        "v"
+    );
+    // Through the redis crate: a URL with the password.
+    let url = format!("redis://:s3cret@127.0.0.1:{p}/");
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v");
+    let url = format!("redis://:nope@127.0.0.1:{p}/");
+    assert!(redis::Client::open(url).unwrap().get_connection().is_err());
+}
+
+#[test]
+fn the_redis_crate_works_pipelined_and_with_resp3() {
+    let r = start(None);
+    for url in [
+        format!("redis://127.0.0.1:{}/", r.port),
+        format!("redis://127.0.0.1:{}/?protocol=resp3", r.port),
+    ] {
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let prefix = if url.contains("resp3") { "r3" } else { "r2" };
+        // 1000 commands in one pipeline: replies come back in order.
+        let mut pipe = redis::pipe();
+        for i in 0..500 {
+            pipe.cmd("SET").arg(format!("{prefix}:{i}")).arg(i);
+            pipe.cmd("INCRBY").arg(format!("{prefix}:n")).arg(i);
+        }
+        let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap();
+        assert_eq!(replies.len(), 1000);
+        let mut total = 0;
+        for i in 0..500 {
+            assert_eq!(replies[2 * i], redis::Value::Okay, "{url}");
+            total += i as i64;
+            assert_eq!(replies[2 * i + 1], redis::Value::Int(total), "{url}");
+        }
+        let got: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(format!("{prefix}:7"))
+            .arg(format!("{prefix}:missing"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(got, vec![Some("7".to_string()), None]);
+        let _: i64 = redis::cmd("SADD")
+            .arg(format!("{prefix}:set"))
+            .arg("a")
+            .arg("b")
+            .query(&mut con)
+            .unwrap();
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{prefix}:set"))
+            .query(&mut con)
+            .unwrap();
+        members.sort();
+        assert_eq!(members, vec!["a", "b"]);
+        let err = redis::cmd("INCR")
+            .arg(format!("{prefix}:set"))
+            .query::<i64>(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("WRONGTYPE"), "{err}");
+        let name: Option<String> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("calm-test")
+            .query::<()>(&mut con)
+            .and_then(|()| redis::cmd("CLIENT").arg("GETNAME").query(&mut con))
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("calm-test"));
+    }
+}
+
+/// Sends raw bytes and returns everything the server answers before it closes (or 2 s).
+fn raw(port: u16, bytes: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bad_input_is_refused_and_other_clients_carry_on() {
+    let r = start(None);
+    let p = r.port;
+    let cases: &[(&[u8], &str)] = &[
+        (b"*1\r\n$4\r\nPING\r\n*x\r\n", "invalid multibulk length"),
+        (b"*1\r\n$999999999999\r\n", "invalid bulk length"),
+        (b"*2\r\n$3\r\nGET\r\n:5\r\n", "expected '$'"),
+        (b"*1\r\n*1\r\n*1\r\n*1\r\n$1\r\nx\r\n", "expected '$'"),
+        (b"*1\r\n$4\r\nPINGxx", "not terminated"),
+        (b"*99999999\r\n", "invalid multibulk length"),
+    ];
+    for (bytes, says) in cases {
+        let (out, closed) = raw(p, bytes);
+        assert!(
+            out.contains("-ERR Protocol error") && out.contains(says),
+            "{:?} -> {out:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(closed, "the connection should be closed after {out:?}");
+    }
+    // The valid command before the bad frame was answered first.
+    assert!(
+        raw(p, b"*1\r\n$4\r\nPING\r\n*x\r\n")
+            .0
+            .starts_with("+PONG\r\n")
+    );
+    // An unterminated array: the server waits for the rest, and nothing breaks when the
+    // client goes away.
+    let (out, closed) = raw(p, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n");
+    assert_eq!(out, "");
+    assert!(!closed);
+    // Inline commands, as typed into telnet.
+    assert!(
+        raw(p, b"PING\r\nQUIT\r\n")
+            .0
+            .starts_with("+PONG\r\n+OK\r\n")
+    );
+
+    // A client that sends without reading: 1 MiB values asked for 3,000 times (3 GiB of
+    // replies). The node stops reading from it; memory stays bounded; others are served.
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{p}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg("big")
+        .arg("v".repeat(1 << 20))
+        .query::<()>(&mut con)
+        .unwrap();
+    let before = rss_kib(r.child.id());
+    let mut flood = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(3_000);
+    let _ = flood.write_all(&request); // may block once the node stops reading: fine
+    let started = Instant::now();
+    assert_eq!(cli(p, &["PING"]), "PONG");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let after = rss_kib(r.child.id());
+    eprintln!("node memory: {before} KiB before the flood, {after} KiB during it");
+    assert!(
+        after < before + (100 << 10),
+        "memory grew by {} MiB",
+        (after - before) / 1024
+    );
+    drop(flood);
+    assert_eq!(cli(p, &["GET", "greeting-after-flood"]), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calm_up_serves_redis_clients_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = Up::start(3, &dir.path().join("data"), base, &["--threads", "1"]);
+    assert_eq!(cli(up.resp[0], &["SET", "a", "1"]), "OK");
+    // Any node answers for any key: node 2 forwards to the key's owners.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli(up.resp[2], &["GET", "a"]) != "1" {
+        assert!(Instant::now() < deadline, "node 2 never read the write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cli(up.resp[1], &["INCRBY", "n", "5"]), "5");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli(up.resp[0], &["GET", "n"]) != "5" {
+        assert!(Instant::now() < deadline, "node 0 never read the counter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
