@@ -1,7 +1,5 @@
 //! Consistent hashing with virtual nodes and a stable hash.
 
-use std::collections::BTreeMap;
-
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The hash every node and client uses for keys: xxh3, the same on every machine and in
@@ -24,7 +22,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
 /// ```
 #[derive(Clone, Debug)]
 pub struct HashRing {
-    points: BTreeMap<u64, u32>,
+    /// Points sorted by hash (a sorted vector: a lookup is one binary search).
+    points: Vec<(u64, u32)>,
     members: Vec<u32>,
 }
 
@@ -34,16 +33,31 @@ impl HashRing {
         let mut members: Vec<u32> = members.into_iter().collect();
         members.sort_unstable();
         members.dedup();
-        let mut points = BTreeMap::new();
+        let mut points = Vec::new();
         for &m in &members {
             for v in 0..vnodes.max(1) {
                 let mut label = [0u8; 8];
                 label[..4].copy_from_slice(&m.to_be_bytes());
                 label[4..].copy_from_slice(&v.to_be_bytes());
-                points.insert(xxh3_64(&label), m);
+                points.push((xxh3_64(&label), m));
             }
         }
+        // On a (vanishingly rare) hash collision the greater member keeps the point, the
+        // same on every node.
+        points.sort_unstable();
+        points.reverse();
+        points.dedup_by_key(|p| p.0);
+        points.reverse();
         HashRing { points, members }
+    }
+
+    /// The points clockwise from `h`, wrapping around once.
+    fn clockwise(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
+        let start = self.points.partition_point(|p| p.0 < h);
+        self.points[start..]
+            .iter()
+            .chain(&self.points[..start])
+            .map(|p| p.1)
     }
 
     /// The members of the ring.
@@ -56,8 +70,7 @@ impl HashRing {
     pub fn owners(&self, key: &[u8], n: usize) -> Vec<u32> {
         let want = n.min(self.members.len());
         let mut out = Vec::with_capacity(want);
-        let h = key_hash(key);
-        for (_, &m) in self.points.range(h..).chain(self.points.range(..h)) {
+        for m in self.clockwise(key_hash(key)) {
             if out.len() == want {
                 break;
             }
@@ -70,12 +83,7 @@ impl HashRing {
 
     /// The key's primary owner.
     pub fn primary(&self, key: &[u8]) -> Option<u32> {
-        let h = key_hash(key);
-        self.points
-            .range(h..)
-            .chain(self.points.range(..h))
-            .next()
-            .map(|(_, &m)| m)
+        self.clockwise(key_hash(key)).next()
     }
 }
 

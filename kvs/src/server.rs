@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, NodeAddr, PeerFailure};
+use crate::cluster::{Cluster, NodeAddr, PeerFailure, Route};
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{
@@ -367,16 +367,12 @@ async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: 
                     merged_reads.push((i, key, meta));
                     continue;
                 }
-                let owners = view.owners(op.key());
-                let target = if owners.is_empty() || owners.iter().any(|o| o == cluster.me()) {
-                    None
-                } else if let Some(alive) = owners.iter().find(|o| view.is_alive(o)) {
-                    Some(alive.clone())
-                } else if is_write(&op) && ack == Ack::One {
+                let target = match view.route(op.key()) {
+                    Route::Here => None,
+                    Route::Alive(owner) => Some(owner.clone()),
                     // No owner is alive: keep the write here as a hint (see retry_elsewhere).
-                    None
-                } else {
-                    Some(owners[0].clone())
+                    Route::NoneAlive(_) if is_write(&op) && ack == Ack::One => None,
+                    Route::NoneAlive(owner) => Some(owner.clone()),
                 };
                 match target {
                     None => {

@@ -132,6 +132,12 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     println!(
         "try, from another shell here: calm kv put hello world && calm kv get hello && calm status\n  (from a source checkout: cargo run --release -- kv put hello world)   Ctrl-C stops the cluster"
     );
+    if !args.no_resp {
+        println!(
+            "  or with any Redis client: redis-cli -p {} set hello world",
+            args.resp_port
+        );
+    }
 
     // Run until asked to stop; restart nodes that die.
     tokio::select! {

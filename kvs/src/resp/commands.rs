@@ -11,7 +11,7 @@ use crate::value::{ReadValue, Write};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Out {
     /// `+OK`-style status.
-    Simple(String),
+    Simple(Bytes),
     /// An error line: its first word is the code (`ERR`, `WRONGTYPE`, ...).
     Error(String),
     /// An integer.
@@ -29,8 +29,12 @@ pub enum Out {
 }
 
 impl Out {
-    fn ok() -> Out {
-        Out::Simple("OK".into())
+    pub(crate) fn ok() -> Out {
+        Out::Simple(Bytes::from_static(b"OK"))
+    }
+
+    pub(crate) fn simple(s: &'static str) -> Out {
+        Out::Simple(Bytes::from_static(s.as_bytes()))
     }
 
     pub(crate) fn err(text: impl Into<String>) -> Out {
@@ -192,7 +196,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         return Step::Reply(Out::err("NOAUTH Authentication required."));
     }
     match (name.as_str(), a.len()) {
-        ("PING", 0) => Step::Reply(Out::Simple("PONG".into())),
+        ("PING", 0) => Step::Reply(Out::simple("PONG")),
         ("PING", 1) | ("ECHO", 1) => Step::Reply(Out::Bulk(a[0].clone())),
         ("PING" | "ECHO", _) => wrong_args(&name),
         ("QUIT", _) => Step::Quit,
@@ -583,18 +587,15 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             Some(v) => Out::Int(members(v)?.len() as i64),
             None => Out::Int(0),
         },
-        Finish::Type => Out::Simple(
-            match read(&r[0])? {
-                None => "none",
-                Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
-                Some(_) => "string",
-            }
-            .into(),
-        ),
+        Finish::Type => Out::simple(match read(&r[0])? {
+            None => "none",
+            Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
+            Some(_) => "string",
+        }),
         Finish::Ttl => Out::Int(if read(&r[0])?.is_some() { -1 } else { -2 }),
         Finish::Kind => match read(&r[0])? {
             None => Out::Null,
-            Some(v) => Out::Simple(v.kind().name().into()),
+            Some(v) => Out::simple(v.kind().name()),
         },
         Finish::Versions => match read(&r[0])? {
             None => Out::Array(vec![]),

@@ -224,7 +224,7 @@ impl Connection {
             let reply = match step {
                 Step::Reply(r) => r,
                 Step::Quit => {
-                    self.encode(&Out::Simple("OK".into()), out);
+                    self.encode(&Out::ok(), out);
                     return Ok(true);
                 }
                 Step::DbSize => match self.service.node.stats().await {
@@ -307,7 +307,7 @@ fn inline_args(line: &Bytes) -> Vec<Bytes> {
 
 fn to_resp2(o: &Out) -> Frame2 {
     match o {
-        Out::Simple(s) => Frame2::SimpleString(Bytes::from(s.clone())),
+        Out::Simple(s) => Frame2::SimpleString(s.clone()),
         Out::Error(e) => Frame2::Error(e.clone().into()),
         Out::Int(n) => Frame2::Integer(*n),
         Out::Bulk(b) => Frame2::BulkString(b.clone()),
@@ -325,7 +325,7 @@ fn to_resp2(o: &Out) -> Frame2 {
 fn to_resp3(o: &Out) -> Frame3 {
     match o {
         Out::Simple(s) => Frame3::SimpleString {
-            data: Bytes::from(s.clone()),
+            data: s.clone(),
             attributes: None,
         },
         Out::Error(e) => Frame3::SimpleError {
