@@ -34,6 +34,9 @@ enum Command {
     Ca(cli::ca::CaCommand),
     /// Replicas of a shopping cart edit apart over a lossy network and converge.
     Demo(cli::demo::DemoArgs),
+    /// Benchmarks: workloads against calm or Redis, with throughput and latency figures.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
                         cli::server::run(args).await.map(|()| ExitCode::SUCCESS)
                     }
                     Command::Kv(args) => cli::kv::run(args).await,
+                    Command::Bench(cmd) => cli::bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
                     Command::Up(args) => cli::up::run(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Status(args) => {
                         cli::status::run(args).await.map(|()| ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! The subcommands of the `calm` binary.
 
+pub mod bench;
 pub mod ca;
 pub mod demo;
 pub mod kv;

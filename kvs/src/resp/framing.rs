@@ -129,6 +129,39 @@ mod test {
         assert_eq!(frame(b"*0\r\n", LIMITS), Framed::Array(4));
     }
 
+    proptest::proptest! {
+        /// Any bytes at all: framing answers, never panics, and never claims more bytes than
+        /// it was given.
+        #[test]
+        fn any_bytes_are_framed_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            match frame(&bytes, LIMITS) {
+                Framed::Array(n) | Framed::Inline(n) => proptest::prop_assert!(n <= bytes.len()),
+                Framed::Incomplete | Framed::Invalid(_) => {}
+            }
+        }
+
+        /// A request built from any arguments frames to exactly its length, and the crate
+        /// decodes it back to the same arguments.
+        #[test]
+        fn built_requests_frame_and_decode_back(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..10), 1..4),
+            trailing in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let mut req = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                req.extend_from_slice(a);
+                req.extend_from_slice(b"\r\n");
+            }
+            let len = req.len();
+            req.extend_from_slice(&trailing);
+            proptest::prop_assert_eq!(frame(&req, LIMITS), Framed::Array(len));
+            let decoded = super::super::decode(bytes::Bytes::copy_from_slice(&req[..len])).unwrap();
+            let decoded: Vec<Vec<u8>> = decoded.into_iter().map(|b| b.to_vec()).collect();
+            proptest::prop_assert_eq!(decoded, args);
+        }
+    }
+
     #[test]
     fn limits_and_bad_shapes_are_refused_at_once() {
         let bad: [&[u8]; 8] = [

@@ -1,0 +1,221 @@
+//! `calm bench`: run a workload against calm or Redis and report throughput and latency.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use calm_bench::{CalmTarget, Machine, Mix, RedisTarget, Report, RunConfig, ValueKind, Workload};
+use calm_kvs::{ClusterClient, EmbeddedStore, NodeConfig};
+use clap::{Args, Subcommand};
+
+use super::CliResult;
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Run a YCSB-style workload against a target and report ops/s and latency percentiles.
+    Run(RunArgs),
+}
+
+/// `calm bench run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// embedded (a store in this process), cluster (the nodes of --cluster, through the
+    /// routing client) or redis://HOST:PORT (Redis, or a calm node's --resp port).
+    #[arg(long, value_name = "TARGET")]
+    target: String,
+    /// YCSB workload: a (50% updates), b (5% updates), c (reads), d (read latest), f
+    /// (read-modify-write). e needs range scans, which calm does not offer.
+    #[arg(long, default_value = "a")]
+    workload: Mix,
+    /// Keys loaded before the run.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Zipf skew of key choice (0 = uniform).
+    #[arg(long, default_value_t = 0.99)]
+    zipf: f64,
+    /// The values' lattice: lww, counter or set.
+    #[arg(long, default_value = "lww")]
+    kind: ValueKind,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Open loop at this many operations per second in total (default: closed loop).
+    #[arg(long, value_name = "OPS")]
+    rate: Option<f64>,
+    /// Measured time (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time before measuring starts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Seed of the operation traces.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Skip loading the keys (they are already there).
+    #[arg(long)]
+    no_load: bool,
+    /// Write every figure, the configuration and the machine to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// The cluster file, with --target cluster.
+    #[arg(long, default_value = "calm-data/cluster.toml", value_name = "FILE")]
+    cluster: PathBuf,
+}
+
+/// A duration: a number with a unit (ms, s, m), or seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 10s, 500ms or 2m"))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("{text:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(n * scale))
+}
+
+/// Runs `calm bench ...`.
+pub async fn run(cmd: BenchCommand) -> CliResult<()> {
+    match cmd {
+        BenchCommand::Run(args) => run_workload(args).await,
+    }
+}
+
+async fn run_workload(args: RunArgs) -> CliResult<()> {
+    let workload = Workload {
+        mix: args.workload,
+        keys: args.keys,
+        value_size: args.value_size,
+        zipf: args.zipf,
+        kind: args.kind,
+        seed: args.seed,
+    };
+    workload.validate()?;
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    let config = RunConfig {
+        clients: args.clients,
+        duration: args.duration,
+        warmup: args.warmup,
+        rate: args.rate,
+    };
+    let measured = match args.target.as_str() {
+        "embedded" => {
+            let store = EmbeddedStore::start(NodeConfig::default()).map_err(|e| e.to_string())?;
+            let target = CalmTarget::new(store, args.kind, args.value_size);
+            drive(&args, &workload, &config, |_| {
+                let t = target.clone();
+                async move { Ok(t) }
+            })
+            .await?
+        }
+        "cluster" => {
+            let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+            let client = ClusterClient::connect(file.nodes, &file.ca)
+                .await
+                .map_err(|e| e.to_string())?;
+            let target = CalmTarget::new(client, args.kind, args.value_size);
+            drive(&args, &workload, &config, |_| {
+                let t = target.clone();
+                async move { Ok(t) }
+            })
+            .await?
+        }
+        url if url.starts_with("redis://") => {
+            let first = RedisTarget::connect(url, args.kind, args.value_size).await?;
+            drive(&args, &workload, &config, |i| {
+                let first = first.clone();
+                async move {
+                    if i == 0 {
+                        Ok(first)
+                    } else {
+                        first.reconnect(url).await
+                    }
+                }
+            })
+            .await?
+        }
+        other => {
+            return Err(format!(
+                "unknown target {other:?}; use embedded, cluster or redis://HOST:PORT"
+            ));
+        }
+    };
+    let report = Report {
+        target: args.target.clone(),
+        workload,
+        run: config,
+        machine: Machine::here(),
+        measured,
+    };
+    println!("{}", report.summary());
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn drive<T, F, Fut>(
+    args: &RunArgs,
+    workload: &Workload,
+    config: &RunConfig,
+    make: F,
+) -> CliResult<calm_bench::Measured>
+where
+    T: calm_bench::Target,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    if !args.no_load {
+        eprintln!("loading {} keys...", workload.keys);
+        make(0).await?.load(workload.keys).await?;
+    }
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {percent}% {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!(
+        "workload {:?}, {} clients, {:?} (+{:?} warm-up)",
+        workload.mix, config.clients, config.duration, config.warmup
+    ));
+    let measured = calm_bench::run(workload, config, make, |done| {
+        bar.set_position((done * 1000.0) as u64);
+    })
+    .await;
+    bar.finish_and_clear();
+    measured
+}
+
+#[cfg(test)]
+mod test {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

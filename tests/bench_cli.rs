@@ -1,0 +1,118 @@
+//! End to end: `calm bench run` against the embedded store and against a real redis-server
+//! (installed by `scripts/test` when missing), with the JSON report read back.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bench(args: &[&str], out: &std::path::Path) -> serde_json::Value {
+    let run = Command::new(env!("CARGO_BIN_EXE_calm"))
+        .args([
+            "bench",
+            "run",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--keys",
+            "2000",
+        ])
+        .args(["--clients", "4", "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run calm bench");
+    assert!(
+        run.status.success(),
+        "calm bench {args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        summary.contains("ops/s") && summary.contains("p99"),
+        "{summary}"
+    );
+    serde_json::from_slice(&std::fs::read(out).unwrap()).expect("the report is JSON")
+}
+
+fn check(report: &serde_json::Value, target: &str) {
+    assert_eq!(report["target"], target);
+    let m = &report["measured"];
+    assert!(m["ops"].as_u64().unwrap() > 100, "{m}");
+    assert_eq!(m["errors"].as_u64(), Some(0), "{m}");
+    assert!(m["ops_per_sec"].as_f64().unwrap() > 100.0, "{m}");
+    let l = &m["latency_us"];
+    let p50 = l["p50"].as_u64().unwrap();
+    let p99 = l["p99"].as_u64().unwrap();
+    assert!(
+        p50 >= 1 && p50 <= p99 && p99 <= l["max"].as_u64().unwrap(),
+        "{l}"
+    );
+    assert!(!m["per_second"].as_array().unwrap().is_empty());
+    assert_eq!(report["workload"]["mix"], "a");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn bench_run_against_the_embedded_store_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let report = bench(&["--target", "embedded", "--workload", "a"], &out);
+    check(&report, "embedded");
+}
+
+#[test]
+fn bench_run_against_redis_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_tcp_base_port(1);
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = dir.path().join("r.json");
+    let report = bench(&["--target", &url, "--workload", "a"], &out);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    check(&report, &url);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    for (args, says) in [
+        (
+            &["--target", "embedded", "--workload", "e"][..],
+            "range scans",
+        ),
+        (&["--target", "mongodb://x"][..], "unknown target"),
+        (
+            &["--target", "embedded", "--duration", "soon"][..],
+            "not a duration",
+        ),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_calm"))
+            .args(["bench", "run"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
