@@ -1,5 +1,6 @@
 //! End to end: `calm bench run` against the embedded store and against a real redis-server
-//! (installed by `scripts/test` when missing), with the JSON report read back.
+//! (installed by `scripts/test` when missing), with the JSON report and the plot read back;
+//! `calm bench consistency staleness` against `calm up`.
 
 mod common;
 
@@ -58,8 +59,24 @@ fn check(report: &serde_json::Value, target: &str) {
 fn bench_run_against_the_embedded_store_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let report = bench(&["--target", "embedded", "--workload", "a"], &out);
+    let plot = dir.path().join("run.svg");
+    let report = bench(
+        &[
+            "--target",
+            "embedded",
+            "--workload",
+            "a",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        &out,
+    );
     check(&report, "embedded");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("throughput"),
+        "{svg:.200}"
+    );
 }
 
 #[test]
@@ -115,4 +132,45 @@ fn bad_arguments_are_clear_errors() {
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_runs_against_calm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = common::Up::start(
+        3,
+        &dir.path().join("data"),
+        base,
+        &["--threads", "1", "--gossip-ms", "20"],
+    );
+    let out = dir.path().join("s.json");
+    let plot = dir.path().join("s.svg");
+    let run = up.calm(&[
+        "bench",
+        "consistency",
+        "staleness",
+        "--trials",
+        "20",
+        "--gossip-ms",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(printed.contains("t-visibility over 20 writes"), "{printed}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let s = &report["staleness"];
+    assert_eq!(s["never_visible"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["samples_us"].as_array().unwrap().len(), 20);
+    // Visibility takes about one gossip period, never far less.
+    assert!(s["visibility_us"]["p50"].as_u64().unwrap() >= 10_000, "{s}");
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 }

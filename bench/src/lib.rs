@@ -4,6 +4,8 @@
 //!
 //! `calm bench run` is the command line over this crate.
 
+pub mod consistency;
+pub mod plot;
 pub mod runner;
 pub mod target;
 pub mod workload;

@@ -149,6 +149,25 @@ impl ClusterClient {
         self.inner.conns.lock().await.remove(&addr);
     }
 
+    /// The owners of `key` as the routing table has them, alive ones first (the table is
+    /// fetched first if this client has none yet).
+    pub async fn owners(&self, key: &[u8]) -> Result<Vec<SocketAddr>, KvsError> {
+        let known = self.inner.table.read().ok().and_then(|t| t.clone());
+        let table = match known {
+            Some(t) => t,
+            None => {
+                self.refresh().await?;
+                self.inner
+                    .table
+                    .read()
+                    .ok()
+                    .and_then(|t| t.clone())
+                    .ok_or_else(|| KvsError::UnexpectedReply("no routing table".into()))?
+            }
+        };
+        Ok(table.owners(key))
+    }
+
     /// Fetches the routing table from the first node that answers.
     pub async fn refresh(&self) -> Result<(), KvsError> {
         let mut candidates: Vec<SocketAddr> = self

@@ -14,6 +14,40 @@ use super::CliResult;
 pub enum BenchCommand {
     /// Run a YCSB-style workload against a target and report ops/s and latency percentiles.
     Run(RunArgs),
+    /// Consistency experiments against a running cluster.
+    #[command(subcommand)]
+    Consistency(ConsistencyCommand),
+}
+
+/// `calm bench consistency ...`.
+#[derive(Subcommand, Debug)]
+pub enum ConsistencyCommand {
+    /// Write at one replica, read another replica's copy until the write shows: the
+    /// distribution of the time to visibility (t-visibility).
+    Staleness(StalenessArgs),
+}
+
+/// `calm bench consistency staleness`.
+#[derive(Args, Debug)]
+pub struct StalenessArgs {
+    /// Writes to time.
+    #[arg(long, default_value_t = 200)]
+    trials: usize,
+    /// Give up on a write not visible after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The gossip period the cluster runs with, milliseconds (recorded in the report).
+    #[arg(long, value_name = "MS")]
+    gossip_ms: Option<u64>,
+    /// The cluster file.
+    #[arg(long, default_value = "calm-data/cluster.toml", value_name = "FILE")]
+    cluster: PathBuf,
+    /// Write every figure to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// Plot the distribution (CDF) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// `calm bench run`.
@@ -60,6 +94,12 @@ pub struct RunArgs {
     /// Write every figure, the configuration and the machine to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
+    /// Plot throughput and p99 latency over time to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Storage workers of the embedded store (default: one per core).
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
     /// The cluster file, with --target cluster.
     #[arg(long, default_value = "calm-data/cluster.toml", value_name = "FILE")]
     cluster: PathBuf,
@@ -91,7 +131,64 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(cmd: BenchCommand) -> CliResult<()> {
     match cmd {
         BenchCommand::Run(args) => run_workload(args).await,
+        BenchCommand::Consistency(ConsistencyCommand::Staleness(args)) => staleness(args).await,
     }
+}
+
+async fn staleness(args: StalenessArgs) -> CliResult<()> {
+    if let Some(p) = &args.plot {
+        // Refuse a bad plot name before the experiment runs.
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            return Err(format!(
+                "{}: plots are SVG files; name it with .svg",
+                p.display()
+            ));
+        }
+    }
+    let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+    eprintln!("timing {} writes...", args.trials);
+    let s = calm_bench::consistency::staleness(
+        file.nodes,
+        &file.ca,
+        args.trials,
+        args.timeout,
+        args.gossip_ms,
+    )
+    .await?;
+    let l = &s.visibility_us;
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "t-visibility over {} writes (gossip period {}): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} never visible within {:?}",
+        s.trials,
+        s.gossip_ms
+            .map_or("not given".to_string(), |g| format!("{g} ms")),
+        ms(l.p50),
+        ms(l.p90),
+        ms(l.p99),
+        ms(l.max),
+        s.never_visible,
+        args.timeout
+    );
+    if let Some(path) = &args.out {
+        let report = serde_json::json!({ "staleness": s, "machine": Machine::here() });
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let label = s
+            .gossip_ms
+            .map_or("t-visibility".to_string(), |g| format!("gossip {g} ms"));
+        let samples = s.samples_us.iter().map(|&us| ms(us)).collect();
+        calm_bench::plot::cdf(
+            "time from a write's acknowledgement to its visibility at another replica",
+            "ms",
+            &[(label, samples)],
+            path,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 async fn run_workload(args: RunArgs) -> CliResult<()> {
@@ -104,6 +201,14 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
         seed: args.seed,
     };
     workload.validate()?;
+    if let Some(p) = &args.plot
+        && p.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        return Err(format!(
+            "{}: plots are SVG files; name it with .svg",
+            p.display()
+        ));
+    }
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
     }
@@ -115,7 +220,11 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
     };
     let measured = match args.target.as_str() {
         "embedded" => {
-            let store = EmbeddedStore::start(NodeConfig::default()).map_err(|e| e.to_string())?;
+            let mut node = NodeConfig::default();
+            if let Some(t) = args.threads {
+                node.threads = t;
+            }
+            let store = EmbeddedStore::start(node).map_err(|e| e.to_string())?;
             let target = CalmTarget::new(store, args.kind, args.value_size);
             drive(&args, &workload, &config, |_| {
                 let t = target.clone();
@@ -163,6 +272,10 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
         measured,
     };
     println!("{}", report.summary());
+    if let Some(path) = &args.plot {
+        calm_bench::plot::run_timeline(&report, path)?;
+        eprintln!("wrote {}", path.display());
+    }
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;

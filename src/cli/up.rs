@@ -41,6 +41,9 @@ pub struct UpArgs {
     /// Nodes holding each key.
     #[arg(long, default_value_t = 2)]
     replication: u16,
+    /// How often changed keys are sent to their other replicas, milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    gossip_ms: u64,
     /// A node that dies is restarted after this many seconds (long enough for the others
     /// to notice); it recovers its keys from disk and catches up from its peers.
     #[arg(long, default_value_t = 5)]
@@ -163,6 +166,8 @@ fn spawn_node(
         .arg(&args.data_dir)
         .arg("--replication")
         .arg(args.replication.to_string())
+        .arg("--gossip-ms")
+        .arg(args.gossip_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(t) = args.threads {

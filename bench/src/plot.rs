@@ -1,0 +1,148 @@
+//! SVG plots of a run (throughput and p99 latency over time) and of a distribution (CDF).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::Report;
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("plot: {e}")
+}
+
+fn check_svg(path: &Path) -> Result<(), String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => Ok(()),
+        _ => Err(format!(
+            "{}: plots are SVG files; name it with .svg",
+            path.display()
+        )),
+    }
+}
+
+/// Throughput and p99 latency per second of a run, one panel each.
+pub fn run_timeline(report: &Report, path: &Path) -> Result<(), String> {
+    check_svg(path)?;
+    let m = &report.measured;
+    let secs = m.per_second.len().max(1) as u32;
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(300);
+    let max_ops = m.per_second.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "{} — workload {:?}, {} clients: throughput",
+                report.target, report.workload.mix, report.run.clients
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0u32..secs, 0f64..max_ops)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("second")
+        .y_desc("ops/s")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            m.per_second
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (i as u32, n as f64)),
+            &BLUE,
+        ))
+        .map_err(err)?;
+    let max_p99 = m
+        .p99_per_second_us
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        / 1000.0
+        * 1.1;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("p99 latency", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0u32..secs, 0f64..max_p99)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("second")
+        .y_desc("ms")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            m.p99_per_second_us
+                .iter()
+                .enumerate()
+                .map(|(i, &us)| (i as u32, us as f64 / 1000.0)),
+            &RED,
+        ))
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// The cumulative distribution of `samples` (milliseconds), one line per labelled set.
+pub fn cdf(
+    title: &str,
+    x_desc: &str,
+    sets: &[(String, Vec<f64>)],
+    path: &Path,
+) -> Result<(), String> {
+    check_svg(path)?;
+    let max_x = sets
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..max_x, 0f64..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("fraction")
+        .draw()
+        .map_err(err)?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
+    for (i, (label, samples)) in sets.iter().enumerate() {
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len().max(1) as f64;
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(
+                sorted
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| (x, (j + 1) as f64 / n)),
+                &color,
+            ))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
