@@ -174,3 +174,44 @@ async fn staleness_runs_against_calm_up() {
     assert!(s["visibility_us"]["p50"].as_u64().unwrap() >= 10_000, "{s}");
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 }
+
+#[test]
+fn contention_measures_both_settings_at_each_skew() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_calm"))
+        .args([
+            "bench",
+            "consistency",
+            "contention",
+            "--zipf",
+            "1,2",
+            "--keys",
+            "1000",
+        ])
+        .args([
+            "--duration",
+            "300ms",
+            "--clients",
+            "4",
+            "--threads",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let points = report["contention"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for (p, zipf) in points.iter().zip([1.0, 2.0]) {
+        assert_eq!(p["zipf"].as_f64(), Some(zipf));
+        assert!(p["plain_ops_per_sec"].as_f64().unwrap() > 100.0, "{p}");
+        assert!(p["replicated_ops_per_sec"].as_f64().unwrap() > 100.0, "{p}");
+    }
+}

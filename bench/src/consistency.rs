@@ -105,3 +105,95 @@ pub async fn staleness(
         gossip_ms,
     })
 }
+
+/// One point of the contention experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContentionPoint {
+    /// Zipf skew.
+    pub zipf: f64,
+    /// Operations per second with every key on one worker.
+    pub plain_ops_per_sec: f64,
+    /// p99 latency then, µs.
+    pub plain_p99_us: u64,
+    /// Operations per second with the hottest keys on every worker.
+    pub replicated_ops_per_sec: f64,
+    /// p99 latency then, µs.
+    pub replicated_p99_us: u64,
+}
+
+/// Anna's contention experiment on one node, with replication set by hand: for each skew,
+/// throughput with every key held by one worker, then with the `hot` most popular keys
+/// held by every worker (reads of them spread over all workers). The node's data is the
+/// same in both runs.
+pub async fn contention(
+    workload: &crate::Workload,
+    run: &crate::RunConfig,
+    threads: usize,
+    zipfs: &[f64],
+    hot: u64,
+) -> Result<Vec<ContentionPoint>, String> {
+    use std::sync::Arc;
+
+    use calm_kvs::cluster::{Factors, ReplicationTable};
+    use calm_kvs::{EmbeddedStore, NodeConfig};
+    use calm_lattice::{Hlc, ReplicaId, Stamp};
+
+    use crate::target::{CalmTarget, Target};
+    use crate::workload::key_name;
+
+    let mut points = Vec::new();
+    for &zipf in zipfs {
+        let w = crate::Workload {
+            zipf,
+            ..workload.clone()
+        };
+        w.validate()?;
+        let store = EmbeddedStore::start(NodeConfig {
+            threads,
+            ..NodeConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let target = CalmTarget::new(store.clone(), w.kind, w.value_size);
+        target.load(w.keys).await?;
+        let measure = |t: CalmTarget<EmbeddedStore>| {
+            let w = w.clone();
+            async move {
+                crate::run(
+                    &w,
+                    run,
+                    move |_| {
+                        let t = t.clone();
+                        async move { Ok(t) }
+                    },
+                    |_| {},
+                )
+                .await
+            }
+        };
+        let plain = measure(target.clone()).await?;
+        let mut table = ReplicationTable::default();
+        for rank in 0..hot.min(w.keys) {
+            table.set(
+                Bytes::from(key_name(rank)),
+                Factors {
+                    global: None,
+                    local: Some(u8::try_from(threads).unwrap_or(u8::MAX)),
+                },
+                Stamp::new(Hlc::new(1, 0), ReplicaId(0)),
+            );
+        }
+        store.node().set_replication_table(Arc::new(table));
+        // The hot keys' values reach their new local replicas with the next gossip.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let replicated = measure(target).await?;
+        store.node().shutdown();
+        points.push(ContentionPoint {
+            zipf,
+            plain_ops_per_sec: plain.ops_per_sec,
+            plain_p99_us: plain.latency_us.p99,
+            replicated_ops_per_sec: replicated.ops_per_sec,
+            replicated_p99_us: replicated.latency_us.p99,
+        });
+    }
+    Ok(points)
+}

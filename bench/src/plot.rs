@@ -146,3 +146,51 @@ pub fn cdf(
         .map_err(err)?;
     root.present().map_err(err)
 }
+
+/// Lines through points, one per labelled set.
+pub fn lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    sets: &[(String, Vec<(f64, f64)>)],
+    path: &Path,
+) -> Result<(), String> {
+    check_svg(path)?;
+    let points = || sets.iter().flat_map(|(_, s)| s.iter().copied());
+    let max_x = points().map(|p| p.0).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+    let max_y = points().map(|p| p.1).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
+    for (i, (label, pts)) in sets.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), &color))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}

@@ -507,6 +507,18 @@ impl Node {
         }
     }
 
+    /// Installs per-key replication factors on a node outside a cluster (inside one, the
+    /// cluster agent does this): the local part decides how many workers hold each key, and
+    /// reads of a key spread over them.
+    pub fn set_replication_table(&self, table: Arc<ReplicationTable>) {
+        if let Ok(mut slot) = self.table.write() {
+            *slot = table.clone();
+        }
+        for tx in &self.senders {
+            let _ = tx.send(WorkerMsg::Table(table.clone()));
+        }
+    }
+
     /// Stops the workers after the messages already sent to them; waits for their threads.
     pub fn shutdown(&self) {
         for tx in &self.senders {

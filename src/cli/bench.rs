@@ -25,6 +25,41 @@ pub enum ConsistencyCommand {
     /// Write at one replica, read another replica's copy until the write shows: the
     /// distribution of the time to visibility (t-visibility).
     Staleness(StalenessArgs),
+    /// Throughput against Zipf skew on one node, with and without the hottest keys held by
+    /// every worker (replication set by hand; Anna's contention experiment).
+    Contention(ContentionArgs),
+}
+
+/// `calm bench consistency contention`.
+#[derive(Args, Debug)]
+pub struct ContentionArgs {
+    /// Zipf skews to measure, comma-separated.
+    #[arg(long, default_value = "0.5,1,2,4", value_delimiter = ',')]
+    zipf: Vec<f64>,
+    /// How many of the most popular keys get replicated.
+    #[arg(long, default_value_t = 10)]
+    hot: u64,
+    /// Storage workers (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// YCSB workload.
+    #[arg(long, default_value = "c")]
+    workload: Mix,
+    /// Keys loaded.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Measured time per point.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Write every figure to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// Plot throughput against skew to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// `calm bench consistency staleness`.
@@ -132,7 +167,97 @@ pub async fn run(cmd: BenchCommand) -> CliResult<()> {
     match cmd {
         BenchCommand::Run(args) => run_workload(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Staleness(args)) => staleness(args).await,
+        BenchCommand::Consistency(ConsistencyCommand::Contention(args)) => contention(args).await,
     }
+}
+
+fn check_svg_name(plot: &Option<PathBuf>) -> CliResult<()> {
+    match plot {
+        Some(p) if p.extension().and_then(|e| e.to_str()) != Some("svg") => Err(format!(
+            "{}: plots are SVG files; name it with .svg",
+            p.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn contention(args: ContentionArgs) -> CliResult<()> {
+    check_svg_name(&args.plot)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let workload = Workload {
+        mix: args.workload,
+        keys: args.keys,
+        value_size: 100,
+        zipf: 0.0,
+        kind: ValueKind::Lww,
+        seed: 1,
+    };
+    let run = RunConfig {
+        clients: args.clients,
+        duration: args.duration,
+        warmup: Duration::from_millis(500),
+        rate: None,
+    };
+    eprintln!(
+        "{} skews, two runs each of {:?} (+0.5 s warm-up)...",
+        args.zipf.len(),
+        args.duration
+    );
+    let points =
+        calm_bench::consistency::contention(&workload, &run, threads, &args.zipf, args.hot).await?;
+    println!(
+        "{:>6} {:>16} {:>10} {:>18} {:>10} {:>8}",
+        "zipf", "one worker ops/s", "p99 µs", "replicated ops/s", "p99 µs", "ratio"
+    );
+    for p in &points {
+        println!(
+            "{:>6} {:>16.0} {:>10} {:>18.0} {:>10} {:>7.2}x",
+            p.zipf,
+            p.plain_ops_per_sec,
+            p.plain_p99_us,
+            p.replicated_ops_per_sec,
+            p.replicated_p99_us,
+            p.replicated_ops_per_sec / p.plain_ops_per_sec.max(1e-9)
+        );
+    }
+    if let Some(path) = &args.out {
+        let report = serde_json::json!({
+            "contention": points,
+            "workload": workload,
+            "run": run,
+            "threads": threads,
+            "hot_keys": args.hot,
+            "machine": Machine::here(),
+        });
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let line = |f: fn(&calm_bench::consistency::ContentionPoint) -> f64| {
+            points.iter().map(|p| (p.zipf, f(p))).collect::<Vec<_>>()
+        };
+        calm_bench::plot::lines(
+            &format!("throughput against skew, {threads} workers"),
+            "zipf",
+            "ops/s",
+            &[
+                (
+                    "each key on one worker".to_string(),
+                    line(|p| p.plain_ops_per_sec),
+                ),
+                (
+                    format!("top {} keys on every worker", args.hot),
+                    line(|p| p.replicated_ops_per_sec),
+                ),
+            ],
+            path,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 async fn staleness(args: StalenessArgs) -> CliResult<()> {

@@ -36,8 +36,10 @@ impl ReplicationTable {
         if self.0.as_reveal_ref().is_empty() {
             return None;
         }
+        // Bytes borrows as [u8]: no copy of the key per lookup.
         self.0
-            .get(&Bytes::copy_from_slice(key))
+            .as_reveal_ref()
+            .get(key)
             .and_then(|l| l.get().copied())
     }
 
