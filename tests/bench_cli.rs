@@ -215,3 +215,34 @@ fn contention_measures_both_settings_at_each_skew() {
         assert!(p["replicated_ops_per_sec"].as_f64().unwrap() > 100.0, "{p}");
     }
 }
+
+#[test]
+fn partition_heals_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_calm"))
+        .args([
+            "bench",
+            "consistency",
+            "partition",
+            "--gossip-ms",
+            "50",
+            "--keys",
+            "20",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = &report["partition"][0];
+    assert_eq!(r["lost"].as_u64(), Some(0), "{r}");
+    assert_eq!(r["acknowledged"].as_u64(), Some(40), "{r}");
+    assert!(r["converged_after_ms"].as_u64().is_some(), "{r}");
+}

@@ -4,7 +4,6 @@
 //! cargo bench -p calm-kvs --bench cluster                 # all parts (about two minutes)
 //! cargo bench -p calm-kvs --bench cluster -- throughput
 //! cargo bench -p calm-kvs --bench cluster -- ack
-//! cargo bench -p calm-kvs --bench cluster -- convergence
 //! ```
 //!
 //! Every node runs in this process on loopback (nodes, clients and proxies share the
@@ -12,29 +11,17 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use bytes::Bytes;
-use calm_kvs::cluster::{ClusterConfig, Status};
-use calm_kvs::fault_proxy::{Partition, run_proxy};
-use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
-use calm_kvs::{Ack, Client, ClusterClient, NodeConfig, Op, OpResult, ReadValue, Reply, Write};
+use calm_kvs::launch::{RunningNode, launch_local_cluster};
+use calm_kvs::{Ack, Client, ClusterClient, Op, OpResult, Write};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const KEYS: usize = 10_000;
-
-fn free_port(ips: &[IpAddr]) -> u16 {
-    let mut rng = StdRng::seed_from_u64(u64::from(std::process::id()));
-    loop {
-        let port = rng.random_range(20_000..50_000);
-        if ips.iter().all(|ip| StdUdp::bind((*ip, port)).is_ok()) {
-            return port;
-        }
-    }
-}
 
 async fn start_cluster(
     n: u8,
@@ -44,49 +31,9 @@ async fn start_cluster(
     port: u16,
     dir: &std::path::Path,
 ) -> Vec<RunningNode> {
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    for i in 0..n {
-        let first = nodes.first().map(|f: &RunningNode| f.advertised);
-        let running = launch(NodeLaunch {
-            listen: SocketAddr::new(ip_of(i), port),
-            advertise: advertise_of.map(|a| a(i)),
-            join: first.into_iter().collect(),
-            node: NodeConfig {
-                threads: 1,
-                ..NodeConfig::default()
-            },
-            cluster: ClusterConfig {
-                gossip_period_ms: gossip_ms,
-                ..ClusterConfig::default()
-            },
-            data_dir: dir.to_path_buf(),
-            cert: None,
-            resp: None,
-            resp_config: Default::default(),
-        })
-        .expect("node starts");
-        nodes.push(running);
-    }
-    // Wait until the first node sees every node alive.
-    let client = Client::connect(nodes[0].addr, &nodes[0].ca.cert)
+    launch_local_cluster(n, gossip_ms, ip_of, advertise_of, port, dir)
         .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let members = client.members().await.unwrap();
-        if members
-            .iter()
-            .filter(|m| m.member.status == Status::Alive)
-            .count()
-            == usize::from(n)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nodes did not join");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    client.close().await;
-    nodes
+        .expect("the cluster starts")
 }
 
 fn key(i: usize) -> Bytes {
@@ -250,116 +197,6 @@ async fn ack() {
     stop_all(nodes).await;
 }
 
-async fn convergence() {
-    println!("\n## Convergence after a partition heals, against the gossip period\n");
-    println!(
-        "3 nodes behind UDP fault proxies; node 0 is cut from nodes 1 and 2; each side increments the same 100 counters; then the network heals. Time from the heal until every replica of every key holds all the writes (probe 500 ms, suspicion 3 s, anti-entropy 1 s).\n"
-    );
-    println!("| gossip period | converged after heal |");
-    println!("|---:|---:|");
-    for gossip in [50u64, 100, 250, 500] {
-        let real = |i: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 20 + i));
-        let front = |i: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i));
-        let ips: Vec<IpAddr> = (0..3).flat_map(|i| [real(i), front(i)]).collect();
-        let port = free_port(&ips);
-        let node_ips: Vec<IpAddr> = (0..3).map(real).collect();
-        let cut = Partition::new(node_ips.clone(), vec![node_ips[0]]);
-        let mut proxies = Vec::new();
-        for i in 0..3u8 {
-            let relay = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 30 + i));
-            proxies.push(tokio::spawn(run_proxy(
-                SocketAddr::new(front(i), port),
-                SocketAddr::new(real(i), port),
-                relay,
-                cut.clone(),
-            )));
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let advertise = move |i: u8| SocketAddr::new(front(i), port);
-        let nodes = start_cluster(3, gossip, real, Some(&advertise), port, dir.path()).await;
-        let clients = [
-            Client::connect(nodes[0].addr, &nodes[0].ca.cert)
-                .await
-                .unwrap(),
-            Client::connect(nodes[1].addr, &nodes[1].ca.cert)
-                .await
-                .unwrap(),
-            Client::connect(nodes[2].addr, &nodes[2].ca.cert)
-                .await
-                .unwrap(),
-        ];
-        cut.split();
-        // Let both sides notice the split, so writes become hints instead of timing out.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let incr = |by| {
-            (0..100)
-                .map(|i| Op::Write {
-                    key: key(i),
-                    write: Write::Increment(by),
-                })
-                .collect::<Vec<_>>()
-        };
-        let a = clients[0]
-            .execute_with_ack(incr(1), Ack::One)
-            .await
-            .unwrap();
-        let b = clients[1]
-            .execute_with_ack(incr(10), Ack::One)
-            .await
-            .unwrap();
-        let accepted = a
-            .iter()
-            .chain(&b)
-            .filter(|r| **r == Ok(Reply::Written))
-            .count();
-        cut.heal();
-        let healed = Instant::now();
-        let converged = loop {
-            let mut ok = true;
-            for k in 0..100 {
-                let mut held = Vec::new();
-                for c in &clients {
-                    let r = c
-                        .execute_here(vec![Op::Get {
-                            key: key(k),
-                            meta: false,
-                        }])
-                        .await
-                        .unwrap();
-                    if let Ok(Reply::Value(Some(ReadValue::Counter { value }))) = &r[0] {
-                        held.push(*value);
-                    }
-                }
-                if held.len() < 2 || held.iter().any(|v| *v != 11) {
-                    ok = false;
-                    break;
-                }
-            }
-            if ok {
-                break Some(healed.elapsed());
-            }
-            if healed.elapsed() > Duration::from_secs(30) {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        match converged {
-            Some(t) => println!(
-                "| {gossip} ms | {} ms ({accepted}/200 writes accepted while split) |",
-                t.as_millis()
-            ),
-            None => println!("| {gossip} ms | did not converge within 30 s |"),
-        }
-        for c in clients {
-            c.close().await;
-        }
-        stop_all(nodes).await;
-        for p in proxies {
-            p.abort();
-        }
-    }
-}
-
 fn main() {
     println!(
         "Machine: {} cores",
@@ -368,6 +205,5 @@ fn main() {
     common::run_parts(vec![
         ("throughput", Box::pin(throughput())),
         ("ack", Box::pin(ack())),
-        ("convergence", Box::pin(convergence())),
     ]);
 }

@@ -145,3 +145,60 @@ impl RunningNode {
         self.node.shutdown();
     }
 }
+
+/// Starts `n` nodes in this process, node `i` listening on `ip_of(i)` at `port` (known as
+/// `advertise_of(i)` if given, e.g. behind a fault proxy), each with one storage worker, in
+/// memory, with gossip every `gossip_ms`; the first starts the cluster and the others join
+/// it. Returns once the first node sees every node alive (or fails after 30 s). For
+/// benchmarks and experiments.
+pub async fn launch_local_cluster(
+    n: u8,
+    gossip_ms: u64,
+    ip_of: impl Fn(u8) -> std::net::IpAddr,
+    advertise_of: Option<&dyn Fn(u8) -> SocketAddr>,
+    port: u16,
+    dir: &std::path::Path,
+) -> Result<Vec<RunningNode>, KvsError> {
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for i in 0..n {
+        let first = nodes.first().map(|f: &RunningNode| f.advertised);
+        nodes.push(launch(NodeLaunch {
+            listen: SocketAddr::new(ip_of(i), port),
+            advertise: advertise_of.map(|a| a(i)),
+            join: first.into_iter().collect(),
+            node: NodeConfig {
+                threads: 1,
+                ..NodeConfig::default()
+            },
+            cluster: ClusterConfig {
+                gossip_period_ms: gossip_ms,
+                ..ClusterConfig::default()
+            },
+            data_dir: dir.to_path_buf(),
+            cert: None,
+            resp: None,
+            resp_config: RespConfig::default(),
+        })?);
+    }
+    let client = crate::Client::connect(nodes[0].addr, &nodes[0].ca.cert).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let alive = client
+            .members()
+            .await?
+            .iter()
+            .filter(|m| m.member.status == crate::cluster::Status::Alive)
+            .count();
+        if alive == usize::from(n) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(KvsError::Config(format!(
+                "only {alive} of {n} nodes joined within 30 s"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    client.close().await;
+    Ok(nodes)
+}

@@ -25,9 +25,32 @@ pub enum ConsistencyCommand {
     /// Write at one replica, read another replica's copy until the write shows: the
     /// distribution of the time to visibility (t-visibility).
     Staleness(StalenessArgs),
+    /// Split a 3-node cluster (in this process, behind UDP fault proxies), write on both
+    /// sides, heal: the time until every replica holds every write, and nothing lost.
+    Partition(PartitionArgs),
     /// Throughput against Zipf skew on one node, with and without the hottest keys held by
     /// every worker (replication set by hand; Anna's contention experiment).
     Contention(ContentionArgs),
+}
+
+/// `calm bench consistency partition`.
+#[derive(Args, Debug)]
+pub struct PartitionArgs {
+    /// Gossip periods to measure, milliseconds, comma-separated.
+    #[arg(long, default_value = "50,100,250,500", value_delimiter = ',')]
+    gossip_ms: Vec<u64>,
+    /// Keys written on each side.
+    #[arg(long, default_value_t = 100)]
+    keys: usize,
+    /// Give up on convergence after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Write every figure to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// Plot convergence time against the gossip period to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// `calm bench consistency contention`.
@@ -168,6 +191,7 @@ pub async fn run(cmd: BenchCommand) -> CliResult<()> {
         BenchCommand::Run(args) => run_workload(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Staleness(args)) => staleness(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Contention(args)) => contention(args).await,
+        BenchCommand::Consistency(ConsistencyCommand::Partition(args)) => partition(args).await,
     }
 }
 
@@ -179,6 +203,58 @@ fn check_svg_name(plot: &Option<PathBuf>) -> CliResult<()> {
         )),
         _ => Ok(()),
     }
+}
+
+async fn partition(args: PartitionArgs) -> CliResult<()> {
+    check_svg_name(&args.plot)?;
+    println!(
+        "{:>10} {:>14} {:>22} {:>6}",
+        "gossip ms", "acknowledged", "converged after heal", "lost"
+    );
+    let mut runs = Vec::new();
+    let mut failed = false;
+    for &g in &args.gossip_ms {
+        let r = calm_bench::consistency::partition(g, args.keys, args.timeout).await?;
+        println!(
+            "{:>10} {:>14} {:>22} {:>6}",
+            g,
+            format!("{}/{}", r.acknowledged, 2 * r.writes_per_side),
+            r.converged_after_ms
+                .map_or(format!("not within {:?}", args.timeout), |ms| format!(
+                    "{ms} ms"
+                )),
+            r.lost
+        );
+        failed |= r.lost > 0 || r.converged_after_ms.is_none();
+        runs.push(r);
+    }
+    if let Some(path) = &args.out {
+        let report = serde_json::json!({ "partition": runs, "machine": Machine::here() });
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let pts = runs
+            .iter()
+            .filter_map(|r| {
+                r.converged_after_ms
+                    .map(|ms| (r.gossip_ms as f64, ms as f64))
+            })
+            .collect();
+        calm_bench::plot::lines(
+            "convergence after a partition heals",
+            "gossip period, ms",
+            "ms from heal to convergence",
+            &[("3 nodes, node 0 cut from the others".to_string(), pts)],
+            path,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    if failed {
+        return Err("an acknowledged write was lost or the cluster did not converge".into());
+    }
+    Ok(())
 }
 
 async fn contention(args: ContentionArgs) -> CliResult<()> {
