@@ -195,6 +195,14 @@ pub async fn run(cmd: BenchCommand) -> CliResult<()> {
     }
 }
 
+/// Writes a report as pretty JSON, and says so on stderr.
+fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> CliResult<()> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 fn check_svg_name(plot: &Option<PathBuf>) -> CliResult<()> {
     match plot {
         Some(p) if p.extension().and_then(|e| e.to_str()) != Some("svg") => Err(format!(
@@ -230,9 +238,7 @@ async fn partition(args: PartitionArgs) -> CliResult<()> {
     }
     if let Some(path) = &args.out {
         let report = serde_json::json!({ "partition": runs, "machine": Machine::here() });
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &report)?;
     }
     if let Some(path) = &args.plot {
         let pts = runs
@@ -307,9 +313,7 @@ async fn contention(args: ContentionArgs) -> CliResult<()> {
             "hot_keys": args.hot,
             "machine": Machine::here(),
         });
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &report)?;
     }
     if let Some(path) = &args.plot {
         let line = |f: fn(&calm_bench::consistency::ContentionPoint) -> f64| {
@@ -372,9 +376,7 @@ async fn staleness(args: StalenessArgs) -> CliResult<()> {
     );
     if let Some(path) = &args.out {
         let report = serde_json::json!({ "staleness": s, "machine": Machine::here() });
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &report)?;
     }
     if let Some(path) = &args.plot {
         let label = s
@@ -478,9 +480,7 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.out {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &report)?;
     }
     Ok(())
 }
