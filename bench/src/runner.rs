@@ -211,6 +211,84 @@ impl Machine {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::workload::{BenchOp, Mix, ValueKind};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A target that answers at once, except that the first operation after 300 ms of the
+    /// run stalls for 500 ms.
+    #[derive(Clone)]
+    struct Stalling {
+        started: Instant,
+        stalled: Arc<AtomicBool>,
+    }
+
+    impl Target for Stalling {
+        async fn run(&self, _op: BenchOp) -> Result<(), String> {
+            if self.started.elapsed() > Duration::from_millis(300)
+                && !self.stalled.swap(true, Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        }
+
+        async fn load(&self, _n: u64) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn workload() -> Workload {
+        Workload {
+            mix: Mix::A,
+            keys: 100,
+            value_size: 10,
+            zipf: 0.0,
+            kind: ValueKind::Lww,
+            seed: 1,
+            read_fraction: None,
+        }
+    }
+
+    async fn measure(rate: Option<f64>) -> Measured {
+        let target = Stalling {
+            started: Instant::now(),
+            stalled: Arc::default(),
+        };
+        let config = RunConfig {
+            clients: 1,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::ZERO,
+            rate,
+        };
+        run(
+            &workload(),
+            &config,
+            |_| {
+                let t = target.clone();
+                async move { Ok(t) }
+            },
+            |_| {},
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Open loop: the operations a stall delayed are charged from when they should have
+    /// been sent, so the stall shows in the percentiles (no coordinated omission); closed
+    /// loop, the same stall is one slow operation among many.
+    #[tokio::test]
+    async fn open_loop_charges_a_stall_to_every_delayed_operation() {
+        let open = measure(Some(200.0)).await;
+        // 1.5 s at 200/s: about 300 operations, never more.
+        assert!(open.ops <= 301 && open.ops >= 150, "{open:?}");
+        // The stall delayed ~100 operations (a third of the run) by up to 500 ms.
+        assert!(open.latency_us.p90 >= 100_000, "{:?}", open.latency_us);
+        let closed = measure(None).await;
+        assert!(closed.ops > open.ops, "{closed:?}");
+        assert!(closed.latency_us.max >= 500_000, "{:?}", closed.latency_us);
+        assert!(closed.latency_us.p99 < 100_000, "{:?}", closed.latency_us);
+    }
 
     #[test]
     fn percentiles_come_from_the_histogram() {

@@ -92,6 +92,9 @@ pub struct Workload {
     pub kind: ValueKind,
     /// The trace's seed: the same seed gives the same trace.
     pub seed: u64,
+    /// The share of reads, if not the mix's own.
+    #[serde(default)]
+    pub read_fraction: Option<f64>,
 }
 
 /// One operation of a trace.
@@ -132,6 +135,7 @@ pub fn key_name(n: u64) -> String {
 /// An endless, deterministic stream of operations for one client.
 pub struct Trace {
     mix: Mix,
+    reads: f64,
     keys: u64,
     inserted: u64,
     zipf: Option<Zipf<f64>>,
@@ -147,6 +151,11 @@ impl Workload {
         if !(0.0..=10.0).contains(&self.zipf) {
             return Err(format!("--zipf {} must be between 0 and 10", self.zipf));
         }
+        if let Some(r) = self.read_fraction
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!("--read-fraction {r} must be between 0 and 1"));
+        }
         if self.value_size == 0 || self.value_size > 4 << 20 {
             return Err(format!(
                 "--value-size {} must be between 1 byte and 4 MiB",
@@ -160,6 +169,7 @@ impl Workload {
     pub fn trace(&self, client: u64) -> Trace {
         Trace {
             mix: self.mix,
+            reads: self.read_fraction.unwrap_or(self.mix.read_fraction()),
             keys: self.keys,
             inserted: self.keys,
             zipf: (self.zipf > 0.0).then(|| {
@@ -186,7 +196,7 @@ impl Iterator for Trace {
     type Item = BenchOp;
 
     fn next(&mut self) -> Option<BenchOp> {
-        let read = self.rng.random_bool(self.mix.read_fraction());
+        let read = self.rng.random_bool(self.reads);
         let rank = self.rank();
         Some(match (self.mix, read) {
             (Mix::D, true) => BenchOp::Read(self.inserted - 1 - rank.min(self.inserted - 1)),
@@ -213,6 +223,7 @@ mod test {
             zipf,
             kind: ValueKind::Lww,
             seed: 7,
+            read_fraction: None,
         }
     }
 
@@ -244,6 +255,14 @@ mod test {
                 "{mix:?}: {reads} reads, expected {expected}"
             );
         }
+        // A mix of one's own.
+        let w = Workload {
+            read_fraction: Some(0.8),
+            ..workload(Mix::A, 0.0)
+        };
+        let reads = w.trace(0).take(n).filter(|o| o.is_read()).count() as f64;
+        let sd = (n as f64 * 0.8 * 0.2).sqrt();
+        assert!((reads - 0.8 * n as f64).abs() <= 5.0 * sd, "{reads}");
         let ops: Vec<BenchOp> = workload(Mix::F, 0.0).trace(0).take(1000).collect();
         assert!(ops.iter().any(|o| matches!(o, BenchOp::ReadModifyWrite(_))));
         let ops: Vec<BenchOp> = workload(Mix::D, 0.0).trace(0).take(1000).collect();

@@ -122,6 +122,9 @@ pub struct RunArgs {
     /// Keys loaded before the run.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// The share of reads (0 to 1), instead of the workload's own mix.
+    #[arg(long, value_name = "F")]
+    read_fraction: Option<f64>,
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
@@ -275,6 +278,7 @@ async fn contention(args: ContentionArgs) -> CliResult<()> {
         zipf: 0.0,
         kind: ValueKind::Lww,
         seed: 1,
+        read_fraction: None,
     };
     let run = RunConfig {
         clients: args.clients,
@@ -402,6 +406,7 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
         zipf: args.zipf,
         kind: args.kind,
         seed: args.seed,
+        read_fraction: args.read_fraction,
     };
     workload.validate()?;
     if let Some(p) = &args.plot
