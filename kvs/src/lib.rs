@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod cluster_client;
 pub mod error;
 pub mod fault_proxy;
+pub mod hot_keys;
 pub mod launch;
 pub mod metrics;
 pub mod node;

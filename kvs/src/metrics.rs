@@ -141,6 +141,11 @@ pub struct WorkerStats {
     pub kind_conflicts: u64,
     /// Its memory and disk tiers.
     pub storage: crate::storage::TierStats,
+    /// The keys clients used most recently, heaviest first (estimates).
+    pub hot_keys: Vec<crate::hot_keys::HotKey>,
+    /// Time spent handling messages since the worker started, microseconds (occupancy is
+    /// this over the node's uptime).
+    pub busy_us: u64,
 }
 
 /// A node's statistics at one moment.

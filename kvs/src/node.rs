@@ -727,6 +727,7 @@ fn run_worker(
                 Err(_) => break,
             },
         };
+        let busy_from = Instant::now();
         let mut next = first;
         let mut handled = 0;
         let mut stop = false;
@@ -768,6 +769,7 @@ fn run_worker(
             }
         }
         commit_and_answer(&mut worker, &mut answers, &mut merged);
+        worker.add_busy(busy_from.elapsed());
         if stop {
             break;
         }

@@ -25,6 +25,7 @@ use calm_lattice::{HlcClock, ReplicaId, Stamp};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable, bucket};
+use crate::hot_keys::HotKeys;
 use crate::metrics::WorkerStats;
 use crate::protocol::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
@@ -87,6 +88,8 @@ pub struct Worker {
     changes: Option<Vec<(Bytes, Value)>>,
     /// Per-key replication factors (the local part: how many workers hold a key).
     table: Arc<ReplicationTable>,
+    /// Which keys clients use most, in bounded memory.
+    hot: HotKeys,
 }
 
 impl Worker {
@@ -120,6 +123,7 @@ impl Worker {
             },
             changes: None,
             table: Arc::new(ReplicationTable::default()),
+            hot: HotKeys::new(4096, 16, 100_000),
         }
     }
 
@@ -203,6 +207,7 @@ impl Worker {
     fn run(&mut self, now_ms: u64, op: Op) -> OpResult {
         self.stats.ops += 1;
         self.check_key(op.key())?;
+        self.hot.record(op.key());
         match op {
             // Merging replicas is the node's job; a worker alone answers with its own copy.
             Op::Get { key, meta } | Op::GetAll { key, meta } => Ok(Reply::Value(
@@ -375,11 +380,21 @@ impl Worker {
         }
     }
 
+    /// Counts time the worker's shell spent handling its messages (the worker has no clock
+    /// of its own).
+    pub fn add_busy(&mut self, busy: std::time::Duration) {
+        self.stats.busy_us = self
+            .stats
+            .busy_us
+            .saturating_add(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// The worker's figures.
     pub fn stats(&self) -> WorkerStats {
         WorkerStats {
             keys: self.store.len() as u64,
             storage: self.store.stats(),
+            hot_keys: self.hot.top(),
             ..self.stats.clone()
         }
     }
@@ -547,6 +562,21 @@ mod test {
         assert_eq!(r[1], Err(OpError::KeyTooLong { len: 5, max: 4 }));
         assert_eq!(r[2], Err(OpError::ValueTooLarge { len: 4, max: 3 }));
         assert_eq!(r[3], Ok(Reply::Written));
+    }
+
+    #[test]
+    fn the_most_used_keys_show_in_the_stats() {
+        let mut w = workers(1, WorkerConfig::default()).remove(0);
+        for i in 0..50 {
+            w.handle_ops(1, [put(&format!("k{i}"), "v")]);
+        }
+        for _ in 0..100 {
+            w.handle_ops(2, [get("popular"), put("second", "v")]);
+        }
+        let hot = w.stats().hot_keys;
+        assert_eq!(hot[0].key, b("popular"), "{hot:?}");
+        assert!(hot[0].count >= 100);
+        assert_eq!(hot[1].key, b("second"), "{hot:?}");
     }
 
     #[test]

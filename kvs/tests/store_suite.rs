@@ -261,4 +261,6 @@ async fn local_replication_serves_reads_from_every_replica() {
         stats.workers.iter().all(|w| w.gossip_received > 0),
         "{stats:?}"
     );
+    // The node measures its own occupancy: every worker was busy for some time.
+    assert!(stats.workers.iter().all(|w| w.busy_us > 0), "{stats:?}");
 }

@@ -144,6 +144,25 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                             st(|t| t.disk_errors)
                         );
                     }
+                    let busy: u64 = s.workers.iter().map(|w| w.busy_us).sum();
+                    let capacity = (s.uptime_ms * 1000).max(1) * s.workers.len().max(1) as u64;
+                    let mut hot: Vec<&calm_kvs::hot_keys::HotKey> =
+                        s.workers.iter().flat_map(|w| &w.hot_keys).collect();
+                    hot.sort_by_key(|h| std::cmp::Reverse(h.count));
+                    let hot: Vec<String> = hot
+                        .iter()
+                        .take(5)
+                        .map(|h| format!("{} (~{})", String::from_utf8_lossy(&h.key), h.count))
+                        .collect();
+                    println!(
+                        "  workers busy {:.1}% of the time; hottest keys: {}",
+                        100.0 * busy as f64 / capacity as f64,
+                        if hot.is_empty() {
+                            "none yet".to_string()
+                        } else {
+                            hot.join(", ")
+                        }
+                    );
                     for op in s.ops.iter().filter(|o| o.count > 0) {
                         println!(
                             "  {:<6} {:>10} ops {:>6} errors  p50 {}us  p99 {}us",
