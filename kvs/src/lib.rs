@@ -10,6 +10,8 @@
 //! - [`cluster`]: membership, failure detection, replication between nodes, anti-entropy
 //!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
 //! - [`storage`]: the write-ahead log, the disk tier, durability settings and recovery;
+//! - [`resp`]: the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
+//!   memory; [`policy`]: the autoscaling policy's sans-IO core (decisions, not yet applied);
 //! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
 //!   in-process, through one node, and routed to each key's owners;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener;
@@ -25,6 +27,7 @@ pub mod hot_keys;
 pub mod launch;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod protocol;
 pub mod resp;
 pub mod ring;

@@ -1,0 +1,399 @@
+//! The autoscaling policy: a sans-IO core that turns what the nodes measure into decisions,
+//! each with its reason. Deterministic given its inputs (time is passed in).
+//!
+//! - **Hot keys**: a key whose access count is above the mean plus `hot_sigma` standard
+//!   deviations of the keys reported hot gets `hot_factor` replicas; once it has not been hot
+//!   for `cool_ms`, it goes back to the default.
+//! - **Nodes**: when the worst p99 breaks the latency SLO while the workers are busy (mean
+//!   occupancy above `busy`) for `sustain_ms`, ask for a node; when occupancy stays below
+//!   `idle` for `sustain_ms`, give the least busy node back. Node decisions are at least
+//!   `grace_ms` apart, and stay within `min_nodes..=max_nodes`.
+//!
+//! The mechanism that applies decisions (replication changes, provisioners) lives elsewhere;
+//! this module only decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hot_keys::HotKey;
+
+/// The policy's knobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// Standard deviations above the mean that make a key hot.
+    pub hot_sigma: f64,
+    /// Replicas a hot key gets.
+    pub hot_factor: u8,
+    /// How long a replicated key must stay cool before it goes back to the default.
+    pub cool_ms: u64,
+    /// The latency target: the worst node's p99, microseconds.
+    pub slo_p99_us: u64,
+    /// Mean occupancy above which workers count as busy.
+    pub busy: f64,
+    /// Mean occupancy below which the cluster counts as idle.
+    pub idle: f64,
+    /// How long a condition must hold before a node is added or removed.
+    pub sustain_ms: u64,
+    /// The least time between two node decisions.
+    pub grace_ms: u64,
+    /// Never fewer nodes.
+    pub min_nodes: usize,
+    /// Never more nodes.
+    pub max_nodes: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            hot_sigma: 2.0,
+            hot_factor: 3,
+            cool_ms: 30_000,
+            slo_p99_us: 10_000,
+            busy: 0.7,
+            idle: 0.2,
+            sustain_ms: 10_000,
+            grace_ms: 60_000,
+            min_nodes: 1,
+            max_nodes: 16,
+        }
+    }
+}
+
+/// What one node reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSample {
+    /// The node.
+    pub node: String,
+    /// Mean worker occupancy over the last period (0 to 1).
+    pub occupancy: f64,
+    /// The node's p99 latency, microseconds.
+    pub p99_us: u64,
+    /// Its hottest keys.
+    pub hot_keys: Vec<HotKey>,
+}
+
+/// A decision, with why it was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Give `key` `factor` replicas.
+    Replicate {
+        /// The key.
+        key: Bytes,
+        /// Its new number of replicas.
+        factor: u8,
+        /// Why.
+        reason: String,
+    },
+    /// Put `key` back to the default replication.
+    Restore {
+        /// The key.
+        key: Bytes,
+        /// Why.
+        reason: String,
+    },
+    /// Ask for one more node.
+    AddNode {
+        /// Why.
+        reason: String,
+    },
+    /// Give `node` back (after moving its keys).
+    RemoveNode {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    config: PolicyConfig,
+    /// Replicated keys and when they were last hot.
+    replicated: BTreeMap<Bytes, u64>,
+    overloaded_since: Option<u64>,
+    idle_since: Option<u64>,
+    last_node_decision: Option<u64>,
+}
+
+impl Policy {
+    /// A policy with `config`.
+    pub fn new(config: PolicyConfig) -> Policy {
+        Policy {
+            config,
+            replicated: BTreeMap::new(),
+            overloaded_since: None,
+            idle_since: None,
+            last_node_decision: None,
+        }
+    }
+
+    /// Keys the policy has replicated.
+    pub fn replicated(&self) -> impl Iterator<Item = &Bytes> {
+        self.replicated.keys()
+    }
+
+    /// Decides, at `now_ms`, from the latest sample of every node.
+    pub fn tick(&mut self, now_ms: u64, samples: &[NodeSample]) -> Vec<Decision> {
+        let mut out = self.hot_keys(now_ms, samples);
+        out.extend(self.nodes(now_ms, samples));
+        out
+    }
+
+    fn hot_keys(&mut self, now_ms: u64, samples: &[NodeSample]) -> Vec<Decision> {
+        let mut counts: BTreeMap<&Bytes, u64> = BTreeMap::new();
+        for h in samples.iter().flat_map(|s| &s.hot_keys) {
+            *counts.entry(&h.key).or_insert(0) += h.count;
+        }
+        let n = counts.len() as f64;
+        let mut out = Vec::new();
+        let mut hot_now = BTreeSet::new();
+        if n >= 2.0 {
+            let mean = counts.values().sum::<u64>() as f64 / n;
+            let var = counts
+                .values()
+                .map(|&c| (c as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let threshold = mean + self.config.hot_sigma * var.sqrt();
+            for (&key, &count) in &counts {
+                if count as f64 > threshold && var > 0.0 {
+                    hot_now.insert(key.clone());
+                    if self.replicated.insert(key.clone(), now_ms).is_none() {
+                        out.push(Decision::Replicate {
+                            key: key.clone(),
+                            factor: self.config.hot_factor,
+                            reason: format!(
+                                "{count} recent accesses, above mean {mean:.0} + {} x sd {:.0} = {threshold:.0}",
+                                self.config.hot_sigma,
+                                var.sqrt()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let cool_ms = self.config.cool_ms;
+        let cooled: Vec<Bytes> = self
+            .replicated
+            .iter()
+            .filter(|(k, last)| !hot_now.contains(*k) && now_ms.saturating_sub(**last) >= cool_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in cooled {
+            self.replicated.remove(&key);
+            out.push(Decision::Restore {
+                key,
+                reason: format!("not hot for {} s", cool_ms / 1000),
+            });
+        }
+        out
+    }
+
+    fn nodes(&mut self, now_ms: u64, samples: &[NodeSample]) -> Vec<Decision> {
+        if samples.is_empty() {
+            return Vec::new();
+        }
+        let c = &self.config;
+        let occupancy = samples.iter().map(|s| s.occupancy).sum::<f64>() / samples.len() as f64;
+        let worst_p99 = samples.iter().map(|s| s.p99_us).max().unwrap_or(0);
+        let overloaded = worst_p99 > c.slo_p99_us && occupancy > c.busy;
+        let idle = occupancy < c.idle;
+        self.overloaded_since = if overloaded {
+            Some(self.overloaded_since.unwrap_or(now_ms))
+        } else {
+            None
+        };
+        self.idle_since = if idle {
+            Some(self.idle_since.unwrap_or(now_ms))
+        } else {
+            None
+        };
+        let in_grace = self
+            .last_node_decision
+            .is_some_and(|t| now_ms.saturating_sub(t) < c.grace_ms);
+        if in_grace {
+            return Vec::new();
+        }
+        let held =
+            |since: Option<u64>| since.is_some_and(|t| now_ms.saturating_sub(t) >= c.sustain_ms);
+        let n = samples.len();
+        if held(self.overloaded_since) && n < c.max_nodes {
+            self.last_node_decision = Some(now_ms);
+            self.overloaded_since = None;
+            return vec![Decision::AddNode {
+                reason: format!(
+                    "p99 {} µs over the {} µs target with workers {:.0}% busy for {} s",
+                    worst_p99,
+                    c.slo_p99_us,
+                    occupancy * 100.0,
+                    c.sustain_ms / 1000
+                ),
+            }];
+        }
+        if held(self.idle_since) && n > c.min_nodes {
+            let least = samples
+                .iter()
+                .min_by(|a, b| {
+                    a.occupancy
+                        .total_cmp(&b.occupancy)
+                        .then(b.node.cmp(&a.node))
+                })
+                .expect("samples is not empty");
+            self.last_node_decision = Some(now_ms);
+            self.idle_since = None;
+            return vec![Decision::RemoveNode {
+                node: least.node.clone(),
+                reason: format!(
+                    "workers {:.0}% busy, under {:.0}%, for {} s",
+                    occupancy * 100.0,
+                    c.idle * 100.0,
+                    c.sustain_ms / 1000
+                ),
+            }];
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn sample(node: &str, occupancy: f64, p99_us: u64, hot: &[(&str, u64)]) -> NodeSample {
+        NodeSample {
+            node: node.into(),
+            occupancy,
+            p99_us,
+            hot_keys: hot
+                .iter()
+                .map(|(k, c)| HotKey {
+                    key: Bytes::copy_from_slice(k.as_bytes()),
+                    count: *c,
+                })
+                .collect(),
+        }
+    }
+
+    fn keys(spread: &[(&'static str, u64)]) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<(&str, u64)> = vec![
+            ("a", 10),
+            ("b", 12),
+            ("c", 9),
+            ("d", 11),
+            ("e", 10),
+            ("f", 8),
+        ];
+        v.extend_from_slice(spread);
+        v
+    }
+
+    #[test]
+    fn a_hot_key_is_replicated_then_restored_when_it_cools() {
+        let mut p = Policy::new(PolicyConfig::default());
+        let hot = keys(&[("hot", 500)]);
+        let d = p.tick(1_000, &[sample("n0", 0.5, 100, &hot)]);
+        assert!(
+            matches!(&d[..], [Decision::Replicate { key, factor: 3, .. }] if key.as_ref() == b"hot"),
+            "{d:?}"
+        );
+        // Still hot: no new decision.
+        assert!(p.tick(2_000, &[sample("n0", 0.5, 100, &hot)]).is_empty());
+        // The skew moves: "other" becomes hot; "hot" cools and, after cool_ms, is restored.
+        let moved = keys(&[("other", 500), ("hot", 10)]);
+        let d = p.tick(3_000, &[sample("n0", 0.5, 100, &moved)]);
+        assert!(
+            matches!(&d[..], [Decision::Replicate { key, .. }] if key.as_ref() == b"other"),
+            "{d:?}"
+        );
+        assert!(p.tick(20_000, &[sample("n0", 0.5, 100, &moved)]).is_empty());
+        let d = p.tick(32_001, &[sample("n0", 0.5, 100, &moved)]);
+        assert!(
+            matches!(&d[..], [Decision::Restore { key, .. }] if key.as_ref() == b"hot"),
+            "{d:?}"
+        );
+        // An even load makes nothing hot.
+        let mut p = Policy::new(PolicyConfig::default());
+        assert!(
+            p.tick(1_000, &[sample("n0", 0.5, 100, &keys(&[]))])
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn sustained_overload_adds_a_node_and_idleness_removes_one_without_flapping() {
+        let config = PolicyConfig::default();
+        let mut p = Policy::new(config.clone());
+        let busy = |t: u64, p: &mut Policy| {
+            p.tick(
+                t,
+                &[
+                    sample("n0", 0.9, 50_000, &[]),
+                    sample("n1", 0.8, 20_000, &[]),
+                ],
+            )
+        };
+        // Not yet sustained.
+        assert!(busy(0, &mut p).is_empty());
+        assert!(busy(5_000, &mut p).is_empty());
+        let d = busy(10_000, &mut p);
+        assert!(
+            matches!(&d[..], [Decision::AddNode { reason }] if reason.contains("50000 µs")),
+            "{d:?}"
+        );
+        // Within the grace period nothing more happens, however loaded.
+        for t in (11_000..70_000).step_by(1_000) {
+            assert!(busy(t, &mut p).is_empty(), "at {t}");
+        }
+        // Busy without breaking the SLO: no node.
+        let mut q = Policy::new(config.clone());
+        for t in (0..100_000).step_by(1_000) {
+            assert!(q.tick(t, &[sample("n0", 0.95, 1_000, &[])]).is_empty());
+        }
+        // Idle: the least busy node goes, once, after sustain_ms; never below min_nodes.
+        let mut r = Policy::new(config);
+        let idle = |t: u64, r: &mut Policy| {
+            r.tick(
+                t,
+                &[sample("n0", 0.10, 100, &[]), sample("n1", 0.05, 100, &[])],
+            )
+        };
+        assert!(idle(0, &mut r).is_empty());
+        let d = idle(10_000, &mut r);
+        assert!(
+            matches!(&d[..], [Decision::RemoveNode { node, .. }] if node == "n1"),
+            "{d:?}"
+        );
+        assert!(idle(20_000, &mut r).is_empty());
+        let single = r.tick(200_000, &[sample("n0", 0.0, 100, &[])]);
+        let single2 = r.tick(300_000, &[sample("n0", 0.0, 100, &[])]);
+        assert!(
+            single.is_empty() && single2.is_empty(),
+            "{single:?} {single2:?}"
+        );
+    }
+
+    #[test]
+    fn decisions_depend_only_on_inputs() {
+        let run = || {
+            let mut p = Policy::new(PolicyConfig::default());
+            let mut all = Vec::new();
+            for t in (0..100_000u64).step_by(1_000) {
+                let hot = if t < 50_000 {
+                    keys(&[("x", 400)])
+                } else {
+                    keys(&[("y", 400)])
+                };
+                let occ = if t < 30_000 { 0.9 } else { 0.1 };
+                all.extend(p.tick(
+                    t,
+                    &[sample("n0", occ, 40_000, &hot), sample("n1", occ, 500, &[])],
+                ));
+            }
+            all
+        };
+        assert_eq!(run(), run());
+    }
+}
