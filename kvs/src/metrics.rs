@@ -22,6 +22,8 @@ pub struct Metrics {
     // One lock per operation kind, taken once per batch: off the data path, which is the
     // workers' alone.
     latency_us: [Mutex<Histogram<u64>>; 3],
+    /// The autoscaling policy's latest decisions, with their reasons.
+    decisions: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl Default for Metrics {
@@ -40,6 +42,7 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             refused_frames: AtomicU64::new(0),
             latency_us: [histogram(), histogram(), histogram()],
+            decisions: Mutex::default(),
         }
     }
 }
@@ -73,6 +76,16 @@ impl Metrics {
         self.refused_frames.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Keeps a policy decision (the latest 20 are kept).
+    pub fn record_decision(&self, text: String) {
+        if let Ok(mut d) = self.decisions.lock() {
+            if d.len() == 20 {
+                d.pop_front();
+            }
+            d.push_back(text);
+        }
+    }
+
     /// A copy of every figure.
     pub fn snapshot(&self, workers: Vec<WorkerStats>) -> StatsSnapshot {
         let ops = OpKind::ALL
@@ -103,6 +116,11 @@ impl Metrics {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             refused_frames: self.refused_frames.load(Ordering::Relaxed),
             workers,
+            decisions: self
+                .decisions
+                .lock()
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -165,4 +183,6 @@ pub struct StatsSnapshot {
     pub refused_frames: u64,
     /// Per storage worker.
     pub workers: Vec<WorkerStats>,
+    /// The autoscaling policy's latest decisions on this node, oldest first.
+    pub decisions: Vec<String>,
 }

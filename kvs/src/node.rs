@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     /// Durability, memory budget and checkpoints.
     pub storage: StorageConfig,
+    /// How often the autoscaling policy looks at this node's figures, milliseconds (0: the
+    /// policy is off).
+    pub autoscale_period_ms: u64,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -127,6 +130,7 @@ impl Default for NodeConfig {
             worker: WorkerConfig::default(),
             data_dir: None,
             storage: StorageConfig::default(),
+            autoscale_period_ms: 0,
         }
     }
 }
@@ -504,6 +508,8 @@ impl Node {
             table: self.table.clone(),
             durable_merges: self.config.data_dir.is_some()
                 && self.config.storage.durability == Durability::Sync,
+            metrics: self.metrics.clone(),
+            autoscale_period_ms: self.config.autoscale_period_ms,
         }
     }
 
@@ -593,6 +599,10 @@ pub struct WorkerPool {
     table: SharedTable,
     /// With durability `sync`, replicated writes are on disk before the peer is answered.
     durable_merges: bool,
+    /// The node's metrics (the policy reads them and records its decisions there).
+    pub(crate) metrics: Arc<Metrics>,
+    /// See [`NodeConfig::autoscale_period_ms`].
+    pub(crate) autoscale_period_ms: u64,
 }
 
 impl WorkerPool {
@@ -605,6 +615,11 @@ impl WorkerPool {
         for tx in &self.senders {
             let _ = tx.send(WorkerMsg::Table(table.clone()));
         }
+    }
+
+    /// Every worker's figures.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.ask(WorkerMsg::Stats)
     }
 
     fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> WorkerMsg) -> Vec<T> {

@@ -11,12 +11,22 @@ use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
 use calm_kvs::{Client, ClusterClient, NodeConfig, Op, ReadValue, Reply, Store, Write};
 
 fn start(dir: &std::path::Path, join: Option<SocketAddr>, replication: usize) -> RunningNode {
+    start_with(dir, join, replication, 0)
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    join: Option<SocketAddr>,
+    replication: usize,
+    autoscale_period_ms: u64,
+) -> RunningNode {
     launch(NodeLaunch {
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         join: join.into_iter().collect(),
         node: NodeConfig {
             threads: 1,
+            autoscale_period_ms,
             ..NodeConfig::default()
         },
         cluster: ClusterConfig {
@@ -417,4 +427,59 @@ async fn a_key_can_have_its_own_number_of_local_replicas() {
     }
     client.close().await;
     node.stop().await;
+}
+
+/// With the policy on, a key clients hammer gets more replicas (on every node, through the
+/// replicated table), and the decision is recorded with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_replicates_a_hot_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(dir.path(), None, 1, 300);
+    let b = start_with(dir.path(), Some(a.advertised), 1, 300);
+    let c = start_with(dir.path(), Some(a.advertised), 1, 300);
+    wait_alive(&a, 3).await;
+    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        client.put(format!("cold{i}"), "v").await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ops = (0..200)
+            .map(|_| Op::Get {
+                key: Bytes::from_static(b"hot"),
+                meta: false,
+            })
+            .collect();
+        client.execute(ops).await.unwrap();
+        let table = Client::connect(b.addr, &b.ca.cert)
+            .await
+            .unwrap()
+            .routing()
+            .await
+            .unwrap();
+        if let Some((_, f)) = table.overrides.iter().find(|(k, _)| k.as_ref() == b"hot") {
+            assert_eq!(f.global, Some(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hot key was never replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut decisions = Vec::new();
+    for n in [&a, &b, &c] {
+        decisions.extend(n.node.stats().await.unwrap().decisions);
+    }
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.contains("\"hot\"") && d.contains("above mean")),
+        "{decisions:?}"
+    );
+    for n in [a, b, c] {
+        n.stop().await;
+    }
 }

@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// Also serve Redis clients (RESP2/RESP3 over TCP) on this address, e.g. 127.0.0.1:6400.
     #[arg(long, value_name = "ADDR")]
     pub resp: Option<SocketAddr>,
+    /// Run the autoscaling policy on this node: hot keys get more replicas and go back when
+    /// they cool; node decisions are logged (shown by `calm status`).
+    #[arg(long)]
+    pub autoscale: bool,
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
@@ -143,6 +147,9 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         config.threads = t;
     }
     args.storage.apply(&mut config);
+    if args.autoscale {
+        config.autoscale_period_ms = 5_000;
+    }
     config.data_dir = Some(store_dir(
         &args.data_dir,
         args.advertise.unwrap_or(args.listen),

@@ -163,6 +163,9 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                             hot.join(", ")
                         }
                     );
+                    for d in s.decisions.iter().rev().take(5) {
+                        println!("  policy: {d}");
+                    }
                     for op in s.ops.iter().filter(|o| o.count > 0) {
                         println!(
                             "  {:<6} {:>10} ops {:>6} errors  p50 {}us  p99 {}us",

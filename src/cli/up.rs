@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// Node i listens on 127.0.0.1:(R+i) for Redis clients (RESP over TCP).
     #[arg(long, default_value_t = 6400)]
     resp_port: u16,
+    /// Run the autoscaling policy on every node (hot keys get more replicas; node decisions
+    /// are logged and shown by `calm status`).
+    #[arg(long)]
+    autoscale: bool,
     /// Do not listen for Redis clients.
     #[arg(long, conflicts_with = "resp_port")]
     no_resp: bool,
@@ -174,6 +178,9 @@ fn spawn_node(
         cmd.arg("--threads").arg(t.to_string());
     }
     cmd.args(args.storage.to_args());
+    if args.autoscale {
+        cmd.arg("--autoscale");
+    }
     if !args.no_resp {
         let i = addr.port() - args.base_port;
         cmd.arg("--resp")

@@ -324,6 +324,7 @@ impl Cluster {
         let view = Arc::new(RwLock::new(Arc::new(view_of(&agent))));
 
         let published = view.clone();
+        let me_for_policy = me.clone();
         let changes: Arc<Mutex<Changes>> = Arc::default();
         let pending = changes.clone();
         let take_pending =
@@ -331,6 +332,7 @@ impl Cluster {
         std::thread::Builder::new()
             .name("calm-cluster".into())
             .spawn(move || {
+                let mut autopilot = Autopilot::new(&pool, me_for_policy);
                 let mut last_members = agent.members();
                 let mut last_table = agent.replication_table().clone();
                 loop {
@@ -360,6 +362,9 @@ impl Cluster {
                     let local = take_pending();
                     if !local.is_empty() {
                         agent.on_local_changes(local);
+                    }
+                    if let Some(a) = autopilot.as_mut() {
+                        a.tick(now_ms(), &pool, &mut agent);
                     }
                     agent.handle_tick(now_ms(), &mut pool);
                     while let Some(out) = agent.poll_outgoing() {
@@ -552,5 +557,89 @@ fn view_of(agent: &ClusterAgent) -> ClusterView {
         nodes,
         members: agent.members(),
         table: agent.replication_table().clone(),
+    }
+}
+
+/// The autoscaling policy on a node's cluster thread: every period it reads the node's own
+/// figures, asks the policy, and applies what it can — replication changes go through the
+/// replicated table like `calm kv replicate`; node decisions are recorded (no provisioner is
+/// attached yet). Every decision is logged and kept for `calm status`.
+struct Autopilot {
+    policy: crate::policy::Policy,
+    me: NodeAddr,
+    period_ms: u64,
+    next_ms: u64,
+    last_busy_us: u64,
+    last_ms: u64,
+}
+
+impl Autopilot {
+    fn new(pool: &WorkerPool, me: NodeAddr) -> Option<Autopilot> {
+        (pool.autoscale_period_ms > 0).then(|| Autopilot {
+            policy: crate::policy::Policy::new(crate::policy::PolicyConfig::default()),
+            me,
+            period_ms: pool.autoscale_period_ms,
+            next_ms: now_ms() + pool.autoscale_period_ms,
+            last_busy_us: 0,
+            last_ms: now_ms(),
+        })
+    }
+
+    fn tick(&mut self, now: u64, pool: &WorkerPool, agent: &mut ClusterAgent) {
+        if now < self.next_ms {
+            return;
+        }
+        self.next_ms = now + self.period_ms;
+        let workers = pool.worker_stats();
+        let busy: u64 = workers.iter().map(|w| w.busy_us).sum();
+        let wall_us = now.saturating_sub(self.last_ms).max(1) * 1000 * workers.len().max(1) as u64;
+        let occupancy = busy.saturating_sub(self.last_busy_us) as f64 / wall_us as f64;
+        self.last_busy_us = busy;
+        self.last_ms = now;
+        let metrics = pool.metrics.snapshot(Vec::new());
+        let sample = crate::policy::NodeSample {
+            node: self.me.clone(),
+            occupancy,
+            p99_us: metrics.ops.iter().map(|o| o.p99_us).max().unwrap_or(0),
+            hot_keys: workers.into_iter().flat_map(|w| w.hot_keys).collect(),
+        };
+        for decision in self.policy.tick(now, &[sample]) {
+            use crate::policy::Decision;
+            let text = match &decision {
+                Decision::Replicate {
+                    key,
+                    factor,
+                    reason,
+                } => {
+                    agent.set_replication(
+                        now,
+                        key.clone(),
+                        super::replication::Factors {
+                            global: Some(*factor),
+                            local: None,
+                        },
+                    );
+                    format!(
+                        "replicate {:?} on {factor} nodes: {reason}",
+                        String::from_utf8_lossy(key)
+                    )
+                }
+                Decision::Restore { key, reason } => {
+                    agent.set_replication(now, key.clone(), super::replication::Factors::default());
+                    format!(
+                        "back to default replication for {:?}: {reason}",
+                        String::from_utf8_lossy(key)
+                    )
+                }
+                Decision::AddNode { reason } => {
+                    format!("a node should be added (no provisioner attached): {reason}")
+                }
+                Decision::RemoveNode { node, reason } => {
+                    format!("{node} could be given back (no provisioner attached): {reason}")
+                }
+            };
+            tracing::info!(decision = %text, "autoscaling policy");
+            pool.metrics.record_decision(text);
+        }
     }
 }
