@@ -98,61 +98,40 @@ pub fn cdf(
     sets: &[(String, Vec<f64>)],
     path: &Path,
 ) -> Result<(), String> {
-    check_svg(path)?;
-    let max_x = sets
+    let curves: Vec<(String, Vec<(f64, f64)>)> = sets
         .iter()
-        .flat_map(|(_, s)| s.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.05;
-    let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_x, 0f64..1.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc("fraction")
-        .draw()
-        .map_err(err)?;
-    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
-    for (i, (label, samples)) in sets.iter().enumerate() {
-        let mut sorted = samples.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len().max(1) as f64;
-        let color = colors[i % colors.len()];
-        chart
-            .draw_series(LineSeries::new(
-                sorted
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &x)| (x, (j + 1) as f64 / n)),
-                &color,
-            ))
-            .map_err(err)?
-            .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+        .map(|(label, samples)| {
+            let mut sorted = samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len().max(1) as f64;
+            let points = sorted
+                .iter()
+                .enumerate()
+                .map(|(j, &x)| (x, (j + 1) as f64 / n))
+                .collect();
+            (label.clone(), points)
+        })
+        .collect();
+    draw_lines(title, x_desc, "fraction", &curves, false, path)
 }
 
-/// Lines through points, one per labelled set.
+/// Lines through points, one per labelled set, each point marked.
 pub fn lines(
     title: &str,
     x_desc: &str,
     y_desc: &str,
     sets: &[(String, Vec<(f64, f64)>)],
+    path: &Path,
+) -> Result<(), String> {
+    draw_lines(title, x_desc, y_desc, sets, true, path)
+}
+
+fn draw_lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    sets: &[(String, Vec<(f64, f64)>)],
+    marks: bool,
     path: &Path,
 ) -> Result<(), String> {
     check_svg(path)?;
@@ -182,9 +161,11 @@ pub fn lines(
             .map_err(err)?
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
+        if marks {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
+        }
     }
     chart
         .configure_series_labels()
