@@ -115,9 +115,6 @@ pub enum StorageError {
     /// Stored bytes could not be decoded.
     #[error("corrupt data on disk: {0}")]
     Corrupt(String),
-    /// The data directory belongs to another configuration.
-    #[error("{0}")]
-    Mismatch(String),
 }
 
 impl StorageError {
