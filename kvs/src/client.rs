@@ -15,12 +15,15 @@ use crate::metrics::StatsSnapshot;
 use crate::protocol::{Op, OpResult, Request, RequestBody, Response, ResponseBody};
 use crate::store::Store;
 use crate::tls;
+use crate::subscribe::{Fetched, PUSH_ID, Pushed};
 use crate::wire::{DEFAULT_MAX_FRAME, decode_body, encode_frame, read_frame};
 
 type Waiter = oneshot::Sender<Result<ResponseBody, KvsError>>;
 
 struct Shared {
     pending: Mutex<HashMap<u64, Waiter>>,
+    /// Where changes pushed for this connection's subscriptions go.
+    push: Mutex<Option<tokio::sync::mpsc::Sender<Pushed>>>,
     /// Why the connection ended, once it has.
     closed: Mutex<Option<String>>,
 }
@@ -126,6 +129,7 @@ impl Client {
             .map_err(|e| connect_err(e.to_string()))?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
+            push: Mutex::new(None),
             closed: Mutex::new(None),
         });
         tokio::spawn(read_responses(recv, shared.clone()));
@@ -276,6 +280,65 @@ impl Client {
         }
     }
 
+    /// Sends changes pushed for this connection's subscriptions to `sink`.
+    pub fn set_push_sink(&self, sink: tokio::sync::mpsc::Sender<Pushed>) {
+        if let Ok(mut p) = self.shared.push.lock() {
+            *p = Some(sink);
+        }
+    }
+
+    /// Subscribes this connection to changes of `keys` (each with the fingerprint of the
+    /// copy held, if any) for `lease_ms`, or renews the lease. Per key: its value, or
+    /// unchanged, or [`OpError::NotOwner`] when this node does not own it. Changes then go
+    /// to the [push sink](Self::set_push_sink).
+    pub async fn subscribe(
+        &self,
+        keys: Vec<(bytes::Bytes, Option<u64>)>,
+        lease_ms: u32,
+    ) -> Result<Vec<Result<Fetched, crate::protocol::OpError>>, KvsError> {
+        let expected = keys.len();
+        match self
+            .request(RequestBody::Subscribe { keys, lease_ms })
+            .await?
+        {
+            ResponseBody::Subscribed(r) if r.len() == expected => Ok(r),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked to subscribe to {expected} keys, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Ends this connection's subscriptions to `keys`.
+    pub async fn unsubscribe(&self, keys: Vec<bytes::Bytes>) -> Result<(), KvsError> {
+        match self.request(RequestBody::Unsubscribe { keys }).await? {
+            ResponseBody::Done => Ok(()),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "asked to unsubscribe, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Calls the service `name` the node serves (see [`service`](crate::service)).
+    pub async fn call_service(
+        &self,
+        name: &str,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, KvsError> {
+        match self
+            .request(RequestBody::Service {
+                name: name.to_string(),
+                body,
+            })
+            .await?
+        {
+            ResponseBody::Service(Ok(answer)) => Ok(answer),
+            ResponseBody::Service(Err(message)) => Err(KvsError::Service(message)),
+            other => Err(KvsError::UnexpectedReply(format!(
+                "called the service {name}, got {other:?}"
+            ))),
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(&self) {
         if let Ok(mut send) = self.send.try_lock() {
@@ -309,6 +372,16 @@ async fn read_responses(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
                 let _ = w.send(Err(KvsError::Refused(reason.clone())));
             }
             break format!("the node refused a request: {reason}");
+        }
+        if response.id == PUSH_ID {
+            if let ResponseBody::Pushed(changes) = response.body {
+                let sink = shared.push.lock().ok().and_then(|p| p.clone());
+                // A subscriber that cannot keep up loses pushes; its renewals repair it.
+                if let Some(sink) = sink {
+                    let _ = sink.try_send(changes);
+                }
+            }
+            continue;
         }
         let waiter = shared
             .pending

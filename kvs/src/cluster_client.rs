@@ -25,6 +25,8 @@ use crate::protocol::{Ack, Op, OpError, OpResult, RequestBody, ResponseBody, Rou
 use crate::ring::HashRing;
 use crate::store::Store;
 use crate::tls;
+use crate::subscribe::{Fetched, Pushed};
+use bytes::Bytes;
 
 /// How long one node may take to answer before the client treats it as down.
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +89,7 @@ struct Inner {
     conns: tokio::sync::Mutex<HashMap<SocketAddr, Client>>,
     table: RwLock<Option<Arc<Table>>>,
     redirects: AtomicU64,
+    push: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Pushed>>>,
 }
 
 /// A client of a whole cluster that routes each key to its owners. Cheap to clone.
@@ -117,6 +120,7 @@ impl ClusterClient {
                 conns: tokio::sync::Mutex::new(HashMap::new()),
                 table: RwLock::new(None),
                 redirects: AtomicU64::new(0),
+                push: std::sync::Mutex::new(None),
             }),
         };
         client.refresh().await?;
@@ -141,8 +145,135 @@ impl ClusterClient {
             }
         }
         let c = Client::connect_within(addr, self.inner.config.clone(), NODE_TIMEOUT).await?;
+        if let Some(sink) = self.inner.push.lock().ok().and_then(|p| p.clone()) {
+            c.set_push_sink(sink);
+        }
         self.inner.conns.lock().await.insert(addr, c.clone());
         Ok(c)
+    }
+
+    /// The connection to one node (made if needed), for requests about that node itself.
+    pub async fn node(&self, addr: SocketAddr) -> Result<Client, KvsError> {
+        self.conn(addr).await
+    }
+
+    /// The addresses of the nodes alive as the routing table has them.
+    pub fn alive_nodes(&self) -> Vec<SocketAddr> {
+        self.table().map(|t| t.alive.clone()).unwrap_or_default()
+    }
+
+    /// Sends changes pushed for this client's subscriptions, from every node, to `sink`.
+    pub async fn set_push_sink(&self, sink: tokio::sync::mpsc::Sender<Pushed>) {
+        if let Ok(mut p) = self.inner.push.lock() {
+            *p = Some(sink.clone());
+        }
+        for c in self.inner.conns.lock().await.values() {
+            c.set_push_sink(sink.clone());
+        }
+    }
+
+    /// Ends subscriptions to `keys` at every owner of each (best effort: leases end them
+    /// anyway).
+    pub async fn unsubscribe(&self, keys: Vec<Bytes>) -> Result<(), KvsError> {
+        let Some(table) = self.table() else {
+            return Ok(());
+        };
+        let mut groups: BTreeMap<SocketAddr, Vec<Bytes>> = BTreeMap::new();
+        for key in keys {
+            for owner in table.owners(&key) {
+                groups.entry(owner).or_default().push(key.clone());
+            }
+        }
+        for (addr, keys) in groups {
+            if let Ok(c) = self.conn(addr).await {
+                let _ = tokio::time::timeout(NODE_TIMEOUT, c.unsubscribe(keys)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes to changes of `keys` at an owner of each (see [`Client::subscribe`]),
+    /// following the cluster's routing; per key, its value or unchanged.
+    pub async fn subscribe(
+        &self,
+        keys: Vec<(Bytes, Option<u64>)>,
+        lease_ms: u32,
+    ) -> Result<Vec<Result<Fetched, OpError>>, KvsError> {
+        let mut results: Vec<Option<Result<Fetched, OpError>>> = vec![None; keys.len()];
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); keys.len()];
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let _ = self.refresh().await;
+            }
+            let table = self.table().ok_or_else(|| KvsError::Connect {
+                addr: "the cluster".into(),
+                reason: "no routing table".into(),
+            })?;
+            let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+            for &i in &pending {
+                let owners = table.owners(&keys[i].0);
+                match owners.iter().find(|o| !tried[i].contains(o)).or(owners.first()) {
+                    Some(t) => groups.entry(*t).or_default().push(i),
+                    None => {
+                        results[i] = Some(Err(OpError::Unavailable {
+                            reason: "the cluster has no node that owns keys".into(),
+                        }))
+                    }
+                }
+            }
+            let sends = groups.into_iter().map(|(addr, at)| {
+                let batch: Vec<(Bytes, Option<u64>)> = at.iter().map(|&i| keys[i].clone()).collect();
+                let this = self.clone();
+                async move {
+                    let answer = match this.conn(addr).await {
+                        Ok(c) => tokio::time::timeout(NODE_TIMEOUT, c.subscribe(batch, lease_ms))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                        Err(_) => None,
+                    };
+                    if answer.is_none() {
+                        this.drop_conn(addr).await;
+                    }
+                    (addr, at, answer)
+                }
+            });
+            let mut next = Vec::new();
+            for (addr, at, answer) in join_all(sends).await {
+                match answer {
+                    Some(r) => {
+                        for (i, result) in at.into_iter().zip(r) {
+                            if matches!(result, Err(OpError::NotOwner { .. })) {
+                                next.push(i);
+                            } else {
+                                results[i] = Some(result);
+                            }
+                        }
+                    }
+                    None => {
+                        for i in at {
+                            tried[i].push(addr);
+                            next.push(i);
+                        }
+                    }
+                }
+            }
+            pending = next;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(OpError::Unavailable {
+                        reason: format!("no owner answered after {ATTEMPTS} attempts"),
+                    })
+                })
+            })
+            .collect())
     }
 
     async fn drop_conn(&self, addr: SocketAddr) {

@@ -52,6 +52,10 @@ pub enum KvsError {
     /// The store has been shut down.
     #[error("the store is shut down")]
     ShutDown,
+    /// A service the node serves answered with an error (its message says what was
+    /// wrong).
+    #[error("{0}")]
+    Service(String),
 }
 
 impl KvsError {

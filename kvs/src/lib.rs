@@ -14,7 +14,9 @@
 //!   memory; [`policy`]: the autoscaling policy's sans-IO core (decisions, not yet applied);
 //! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
 //!   in-process, through one node, and routed to each key's owners;
-//! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener;
+//! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
+//!   other request handlers a node serves (function executors); [`subscribe`]: pushes of
+//!   changed keys to the caches that hold them;
 //! - [`tls`]: the cluster CA and certificates; [`wire`]: frames and the codec;
 //!   [`protocol`]: the messages; [`fault_proxy`]: partitions for tests and experiments.
 
@@ -32,8 +34,10 @@ pub mod protocol;
 pub mod resp;
 pub mod ring;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod store;
+pub mod subscribe;
 pub mod tls;
 pub mod value;
 pub mod wire;

@@ -5,13 +5,13 @@
 //! sent as one message per worker, and the results reassembled in order.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use calm_lattice::ReplicaId;
@@ -24,6 +24,7 @@ use crate::metrics::{Metrics, StatsSnapshot, WorkerStats};
 use crate::protocol::{Op, OpError, OpKind, OpResult, Reply};
 use crate::ring::HashRing;
 use crate::storage::{Durability, FileDisk, Recovery, StorageConfig, Tiered};
+use crate::subscribe::{PushSink, Pushed, SubscriberId, SubscriptionTable};
 use crate::value::Value;
 use crate::worker::{GossipBatch, Worker, WorkerConfig};
 
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     /// How often the autoscaling policy looks at this node's figures, milliseconds (0: the
     /// policy is off).
     pub autoscale_period_ms: u64,
+    /// How often changes of subscribed keys are pushed to their subscribers, milliseconds
+    /// (see [`subscribe`](crate::subscribe)).
+    pub push_period_ms: u64,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -131,6 +135,7 @@ impl Default for NodeConfig {
             data_dir: None,
             storage: StorageConfig::default(),
             autoscale_period_ms: 0,
+            push_period_ms: 5,
         }
     }
 }
@@ -207,6 +212,8 @@ enum WorkerMsg {
     },
     Gossip(GossipBatch),
     Stats(oneshot::Sender<WorkerStats>),
+    Watch(Vec<Bytes>, bool),
+    TakeDirty(oneshot::Sender<Pushed>),
     Merge(Changes, Option<oneshot::Sender<()>>),
     Digest(OwnerFilter, oneshot::Sender<BTreeMap<u16, u64>>),
     EntriesIn(OwnerFilter, BTreeSet<u16>, usize, oneshot::Sender<Changes>),
@@ -290,6 +297,24 @@ pub struct Node {
     /// Per-key replication factors (the local part decides which workers hold a key).
     table: SharedTable,
     recovery: NodeRecovery,
+    subscriptions: Arc<Subscriptions>,
+    services: crate::service::Services,
+}
+
+/// The node's subscribers and the thread that pushes to them (started by the first).
+struct Subscriptions {
+    table: Mutex<SubscriptionTable>,
+    sinks: Mutex<HashMap<SubscriberId, Arc<dyn PushSink>>>,
+    next_id: AtomicU64,
+    started: Instant,
+    pusher: Mutex<Option<JoinHandle<()>>>,
+    stop: AtomicBool,
+}
+
+impl Subscriptions {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 type SharedTable = Arc<std::sync::RwLock<Arc<ReplicationTable>>>;
@@ -410,7 +435,79 @@ impl Node {
                 Arc::new(ReplicationTable::default()),
             )),
             recovery,
+            subscriptions: Arc::new(Subscriptions {
+                table: Mutex::new(SubscriptionTable::default()),
+                sinks: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                started: Instant::now(),
+                pusher: Mutex::new(None),
+                stop: AtomicBool::new(false),
+            }),
+            services: crate::service::Services::default(),
         })
+    }
+
+    /// Extra request handlers served next to the store (the function executors register
+    /// theirs here).
+    pub fn services(&self) -> &crate::service::Services {
+        &self.services
+    }
+
+    /// Adds a subscriber whose pushes go to `sink`; it watches nothing until it
+    /// [`subscribe`](Self::subscribe)s.
+    pub fn add_subscriber(&self, sink: Arc<dyn PushSink>) -> SubscriberId {
+        let subs = &self.subscriptions;
+        let id = subs.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&subs.sinks).insert(id, sink);
+        let mut pusher = lock(&subs.pusher);
+        if pusher.is_none() {
+            let subs = subs.clone();
+            let senders = self.senders.clone();
+            let period = Duration::from_millis(self.config.push_period_ms.max(1));
+            *pusher = std::thread::Builder::new()
+                .name("calm-push".into())
+                .spawn(move || run_pusher(subs, senders, period))
+                .ok();
+        }
+        id
+    }
+
+    /// Subscribes `sub` to `keys` for `lease_ms` (renewing the leases it had). Clamped to
+    /// [`LEASE_RANGE_MS`](crate::subscribe::LEASE_RANGE_MS).
+    pub fn subscribe(&self, sub: SubscriberId, keys: Vec<Bytes>, lease_ms: u32) {
+        let subs = &self.subscriptions;
+        let (lo, hi) = crate::subscribe::LEASE_RANGE_MS;
+        let expiry = subs.now_ms() + u64::from(lease_ms.clamp(lo, hi));
+        let new = lock(&subs.table).subscribe(sub, keys, expiry);
+        self.watch(new, true);
+    }
+
+    /// How many keys some subscriber watches on this node.
+    pub fn watched_keys(&self) -> usize {
+        lock(&self.subscriptions.table).watched_keys()
+    }
+
+    /// Ends `sub`'s subscriptions to `keys`.
+    pub fn unsubscribe(&self, sub: SubscriberId, keys: Vec<Bytes>) {
+        let gone = lock(&self.subscriptions.table).unsubscribe(sub, keys);
+        self.watch(gone, false);
+    }
+
+    /// Ends every subscription of `sub` and forgets its sink.
+    pub fn remove_subscriber(&self, sub: SubscriberId) {
+        let gone = lock(&self.subscriptions.table).remove_subscriber(sub);
+        lock(&self.subscriptions.sinks).remove(&sub);
+        self.watch(gone, false);
+    }
+
+    fn watch(&self, keys: Vec<Bytes>, on: bool) {
+        if keys.is_empty() {
+            return;
+        }
+        // Every worker watches: a key's local replicas may be any of them.
+        for tx in &self.senders {
+            let _ = tx.send(WorkerMsg::Watch(keys.clone(), on));
+        }
     }
 
     /// What the node found on its disk when it started.
@@ -527,6 +624,10 @@ impl Node {
 
     /// Stops the workers after the messages already sent to them; waits for their threads.
     pub fn shutdown(&self) {
+        self.subscriptions.stop.store(true, Ordering::Relaxed);
+        if let Some(pusher) = lock(&self.subscriptions.pusher).take() {
+            let _ = pusher.join();
+        }
         for tx in &self.senders {
             let _ = tx.send(WorkerMsg::Stop);
         }
@@ -773,6 +874,10 @@ fn run_worker(
                 WorkerMsg::Stats(reply) => {
                     let _ = reply.send(worker.stats());
                 }
+                WorkerMsg::Watch(keys, on) => worker.watch(keys, on),
+                WorkerMsg::TakeDirty(reply) => {
+                    let _ = reply.send(worker.take_dirty());
+                }
                 WorkerMsg::Stop => {
                     stop = true;
                     break;
@@ -869,5 +974,59 @@ mod test {
                 .to_string()
                 .contains("/nonexistent.toml")
         );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every `period` while anyone subscribes: expires leases, collects the watched keys the
+/// workers changed, and pushes them to their subscribers.
+fn run_pusher(subs: Arc<Subscriptions>, workers: Vec<mpsc::Sender<WorkerMsg>>, period: Duration) {
+    while !subs.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(period);
+        let expired = {
+            let mut table = lock(&subs.table);
+            if table.is_empty() {
+                continue;
+            }
+            table.expire(subs.now_ms())
+        };
+        if !expired.is_empty() {
+            for tx in &workers {
+                let _ = tx.send(WorkerMsg::Watch(expired.clone(), false));
+            }
+        }
+        let mut changed = Vec::new();
+        for tx in &workers {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(WorkerMsg::TakeDirty(reply)).is_err() {
+                return;
+            }
+            match rx.blocking_recv() {
+                Ok(c) => changed.extend(c),
+                Err(_) => return,
+            }
+        }
+        if changed.is_empty() {
+            continue;
+        }
+        let routed = lock(&subs.table).route(&changed);
+        let mut gone = Vec::new();
+        for (sub, changes) in routed {
+            let sink = lock(&subs.sinks).get(&sub).cloned();
+            match sink {
+                Some(sink) if sink.push(changes) => {}
+                _ => gone.push(sub),
+            }
+        }
+        for sub in gone {
+            let keys = lock(&subs.table).remove_subscriber(sub);
+            lock(&subs.sinks).remove(&sub);
+            for tx in &workers {
+                let _ = tx.send(WorkerMsg::Watch(keys.clone(), false));
+            }
+        }
     }
 }

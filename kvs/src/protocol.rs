@@ -266,6 +266,30 @@ pub enum RequestBody {
         /// How many replicas must merge each write before the answer.
         ack: Ack,
     },
+    /// Subscribes this stream to changes of keys the node owns, or renews the lease: the
+    /// answer has each key's value, or [`Fetched::Unchanged`](crate::subscribe::Fetched)
+    /// when it has the fingerprint sent. Changes are then pushed on this stream with id
+    /// [`PUSH_ID`](crate::subscribe::PUSH_ID). Keys the node does not own are answered
+    /// [`OpError::NotOwner`].
+    Subscribe {
+        /// Each key, with the fingerprint of the copy the subscriber holds, if any.
+        keys: Vec<(Bytes, Option<u64>)>,
+        /// How long the subscription lasts unless renewed, milliseconds.
+        lease_ms: u32,
+    },
+    /// Ends this stream's subscriptions to keys (a cache dropped them).
+    Unsubscribe {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// A request for a service the node serves next to the store (see
+    /// [`service`](crate::service)).
+    Service {
+        /// The service's name.
+        name: String,
+        /// The request, in the service's own encoding.
+        body: Bytes,
+    },
 }
 
 /// The routing table: enough for a client to compute every key's owners as nodes do.
@@ -305,6 +329,12 @@ pub enum ResponseBody {
     Done,
     /// The request could not be read; the node closes the stream after this.
     Refused(ProtocolError),
+    /// The answer to a subscription: per key, its value or that the copy is current.
+    Subscribed(Vec<Result<crate::subscribe::Fetched, OpError>>),
+    /// Changes of subscribed keys (sent with id [`PUSH_ID`](crate::subscribe::PUSH_ID)).
+    Pushed(crate::subscribe::Pushed),
+    /// A service's answer.
+    Service(crate::service::ServiceResult),
 }
 
 /// A request the node could not read. The stream is closed after it is reported, since

@@ -23,6 +23,7 @@ use crate::protocol::{
     Ack, Op, OpError, OpResult, ProtocolError, Reply, Request, RequestBody, Response, ResponseBody,
     RoutingTable,
 };
+use crate::subscribe::{Fetched, PUSH_ID, PushSink, Pushed, SubscriberId, fingerprint};
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
 
 /// What a listener serves: the node's workers, and its cluster agent when it has one.
@@ -164,6 +165,8 @@ async fn serve_stream(
         let _ = send.finish();
     });
     let in_flight = Arc::new(Semaphore::new(limit));
+    // Set once this stream subscribes to keys; its subscriptions end with it.
+    let mut subscriber: Option<SubscriberId> = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
@@ -290,6 +293,36 @@ async fn serve_stream(
                     drop(permit);
                 });
             }
+            RequestBody::Subscribe { keys, lease_ms } => {
+                let sub = *subscriber.get_or_insert_with(|| {
+                    node.add_subscriber(Arc::new(StreamSink {
+                        tx: tx.clone(),
+                        max_frame,
+                    }))
+                });
+                let service = service.clone();
+                let answers = subscribe(&service, sub, keys, lease_ms);
+                tokio::spawn(async move {
+                    let answers = answers.await;
+                    reply(&tx, id, ResponseBody::Subscribed(answers)).await;
+                    drop(permit);
+                });
+            }
+            RequestBody::Unsubscribe { keys } => {
+                if let Some(sub) = subscriber {
+                    node.unsubscribe(sub, keys);
+                }
+                reply(&tx, id, ResponseBody::Done).await;
+                drop(permit);
+            }
+            RequestBody::Service { name, body } => {
+                let call = node.services().call(&name, body);
+                tokio::spawn(async move {
+                    let answer = call.await;
+                    reply(&tx, id, ResponseBody::Service(answer)).await;
+                    drop(permit);
+                });
+            }
             RequestBody::Members => {
                 let members = service
                     .cluster
@@ -301,8 +334,92 @@ async fn serve_stream(
             }
         }
     }
+    if let Some(sub) = subscriber {
+        node.remove_subscriber(sub);
+    }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Pushes to a client stream. A stream whose client does not read fills up: pushes are
+/// then dropped (its renewals repair the copies), never queued without bound.
+struct StreamSink {
+    tx: mpsc::Sender<Vec<u8>>,
+    max_frame: usize,
+}
+
+impl PushSink for StreamSink {
+    fn push(&self, changes: Pushed) -> bool {
+        let frame = match encode_frame(&Response {
+            id: PUSH_ID,
+            body: ResponseBody::Pushed(changes.clone()),
+        }) {
+            Ok(f) => f,
+            Err(_) => return true,
+        };
+        if frame.len() > self.max_frame && changes.len() > 1 {
+            // Too large for one frame: halve it.
+            let mut first = changes;
+            let second = first.split_off(first.len() / 2);
+            return self.push(first) && self.push(second);
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Subscribes `sub` to the keys this node owns among `keys` (before reading them, so no
+/// change falls in between), and answers each with its value, or unchanged when the
+/// fingerprint matches, or not owner.
+fn subscribe(
+    service: &Arc<Service>,
+    sub: SubscriberId,
+    keys: Vec<(bytes::Bytes, Option<u64>)>,
+    lease_ms: u32,
+) -> impl std::future::Future<Output = Vec<Result<Fetched, OpError>>> + Send + 'static {
+    let mut answers: Vec<Result<Fetched, OpError>> = vec![Err(OpError::ShuttingDown); keys.len()];
+    let mut mine = Vec::new();
+    let view = service.cluster.as_ref().map(|c| (c.view(), c.me().to_string()));
+    for (i, (key, print)) in keys.into_iter().enumerate() {
+        let owners = view.as_ref().map(|(v, _)| v.owners(&key)).unwrap_or_default();
+        let owned = owners.is_empty()
+            || view
+                .as_ref()
+                .is_some_and(|(_, me)| owners.iter().any(|o| o == me));
+        if owned {
+            mine.push((i, key, print));
+        } else {
+            answers[i] = Err(OpError::NotOwner { owners });
+        }
+    }
+    let node = service.node.clone();
+    node.subscribe(sub, mine.iter().map(|(_, k, _)| k.clone()).collect(), lease_ms);
+    let reads: Vec<Op> = mine
+        .iter()
+        .map(|(_, key, _)| Op::Get {
+            key: key.clone(),
+            meta: true,
+        })
+        .collect();
+    let pending = node.submit(reads);
+    async move {
+        let results = match pending {
+            Ok(p) => p.results().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(results) = results {
+            for ((i, _, print), result) in mine.into_iter().zip(results) {
+                answers[i] = result.map(|reply| match reply {
+                    Reply::Value(v) if print == Some(fingerprint(&v)) => Fetched::Unchanged,
+                    Reply::Value(v) => Fetched::Value(v),
+                    _ => Fetched::Value(None),
+                });
+            }
+        }
+        answers
+    }
 }
 
 /// Runs a batch for a client stream: everything is handed out before this returns, in

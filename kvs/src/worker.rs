@@ -16,7 +16,7 @@
 //! The thread shell in [`node`](crate::node) moves messages between workers; tests and the
 //! cluster simulation drive the same code directly.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ impl Default for WorkerConfig {
             local_replication: 1,
             gossip_period_ms: 100,
             max_key_bytes: 4096,
-            max_value_bytes: 4 << 20,
+            max_value_bytes: 8 << 20,
             max_clock_drift_ms: 60_000,
         }
     }
@@ -90,6 +90,10 @@ pub struct Worker {
     table: Arc<ReplicationTable>,
     /// Which keys clients use most, in bounded memory.
     hot: HotKeys,
+    /// Keys some cache subscribed to (see [`subscribe`](crate::subscribe)).
+    watched: HashSet<Bytes>,
+    /// Watched keys changed since the last [`take_dirty`](Self::take_dirty).
+    dirty: HashSet<Bytes>,
 }
 
 impl Worker {
@@ -124,6 +128,8 @@ impl Worker {
             changes: None,
             table: Arc::new(ReplicationTable::default()),
             hot: HotKeys::new(4096, 16, 100_000),
+            watched: HashSet::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -280,8 +286,44 @@ impl Worker {
         }
     }
 
+    /// Starts (`true`) or stops marking changes of `keys` for subscribers.
+    pub fn watch(&mut self, keys: Vec<Bytes>, on: bool) {
+        for key in keys {
+            if on {
+                self.watched.insert(key);
+            } else {
+                self.dirty.remove(&key);
+                self.watched.remove(&key);
+            }
+        }
+    }
+
+    /// The watched keys changed since the last call, with their values now (`None`: not
+    /// found or deleted).
+    pub fn take_dirty(&mut self) -> crate::subscribe::Pushed {
+        let keys: Vec<Bytes> = self.dirty.drain().collect();
+        keys.into_iter()
+            .map(|key| {
+                let value = self
+                    .store
+                    .get(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.read(true));
+                (key, value)
+            })
+            .collect()
+    }
+
+    fn mark(&mut self, key: &Bytes) {
+        if !self.watched.is_empty() && self.watched.contains(key) {
+            self.dirty.insert(key.clone());
+        }
+    }
+
     /// Queues `delta` for the key's other local replicas and the cluster layer.
     fn replicate(&mut self, now_ms: u64, key: &Bytes, delta: Value) {
+        self.mark(key);
         if let Some(changes) = &mut self.changes {
             changes.push((key.clone(), delta.clone()));
         }
@@ -329,7 +371,13 @@ impl Worker {
                 // too far in the future is still merged, but not adopted.
                 let _ = self.clock.observe(stamp.hlc, now_ms);
             }
-            match self.store.merge(key, value) {
+            let watched = (!self.watched.is_empty() && self.watched.contains(&key))
+                .then(|| key.clone());
+            let merged = self.store.merge(key, value);
+            if let (Some(key), Ok((true, _))) = (watched, &merged) {
+                self.dirty.insert(key);
+            }
+            match merged {
                 Ok((_, Some(c))) => {
                     self.stats.kind_conflicts += 1;
                     tracing::warn!(

@@ -1,0 +1,1 @@
+//! calm's function executors.
