@@ -163,6 +163,8 @@ struct Inner<B> {
     config: CacheConfig,
     state: Mutex<State>,
     counters: Counters,
+    /// Fault injection: pushes are dropped while set (as a network that loses them).
+    paused: std::sync::atomic::AtomicBool,
 }
 
 /// A node's cache over `B` (by default the cluster). Cheap to clone; clones share it.
@@ -210,7 +212,10 @@ pub fn value_size(value: &Option<ReadValue>) -> usize {
         }) => {
             sum(values)
                 + clock.as_ref().map_or(0, |c| c.iter().count() * 16)
-                + deps.iter().map(|(k, c)| k.len() + c.iter().count() * 16).sum::<usize>()
+                + deps
+                    .iter()
+                    .map(|(k, c)| k.len() + c.iter().count() * 16)
+                    .sum::<usize>()
         }
     }
 }
@@ -234,6 +239,7 @@ impl<B: Backend> Cache<B> {
                 bytes: 0,
             }),
             counters: Counters::default(),
+            paused: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, mut rx) = mpsc::channel::<Pushed>(1024);
         inner.backend.set_push_sink(tx).await;
@@ -241,7 +247,9 @@ impl<B: Backend> Cache<B> {
         let pushes = tokio::spawn(async move {
             while let Some(changes) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                inner.apply_pushed(changes);
+                if !inner.paused.load(Ordering::Relaxed) {
+                    inner.apply_pushed(changes);
+                }
             }
         });
         let weak = Arc::downgrade(&inner);
@@ -252,7 +260,9 @@ impl<B: Backend> Cache<B> {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.renew().await;
+                if !inner.paused.load(Ordering::Relaxed) {
+                    inner.renew().await;
+                }
             }
         });
         Cache {
@@ -409,6 +419,12 @@ impl<B: Backend> Cache<B> {
             keys: state.entries.len() as u64,
             bytes: state.bytes as u64,
         }
+    }
+
+    /// Drops pushes while `paused` (and stops renewals from repairing copies): a network
+    /// that loses the owners' pushes, for tests and staleness experiments.
+    pub fn set_pushes_paused(&self, paused: bool) {
+        self.inner.paused.store(paused, Ordering::Relaxed);
     }
 
     /// Drops every cached copy (and its subscription).

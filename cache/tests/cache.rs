@@ -39,8 +39,14 @@ async fn reads_hit_after_the_first_miss() {
     let (_nodes, client) = cluster(1, dir.path()).await;
     client.put("k", "v1").await.unwrap();
     let cache = Cache::new(client.clone(), CacheConfig::default()).await;
-    assert_eq!(lww(&cache.get(&b("k")).await.unwrap()), Some(b"v1".to_vec()));
-    assert_eq!(lww(&cache.get(&b("k")).await.unwrap()), Some(b"v1".to_vec()));
+    assert_eq!(
+        lww(&cache.get(&b("k")).await.unwrap()),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(
+        lww(&cache.get(&b("k")).await.unwrap()),
+        Some(b"v1".to_vec())
+    );
     assert_eq!(cache.get(&b("missing")).await.unwrap(), None);
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.misses, stats.keys), (1, 2, 2));
@@ -57,7 +63,10 @@ async fn owners_push_changes_to_the_cache() {
         ..CacheConfig::default()
     };
     let cache = Cache::new(client.clone(), config).await;
-    assert_eq!(lww(&cache.get(&b("pushed")).await.unwrap()), Some(b"old".to_vec()));
+    assert_eq!(
+        lww(&cache.get(&b("pushed")).await.unwrap()),
+        Some(b"old".to_vec())
+    );
     let watched: usize = nodes.iter().map(|n| n.node.watched_keys()).sum();
     assert_eq!(watched, 1, "one owner holds the subscription");
     // Another client writes; the cache's copy follows without fetching again.
@@ -132,7 +141,10 @@ async fn writes_reach_the_owners_and_the_writer_reads_them_back() {
         .write(vec![(b("w"), Write::Lww(b("mine")))], Ack::One)
         .await
         .unwrap();
-    assert_eq!(lww(&cache.get(&b("w")).await.unwrap()), Some(b"mine".to_vec()));
+    assert_eq!(
+        lww(&cache.get(&b("w")).await.unwrap()),
+        Some(b"mine".to_vec())
+    );
     assert_eq!(cache.stats().misses, 0);
     assert_eq!(lww(&client.get("w").await.unwrap()), Some(b"mine".to_vec()));
     // A write of the wrong kind is refused with the reason, and the copy is dropped.

@@ -14,8 +14,8 @@ use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
 use crate::protocol::{Op, OpResult, Request, RequestBody, Response, ResponseBody};
 use crate::store::Store;
-use crate::tls;
 use crate::subscribe::{Fetched, PUSH_ID, Pushed};
+use crate::tls;
 use crate::wire::{DEFAULT_MAX_FRAME, decode_body, encode_frame, read_frame};
 
 type Waiter = oneshot::Sender<Result<ResponseBody, KvsError>>;

@@ -24,8 +24,8 @@ use crate::metrics::StatsSnapshot;
 use crate::protocol::{Ack, Op, OpError, OpResult, RequestBody, ResponseBody, RoutingTable};
 use crate::ring::HashRing;
 use crate::store::Store;
-use crate::tls;
 use crate::subscribe::{Fetched, Pushed};
+use crate::tls;
 use bytes::Bytes;
 
 /// How long one node may take to answer before the client treats it as down.
@@ -213,7 +213,11 @@ impl ClusterClient {
             let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
             for &i in &pending {
                 let owners = table.owners(&keys[i].0);
-                match owners.iter().find(|o| !tried[i].contains(o)).or(owners.first()) {
+                match owners
+                    .iter()
+                    .find(|o| !tried[i].contains(o))
+                    .or(owners.first())
+                {
                     Some(t) => groups.entry(*t).or_default().push(i),
                     None => {
                         results[i] = Some(Err(OpError::Unavailable {
@@ -223,7 +227,8 @@ impl ClusterClient {
                 }
             }
             let sends = groups.into_iter().map(|(addr, at)| {
-                let batch: Vec<(Bytes, Option<u64>)> = at.iter().map(|&i| keys[i].clone()).collect();
+                let batch: Vec<(Bytes, Option<u64>)> =
+                    at.iter().map(|&i| keys[i].clone()).collect();
                 let this = self.clone();
                 async move {
                     let answer = match this.conn(addr).await {

@@ -381,9 +381,15 @@ fn subscribe(
 ) -> impl std::future::Future<Output = Vec<Result<Fetched, OpError>>> + Send + 'static {
     let mut answers: Vec<Result<Fetched, OpError>> = vec![Err(OpError::ShuttingDown); keys.len()];
     let mut mine = Vec::new();
-    let view = service.cluster.as_ref().map(|c| (c.view(), c.me().to_string()));
+    let view = service
+        .cluster
+        .as_ref()
+        .map(|c| (c.view(), c.me().to_string()));
     for (i, (key, print)) in keys.into_iter().enumerate() {
-        let owners = view.as_ref().map(|(v, _)| v.owners(&key)).unwrap_or_default();
+        let owners = view
+            .as_ref()
+            .map(|(v, _)| v.owners(&key))
+            .unwrap_or_default();
         let owned = owners.is_empty()
             || view
                 .as_ref()
@@ -395,7 +401,11 @@ fn subscribe(
         }
     }
     let node = service.node.clone();
-    node.subscribe(sub, mine.iter().map(|(_, k, _)| k.clone()).collect(), lease_ms);
+    node.subscribe(
+        sub,
+        mine.iter().map(|(_, k, _)| k.clone()).collect(),
+        lease_ms,
+    );
     let reads: Vec<Op> = mine
         .iter()
         .map(|(_, key, _)| Op::Get {

@@ -214,7 +214,11 @@ mod tests {
         let mut t = SubscriptionTable::default();
         t.subscribe(1, [b("a")], 100);
         t.subscribe(2, [b("a"), b("b")], 100);
-        let routed = t.route(&vec![(b("a"), lww("1")), (b("b"), None), (b("c"), lww("x"))]);
+        let routed = t.route(&vec![
+            (b("a"), lww("1")),
+            (b("b"), None),
+            (b("c"), lww("x")),
+        ]);
         assert_eq!(routed[&1], vec![(b("a"), lww("1"))]);
         assert_eq!(routed[&2], vec![(b("a"), lww("1")), (b("b"), None)]);
         assert_eq!(routed.len(), 2);

@@ -371,8 +371,8 @@ impl Worker {
                 // too far in the future is still merged, but not adopted.
                 let _ = self.clock.observe(stamp.hlc, now_ms);
             }
-            let watched = (!self.watched.is_empty() && self.watched.contains(&key))
-                .then(|| key.clone());
+            let watched =
+                (!self.watched.is_empty() && self.watched.contains(&key)).then(|| key.clone());
             let merged = self.store.merge(key, value);
             if let (Some(key), Ok((true, _))) = (watched, &merged) {
                 self.dirty.insert(key);

@@ -533,7 +533,7 @@ impl Cluster {
 
 /// Runs futures concurrently on the runtime and collects their outputs in order (a task
 /// that panicked is left out).
-pub(crate) async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
