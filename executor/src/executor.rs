@@ -159,11 +159,15 @@ impl Executor {
         let weak = Arc::downgrade(&executor);
         let period = Duration::from_millis(config.index_period_ms.max(10));
         let refresher = tokio::spawn(async move {
-            loop {
+            for round in 0u64.. {
                 tokio::time::sleep(period).await;
                 let Some(executor) = weak.upgrade() else {
                     return;
                 };
+                // Nodes join and leave: the membership is read again every few rounds.
+                if round % 5 == 0 {
+                    let _ = executor.cluster.refresh().await;
+                }
                 executor.refresh_others().await;
             }
         });
@@ -177,6 +181,11 @@ impl Executor {
         if let Some(r) = lock(&self.refresher).take() {
             r.abort();
         }
+    }
+
+    /// How many nodes' executors this one can place functions on, itself included.
+    pub fn known_nodes(&self) -> usize {
+        1 + self.others.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// This node's name in placements.
@@ -330,7 +339,7 @@ impl Executor {
             .into_iter()
             .filter(|(_, b)| *b >= INDEX_MIN_BYTES)
             .collect();
-        held.sort_by(|a, b| b.1.cmp(&a.1));
+        held.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
         held.truncate(INDEX_MAX_KEYS);
         NodeIndex {
             executors: self.config.executors.max(1),
@@ -671,7 +680,22 @@ impl Executor {
             let (result, host) = match (native, module) {
                 (Some(f), _) => {
                     let mut host: Box<dyn Host> = host;
-                    let result = f(host.as_mut(), &args).map_err(|message| FnError::Failed {
+                    // A native function that panics fails its call, not the executor.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        f(host.as_mut(), &args)
+                    }));
+                    let result = match ran {
+                        Ok(r) => r,
+                        Err(panic) => Err(format!(
+                            "panicked: {}",
+                            panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default()
+                        )),
+                    }
+                    .map_err(|message| FnError::Failed {
                         name: name.clone(),
                         message,
                     });

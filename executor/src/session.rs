@@ -160,7 +160,10 @@ impl Session {
         if let Some(ReadValue::MultiCausal { clock, deps, .. }) = &value {
             for (dep, at) in deps {
                 if let Some(read) = self.cut.get(dep)
-                    && !(at <= read)
+                    && !matches!(
+                        at.partial_cmp(read),
+                        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                    )
                 {
                     return Err(FnError::Causal {
                         key: name(),

@@ -930,53 +930,6 @@ fn commit_and_answer(
     }
 }
 
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    fn parse(text: &str) -> Result<NodeConfig, KvsError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node.toml");
-        std::fs::write(&path, text).unwrap();
-        NodeConfig::from_toml_file(&path)
-    }
-
-    #[test]
-    fn toml_sets_fields_and_keeps_defaults_for_the_rest() {
-        let config = parse("threads = 2\nlocal_replication = 2\ngossip_period_ms = 20\n").unwrap();
-        assert_eq!(config.threads, 2);
-        assert_eq!(config.worker.local_replication, 2);
-        assert_eq!(config.worker.gossip_period_ms, 20);
-        assert_eq!(
-            config.worker.max_key_bytes,
-            WorkerConfig::default().max_key_bytes
-        );
-        assert_eq!(
-            config.max_frame_bytes,
-            NodeConfig::default().max_frame_bytes
-        );
-    }
-
-    #[test]
-    fn bad_files_are_clear_errors() {
-        let typo = parse("thread = 2\n").unwrap_err().to_string();
-        assert!(typo.contains("thread"), "{typo}");
-        let nonsense = parse("threads = 2\nlocal_replication = 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(nonsense.contains("local_replication"), "{nonsense}");
-        let wrong_type = parse("threads = \"many\"\n").unwrap_err().to_string();
-        assert!(wrong_type.contains("threads"), "{wrong_type}");
-        let missing = NodeConfig::from_toml_file(std::path::Path::new("/nonexistent.toml"));
-        assert!(
-            missing
-                .unwrap_err()
-                .to_string()
-                .contains("/nonexistent.toml")
-        );
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -1028,5 +981,52 @@ fn run_pusher(subs: Arc<Subscriptions>, workers: Vec<mpsc::Sender<WorkerMsg>>, p
                 let _ = tx.send(WorkerMsg::Watch(keys.clone(), false));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, KvsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::from_toml_file(&path)
+    }
+
+    #[test]
+    fn toml_sets_fields_and_keeps_defaults_for_the_rest() {
+        let config = parse("threads = 2\nlocal_replication = 2\ngossip_period_ms = 20\n").unwrap();
+        assert_eq!(config.threads, 2);
+        assert_eq!(config.worker.local_replication, 2);
+        assert_eq!(config.worker.gossip_period_ms, 20);
+        assert_eq!(
+            config.worker.max_key_bytes,
+            WorkerConfig::default().max_key_bytes
+        );
+        assert_eq!(
+            config.max_frame_bytes,
+            NodeConfig::default().max_frame_bytes
+        );
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let typo = parse("thread = 2\n").unwrap_err().to_string();
+        assert!(typo.contains("thread"), "{typo}");
+        let nonsense = parse("threads = 2\nlocal_replication = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(nonsense.contains("local_replication"), "{nonsense}");
+        let wrong_type = parse("threads = \"many\"\n").unwrap_err().to_string();
+        assert!(wrong_type.contains("threads"), "{wrong_type}");
+        let missing = NodeConfig::from_toml_file(std::path::Path::new("/nonexistent.toml"));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent.toml")
+        );
     }
 }
