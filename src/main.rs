@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 /// calm: coordination-free cloud programming.
 ///
 /// calm keeps state in lattices: values that only grow by merging, so replicas agree
-/// without coordination. Start a node with `calm server`, then read and write keys with
-/// `calm kv`. Errors print one line on stderr; exit status 0 is success, 1 an error, 2 a
+/// without coordination. Start a local cluster with `calm up`, then read and write keys with
+/// `calm kv`, and run functions next to the data with `calm fn` and `calm dag`. Errors print one line on stderr; exit status 0 is success, 1 an error, 2 a
 /// `kv get` of a missing key.
 #[derive(Parser, Debug)]
 #[command(name = "calm", version, about, long_about)]
@@ -27,6 +27,10 @@ enum Command {
     Server(cli::server::ServerArgs),
     /// Read and write keys.
     Kv(cli::kv::KvArgs),
+    /// Functions: store WebAssembly modules, list them, call one.
+    Fn(cli::func::FnArgs),
+    /// DAGs of functions: register, call (with a consistency mode).
+    Dag(cli::func::DagArgs),
     /// Show each node of the cluster: reachable or not, keys, operations, latency.
     Status(cli::status::StatusArgs),
     /// Make a cluster CA and node certificates (for clusters across machines).
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
                         cli::server::run(args).await.map(|()| ExitCode::SUCCESS)
                     }
                     Command::Kv(args) => cli::kv::run(args).await,
+                    Command::Fn(args) => cli::func::run_fn(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Dag(args) => {
+                        cli::func::run_dag(args).await.map(|()| ExitCode::SUCCESS)
+                    }
                     Command::Bench(cmd) => cli::bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
                     Command::Up(args) => cli::up::run(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Status(args) => {

@@ -172,13 +172,22 @@ impl WasmRuntime {
         if let Some(m) = self.lock().get(&hash) {
             return Ok(m.clone());
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| FnError::NotWasm {
-            name: name.to_string(),
-            reason: format!("{e:#}")
+        let module = Module::new(&self.engine, bytes).map_err(|e| {
+            let first = format!("{e:#}")
                 .lines()
                 .next()
                 .unwrap_or_default()
-                .to_string(),
+                .to_string();
+            FnError::NotWasm {
+                name: name.to_string(),
+                reason: if bytes.starts_with(b"\0asm") {
+                    first
+                } else {
+                    format!(
+                        "neither a binary module (no \\0asm header) nor WebAssembly text ({first})"
+                    )
+                },
+            }
         })?;
         check_interface(name, &module)?;
         self.lock().insert(hash, module.clone());

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod ca;
 pub mod demo;
+pub mod func;
 pub mod kv;
 pub mod server;
 pub mod status;

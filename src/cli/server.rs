@@ -2,8 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use calm::cluster_file::ClusterFile;
+use calm_cache::CacheConfig;
+use calm_executor::{ExecService, Executor, ExecutorConfig};
+use calm_kvs::ClusterClient;
 use calm_kvs::NodeConfig;
 use calm_kvs::cluster::ClusterConfig;
 use calm_kvs::launch::{NodeLaunch, launch, store_dir};
@@ -62,6 +66,12 @@ pub struct ServerArgs {
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
+    /// Function executor threads next to this node's cache (0: no executors).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub executors: u16,
+    /// The most bytes of values the node's function cache holds (e.g. 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
+    pub cache_size: u64,
 }
 
 /// Where and when a node's data reaches the disk (under DIR/store/).
@@ -193,6 +203,30 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         );
     }
 
+    let executor = if args.executors > 0 {
+        let client = ClusterClient::connect(vec![advertised], &running.ca.cert)
+            .await
+            .map_err(|e| format!("executors cannot reach their own node: {e}"))?;
+        let config = ExecutorConfig {
+            executors: usize::from(args.executors),
+            cache: CacheConfig {
+                capacity_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+                ..CacheConfig::default()
+            },
+            ..ExecutorConfig::default()
+        };
+        let executor = Executor::start(advertised, client, config)
+            .await
+            .map_err(|e| format!("cannot start the executors: {e}"))?;
+        running.node.services().register(
+            calm_executor::api::SERVICE,
+            Arc::new(ExecService(executor.clone())),
+        );
+        Some(executor)
+    } else {
+        None
+    };
+
     let cluster_path = args.data_dir.join("cluster.toml");
     if args.join.is_empty() {
         let file = ClusterFile {
@@ -201,7 +235,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         };
         file.write(&cluster_path)?;
     }
-    tracing::info!(%addr, %advertised, threads, joining = ?args.join, "node listening (QUIC)");
+    tracing::info!(%addr, %advertised, threads, executors = args.executors, joining = ?args.join, "node listening (QUIC)");
     let resp = running
         .resp
         .as_ref()
@@ -214,6 +248,9 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
 
     wait_for_stop().await;
     tracing::info!("leaving the cluster and stopping");
+    if let Some(executor) = executor {
+        executor.shutdown();
+    }
     running.stop().await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `calm status`: the cluster's membership and what each node reports about itself.
 
+use calm_executor::api::{self, ExecRequest, ExecResponse, ExecStats};
 use calm_kvs::{Client, MemberStatus, OpKind, StatsSnapshot, Store};
 use clap::Args;
 use serde_json::json;
@@ -21,11 +22,36 @@ pub struct StatusArgs {
 async fn stats_of(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
-) -> Result<StatsSnapshot, String> {
+) -> Result<(StatsSnapshot, Option<ExecStats>), String> {
     let client = Client::connect(addr, ca).await.map_err(|e| e.to_string())?;
     let s = client.stats().await.map_err(|e| e.to_string());
+    // A node without executors answers no service: it has no function figures.
+    let exec = match api::request(&client, &ExecRequest::Stats).await {
+        Ok(ExecResponse::Stats(e)) => Some(e),
+        _ => None,
+    };
     client.close().await;
-    s
+    Ok((s?, exec))
+}
+
+fn print_exec(e: &ExecStats) {
+    let reads = (e.cache_hits + e.cache_misses).max(1);
+    println!(
+        "  functions: {} executors, {} calls ({} failed), {} functions run, {} modules compiled",
+        e.executors, e.calls, e.failed, e.functions_run, e.modules_compiled
+    );
+    println!(
+        "  cache: {} KiB, {:.0}% hits ({} hits, {} misses), {} evictions, {} pushed updates",
+        e.cache_bytes >> 10,
+        100.0 * e.cache_hits as f64 / reads as f64,
+        e.cache_hits,
+        e.cache_misses,
+        e.cache_evictions,
+        e.cache_pushes
+    );
+    for p in e.recent_placements.iter().rev().take(4) {
+        println!("  placed {} on {}: {}", p.function, p.node, p.reason);
+    }
 }
 
 /// Runs `calm status`.
@@ -108,7 +134,7 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
     for addr in addrs {
         let member = members.iter().find(|m| m.member.addr == addr.to_string());
         match stats_of(addr, &ca).await {
-            Ok(s) => {
+            Ok((s, exec)) => {
                 let keys: u64 = s.workers.iter().map(|w| w.keys).sum();
                 if args.json {
                     docs.push(json!({
@@ -120,6 +146,23 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                         "pid": s.pid,
                         "keys": keys,
                         "stats": s,
+                        "functions": exec.as_ref().map(|e| json!({
+                            "executors": e.executors,
+                            "calls": e.calls,
+                            "failed": e.failed,
+                            "functions_run": e.functions_run,
+                            "modules_compiled": e.modules_compiled,
+                            "cache": {
+                                "hits": e.cache_hits,
+                                "misses": e.cache_misses,
+                                "evictions": e.cache_evictions,
+                                "pushes": e.cache_pushes,
+                                "bytes": e.cache_bytes,
+                            },
+                            "recent_placements": e.recent_placements.iter().map(|p| json!({
+                                "function": p.function, "node": p.node, "reason": p.reason,
+                            })).collect::<Vec<_>>(),
+                        })),
                     }));
                 } else {
                     println!(
@@ -165,6 +208,9 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                     );
                     for d in s.decisions.iter().rev().take(5) {
                         println!("  policy: {d}");
+                    }
+                    if let Some(e) = &exec {
+                        print_exec(e);
                     }
                     for op in s.ops.iter().filter(|o| o.count > 0) {
                         println!(

@@ -52,6 +52,9 @@ pub struct UpArgs {
     /// to notice); it recovers its keys from disk and catches up from its peers.
     #[arg(long, default_value_t = 5)]
     restart_after: u64,
+    /// Function executor threads in every node, next to the node's cache (0: none).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    executors: u16,
     #[command(flatten)]
     storage: super::server::StorageArgs,
 }
@@ -172,6 +175,8 @@ fn spawn_node(
         .arg(args.replication.to_string())
         .arg("--gossip-ms")
         .arg(args.gossip_ms.to_string())
+        .arg("--executors")
+        .arg(args.executors.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(t) = args.threads {

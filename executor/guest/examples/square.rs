@@ -1,0 +1,12 @@
+//! square: x -> x * x, for a decimal integer x.
+
+fn square(args: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
+    let arg = args.first().ok_or("square takes one argument")?;
+    let x: i64 = calm_guest::text(arg)?
+        .trim()
+        .parse()
+        .map_err(|_| "the argument is not an integer")?;
+    Ok(x.wrapping_mul(x).to_string().into_bytes())
+}
+
+calm_guest::function!(square);
