@@ -2,9 +2,11 @@
 //! and against Redis through one [`Target`] trait, closed or open loop, with latency in HDR
 //! histograms and a JSON report that holds every figure, the configuration and the machine.
 //!
-//! `calm bench run` is the command line over this crate.
+//! `calm bench run` is the command line over this crate; [`functions`] holds the function
+//! experiments (`calm bench functions`).
 
 pub mod consistency;
+pub mod functions;
 pub mod plot;
 pub mod runner;
 pub mod target;

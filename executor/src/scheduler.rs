@@ -87,8 +87,10 @@ impl std::fmt::Display for Reason {
 }
 
 /// Picks a node for a function referencing `refs` whose predecessor ran on `pred` (if
-/// any). `roll` in [0, 1) decides exploration; `pick` breaks ties and picks explored
-/// nodes. Returns the index into `nodes` (which must not be empty) and why.
+/// any). `nodes[0]` is the node deciding (the call's entry): it wins ties, so an idle
+/// cluster runs a call where it arrived. `roll` in [0, 1) decides exploration; `pick`
+/// breaks other ties and picks explored nodes. Returns the index into `nodes` (which must
+/// not be empty) and why.
 pub fn place(
     config: &SchedulerConfig,
     nodes: &[NodeLoad],
@@ -113,7 +115,12 @@ pub fn place(
             .copied()
             .filter(|&i| nodes[i].load() <= best)
             .collect();
-        ties[pick % ties.len()]
+        // The entry node (index 0) wins a tie: no hop. Otherwise `pick` spreads the load.
+        if ties.contains(&0) {
+            0
+        } else {
+            ties[pick % ties.len()]
+        }
     };
     if free.is_empty() {
         let all: Vec<usize> = (0..nodes.len()).collect();

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::{
-    Caller, Config, Engine, Extern, ExternType, Linker, Module, ResourceLimiter, Store, Trap,
-    ValType,
+    Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, ResourceLimiter,
+    Store, Trap, ValType,
 };
 
 use crate::error::FnError;
@@ -76,7 +76,7 @@ const HOST_API: [(&str, usize, usize); 8] = [
 pub struct WasmRuntime {
     engine: Engine,
     linker: Arc<Linker<CallCtx>>,
-    compiled: Arc<Mutex<HashMap<u64, Module>>>,
+    compiled: Arc<Mutex<HashMap<u64, Compiled>>>,
     ticker: Arc<Ticker>,
 }
 
@@ -86,6 +86,12 @@ impl Drop for Ticker {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// A module compiled and linked against the host API, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pre: InstancePre<CallCtx>,
 }
 
 /// What a call's store holds: the host side of the call.
@@ -167,7 +173,7 @@ impl WasmRuntime {
     /// Compiles `bytes` (binary or text WebAssembly) and checks it is a calm function:
     /// exports `memory` and `run: () -> i32`, imports only calm's host API. Compiled code
     /// is kept by module hash, so a module is compiled once.
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Module, FnError> {
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, FnError> {
         let hash = module_hash(bytes);
         if let Some(m) = self.lock().get(&hash) {
             return Ok(m.clone());
@@ -190,8 +196,16 @@ impl WasmRuntime {
             }
         })?;
         check_interface(name, &module)?;
-        self.lock().insert(hash, module.clone());
-        Ok(module)
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| FnError::NotWasm {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        let compiled = Compiled { pre };
+        self.lock().insert(hash, compiled.clone());
+        Ok(compiled)
     }
 
     /// How many distinct modules are compiled.
@@ -199,7 +213,7 @@ impl WasmRuntime {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Module>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Compiled>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -208,7 +222,7 @@ impl WasmRuntime {
     pub fn run(
         &self,
         name: &str,
-        module: &Module,
+        module: &Compiled,
         args: Vec<Bytes>,
         host: Box<dyn Host>,
         limits: Limits,
@@ -231,9 +245,9 @@ impl WasmRuntime {
         let ticks = limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let outcome = self
-            .linker
-            .instantiate(&mut store, module)
+        let outcome = module
+            .pre
+            .instantiate(&mut store)
             .and_then(|instance| instance.get_typed_func::<(), i32>(&mut store, "run"))
             .and_then(|run| run.call(&mut store, ()));
         let ctx = store.into_data();
