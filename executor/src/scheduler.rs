@@ -218,10 +218,16 @@ mod tests {
             locality: false,
             ..c
         };
-        // Without locality, the tie between idle nodes is broken by `pick`.
+        // Without locality, idle nodes tie and the entry node wins; among the others
+        // `pick` decides.
         assert_eq!(
             place(&off, &nodes, &[k("y")], None, NO_EXPLORE, 4),
-            (1, Reason::LeastLoaded)
+            (0, Reason::LeastLoaded)
+        );
+        let busy_entry = [node("a", 2, &[]), node("b", 0, &[]), node("c", 0, &[])];
+        assert_eq!(
+            place(&off, &busy_entry, &[], None, NO_EXPLORE, 3),
+            (2, Reason::LeastLoaded)
         );
         assert_eq!(place(&c, &nodes[..1], &[], None, 0.0, 0), (0, Reason::Only));
     }
