@@ -246,3 +246,86 @@ fn partition_heals_with_nothing_lost() {
     assert_eq!(r["acknowledged"].as_u64(), Some(40), "{r}");
     assert!(r["converged_after_ms"].as_u64().is_some(), "{r}");
 }
+
+/// Runs `calm bench ARGS --out FILE` and reads the report back.
+fn report_of(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let out = dir.join(format!("{}.json", args[1]));
+    let run = Command::new(env!("CARGO_BIN_EXE_calm"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run calm bench");
+    assert!(
+        run.status.success(),
+        "calm bench {args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).expect("the report is JSON")
+}
+
+#[test]
+fn function_experiments_report_every_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/functions");
+    let series = |r: &serde_json::Value| -> Vec<(String, u64)> {
+        r["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["what"].as_str().unwrap().to_string(),
+                    s["p50_us"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let r = report_of(
+        &[
+            "functions",
+            "composition",
+            "--calls",
+            "20",
+            "--examples",
+            examples,
+        ],
+        dir.path(),
+    );
+    let s = series(&r);
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(s.iter().all(|(_, p50)| *p50 > 0), "{s:?}");
+    let r = report_of(
+        &[
+            "functions",
+            "locality",
+            "--calls",
+            "4",
+            "--array-bytes",
+            "80000",
+            "--examples",
+            examples,
+        ],
+        dir.path(),
+    );
+    assert_eq!(series(&r).len(), 4);
+    assert_eq!(r["ratios"].as_array().unwrap().len(), 2);
+    let r = report_of(&["functions", "freshness", "--calls", "10"], dir.path());
+    assert_eq!(r["series"][0]["calls"], 20);
+}
+
+#[test]
+fn retwis_shows_no_anomaly_under_causal() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = report_of(&["consistency", "retwis", "--rounds", "40"], dir.path());
+    let modes = r["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2);
+    assert_eq!(modes[0]["consistency"], "lww");
+    assert_eq!(modes[1]["consistency"], "causal");
+    assert_eq!(modes[1]["timelines"], 40);
+    assert_eq!(
+        modes[1]["anomalies"], 0,
+        "causal timelines never show a reply alone"
+    );
+}

@@ -508,3 +508,141 @@ pub async fn freshness(writes: u64) -> Result<FunctionsReport, String> {
         machine: crate::Machine::here(),
     })
 }
+
+/// What the Retwis experiment found in one consistency mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetwisMode {
+    /// The mode.
+    pub consistency: String,
+    /// Timelines read.
+    pub timelines: u64,
+    /// Timelines that showed a reply without the tweet it answers.
+    pub anomalies: u64,
+    /// Latency of the timeline calls.
+    pub latency: Latencies,
+}
+
+/// The Retwis experiment's report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetwisReport {
+    /// Each mode's figures.
+    pub modes: Vec<RetwisMode>,
+    /// The machine.
+    pub machine: crate::Machine,
+}
+
+/// Retwis (Cloudburst's anomaly experiment), on a 3-node cluster with replication 2: for
+/// each of `rounds` tweets, a reader's timeline function first looks for the reply (its
+/// node's cache now holds "not found" for the reply and the tweet), a user posts the tweet
+/// and another user, having read it, posts a reply; the timeline function then runs again
+/// at a random node, reading the reply and then its tweet. An anomaly is a reply shown
+/// without its tweet. Under `lww` the cache can serve a reply fetched just now beside a
+/// tweet it still holds as "not found"; under `causal` the reply's dependency makes the read
+/// of the tweet fetch it.
+pub async fn retwis(rounds: u64) -> Result<RetwisReport, String> {
+    use calm_kvs::value::{ReadValue, Write};
+    let three = bed(3, ExecutorConfig::default()).await?;
+    for ex in &three.executors {
+        ex.register_native(
+            "timeline",
+            Arc::new(|host, args| {
+                let (reply, tweet) = (&args[0], &args[1]);
+                // The reply first, then the tweets shown with it.
+                let reply_text = host.get(reply).map_err(|e| e.to_string())?;
+                let tweet_text = host.get(tweet).map_err(|e| e.to_string())?;
+                Ok(match (reply_text, tweet_text) {
+                    (None, _) => Bytes::from_static(b"none"),
+                    (Some(_), Some(_)) => Bytes::from_static(b"ok"),
+                    (Some(r), None) => {
+                        Bytes::from(format!("anomaly: {}", String::from_utf8_lossy(&r)))
+                    }
+                })
+            }),
+        )
+        .map_err(fail)?;
+    }
+    let dag = Dag::new("timeline", vec![], vec!["timeline".into()]).map_err(fail)?;
+    three.executors[0].register_dag(dag).await.map_err(fail)?;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let mut modes = Vec::new();
+    for consistency in [Consistency::Lww, Consistency::Causal] {
+        let mut h = histogram();
+        let mut anomalies = 0;
+        for i in 0..rounds {
+            let tweet = Bytes::from(format!("{}:tweet:{i}", consistency.name()));
+            let reply = Bytes::from(format!("{}:reply:{i}", consistency.name()));
+            let reader = rand::Rng::random_range(&mut rng, 0..3usize);
+            let timeline = |node: usize| {
+                let request = CallRequest {
+                    dag: DagSpec::Named("timeline".into()),
+                    args: vec![Arg::Bytes(reply.clone()), Arg::Bytes(tweet.clone())],
+                    consistency,
+                    output_key: None,
+                };
+                three.call_remote(node, request)
+            };
+            timeline(reader).await?;
+            let text = Bytes::from(format!("tweet {i}"));
+            let reply_text = Bytes::from(format!("re: tweet {i}"));
+            match consistency {
+                Consistency::Causal => {
+                    three
+                        .client
+                        .write(
+                            tweet.clone(),
+                            Write::MultiCausal {
+                                value: text,
+                                deps: vec![],
+                            },
+                        )
+                        .await
+                        .map_err(fail)?;
+                    let clock = match three
+                        .client
+                        .get_with_meta(tweet.clone())
+                        .await
+                        .map_err(fail)?
+                    {
+                        Some(ReadValue::MultiCausal { clock: Some(c), .. }) => c,
+                        other => return Err(format!("the tweet reads back as {other:?}")),
+                    };
+                    three
+                        .client
+                        .write(
+                            reply.clone(),
+                            Write::MultiCausal {
+                                value: reply_text,
+                                deps: vec![(tweet.clone(), clock)],
+                            },
+                        )
+                        .await
+                        .map_err(fail)?;
+                }
+                _ => {
+                    three.client.put(tweet.clone(), text).await.map_err(fail)?;
+                    three.client.get(tweet.clone()).await.map_err(fail)?;
+                    three
+                        .client
+                        .put(reply.clone(), reply_text)
+                        .await
+                        .map_err(fail)?;
+                }
+            }
+            let started = Instant::now();
+            let out = timeline(reader).await?;
+            record(&mut h, started);
+            anomalies += u64::from(out.starts_with(b"anomaly"));
+        }
+        modes.push(RetwisMode {
+            consistency: consistency.name().into(),
+            timelines: rounds,
+            anomalies,
+            latency: Latencies::from(&format!("timeline, {}", consistency.name()), &h),
+        });
+    }
+    three.stop().await;
+    Ok(RetwisReport {
+        modes,
+        machine: crate::Machine::here(),
+    })
+}

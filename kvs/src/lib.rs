@@ -11,7 +11,8 @@
 //!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
 //! - [`storage`]: the write-ahead log, the disk tier, durability settings and recovery;
 //! - [`resp`]: the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
-//!   memory; [`policy`]: the autoscaling policy's sans-IO core (decisions, not yet applied);
+//!   memory; [`policy`]: the autoscaling policy's sans-IO core and the load lattice nodes
+//!   gossip; [`autoscale`]: the controller and provisioners that add and remove nodes;
 //! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
 //!   in-process, through one node, and routed to each key's owners;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
@@ -20,6 +21,7 @@
 //! - [`tls`]: the cluster CA and certificates; [`wire`]: frames and the codec;
 //!   [`protocol`]: the messages; [`fault_proxy`]: partitions for tests and experiments.
 
+pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod cluster_client;

@@ -24,6 +24,8 @@ pub struct Metrics {
     latency_us: [Mutex<Histogram<u64>>; 3],
     /// The autoscaling policy's latest decisions, with their reasons.
     decisions: Mutex<std::collections::VecDeque<String>>,
+    /// Every node's latest load sample as this node has it (with `--autoscale`).
+    cluster_load: Mutex<crate::policy::LoadTable>,
 }
 
 impl Default for Metrics {
@@ -43,6 +45,7 @@ impl Default for Metrics {
             refused_frames: AtomicU64::new(0),
             latency_us: [histogram(), histogram(), histogram()],
             decisions: Mutex::default(),
+            cluster_load: Mutex::default(),
         }
     }
 }
@@ -86,6 +89,13 @@ impl Metrics {
         }
     }
 
+    /// Keeps the cluster's load picture (the autoscaling loop sets it every period).
+    pub fn set_cluster_load(&self, load: crate::policy::LoadTable) {
+        if let Ok(mut l) = self.cluster_load.lock() {
+            *l = load;
+        }
+    }
+
     /// A copy of every figure.
     pub fn snapshot(&self, workers: Vec<WorkerStats>) -> StatsSnapshot {
         let ops = OpKind::ALL
@@ -120,6 +130,11 @@ impl Metrics {
                 .decisions
                 .lock()
                 .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default(),
+            cluster_load: self
+                .cluster_load
+                .lock()
+                .map(|l| l.clone())
                 .unwrap_or_default(),
         }
     }
@@ -185,4 +200,7 @@ pub struct StatsSnapshot {
     pub workers: Vec<WorkerStats>,
     /// The autoscaling policy's latest decisions on this node, oldest first.
     pub decisions: Vec<String>,
+    /// Every node's latest load sample as this node has it, gossiped between nodes (empty
+    /// without `--autoscale`).
+    pub cluster_load: crate::policy::LoadTable,
 }

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hot_keys::HotKey;
 
-/// The policy's knobs.
+/// The policy's knobs. In a TOML file (`calm up --autoscale --policy FILE`), any field
+/// left out keeps its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Standard deviations above the mean that make a key hot.
     pub hot_sigma: f64,
@@ -42,6 +44,10 @@ pub struct PolicyConfig {
     pub min_nodes: usize,
     /// Never more nodes.
     pub max_nodes: usize,
+    /// Whether this policy decides hot keys' replication (the nodes' part).
+    pub decide_keys: bool,
+    /// Whether this policy decides the number of nodes (the controller's part).
+    pub decide_nodes: bool,
 }
 
 impl Default for PolicyConfig {
@@ -57,6 +63,8 @@ impl Default for PolicyConfig {
             grace_ms: 60_000,
             min_nodes: 1,
             max_nodes: 16,
+            decide_keys: true,
+            decide_nodes: true,
         }
     }
 }
@@ -72,6 +80,73 @@ pub struct NodeSample {
     pub p99_us: u64,
     /// Its hottest keys.
     pub hot_keys: Vec<HotKey>,
+}
+
+/// Every node's latest sample, as a lattice the nodes gossip to each other, so every node
+/// (and any controller that asks one) sees the cluster's picture without a central
+/// collector: a map from node to (time, sample) whose merge keeps, per node, the later
+/// sample (ties broken by the sample's figures, so merging is commutative).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadTable {
+    entries: BTreeMap<String, (u64, NodeSample)>,
+}
+
+// Occupancies are never NaN (busy time over wall time), so equality is an equivalence.
+impl Eq for LoadTable {}
+
+fn sample_order(a: &(u64, NodeSample), b: &(u64, NodeSample)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then(a.1.p99_us.cmp(&b.1.p99_us))
+        .then(a.1.occupancy.total_cmp(&b.1.occupancy))
+        .then(a.1.hot_keys.len().cmp(&b.1.hot_keys.len()))
+}
+
+impl calm_lattice::Merge for LoadTable {
+    fn merge(&mut self, other: LoadTable) -> bool {
+        let mut changed = false;
+        for (node, theirs) in other.entries {
+            match self.entries.get_mut(&node) {
+                Some(mine) => {
+                    if sample_order(&theirs, mine) == std::cmp::Ordering::Greater {
+                        *mine = theirs;
+                        changed = true;
+                    }
+                }
+                None => {
+                    self.entries.insert(node, theirs);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+impl LoadTable {
+    /// Records a node's own sample taken at `at_ms`.
+    pub fn record(&mut self, at_ms: u64, sample: NodeSample) {
+        let mut one = LoadTable::default();
+        one.entries.insert(sample.node.clone(), (at_ms, sample));
+        calm_lattice::Merge::merge(self, one);
+    }
+
+    /// The samples no older than `max_age_ms` at `now_ms`, for the nodes in `alive` (all
+    /// nodes when `alive` is empty).
+    pub fn fresh(&self, now_ms: u64, max_age_ms: u64, alive: &[String]) -> Vec<NodeSample> {
+        self.entries
+            .iter()
+            .filter(|(node, (at, _))| {
+                now_ms.saturating_sub(*at) <= max_age_ms
+                    && (alive.is_empty() || alive.contains(node))
+            })
+            .map(|(_, (_, s))| s.clone())
+            .collect()
+    }
+
+    /// Every entry: node, time of its sample, the sample.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, u64, &NodeSample)> {
+        self.entries.iter().map(|(n, (at, s))| (n, *at, s))
+    }
 }
 
 /// A decision, with why it was made.
@@ -137,8 +212,13 @@ impl Policy {
 
     /// Decides, at `now_ms`, from the latest sample of every node.
     pub fn tick(&mut self, now_ms: u64, samples: &[NodeSample]) -> Vec<Decision> {
-        let mut out = self.hot_keys(now_ms, samples);
-        out.extend(self.nodes(now_ms, samples));
+        let mut out = Vec::new();
+        if self.config.decide_keys {
+            out.extend(self.hot_keys(now_ms, samples));
+        }
+        if self.config.decide_nodes {
+            out.extend(self.nodes(now_ms, samples));
+        }
         out
     }
 
@@ -261,6 +341,38 @@ impl Policy {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn load_tables_merge_as_a_lattice() {
+        use calm_lattice::Merge;
+        let mut a = LoadTable::default();
+        a.record(10, sample("n0", 0.5, 100, &[]));
+        a.record(12, sample("n1", 0.1, 50, &[]));
+        let mut b = LoadTable::default();
+        b.record(11, sample("n0", 0.9, 900, &[]));
+        b.record(5, sample("n1", 0.2, 10, &[]));
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        assert!(ab.merge(b.clone()));
+        assert!(ba.merge(a.clone()));
+        assert_eq!(ab, ba, "commutative");
+        assert!(!ab.clone().merge(ab.clone()), "idempotent");
+        let fresh = ab.fresh(12, 1, &[]);
+        assert_eq!(fresh.len(), 2);
+        assert!(
+            fresh.iter().any(|s| s.node == "n0" && s.p99_us == 900),
+            "the later n0 wins"
+        );
+        assert_eq!(
+            ab.fresh(20, 5, &[]),
+            Vec::<NodeSample>::new(),
+            "stale samples are left out"
+        );
+        assert_eq!(
+            ab.fresh(12, 100, &["n1".to_string()]).len(),
+            1,
+            "only alive nodes"
+        );
+    }
 
     fn sample(node: &str, occupancy: f64, p99_us: u64, hot: &[(&str, u64)]) -> NodeSample {
         NodeSample {

@@ -23,6 +23,17 @@ pub enum BenchCommand {
     Functions(FunctionsArgs),
 }
 
+/// `calm bench consistency retwis`.
+#[derive(Args, Debug)]
+pub struct RetwisArgs {
+    /// Tweets (each with one reply and one timeline read) per mode.
+    #[arg(long, default_value_t = 500)]
+    rounds: u64,
+    /// Write every figure to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+}
+
 /// `calm bench functions`.
 #[derive(Args, Debug)]
 pub struct FunctionsArgs {
@@ -52,6 +63,9 @@ pub enum ConsistencyCommand {
     /// Split a 3-node cluster (in this process, behind UDP fault proxies), write on both
     /// sides, heal: the time until every replica holds every write, and nothing lost.
     Partition(PartitionArgs),
+    /// Retwis: replies shown without the tweet they answer, under lww and under causal
+    /// (functions on a 3-node cluster in this process).
+    Retwis(RetwisArgs),
     /// Throughput against Zipf skew on one node, with and without the hottest keys held by
     /// every worker (replication set by hand; Anna's contention experiment).
     Contention(ContentionArgs),
@@ -220,7 +234,34 @@ pub async fn run(cmd: BenchCommand) -> CliResult<()> {
         BenchCommand::Consistency(ConsistencyCommand::Contention(args)) => contention(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Partition(args)) => partition(args).await,
         BenchCommand::Functions(args) => functions(args).await,
+        BenchCommand::Consistency(ConsistencyCommand::Retwis(args)) => retwis(args).await,
     }
+}
+
+async fn retwis(args: RetwisArgs) -> CliResult<()> {
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    eprintln!("running Retwis ({} tweets per mode)...", args.rounds);
+    let report = calm_bench::functions::retwis(args.rounds).await?;
+    println!(
+        "{:<16} {:>10} {:>10} {:>9} {:>9}",
+        "mode", "timelines", "anomalies", "p50 ms", "p99 ms"
+    );
+    for m in &report.modes {
+        println!(
+            "{:<16} {:>10} {:>10} {:>9.3} {:>9.3}",
+            m.consistency,
+            m.timelines,
+            m.anomalies,
+            m.latency.p50_us as f64 / 1000.0,
+            m.latency.p99_us as f64 / 1000.0
+        );
+    }
+    if let Some(out) = &args.out {
+        write_json(out, &report)?;
+    }
+    Ok(())
 }
 
 async fn functions(args: FunctionsArgs) -> CliResult<()> {

@@ -63,6 +63,10 @@ pub struct ServerArgs {
     /// they cool; node decisions are logged (shown by `calm status`).
     #[arg(long)]
     pub autoscale: bool,
+    /// With --autoscale: how often the node samples its load and runs the policy,
+    /// milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub autoscale_ms: u64,
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
@@ -158,7 +162,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     }
     args.storage.apply(&mut config);
     if args.autoscale {
-        config.autoscale_period_ms = 5_000;
+        config.autoscale_period_ms = args.autoscale_ms;
     }
     config.data_dir = Some(store_dir(
         &args.data_dir,

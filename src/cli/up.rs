@@ -4,17 +4,20 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calm::cluster_file::ClusterFile;
+use calm_kvs::autoscale::{Controller, Provisioner};
 use calm_kvs::cluster::Status;
-use calm_kvs::{Client, tls};
+use calm_kvs::policy::PolicyConfig;
+use calm_kvs::{Client, Store, tls};
 use clap::Args;
 
 use super::CliResult;
 
 /// Start a local cluster: N nodes on 127.0.0.1, one `calm server` process each.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct UpArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -25,10 +28,20 @@ pub struct UpArgs {
     /// Node i listens on 127.0.0.1:(R+i) for Redis clients (RESP over TCP).
     #[arg(long, default_value_t = 6400)]
     resp_port: u16,
-    /// Run the autoscaling policy on every node (hot keys get more replicas; node decisions
-    /// are logged and shown by `calm status`).
+    /// Autoscale: every node gives its hot keys more replicas, and this command adds a node
+    /// when the cluster is overloaded (p99 over the target with busy workers) and gives one
+    /// back when it is idle (see --policy).
     #[arg(long)]
     autoscale: bool,
+    /// With --autoscale: the policy's knobs as TOML (slo_p99_us, busy, idle, sustain_ms,
+    /// grace_ms, max_nodes, hot_sigma, hot_factor, cool_ms); fields left out keep their
+    /// defaults, and min_nodes defaults to --nodes.
+    #[arg(long, value_name = "FILE.toml", requires = "autoscale")]
+    policy: Option<PathBuf>,
+    /// With --autoscale: how often nodes sample their load and the policy runs,
+    /// milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    autoscale_ms: u64,
     /// Do not listen for Redis clients.
     #[arg(long, conflicts_with = "resp_port")]
     no_resp: bool,
@@ -59,14 +72,65 @@ pub struct UpArgs {
     storage: super::server::StorageArgs,
 }
 
-struct Nodes(Vec<Child>);
+/// The node processes of a local cluster, by address. It is also the provisioner of
+/// `calm up --autoscale`: it starts nodes (joining the cluster) and stops them (SIGTERM: the
+/// node leaves the cluster before it exits), and keeps the cluster file current.
+struct Nodes {
+    children: Vec<(SocketAddr, Child)>,
+    exe: PathBuf,
+    args: UpArgs,
+}
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Nodes {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.children.iter().map(|(a, _)| *a).collect()
+    }
+
+    fn write_cluster_file(&self) -> CliResult<()> {
+        ClusterFile {
+            nodes: self.addrs(),
+            ca: PathBuf::from("ca").join("ca.pem"),
+        }
+        .write(&self.args.data_dir.join("cluster.toml"))
+    }
+}
+
+impl Provisioner for Nodes {
+    fn add_node(&mut self) -> Result<String, String> {
+        let used = self.addrs();
+        let addr = (0..64u16)
+            .filter_map(|i| self.args.base_port.checked_add(i))
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .find(|a| !used.contains(a))
+            .ok_or("no free port for another node")?;
+        let child = spawn_node(&self.exe, &self.args, addr, &used)?;
+        self.children.push((addr, child));
+        self.write_cluster_file()?;
+        Ok(addr.to_string())
+    }
+
+    fn remove_node(&mut self, node: &str) -> Result<String, String> {
+        if self.children.len() <= 1 {
+            return Err("it is the last node".into());
+        }
+        let i = self
+            .children
+            .iter()
+            .position(|(a, _)| a.to_string() == node)
+            .ok_or_else(|| format!("{node} is not one of this cluster's nodes"))?;
+        let (addr, mut child) = self.children.remove(i);
+        self.write_cluster_file()?;
+        stop_child(&mut child);
+        Ok(addr.to_string())
     }
 }
 
@@ -89,11 +153,33 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         .collect();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the calm binary: {e}"))?;
 
-    let mut nodes = Nodes(Vec::new());
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut config: PolicyConfig =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            if !text.contains("min_nodes") {
+                config.min_nodes = n;
+            }
+            config
+        }
+        None => PolicyConfig {
+            min_nodes: n,
+            ..PolicyConfig::default()
+        },
+    };
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        exe: exe.clone(),
+        args: args.clone(),
+    };
     for i in 0..n {
         // The first node starts the cluster; the others join through it.
         let join: Vec<SocketAddr> = if i == 0 { Vec::new() } else { vec![addrs[0]] };
-        nodes.0.push(spawn_node(&exe, &args, addrs[i], &join)?);
+        nodes
+            .children
+            .push((addrs[i], spawn_node(&exe, &args, addrs[i], &join)?));
     }
 
     // Wait until the first node sees every node alive.
@@ -119,11 +205,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     }
 
     let cluster_path = args.data_dir.join("cluster.toml");
-    ClusterFile {
-        nodes: addrs.clone(),
-        ca: PathBuf::from("ca").join("ca.pem"),
-    }
-    .write(&cluster_path)?;
+    nodes.write_cluster_file()?;
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let resp = if args.no_resp {
         String::new()
@@ -140,7 +222,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         cluster_path.display()
     );
     println!(
-        "try, from another shell here: calm kv put hello world && calm kv get hello && calm status\n  (from a source checkout: cargo run --release -- kv put hello world)   Ctrl-C stops the cluster"
+        "try, from another shell here: calm kv put hello world && calm kv get hello && calm status\n  functions: calm fn register increment examples/functions/increment.wat && calm fn call increment 41\n  (from a source checkout: cargo run --release -- kv put hello world)   Ctrl-C stops the cluster"
     );
     if !args.no_resp {
         println!(
@@ -149,13 +231,67 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         );
     }
 
-    // Run until asked to stop; restart nodes that die.
-    tokio::select! {
-        _ = super::server::wait_for_stop() => {}
-        _ = supervise(&mut nodes, &exe, &args, &addrs) => {}
+    // Run until asked to stop; restart nodes that die; with --autoscale, add and remove
+    // nodes as the policy decides.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            super::server::wait_for_stop().await;
+            stopping.notify_one();
+        });
+    }
+    let mut controller = Controller::new(policy);
+    let mut next_step = Instant::now() + Duration::from_millis(args.autoscale_ms);
+    let mut died: Vec<(SocketAddr, Instant)> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stopping.notified() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        supervise(&mut nodes, &mut died);
+        if args.autoscale && Instant::now() >= next_step {
+            next_step = Instant::now() + Duration::from_millis(args.autoscale_ms);
+            let samples = cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms).await;
+            for line in controller.step(now_ms(), &samples, &mut nodes) {
+                eprintln!("autoscale: {line}");
+            }
+        }
     }
     stop(&mut nodes);
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The cluster's fresh load samples, as the first node that answers has them (nodes gossip
+/// them to each other: any node has the whole picture).
+async fn cluster_samples(
+    addrs: &[SocketAddr],
+    ca: &std::path::Path,
+    period_ms: u64,
+) -> Vec<calm_kvs::policy::NodeSample> {
+    for addr in addrs {
+        let Ok(client) = Client::connect(*addr, ca).await else {
+            continue;
+        };
+        let stats = client.stats().await;
+        let members = client.members().await.unwrap_or_default();
+        client.close().await;
+        if let Ok(stats) = stats {
+            let alive: Vec<String> = members
+                .iter()
+                .filter(|m| m.member.status == Status::Alive)
+                .map(|m| m.member.addr.clone())
+                .collect();
+            return stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive);
+        }
+    }
+    Vec::new()
 }
 
 /// Starts one `calm server` and waits for its `ready:` line.
@@ -184,7 +320,9 @@ fn spawn_node(
     }
     cmd.args(args.storage.to_args());
     if args.autoscale {
-        cmd.arg("--autoscale");
+        cmd.arg("--autoscale")
+            .arg("--autoscale-ms")
+            .arg(args.autoscale_ms.to_string());
     }
     if !args.no_resp {
         let i = addr.port() - args.base_port;
@@ -216,59 +354,75 @@ fn spawn_node(
     Ok(child)
 }
 
-/// Restarts any node that exits on its own, after the configured delay.
-async fn supervise(nodes: &mut Nodes, exe: &std::path::Path, args: &UpArgs, addrs: &[SocketAddr]) {
-    loop {
-        let (i, status) = watch(nodes).await;
-        eprintln!(
-            "node {} exited ({status}); restarting it in {} s",
-            addrs[i], args.restart_after
-        );
-        tokio::time::sleep(Duration::from_secs(args.restart_after)).await;
-        let others: Vec<SocketAddr> = addrs.iter().copied().filter(|a| *a != addrs[i]).collect();
-        match spawn_node(exe, args, addrs[i], &others) {
+/// Restarts any node that exits on its own, once it has been gone for the configured delay
+/// (long enough for the others to notice).
+fn supervise(nodes: &mut Nodes, died: &mut Vec<(SocketAddr, Instant)>) {
+    for (addr, child) in &mut nodes.children {
+        if died.iter().any(|(a, _)| a == addr) {
+            continue;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "node {addr} exited ({status}); restarting it in {} s",
+                nodes.args.restart_after
+            );
+            died.push((*addr, Instant::now()));
+        }
+    }
+    let due: Vec<SocketAddr> = died
+        .iter()
+        .filter(|(_, at)| at.elapsed() >= Duration::from_secs(nodes.args.restart_after))
+        .map(|(a, _)| *a)
+        .collect();
+    for addr in due {
+        died.retain(|(a, _)| *a != addr);
+        let others: Vec<SocketAddr> = nodes.addrs().into_iter().filter(|a| *a != addr).collect();
+        let Some(slot) = nodes.children.iter().position(|(a, _)| *a == addr) else {
+            continue;
+        };
+        match spawn_node(&nodes.exe, &nodes.args, addr, &others) {
             Ok(child) => {
-                nodes.0[i] = child;
-                eprintln!("node {} restarted", addrs[i]);
+                nodes.children[slot].1 = child;
+                eprintln!("node {addr} restarted");
             }
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                died.push((addr, Instant::now()));
+            }
         }
     }
 }
 
-/// Waits until a node exits; returns which, and how.
-async fn watch(nodes: &mut Nodes) -> (usize, std::process::ExitStatus) {
+/// SIGTERM to one node, then wait for it (killing it if it hangs).
+fn stop_child(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        for (i, child) in nodes.0.iter_mut().enumerate() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (i, status);
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            _ if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
             }
+            _ => std::thread::sleep(Duration::from_millis(50)),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// SIGTERM to every node, then wait for each (killing any that hangs).
 fn stop(nodes: &mut Nodes) {
-    for child in &nodes.0 {
+    for (_, child) in &nodes.children {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
     }
-    for child in &mut nodes.0 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+    for (_, child) in &mut nodes.children {
+        stop_child(child);
     }
     eprintln!("cluster stopped");
 }

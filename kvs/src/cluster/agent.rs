@@ -124,6 +124,8 @@ pub struct PeerEnvelope {
     pub membership: Membership,
     /// The sender's table of per-key replication factors.
     pub replication: ReplicationTable,
+    /// The sender's picture of every node's load.
+    pub load: crate::policy::LoadTable,
     /// What it asks.
     pub body: PeerRequest,
 }
@@ -203,6 +205,8 @@ pub struct ClusterAgent {
     me: NodeAddr,
     /// Per-key replication factors, shared with every node.
     table: Arc<ReplicationTable>,
+    /// Every node's latest load sample, gossiped as a lattice.
+    load: crate::policy::LoadTable,
     clock: calm_lattice::HlcClock,
     incarnation: u64,
     membership: Membership,
@@ -243,6 +247,7 @@ impl ClusterAgent {
         membership.record(&me, incarnation, Status::Alive);
         let mut agent = ClusterAgent {
             table: Arc::new(ReplicationTable::default()),
+            load: crate::policy::LoadTable::default(),
             clock: calm_lattice::HlcClock::new(60_000),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             me,
@@ -373,8 +378,19 @@ impl ClusterAgent {
             from: self.me.clone(),
             membership: self.membership.clone(),
             replication: (*self.table).clone(),
+            load: self.load.clone(),
             body,
         }
+    }
+
+    /// Records this node's load sample (it reaches the others with the next messages).
+    pub fn record_load(&mut self, at_ms: u64, sample: crate::policy::NodeSample) {
+        self.load.record(at_ms, sample);
+    }
+
+    /// The cluster's load picture as this node has it.
+    pub fn load(&self) -> &crate::policy::LoadTable {
+        &self.load
     }
 
     fn send(&mut self, to: NodeAddr, body: PeerRequest) -> u64 {
@@ -445,6 +461,7 @@ impl ClusterAgent {
         if envelope.replication != *self.table {
             Arc::make_mut(&mut self.table).merge(envelope.replication);
         }
+        calm_lattice::Merge::merge(&mut self.load, envelope.load);
         match envelope.body {
             PeerRequest::Ping => PeerReply::Ack {
                 membership: self.membership.clone(),

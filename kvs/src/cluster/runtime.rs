@@ -488,6 +488,7 @@ impl Cluster {
                 from: self.me.clone(),
                 membership: Membership::default(),
                 replication: ReplicationTable::default(),
+                load: crate::policy::LoadTable::default(),
                 body: PeerRequest::Deltas(entries),
             };
             let peers = self.peers.clone();
@@ -576,7 +577,12 @@ struct Autopilot {
 impl Autopilot {
     fn new(pool: &WorkerPool, me: NodeAddr) -> Option<Autopilot> {
         (pool.autoscale_period_ms > 0).then(|| Autopilot {
-            policy: crate::policy::Policy::new(crate::policy::PolicyConfig::default()),
+            // Nodes decide hot keys; adding and removing nodes is the controller's part
+            // (`calm up --autoscale`, `calm autoscaler`), which reads the same picture.
+            policy: crate::policy::Policy::new(crate::policy::PolicyConfig {
+                decide_nodes: false,
+                ..crate::policy::PolicyConfig::default()
+            }),
             me,
             period_ms: pool.autoscale_period_ms,
             next_ms: now_ms() + pool.autoscale_period_ms,
@@ -603,7 +609,16 @@ impl Autopilot {
             p99_us: metrics.ops.iter().map(|o| o.p99_us).max().unwrap_or(0),
             hot_keys: workers.into_iter().flat_map(|w| w.hot_keys).collect(),
         };
-        for decision in self.policy.tick(now, &[sample]) {
+        agent.record_load(now, sample);
+        let alive: Vec<String> = agent
+            .members()
+            .iter()
+            .filter(|m| m.status == super::Status::Alive)
+            .map(|m| m.addr.clone())
+            .collect();
+        let samples = agent.load().fresh(now, self.period_ms * 3, &alive);
+        pool.metrics.set_cluster_load(agent.load().clone());
+        for decision in self.policy.tick(now, &samples) {
             use crate::policy::Decision;
             let text = match &decision {
                 Decision::Replicate {
