@@ -33,6 +33,8 @@ enum Command {
     Dag(cli::func::DagArgs),
     /// Show each node of the cluster: reachable or not, keys, operations, latency.
     Status(cli::status::StatusArgs),
+    /// Autoscale a cluster running on Kubernetes: add and remove nodes as the load asks.
+    Autoscaler(cli::autoscaler::AutoscalerArgs),
     /// Make a cluster CA and node certificates (for clusters across machines).
     #[command(subcommand)]
     Ca(cli::ca::CaCommand),
@@ -66,6 +68,9 @@ fn main() -> ExitCode {
                         cli::server::run(args).await.map(|()| ExitCode::SUCCESS)
                     }
                     Command::Kv(args) => cli::kv::run(args).await,
+                    Command::Autoscaler(args) => {
+                        cli::autoscaler::run(args).await.map(|()| ExitCode::SUCCESS)
+                    }
                     Command::Fn(args) => cli::func::run_fn(args).await.map(|()| ExitCode::SUCCESS),
                     Command::Dag(args) => {
                         cli::func::run_dag(args).await.map(|()| ExitCode::SUCCESS)

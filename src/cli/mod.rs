@@ -1,5 +1,6 @@
 //! The subcommands of the `calm` binary.
 
+pub mod autoscaler;
 pub mod bench;
 pub mod ca;
 pub mod demo;

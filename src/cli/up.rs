@@ -11,7 +11,7 @@ use calm::cluster_file::ClusterFile;
 use calm_kvs::autoscale::{Controller, Provisioner};
 use calm_kvs::cluster::Status;
 use calm_kvs::policy::PolicyConfig;
-use calm_kvs::{Client, Store, tls};
+use calm_kvs::{Client, tls};
 use clap::Args;
 
 use super::CliResult;
@@ -155,10 +155,8 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
 
     let policy = match &args.policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let mut config: PolicyConfig =
-                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut config = super::autoscaler::read_policy(path)?;
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             if !text.contains("min_nodes") {
                 config.min_nodes = n;
             }
@@ -252,46 +250,16 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         supervise(&mut nodes, &mut died);
         if args.autoscale && Instant::now() >= next_step {
             next_step = Instant::now() + Duration::from_millis(args.autoscale_ms);
-            let samples = cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms).await;
-            for line in controller.step(now_ms(), &samples, &mut nodes) {
+            let samples =
+                super::autoscaler::cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms)
+                    .await;
+            for line in controller.step(super::autoscaler::now_ms(), &samples, &mut nodes) {
                 eprintln!("autoscale: {line}");
             }
         }
     }
     stop(&mut nodes);
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The cluster's fresh load samples, as the first node that answers has them (nodes gossip
-/// them to each other: any node has the whole picture).
-async fn cluster_samples(
-    addrs: &[SocketAddr],
-    ca: &std::path::Path,
-    period_ms: u64,
-) -> Vec<calm_kvs::policy::NodeSample> {
-    for addr in addrs {
-        let Ok(client) = Client::connect(*addr, ca).await else {
-            continue;
-        };
-        let stats = client.stats().await;
-        let members = client.members().await.unwrap_or_default();
-        client.close().await;
-        if let Ok(stats) = stats {
-            let alive: Vec<String> = members
-                .iter()
-                .filter(|m| m.member.status == Status::Alive)
-                .map(|m| m.member.addr.clone())
-                .collect();
-            return stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive);
-        }
-    }
-    Vec::new()
 }
 
 /// Starts one `calm server` and waits for its `ready:` line.

@@ -207,6 +207,8 @@ pub struct ClusterAgent {
     table: Arc<ReplicationTable>,
     /// Every node's latest load sample, gossiped as a lattice.
     load: crate::policy::LoadTable,
+    /// Hand-over messages of a graceful leave not yet answered.
+    draining: BTreeSet<u64>,
     clock: calm_lattice::HlcClock,
     incarnation: u64,
     membership: Membership,
@@ -248,6 +250,7 @@ impl ClusterAgent {
         let mut agent = ClusterAgent {
             table: Arc::new(ReplicationTable::default()),
             load: crate::policy::LoadTable::default(),
+            draining: BTreeSet::new(),
             clock: calm_lattice::HlcClock::new(60_000),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             me,
@@ -503,6 +506,7 @@ impl ClusterAgent {
         if self.probe.as_ref().is_some_and(|p| p.id == id) {
             self.probe = None;
         }
+        self.draining.remove(&id);
         if let Some((owner, keys)) = self.handoff.requests.remove(&id) {
             let mut done = Vec::new();
             for key in keys {
@@ -701,6 +705,53 @@ impl ClusterAgent {
                 deadline_ms: now_ms + self.config.probe_timeout_ms,
             });
         }
+    }
+
+    /// A filter every key matches (to walk everything this node holds).
+    pub fn everything(&self) -> OwnerFilter {
+        OwnerFilter {
+            ring: self.ring.clone(),
+            replication: self.config.replication,
+            table: self.table.clone(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Before a graceful leave: sends `entries` to the owners their keys will have once this
+    /// node is gone (it stays a member, and keeps its copies, until [`leave`](Self::leave)).
+    /// Returns how many keys were sent; [`handing_over`](Self::handing_over) counts the
+    /// messages not yet answered.
+    pub fn hand_over(&mut self, entries: Vec<(Bytes, Value)>) -> usize {
+        let mut nodes = self.membership.owners();
+        let me = node_id(&self.me);
+        nodes.remove(&me);
+        if nodes.is_empty() {
+            return 0;
+        }
+        let ring = HashRing::new(nodes.keys().copied(), 64);
+        let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
+        let count = entries.len();
+        for (key, value) in entries {
+            let rf = self.table.factor(&key).unwrap_or(self.config.replication);
+            for id in ring.owners(&key, rf) {
+                if let Some(addr) = nodes.get(&id) {
+                    per_owner
+                        .entry(addr.clone())
+                        .or_default()
+                        .push((key.clone(), value.clone()));
+                }
+            }
+        }
+        for (owner, entries) in per_owner {
+            let id = self.send(owner, PeerRequest::Deltas(entries));
+            self.draining.insert(id);
+        }
+        count
+    }
+
+    /// Hand-over messages not yet answered.
+    pub fn handing_over(&self) -> usize {
+        self.draining.len()
     }
 
     /// Leaves the cluster on purpose: marks this node as left and tells every live peer.

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::agent::{ClusterAgent, ClusterConfig, Outgoing, PeerEnvelope, PeerReply, PeerRequest};
+use super::agent::{
+    ClusterAgent, ClusterConfig, LocalStore, Outgoing, PeerEnvelope, PeerReply, PeerRequest,
+};
 use super::membership::{Member, Membership, NodeAddr, Status, node_id};
 use super::replication::ReplicationTable;
 use crate::client::Client;
@@ -349,6 +351,44 @@ impl Cluster {
                         }
                         Ok(Input::Leave(done)) => {
                             agent.on_local_changes(take_pending());
+                            // Hand every key to the owners it will have without this node,
+                            // bucket by bucket, and wait for them to take it; then leave.
+                            let everything = agent.everything();
+                            let buckets: Vec<u16> =
+                                LocalStore::digest(&mut pool, &everything).into_keys().collect();
+                            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                            let mut handed = 0;
+                            for chunk in buckets.chunks(256) {
+                                let set = chunk.iter().copied().collect();
+                                let entries = LocalStore::entries_in(&mut pool, &everything, &set, usize::MAX);
+                                handed += agent.hand_over(entries);
+                                while let Some(out) = agent.poll_outgoing() {
+                                    let _ = out_tx.send(out);
+                                }
+                                while agent.handing_over() > 0
+                                    && std::time::Instant::now() < deadline
+                                {
+                                    match rx.recv_timeout(Duration::from_millis(20)) {
+                                        Ok(Input::Request { envelope, reply }) => {
+                                            let r = agent.handle_request(now_ms(), envelope, &mut pool);
+                                            let _ = reply.send(r);
+                                        }
+                                        Ok(Input::Reply { id, from, reply }) => {
+                                            agent.handle_reply(now_ms(), id, &from, reply, &mut pool)
+                                        }
+                                        Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                                        Err(RecvTimeoutError::Disconnected) => break,
+                                    }
+                                    while let Some(out) = agent.poll_outgoing() {
+                                        let _ = out_tx.send(out);
+                                    }
+                                }
+                            }
+                            if agent.handing_over() > 0 {
+                                tracing::warn!(unanswered = agent.handing_over(), "left before every key was handed over; the keys' other replicas and anti-entropy repair the rest");
+                            } else if handed > 0 {
+                                tracing::info!(keys = handed, "handed every key to its next owners before leaving");
+                            }
                             agent.leave();
                             while let Some(out) = agent.poll_outgoing() {
                                 let _ = out_tx.send(out);

@@ -1,0 +1,126 @@
+//! `calm autoscaler`: the autoscaling controller for a cluster it does not start itself
+//! (on Kubernetes, it scales the nodes' StatefulSet).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use calm_kvs::autoscale::{Controller, KubernetesProvisioner};
+use calm_kvs::cluster::Status;
+use calm_kvs::policy::{NodeSample, PolicyConfig};
+use calm_kvs::{Client, Store};
+use clap::Args;
+
+use super::CliResult;
+use super::target::Target;
+
+/// Run the autoscaling controller against a running cluster: it reads the cluster's load
+/// from any node and scales a Kubernetes StatefulSet (through `kubectl proxy`).
+#[derive(Args, Debug)]
+pub struct AutoscalerArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Where `kubectl proxy` serves the Kubernetes API.
+    #[arg(long, default_value = "127.0.0.1:8001", value_name = "HOST:PORT")]
+    api: SocketAddr,
+    /// The namespace of the StatefulSet.
+    #[arg(long, default_value = "calm")]
+    namespace: String,
+    /// The StatefulSet running the calm nodes.
+    #[arg(long, default_value = "calm")]
+    statefulset: String,
+    /// The policy's knobs as TOML (see `calm up --help`); min_nodes and max_nodes bound the
+    /// StatefulSet's replicas.
+    #[arg(long, value_name = "FILE.toml")]
+    policy: Option<PathBuf>,
+    /// How often the policy runs, milliseconds (the nodes' --autoscale-ms).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    period_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (the clock load samples are stamped with).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The cluster's fresh load samples, as the first node that answers has them (nodes gossip
+/// them to each other: any node has the whole picture).
+pub async fn cluster_samples(
+    addrs: &[SocketAddr],
+    ca: &std::path::Path,
+    period_ms: u64,
+) -> Vec<NodeSample> {
+    for addr in addrs {
+        let Ok(client) = Client::connect(*addr, ca).await else {
+            continue;
+        };
+        let stats = client.stats().await;
+        let members = client.members().await.unwrap_or_default();
+        client.close().await;
+        if let Ok(stats) = stats {
+            let alive: Vec<String> = members
+                .iter()
+                .filter(|m| m.member.status == Status::Alive)
+                .map(|m| m.member.addr.clone())
+                .collect();
+            return stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive);
+        }
+    }
+    Vec::new()
+}
+
+/// Reads a policy file: fields left out keep their defaults.
+pub fn read_policy(path: &PathBuf) -> CliResult<PolicyConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub async fn run(args: AutoscalerArgs) -> CliResult<()> {
+    let config = match &args.policy {
+        Some(p) => read_policy(p)?,
+        None => PolicyConfig::default(),
+    };
+    let (mut addrs, ca) = args.target.resolve()?;
+    let mut provisioner = KubernetesProvisioner {
+        api: args.api,
+        namespace: args.namespace.clone(),
+        statefulset: args.statefulset.clone(),
+        max_replicas: u32::try_from(config.max_nodes).unwrap_or(u32::MAX),
+        min_replicas: u32::try_from(config.min_nodes).unwrap_or(1),
+    };
+    let replicas = provisioner.replicas()?;
+    println!(
+        "ready: autoscaling {}/{} ({replicas} replicas) every {} ms",
+        args.namespace, args.statefulset, args.period_ms
+    );
+    let mut controller = Controller::new(config);
+    loop {
+        tokio::select! {
+            _ = super::server::wait_for_stop() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(args.period_ms)) => {}
+        }
+        // Follow the membership: nodes come and go.
+        if let Some(first) = addrs.first().copied()
+            && let Ok(c) = Client::connect(first, &ca).await
+        {
+            if let Ok(members) = c.members().await {
+                let now: Vec<SocketAddr> = members
+                    .iter()
+                    .filter(|m| m.member.status == Status::Alive)
+                    .filter_map(|m| m.member.addr.parse().ok())
+                    .collect();
+                if !now.is_empty() {
+                    addrs = now;
+                }
+            }
+            c.close().await;
+        }
+        let samples = cluster_samples(&addrs, &ca, args.period_ms).await;
+        for line in controller.step(now_ms(), &samples, &mut provisioner) {
+            eprintln!("autoscale: {line}");
+        }
+    }
+}
