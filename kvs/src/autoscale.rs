@@ -54,7 +54,13 @@ impl Provisioner for RecordingProvisioner {
 pub struct Controller {
     policy: Policy,
     log: VecDeque<String>,
+    /// After adding or removing a node: how many nodes the cluster should show, and since
+    /// when. No other node decision is acted on until it does (or a minute passed).
+    expecting: Option<(usize, u64)>,
 }
+
+/// How long the controller waits for a node it added or removed to show in the membership.
+const SETTLE_MS: u64 = 60_000;
 
 impl Controller {
     /// A controller deciding nodes with `config` (its hot-key part is left to the nodes).
@@ -66,26 +72,48 @@ impl Controller {
                 ..config
             }),
             log: VecDeque::new(),
+            expecting: None,
         }
     }
 
-    /// Decides at `now_ms` from `samples` and acts through `provisioner`; returns what it
-    /// did, one line each (also kept: see [`log`](Self::log)).
+    /// Decides at `now_ms` from `samples` of a cluster of `nodes` members and acts through
+    /// `provisioner`; returns what it did, one line each (also kept: see
+    /// [`log`](Self::log)).
     pub fn step(
         &mut self,
         now_ms: u64,
         samples: &[NodeSample],
+        nodes: usize,
         provisioner: &mut dyn Provisioner,
     ) -> Vec<String> {
         let mut done = Vec::new();
+        self.policy.set_cluster_size(nodes);
+        let size = nodes.max(samples.len());
+        if let Some((want, since)) = self.expecting
+            && (size == want || now_ms.saturating_sub(since) > SETTLE_MS)
+        {
+            self.expecting = None;
+        }
         for decision in self.policy.tick(now_ms, samples) {
             let line = match decision {
+                // The last change has not shown yet: it may be the answer to this load too.
+                Decision::AddNode { .. } | Decision::RemoveNode { .. }
+                    if self.expecting.is_some() =>
+                {
+                    continue;
+                }
                 Decision::AddNode { reason } => match provisioner.add_node() {
-                    Ok(node) => format!("added {node}: {reason}"),
+                    Ok(node) => {
+                        self.expecting = Some((size + 1, now_ms));
+                        format!("added {node}: {reason}")
+                    }
                     Err(e) => format!("could not add a node ({e}): {reason}"),
                 },
                 Decision::RemoveNode { node, reason } => match provisioner.remove_node(&node) {
-                    Ok(gone) => format!("removed {gone}: {reason}"),
+                    Ok(gone) => {
+                        self.expecting = Some((size.saturating_sub(1), now_ms));
+                        format!("removed {gone}: {reason}")
+                    }
                     Err(e) => format!("could not remove {node} ({e}): {reason}"),
                 },
                 Decision::Replicate { .. } | Decision::Restore { .. } => continue,
@@ -236,7 +264,7 @@ mod test {
         // Overloaded: p99 over the target with busy workers, sustained.
         while p.asked.is_empty() {
             t += 1_000;
-            c.step(t, &[sample("a", 0.95, 50_000)], &mut p);
+            c.step(t, &[sample("a", 0.95, 50_000)], 1, &mut p);
             assert!(t < 10_000, "no node added");
         }
         assert_eq!(p.asked, vec!["add"]);
@@ -247,6 +275,7 @@ mod test {
             c.step(
                 t,
                 &[sample("a", 0.95, 50_000), sample("b", 0.9, 50_000)],
+                2,
                 &mut p,
             );
         }
@@ -254,7 +283,12 @@ mod test {
         // The spike ends: idle for long enough, the least busy node goes.
         while p.asked.len() < 2 {
             t += 1_000;
-            c.step(t, &[sample("a", 0.05, 100), sample("b", 0.01, 100)], &mut p);
+            c.step(
+                t,
+                &[sample("a", 0.05, 100), sample("b", 0.01, 100)],
+                2,
+                &mut p,
+            );
             assert!(t < 30_000, "no node removed");
         }
         assert_eq!(p.asked[1], "remove b");
@@ -269,7 +303,7 @@ mod test {
                 .collect(),
             ..sample("a", 0.5, 100)
         };
-        assert!(c.step(t + 100_000, &[hot], &mut p).is_empty());
+        assert!(c.step(t + 100_000, &[hot], 1, &mut p).is_empty());
     }
 
     /// A one-request HTTP server that answers `reply` and hands back the request it read.

@@ -82,6 +82,36 @@ pub struct NodeSample {
     pub hot_keys: Vec<HotKey>,
 }
 
+/// Turns the hot-key sketch's running counts into accesses per sampling period: the policy
+/// compares access rates, so a key that was hot long ago is not hot now.
+#[derive(Clone, Debug, Default)]
+pub struct HotRates {
+    last: BTreeMap<Bytes, u64>,
+}
+
+impl HotRates {
+    /// The accesses of each key since the previous call (`counts` may name a key more than
+    /// once, e.g. once per worker: they are added up).
+    pub fn rates(&mut self, counts: impl IntoIterator<Item = HotKey>) -> Vec<HotKey> {
+        let mut now: BTreeMap<Bytes, u64> = BTreeMap::new();
+        for h in counts {
+            *now.entry(h.key).or_insert(0) += h.count;
+        }
+        let out = now
+            .iter()
+            .filter_map(|(key, &count)| {
+                let delta = count.saturating_sub(self.last.get(key).copied().unwrap_or(0));
+                (delta > 0).then(|| HotKey {
+                    key: key.clone(),
+                    count: delta,
+                })
+            })
+            .collect();
+        self.last = now;
+        out
+    }
+}
+
 /// Every node's latest sample, as a lattice the nodes gossip to each other, so every node
 /// (and any controller that asks one) sees the cluster's picture without a central
 /// collector: a map from node to (time, sample) whose merge keeps, per node, the later
@@ -191,6 +221,9 @@ pub struct Policy {
     overloaded_since: Option<u64>,
     idle_since: Option<u64>,
     last_node_decision: Option<u64>,
+    /// Nodes in the cluster, when known from the membership (a node whose sample is late
+    /// still counts).
+    cluster_size: Option<usize>,
 }
 
 impl Policy {
@@ -202,7 +235,13 @@ impl Policy {
             overloaded_since: None,
             idle_since: None,
             last_node_decision: None,
+            cluster_size: None,
         }
+    }
+
+    /// Tells the policy how many nodes the cluster has (by default, the number of samples).
+    pub fn set_cluster_size(&mut self, nodes: usize) {
+        self.cluster_size = Some(nodes);
     }
 
     /// Keys the policy has replicated.
@@ -299,7 +338,10 @@ impl Policy {
         }
         let held =
             |since: Option<u64>| since.is_some_and(|t| now_ms.saturating_sub(t) >= c.sustain_ms);
-        let n = samples.len();
+        let n = self
+            .cluster_size
+            .unwrap_or(samples.len())
+            .max(samples.len());
         if held(self.overloaded_since) && n < c.max_nodes {
             self.last_node_decision = Some(now_ms);
             self.overloaded_since = None;
@@ -341,6 +383,21 @@ impl Policy {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn rates_are_accesses_since_the_last_sample() {
+        let hk = |k: &str, c: u64| HotKey {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            count: c,
+        };
+        let mut r = HotRates::default();
+        assert_eq!(
+            r.rates([hk("a", 10), hk("a", 5), hk("b", 3)]),
+            vec![hk("a", 15), hk("b", 3)]
+        );
+        // "a" was not used since; "b" was, twice.
+        assert_eq!(r.rates([hk("a", 15), hk("b", 5)]), vec![hk("b", 2)]);
+    }
 
     #[test]
     fn load_tables_merge_as_a_lattice() {

@@ -46,12 +46,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// The cluster's fresh load samples, as the first node that answers has them (nodes gossip
-/// them to each other: any node has the whole picture).
+/// them to each other: any node has the whole picture), and how many members own keys.
 pub async fn cluster_samples(
     addrs: &[SocketAddr],
     ca: &std::path::Path,
     period_ms: u64,
-) -> Vec<NodeSample> {
+) -> (Vec<NodeSample>, usize) {
     for addr in addrs {
         let Ok(client) = Client::connect(*addr, ca).await else {
             continue;
@@ -65,10 +65,17 @@ pub async fn cluster_samples(
                 .filter(|m| m.member.status == Status::Alive)
                 .map(|m| m.member.addr.clone())
                 .collect();
-            return stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive);
+            let owning = members
+                .iter()
+                .filter(|m| m.member.status.owns_keys())
+                .count();
+            return (
+                stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive),
+                owning,
+            );
         }
     }
-    Vec::new()
+    (Vec::new(), 0)
 }
 
 /// Reads a policy file: fields left out keep their defaults.
@@ -118,8 +125,8 @@ pub async fn run(args: AutoscalerArgs) -> CliResult<()> {
             }
             c.close().await;
         }
-        let samples = cluster_samples(&addrs, &ca, args.period_ms).await;
-        for line in controller.step(now_ms(), &samples, &mut provisioner) {
+        let (samples, members) = cluster_samples(&addrs, &ca, args.period_ms).await;
+        for line in controller.step(now_ms(), &samples, members, &mut provisioner) {
             eprintln!("autoscale: {line}");
         }
     }

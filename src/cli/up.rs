@@ -250,10 +250,11 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         supervise(&mut nodes, &mut died);
         if args.autoscale && Instant::now() >= next_step {
             next_step = Instant::now() + Duration::from_millis(args.autoscale_ms);
-            let samples =
+            let (samples, members) =
                 super::autoscaler::cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms)
                     .await;
-            for line in controller.step(super::autoscaler::now_ms(), &samples, &mut nodes) {
+            let now = super::autoscaler::now_ms();
+            for line in controller.step(now, &samples, members, &mut nodes) {
                 eprintln!("autoscale: {line}");
             }
         }

@@ -200,6 +200,9 @@ struct Probe {
     deadline_ms: u64,
 }
 
+/// A hand-over message of a graceful leave: to whom, what, and when it was sent.
+type HandOver = (NodeAddr, Vec<(Bytes, Value)>, u64);
+
 /// One node's cluster agent. See the [module docs](self).
 pub struct ClusterAgent {
     me: NodeAddr,
@@ -207,8 +210,8 @@ pub struct ClusterAgent {
     table: Arc<ReplicationTable>,
     /// Every node's latest load sample, gossiped as a lattice.
     load: crate::policy::LoadTable,
-    /// Hand-over messages of a graceful leave not yet answered.
-    draining: BTreeSet<u64>,
+    /// Hand-over messages of a graceful leave not yet answered, by message id.
+    draining: BTreeMap<u64, HandOver>,
     clock: calm_lattice::HlcClock,
     incarnation: u64,
     membership: Membership,
@@ -250,7 +253,7 @@ impl ClusterAgent {
         let mut agent = ClusterAgent {
             table: Arc::new(ReplicationTable::default()),
             load: crate::policy::LoadTable::default(),
-            draining: BTreeSet::new(),
+            draining: BTreeMap::new(),
             clock: calm_lattice::HlcClock::new(60_000),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             me,
@@ -508,9 +511,18 @@ impl ClusterAgent {
         }
         self.draining.remove(&id);
         if let Some((owner, keys)) = self.handoff.requests.remove(&id) {
+            // Learn first whether the owner is still one: a node that is leaving takes what
+            // it is handed and answers, but it will not keep it; a key handed to it stays
+            // here until it reaches an owner that stays.
+            if let PeerReply::Ack { membership } = &reply {
+                self.absorb(now_ms, membership.clone());
+            }
             let mut done = Vec::new();
             for key in keys {
-                if let Some((_, waiting)) = self.handoff.sent.get_mut(&key) {
+                let still_owner = self.owners(&key).contains(&owner);
+                if let Some((_, waiting)) = self.handoff.sent.get_mut(&key)
+                    && still_owner
+                {
                     waiting.remove(&owner);
                     if waiting.is_empty()
                         && let Some((value, _)) = self.handoff.sent.remove(&key)
@@ -717,11 +729,12 @@ impl ClusterAgent {
         }
     }
 
-    /// Before a graceful leave: sends `entries` to the owners their keys will have once this
-    /// node is gone (it stays a member, and keeps its copies, until [`leave`](Self::leave)).
-    /// Returns how many keys were sent; [`handing_over`](Self::handing_over) counts the
-    /// messages not yet answered.
-    pub fn hand_over(&mut self, entries: Vec<(Bytes, Value)>) -> usize {
+    /// Before a graceful leave: sends `entries` at `now_ms` to the owners their keys will
+    /// have once this node is gone (it stays a member, and keeps its copies, until
+    /// [`leave`](Self::leave)). Returns how many keys were sent;
+    /// [`handing_over`](Self::handing_over) counts the messages not yet answered, and
+    /// [`resend_hand_over`](Self::resend_hand_over) sends again those that were lost.
+    pub fn hand_over(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) -> usize {
         let mut nodes = self.membership.owners();
         let me = node_id(&self.me);
         nodes.remove(&me);
@@ -743,10 +756,26 @@ impl ClusterAgent {
             }
         }
         for (owner, entries) in per_owner {
-            let id = self.send(owner, PeerRequest::Deltas(entries));
-            self.draining.insert(id);
+            let id = self.send(owner.clone(), PeerRequest::Deltas(entries.clone()));
+            self.draining.insert(id, (owner, entries, now_ms));
         }
         count
+    }
+
+    /// Sends again the hand-over messages unanswered for `after_ms` (lost on the way).
+    pub fn resend_hand_over(&mut self, now_ms: u64, after_ms: u64) {
+        let late: Vec<u64> = self
+            .draining
+            .iter()
+            .filter(|(_, (_, _, at))| now_ms.saturating_sub(*at) >= after_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((owner, entries, _)) = self.draining.remove(&id) {
+                let id = self.send(owner.clone(), PeerRequest::Deltas(entries.clone()));
+                self.draining.insert(id, (owner, entries, now_ms));
+            }
+        }
     }
 
     /// Hand-over messages not yet answered.

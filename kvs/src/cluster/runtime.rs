@@ -350,48 +350,27 @@ impl Cluster {
                             agent.set_replication(now_ms(), key, factor)
                         }
                         Ok(Input::Leave(done)) => {
+                            // Hand every key to the owners it will have without this node
+                            // and wait for them to take it; announce the leave (from then on
+                            // this node forwards what it is sent); hand over again what was
+                            // written meanwhile.
                             agent.on_local_changes(take_pending());
-                            // Hand every key to the owners it will have without this node,
-                            // bucket by bucket, and wait for them to take it; then leave.
-                            let everything = agent.everything();
-                            let buckets: Vec<u16> =
-                                LocalStore::digest(&mut pool, &everything).into_keys().collect();
                             let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                            let mut handed = 0;
-                            for chunk in buckets.chunks(256) {
-                                let set = chunk.iter().copied().collect();
-                                let entries = LocalStore::entries_in(&mut pool, &everything, &set, usize::MAX);
-                                handed += agent.hand_over(entries);
-                                while let Some(out) = agent.poll_outgoing() {
-                                    let _ = out_tx.send(out);
-                                }
-                                while agent.handing_over() > 0
-                                    && std::time::Instant::now() < deadline
-                                {
-                                    match rx.recv_timeout(Duration::from_millis(20)) {
-                                        Ok(Input::Request { envelope, reply }) => {
-                                            let r = agent.handle_request(now_ms(), envelope, &mut pool);
-                                            let _ = reply.send(r);
-                                        }
-                                        Ok(Input::Reply { id, from, reply }) => {
-                                            agent.handle_reply(now_ms(), id, &from, reply, &mut pool)
-                                        }
-                                        Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                                        Err(RecvTimeoutError::Disconnected) => break,
-                                    }
-                                    while let Some(out) = agent.poll_outgoing() {
-                                        let _ = out_tx.send(out);
-                                    }
-                                }
-                            }
-                            if agent.handing_over() > 0 {
-                                tracing::warn!(unanswered = agent.handing_over(), "left before every key was handed over; the keys' other replicas and anti-entropy repair the rest");
-                            } else if handed > 0 {
-                                tracing::info!(keys = handed, "handed every key to its next owners before leaving");
-                            }
+                            let first = hand_over_all(&mut agent, &mut pool, &rx, &out_tx, deadline);
                             agent.leave();
+                            if let Ok(mut v) = published.write() {
+                                *v = Arc::new(view_of(&agent));
+                            }
                             while let Some(out) = agent.poll_outgoing() {
                                 let _ = out_tx.send(out);
+                            }
+                            agent.on_local_changes(take_pending());
+                            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                            hand_over_all(&mut agent, &mut pool, &rx, &out_tx, deadline);
+                            if agent.handing_over() > 0 {
+                                tracing::warn!(unanswered = agent.handing_over(), "left before every key was handed over; the keys' other replicas and anti-entropy repair the rest");
+                            } else if first > 0 {
+                                tracing::info!(keys = first, "handed every key to its next owners before leaving");
                             }
                             let _ = done.send(());
                             continue;
@@ -572,6 +551,47 @@ impl Cluster {
     }
 }
 
+/// Sends everything this node holds to the owners its keys will have without it, bucket
+/// by bucket, answering peers meanwhile, until every hand-over is answered or `deadline`.
+/// Returns how many keys were sent.
+fn hand_over_all(
+    agent: &mut ClusterAgent,
+    pool: &mut WorkerPool,
+    rx: &mpsc::Receiver<Input>,
+    out_tx: &tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    deadline: std::time::Instant,
+) -> usize {
+    let everything = agent.everything();
+    let buckets: Vec<u16> = LocalStore::digest(pool, &everything).into_keys().collect();
+    let mut handed = 0;
+    for chunk in buckets.chunks(256) {
+        let set = chunk.iter().copied().collect();
+        let entries = LocalStore::entries_in(pool, &everything, &set, usize::MAX);
+        handed += agent.hand_over(now_ms(), entries);
+        while let Some(out) = agent.poll_outgoing() {
+            let _ = out_tx.send(out);
+        }
+        while agent.handing_over() > 0 && std::time::Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Input::Request { envelope, reply }) => {
+                    let r = agent.handle_request(now_ms(), envelope, pool);
+                    let _ = reply.send(r);
+                }
+                Ok(Input::Reply { id, from, reply }) => {
+                    agent.handle_reply(now_ms(), id, &from, reply, pool)
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            agent.resend_hand_over(now_ms(), 2_000);
+            while let Some(out) = agent.poll_outgoing() {
+                let _ = out_tx.send(out);
+            }
+        }
+    }
+    handed
+}
+
 /// Runs futures concurrently on the runtime and collects their outputs in order (a task
 /// that panicked is left out).
 pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
@@ -607,6 +627,7 @@ fn view_of(agent: &ClusterAgent) -> ClusterView {
 /// attached yet). Every decision is logged and kept for `calm status`.
 struct Autopilot {
     policy: crate::policy::Policy,
+    rates: crate::policy::HotRates,
     me: NodeAddr,
     period_ms: u64,
     next_ms: u64,
@@ -623,6 +644,7 @@ impl Autopilot {
                 decide_nodes: false,
                 ..crate::policy::PolicyConfig::default()
             }),
+            rates: crate::policy::HotRates::default(),
             me,
             period_ms: pool.autoscale_period_ms,
             next_ms: now_ms() + pool.autoscale_period_ms,
@@ -647,7 +669,9 @@ impl Autopilot {
             node: self.me.clone(),
             occupancy,
             p99_us: metrics.ops.iter().map(|o| o.p99_us).max().unwrap_or(0),
-            hot_keys: workers.into_iter().flat_map(|w| w.hot_keys).collect(),
+            hot_keys: self
+                .rates
+                .rates(workers.into_iter().flat_map(|w| w.hot_keys)),
         };
         agent.record_load(now, sample);
         let alive: Vec<String> = agent
