@@ -1,16 +1,18 @@
 //! The autoscaling policy: a sans-IO core that turns what the nodes measure into decisions,
 //! each with its reason. Deterministic given its inputs (time is passed in).
 //!
-//! - **Hot keys**: a key whose access count is above the mean plus `hot_sigma` standard
-//!   deviations of the keys reported hot gets `hot_factor` replicas; once it has not been hot
-//!   for `cool_ms`, it goes back to the default.
+//! - **Hot keys**: a key whose access rate (accesses per sampling period, [`HotRates`]) is
+//!   above the mean plus `hot_sigma` standard deviations of the keys reported hot gets
+//!   `hot_factor` replicas; once it has not been hot for `cool_ms`, it goes back to the
+//!   default.
 //! - **Nodes**: when the worst p99 breaks the latency SLO while the workers are busy (mean
 //!   occupancy above `busy`) for `sustain_ms`, ask for a node; when occupancy stays below
 //!   `idle` for `sustain_ms`, give the least busy node back. Node decisions are at least
 //!   `grace_ms` apart, and stay within `min_nodes..=max_nodes`.
 //!
-//! The mechanism that applies decisions (replication changes, provisioners) lives elsewhere;
-//! this module only decides.
+//! Nodes exchange their samples as a lattice ([`LoadTable`]). The mechanism that applies
+//! decisions lives elsewhere: the cluster runtime applies hot-key decisions, and the
+//! [`autoscale`](crate::autoscale) controller node decisions; this module only decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 
