@@ -289,7 +289,7 @@ impl Client {
 
     /// Subscribes this connection to changes of `keys` (each with the fingerprint of the
     /// copy held, if any) for `lease_ms`, or renews the lease. Per key: its value, or
-    /// unchanged, or [`OpError::NotOwner`] when this node does not own it. Changes then go
+    /// unchanged, or [`OpError::NotOwner`](crate::protocol::OpError::NotOwner) when this node does not own it. Changes then go
     /// to the [push sink](Self::set_push_sink).
     pub async fn subscribe(
         &self,
