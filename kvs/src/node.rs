@@ -213,6 +213,7 @@ enum WorkerMsg {
     Gossip(GossipBatch),
     Stats(oneshot::Sender<WorkerStats>),
     Watch(Vec<Bytes>, bool),
+    Value(Bytes, oneshot::Sender<Option<Value>>),
     TakeDirty(oneshot::Sender<Pushed>),
     Merge(Changes, Option<oneshot::Sender<()>>),
     Digest(OwnerFilter, oneshot::Sender<BTreeMap<u16, u64>>),
@@ -751,6 +752,25 @@ impl WorkerPool {
 }
 
 impl LocalStore for WorkerPool {
+    fn value_of(&mut self, key: &[u8]) -> Option<Value> {
+        // Any worker holding it (its local replicas) answers; merged, they are the node's.
+        let key = Bytes::copy_from_slice(key);
+        let mut merged: Option<Value> = None;
+        for v in self
+            .ask(|reply| WorkerMsg::Value(key.clone(), reply))
+            .into_iter()
+            .flatten()
+        {
+            match &mut merged {
+                Some(m) => {
+                    m.merge_replicated(v);
+                }
+                None => merged = Some(v),
+            }
+        }
+        merged
+    }
+
     fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
         // Every local replica merges: they are not gossiped to locally.
         let mut waiting = Vec::new();
@@ -875,6 +895,9 @@ fn run_worker(
                     let _ = reply.send(worker.stats());
                 }
                 WorkerMsg::Watch(keys, on) => worker.watch(keys, on),
+                WorkerMsg::Value(key, reply) => {
+                    let _ = reply.send(worker.value(&key));
+                }
                 WorkerMsg::TakeDirty(reply) => {
                     let _ = reply.send(worker.take_dirty());
                 }

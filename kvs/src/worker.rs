@@ -494,6 +494,10 @@ impl LocalStore for Worker {
         )
     }
 
+    fn value_of(&mut self, key: &[u8]) -> Option<Value> {
+        self.value(key)
+    }
+
     fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)> {
         let ring = self.ring.clone();
         let id = self.id;

@@ -325,13 +325,14 @@ fn run(seed: u64) -> Result<(), String> {
                 let samples = n.agent.load().fresh(now, PERIOD * 3, &alive);
                 for d in n.policy.tick(now, &samples) {
                     match d {
-                        Decision::Replicate { key, factor, .. } => n.agent.set_replication(
+                        Decision::Replicate { key, factor, .. } => n.agent.widen_replication(
                             now,
                             key,
                             Factors {
                                 global: Some(factor),
                                 local: None,
                             },
+                            &mut n.store,
                         ),
                         Decision::Restore { key, .. } => {
                             n.agent.set_replication(now, key, Factors::default())
@@ -376,6 +377,28 @@ fn run(seed: u64) -> Result<(), String> {
                     n.agent.hand_over(now, entries);
                     n.leaving = Some((now, false));
                     seen.removed_at.get_or_insert(now);
+                }
+            }
+        }
+        // Data moves before clients are redirected: while the membership holds still, every
+        // owner a node routes the hot key to already holds it.
+        if now % PERIOD == 1
+            && (SKEW_A + 1_000..SKEW_B).contains(&now)
+            && acked.iter().any(|(k, _)| k.as_ref() == b"hot-a")
+        {
+            let routes: Vec<(usize, Vec<String>)> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.up)
+                .map(|(v, n)| (v, n.agent.owners(b"hot-a")))
+                .collect();
+            for (v, owners) in routes {
+                for o in owners {
+                    if nodes[index(&o)].store.value(b"hot-a").is_none() {
+                        return Err(format!(
+                            "at {now} ms n{v} routes hot-a to {o}, which does not hold it"
+                        ));
+                    }
                 }
             }
         }

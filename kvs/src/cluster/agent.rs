@@ -113,6 +113,8 @@ pub trait LocalStore {
     /// Drops entries handed off to every owner, unless they changed since (a write that
     /// arrived meanwhile must be handed off too).
     fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>);
+    /// The value of `key`, if this node holds it.
+    fn value_of(&mut self, key: &[u8]) -> Option<Value>;
 }
 
 /// A request from one node's agent to another's.
@@ -200,6 +202,10 @@ struct Probe {
     deadline_ms: u64,
 }
 
+/// A copy sent to an owner a key gains: the key, its value, the factors it gets once every
+/// copy was taken, to whom and when.
+type Widening = (Bytes, Value, super::replication::Factors, NodeAddr, u64);
+
 /// A hand-over message of a graceful leave: to whom, what, and when it was sent.
 type HandOver = (NodeAddr, Vec<(Bytes, Value)>, u64);
 
@@ -212,6 +218,9 @@ pub struct ClusterAgent {
     load: crate::policy::LoadTable,
     /// Hand-over messages of a graceful leave not yet answered, by message id.
     draining: BTreeMap<u64, HandOver>,
+    /// Copies sent to the owners a key gains, by message id: the key and the factors it
+    /// gets once every copy was taken.
+    widening: BTreeMap<u64, Widening>,
     clock: calm_lattice::HlcClock,
     incarnation: u64,
     membership: Membership,
@@ -254,6 +263,7 @@ impl ClusterAgent {
             table: Arc::new(ReplicationTable::default()),
             load: crate::policy::LoadTable::default(),
             draining: BTreeMap::new(),
+            widening: BTreeMap::new(),
             clock: calm_lattice::HlcClock::new(60_000),
             seeds: seeds.into_iter().filter(|s| *s != me).collect(),
             me,
@@ -341,6 +351,76 @@ impl ClusterAgent {
         // Tell everyone now rather than at the next probe.
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);
+        }
+    }
+
+    /// Gives `key` more replicas, moving the data first: this node (if it holds the key)
+    /// sends its value to the owners the key gains, and changes the table — which sends
+    /// clients to them — only once they all took it (copies lost on the way are sent again).
+    /// A node that does not hold the key leaves it to the key's owners; an owner with no
+    /// value (a key read but never written) changes the table at once. Fewer replicas need no move: use
+    /// [`set_replication`](Self::set_replication).
+    pub fn widen_replication(
+        &mut self,
+        now_ms: u64,
+        key: Bytes,
+        factors: super::replication::Factors,
+        store: &mut impl LocalStore,
+    ) {
+        let Some(value) = store.value_of(&key) else {
+            // An owner without a value has nothing to move (a key read but never written).
+            if self.owns(&key) {
+                self.set_replication(now_ms, key, factors);
+            }
+            return;
+        };
+        if self.widening.values().any(|w| w.0 == key) {
+            return;
+        }
+        let rf = factors
+            .global
+            .map(usize::from)
+            .unwrap_or(self.config.replication);
+        let now_owners = self.owners(&key);
+        let gained: Vec<NodeAddr> = self
+            .ring
+            .owners(&key, rf)
+            .into_iter()
+            .filter_map(|id| self.ring_nodes.get(&id).cloned())
+            .filter(|a| *a != self.me && !now_owners.contains(a))
+            .collect();
+        if gained.is_empty() {
+            self.set_replication(now_ms, key, factors);
+            return;
+        }
+        for owner in gained {
+            let id = self.send(
+                owner.clone(),
+                PeerRequest::Deltas(vec![(key.clone(), value.clone())]),
+            );
+            self.widening
+                .insert(id, (key.clone(), value.clone(), factors, owner, now_ms));
+        }
+    }
+
+    /// Sends again the copies of [`widen_replication`](Self::widen_replication) unanswered
+    /// for a second (lost on the way).
+    fn resend_widening(&mut self, now_ms: u64) {
+        let late: Vec<u64> = self
+            .widening
+            .iter()
+            .filter(|(_, w)| now_ms.saturating_sub(w.4) >= 1_000)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((key, value, factors, owner, _)) = self.widening.remove(&id) {
+                let id = self.send(
+                    owner.clone(),
+                    PeerRequest::Deltas(vec![(key.clone(), value.clone())]),
+                );
+                self.widening
+                    .insert(id, (key, value, factors, owner, now_ms));
+            }
         }
     }
 
@@ -510,6 +590,12 @@ impl ClusterAgent {
             self.probe = None;
         }
         self.draining.remove(&id);
+        if let Some((key, _, factors, _, _)) = self.widening.remove(&id)
+            && !self.widening.values().any(|w| w.0 == key)
+        {
+            // Every gained owner holds the value: now clients may go there.
+            self.set_replication(now_ms, key, factors);
+        }
         if let Some((owner, keys)) = self.handoff.requests.remove(&id) {
             // Learn first whether the owner is still one: a node that is leaving takes what
             // it is handed and answers, but it will not keep it; a key handed to it stays
@@ -570,6 +656,7 @@ impl ClusterAgent {
 
     /// Lets time pass: probes, suspicion timeouts, delta batches, anti-entropy.
     pub fn handle_tick(&mut self, now_ms: u64, store: &mut impl LocalStore) {
+        self.resend_widening(now_ms);
         if self.left {
             return;
         }

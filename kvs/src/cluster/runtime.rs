@@ -383,7 +383,7 @@ impl Cluster {
                         agent.on_local_changes(local);
                     }
                     if let Some(a) = autopilot.as_mut() {
-                        a.tick(now_ms(), &pool, &mut agent);
+                        a.tick(now_ms(), &mut pool, &mut agent);
                     }
                     agent.handle_tick(now_ms(), &mut pool);
                     while let Some(out) = agent.poll_outgoing() {
@@ -653,7 +653,7 @@ impl Autopilot {
         })
     }
 
-    fn tick(&mut self, now: u64, pool: &WorkerPool, agent: &mut ClusterAgent) {
+    fn tick(&mut self, now: u64, pool: &mut WorkerPool, agent: &mut ClusterAgent) {
         if now < self.next_ms {
             return;
         }
@@ -690,13 +690,15 @@ impl Autopilot {
                     factor,
                     reason,
                 } => {
-                    agent.set_replication(
+                    // The value goes to the new owners before clients are sent there.
+                    agent.widen_replication(
                         now,
                         key.clone(),
                         super::replication::Factors {
                             global: Some(*factor),
                             local: None,
                         },
+                        pool,
                     );
                     format!(
                         "replicate {:?} on {factor} nodes: {reason}",
