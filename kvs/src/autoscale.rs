@@ -116,7 +116,9 @@ impl Controller {
                     }
                     Err(e) => format!("could not remove {node} ({e}): {reason}"),
                 },
-                Decision::Replicate { .. } | Decision::Restore { .. } => continue,
+                Decision::Replicate { .. }
+                | Decision::ReplicateLocally { .. }
+                | Decision::Restore { .. } => continue,
             };
             if self.log.len() == 20 {
                 self.log.pop_front();

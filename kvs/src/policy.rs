@@ -28,8 +28,11 @@ use crate::hot_keys::HotKey;
 pub struct PolicyConfig {
     /// Standard deviations above the mean that make a key hot.
     pub hot_sigma: f64,
-    /// Replicas a hot key gets.
+    /// Replicas a hot key gets across nodes.
     pub hot_factor: u8,
+    /// Workers within each node a key still hot after `sustain_ms` with `hot_factor`
+    /// replicas gets (0: never).
+    pub hot_workers: u8,
     /// How long a replicated key must stay cool before it goes back to the default.
     pub cool_ms: u64,
     /// The latency target: the worst node's p99, microseconds.
@@ -57,6 +60,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             hot_sigma: 2.0,
             hot_factor: 3,
+            hot_workers: 4,
             cool_ms: 30_000,
             slo_p99_us: 10_000,
             busy: 0.7,
@@ -193,6 +197,18 @@ pub enum Decision {
         /// Why.
         reason: String,
     },
+    /// `key` is still hot with `factor` replicas across nodes: also hold it on `workers`
+    /// workers within each of those nodes (reads spread over them).
+    ReplicateLocally {
+        /// The key.
+        key: Bytes,
+        /// Its number of replicas across nodes (unchanged).
+        factor: u8,
+        /// Workers holding it in each node.
+        workers: u8,
+        /// Why.
+        reason: String,
+    },
     /// Put `key` back to the default replication.
     Restore {
         /// The key.
@@ -220,6 +236,9 @@ pub struct Policy {
     config: PolicyConfig,
     /// Replicated keys and when they were last hot.
     replicated: BTreeMap<Bytes, u64>,
+    /// Replicated keys, when they were replicated across nodes and whether they were then
+    /// replicated within nodes too.
+    stage: BTreeMap<Bytes, (u64, bool)>,
     overloaded_since: Option<u64>,
     idle_since: Option<u64>,
     last_node_decision: Option<u64>,
@@ -234,6 +253,7 @@ impl Policy {
         Policy {
             config,
             replicated: BTreeMap::new(),
+            stage: BTreeMap::new(),
             overloaded_since: None,
             idle_since: None,
             last_node_decision: None,
@@ -282,7 +302,25 @@ impl Policy {
             for (&key, &count) in &counts {
                 if count as f64 > threshold && var > 0.0 {
                     hot_now.insert(key.clone());
+                    let stage = self.stage.get(key).copied();
+                    if let Some((since, false)) = stage
+                        && self.config.hot_workers > 1
+                        && now_ms.saturating_sub(since) >= self.config.sustain_ms
+                    {
+                        // Still hot with replicas on several nodes: spread within nodes too.
+                        self.stage.insert(key.clone(), (since, true));
+                        out.push(Decision::ReplicateLocally {
+                            key: key.clone(),
+                            factor: self.config.hot_factor,
+                            workers: self.config.hot_workers,
+                            reason: format!(
+                                "still hot ({count} recent accesses) {} s after its replicas across nodes",
+                                now_ms.saturating_sub(since) / 1000
+                            ),
+                        });
+                    }
                     if self.replicated.insert(key.clone(), now_ms).is_none() {
+                        self.stage.insert(key.clone(), (now_ms, false));
                         out.push(Decision::Replicate {
                             key: key.clone(),
                             factor: self.config.hot_factor,
@@ -305,6 +343,7 @@ impl Policy {
             .collect();
         for key in cooled {
             self.replicated.remove(&key);
+            self.stage.remove(&key);
             out.push(Decision::Restore {
                 key,
                 reason: format!("not hot for {} s", cool_ms / 1000),
@@ -385,6 +424,27 @@ impl Policy {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_key_still_hot_spreads_across_workers_after_nodes() {
+        let mut p = Policy::new(PolicyConfig {
+            sustain_ms: 5_000,
+            ..PolicyConfig::default()
+        });
+        let hot = keys(&[("hot", 500)]);
+        let d = p.tick(1_000, &[sample("n0", 0.5, 100, &hot)]);
+        assert!(matches!(&d[..], [Decision::Replicate { .. }]), "{d:?}");
+        assert!(p.tick(3_000, &[sample("n0", 0.5, 100, &hot)]).is_empty());
+        let d = p.tick(6_000, &[sample("n0", 0.5, 100, &hot)]);
+        assert!(
+            matches!(&d[..], [Decision::ReplicateLocally { key, factor: 3, workers: 4, .. }] if key.as_ref() == b"hot"),
+            "{d:?}"
+        );
+        assert!(
+            p.tick(9_000, &[sample("n0", 0.5, 100, &hot)]).is_empty(),
+            "once"
+        );
+    }
 
     #[test]
     fn rates_are_accesses_since_the_last_sample() {
@@ -479,7 +539,12 @@ mod test {
             matches!(&d[..], [Decision::Replicate { key, .. }] if key.as_ref() == b"other"),
             "{d:?}"
         );
-        assert!(p.tick(20_000, &[sample("n0", 0.5, 100, &moved)]).is_empty());
+        // Still hot after sustain_ms: "other" spreads within nodes too.
+        let d = p.tick(20_000, &[sample("n0", 0.5, 100, &moved)]);
+        assert!(
+            matches!(&d[..], [Decision::ReplicateLocally { key, .. }] if key.as_ref() == b"other"),
+            "{d:?}"
+        );
         let d = p.tick(32_001, &[sample("n0", 0.5, 100, &moved)]);
         assert!(
             matches!(&d[..], [Decision::Restore { key, .. }] if key.as_ref() == b"hot"),

@@ -60,6 +60,8 @@ fn config() -> ClusterConfig {
 fn hot_policy() -> PolicyConfig {
     PolicyConfig {
         cool_ms: 3_000,
+        // One worker per simulated node: the step within nodes is the unit tests' part.
+        hot_workers: 0,
         decide_nodes: false,
         ..PolicyConfig::default()
     }

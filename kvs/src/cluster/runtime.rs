@@ -705,6 +705,25 @@ impl Autopilot {
                         String::from_utf8_lossy(key)
                     )
                 }
+                Decision::ReplicateLocally {
+                    key,
+                    factor,
+                    workers,
+                    reason,
+                } => {
+                    agent.set_replication(
+                        now,
+                        key.clone(),
+                        super::replication::Factors {
+                            global: Some(*factor),
+                            local: Some(*workers),
+                        },
+                    );
+                    format!(
+                        "replicate {:?} on {workers} workers in each of its {factor} nodes: {reason}",
+                        String::from_utf8_lossy(key)
+                    )
+                }
                 Decision::Restore { key, reason } => {
                     agent.set_replication(now, key.clone(), super::replication::Factors::default());
                     format!(
