@@ -329,3 +329,30 @@ fn retwis_shows_no_anomaly_under_causal() {
         "causal timelines never show a reply alone"
     );
 }
+
+#[test]
+fn the_autoscaling_timeline_reports_every_second_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("timeline.svg");
+    let r = report_of(
+        &[
+            "autoscale",
+            "--duration",
+            "10s",
+            "--period-ms",
+            "500",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let seconds = r["seconds"].as_array().unwrap();
+    assert_eq!(seconds.len(), 10);
+    assert!(seconds.iter().all(|s| s["nodes"].as_u64().unwrap() >= 1));
+    assert!(
+        seconds.iter().any(|s| s["ops"].as_u64().unwrap() > 0),
+        "the load ran"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("replicas"));
+}

@@ -5,6 +5,7 @@
 //! `calm bench run` is the command line over this crate; [`functions`] holds the function
 //! experiments (`calm bench functions`).
 
+pub mod autoscale;
 pub mod consistency;
 pub mod functions;
 pub mod plot;

@@ -175,3 +175,58 @@ fn draw_lines(
         .map_err(err)?;
     root.present().map_err(err)
 }
+
+/// One panel of [`panels`]: its y description, and its series (label, points).
+pub type Panel = (String, Vec<(String, Vec<(f64, f64)>)>);
+
+/// Several panels stacked, sharing the x axis: each with its y description and its series.
+pub fn panels(title: &str, x_desc: &str, panels: &[Panel], path: &Path) -> Result<(), String> {
+    check_svg(path)?;
+    let height = 220 * panels.len().max(1) as u32 + 40;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (head, body) = root.split_vertically(40);
+    head.titled(title, ("sans-serif", 20)).map_err(err)?;
+    let areas = body.split_evenly((panels.len().max(1), 1));
+    let max_x = panels
+        .iter()
+        .flat_map(|(_, sets)| sets.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)))
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
+    for (area, (y_desc, sets)) in areas.iter().zip(panels) {
+        let max_y = sets
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc.as_str())
+            .draw()
+            .map_err(err)?;
+        for (i, (label, pts)) in sets.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), &color))
+                .map_err(err)?
+                .label(label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
