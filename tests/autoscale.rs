@@ -78,6 +78,12 @@ fn a_sustained_load_adds_a_node_and_its_end_gives_it_back() {
     wait_until("a node added under load", Duration::from_secs(60), || {
         alive(&up).len() == 2
     });
+    // The controller's action shows in `calm status`, with its reason.
+    let status = String::from_utf8_lossy(&up.calm(&["status"]).stdout).into_owned();
+    assert!(
+        status.contains("autoscale: added 127.0.0.1:") && status.contains("over the"),
+        "{status}"
+    );
     let _ = load.kill();
     let _ = load.wait();
     wait_until(

@@ -78,6 +78,33 @@ pub async fn cluster_samples(
     (Vec::new(), 0)
 }
 
+/// The key the controller keeps its actions under (a set of "TIME_MS ACTION" lines), so
+/// `calm status` shows them from any node.
+pub const DECISIONS_KEY: &str = "calm/autoscale/decisions";
+
+/// Logs the controller's actions: on stderr, and in the cluster for `calm status`.
+pub async fn record(addrs: &[SocketAddr], ca: &std::path::Path, now_ms: u64, lines: Vec<String>) {
+    if lines.is_empty() {
+        return;
+    }
+    for line in &lines {
+        eprintln!("autoscale: {line}");
+    }
+    let members: Vec<bytes::Bytes> = lines
+        .iter()
+        .map(|l| bytes::Bytes::from(format!("{now_ms:013} {l}")))
+        .collect();
+    for addr in addrs {
+        if let Ok(c) = Client::connect(*addr, ca).await {
+            let ok = c.set_add(DECISIONS_KEY, members.clone()).await.is_ok();
+            c.close().await;
+            if ok {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads a policy file: fields left out keep their defaults.
 pub fn read_policy(path: &PathBuf) -> CliResult<PolicyConfig> {
     let text = std::fs::read_to_string(path)
@@ -126,8 +153,8 @@ pub async fn run(args: AutoscalerArgs) -> CliResult<()> {
             c.close().await;
         }
         let (samples, members) = cluster_samples(&addrs, &ca, args.period_ms).await;
-        for line in controller.step(now_ms(), &samples, members, &mut provisioner) {
-            eprintln!("autoscale: {line}");
-        }
+        let now = now_ms();
+        let lines = controller.step(now, &samples, members, &mut provisioner);
+        record(&addrs, &ca, now, lines).await;
     }
 }

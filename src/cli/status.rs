@@ -82,6 +82,22 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
         })
         .unwrap_or_default();
     let default_replication = routing.as_ref().map(|r| r.replication);
+    // The autoscaling controller's latest actions (nodes added and removed), if any.
+    let mut scaling: Vec<String> = Vec::new();
+    if let Some(addr) = asked
+        && let Ok(c) = Client::connect(addr, &ca).await
+    {
+        if let Ok(Some(calm_kvs::ReadValue::Set { members })) =
+            c.get(super::autoscaler::DECISIONS_KEY).await
+        {
+            scaling = members
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
+        }
+        c.close().await;
+    }
+    let recent_scaling: Vec<String> = scaling.iter().rev().take(5).rev().cloned().collect();
     let Some(asked) = asked else {
         return Err(format!(
             "no node answered ({}); is the cluster running?",
@@ -128,6 +144,10 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                 show(f.global),
                 show(f.local)
             );
+        }
+        for d in &recent_scaling {
+            let action = d.split_once(' ').map_or(d.as_str(), |(_, a)| a);
+            println!("autoscale: {action}");
         }
         println!();
     }
@@ -254,6 +274,7 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                 "asked": asked.to_string(),
                 "replication": default_replication,
                 "replication_overrides": overrides,
+                "autoscale_actions": recent_scaling,
                 "nodes": docs,
             })
         );

@@ -254,9 +254,8 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
                 super::autoscaler::cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms)
                     .await;
             let now = super::autoscaler::now_ms();
-            for line in controller.step(now, &samples, members, &mut nodes) {
-                eprintln!("autoscale: {line}");
-            }
+            let lines = controller.step(now, &samples, members, &mut nodes);
+            super::autoscaler::record(&nodes.addrs(), &ca.cert, now, lines).await;
         }
     }
     stop(&mut nodes);
