@@ -98,6 +98,18 @@ async fn three_nodes_survive_kill_9_and_catch_up() {
         || count_correct_is(&c0, 1, KEYS),
     )
     .await;
+    // A counter increment sent to the dead node is not silently run elsewhere (it might
+    // count twice): writes go around it once node 2 suspects it.
+    let dead = up.addrs[1].to_string();
+    wait_for("node 2 to suspect node 1", Duration::from_secs(15), || {
+        let (c2, dead) = (&c2, dead.clone());
+        async move {
+            c2.members().await.unwrap_or_default().iter().any(|m| {
+                m.member.addr == dead && m.member.status != calm_kvs::cluster::Status::Alive
+            })
+        }
+    })
+    .await;
     let results = increment_all(&c2, Ack::One).await;
     assert!(
         results.iter().all(|r| *r == Ok(Reply::Written)),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use calm_kvs::autoscale::{Controller, Provisioner};
-use calm_kvs::cluster::{ClusterConfig, Status};
+use calm_kvs::cluster::ClusterConfig;
 use calm_kvs::launch::{NodeLaunch, RunningNode, launch};
 use calm_kvs::policy::PolicyConfig;
 use calm_kvs::resp::RespConfig;
@@ -217,16 +217,10 @@ pub async fn timeline(
         let node = Client::connect(addrs[0], &ca)
             .await
             .map_err(|e| e.to_string())?;
-        let members = node.members().await.map_err(|e| e.to_string())?;
-        let alive: Vec<String> = members
-            .iter()
-            .filter(|m| m.member.status == Status::Alive)
-            .map(|m| m.member.addr.clone())
-            .collect();
-        let owning = members
-            .iter()
-            .filter(|m| m.member.status.owns_keys())
-            .count();
+        let picture = calm_kvs::autoscale::picture(&node, period_ms * 3)
+            .await
+            .map_err(|e| e.to_string())?;
+        let owning = picture.members;
         let routing = node.routing().await.map_err(|e| e.to_string())?;
         let rf = |k: &str| {
             routing
@@ -237,11 +231,8 @@ pub async fn timeline(
                 .map_or(routing.replication, usize::from)
                 .min(owning.max(1))
         };
-        let stats = node.stats().await.map_err(|e| e.to_string())?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        let samples = stats.cluster_load.fresh(now_ms, period_ms * 3, &alive);
+        let now_ms = calm_kvs::autoscale::now_ms();
+        let samples = picture.samples;
         let occupancy =
             samples.iter().map(|s| s.occupancy).sum::<f64>() / samples.len().max(1) as f64;
         let server_p99_us = samples.iter().map(|s| s.p99_us).max().unwrap_or(0);
@@ -269,7 +260,7 @@ pub async fn timeline(
             clients: phase(t as f64, secs).0,
             ops: now_ops - last_ops,
             p99_us: p99,
-            nodes: alive.len(),
+            nodes: picture.alive,
             rf_a: rf("hot-a"),
             rf_b: rf("hot-b"),
             occupancy,

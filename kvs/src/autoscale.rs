@@ -17,6 +17,45 @@ use std::time::Duration;
 
 use crate::policy::{Decision, NodeSample, Policy, PolicyConfig};
 
+/// The cluster as one node sees it: the fresh load samples of the members alive, and how
+/// many members there are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Picture {
+    /// The latest sample of each alive member, if fresh.
+    pub samples: Vec<NodeSample>,
+    /// Members alive.
+    pub alive: usize,
+    /// Members that own keys (alive or suspected).
+    pub members: usize,
+}
+
+/// Milliseconds since the Unix epoch (the clock load samples are stamped with).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Asks the node behind `client` for the cluster's picture (nodes gossip their samples to
+/// each other: any node has all of them); samples older than `max_age_ms` are left out.
+pub async fn picture(client: &crate::Client, max_age_ms: u64) -> Result<Picture, crate::KvsError> {
+    let stats = crate::Store::stats(client).await?;
+    let members = client.members().await?;
+    let alive: Vec<String> = members
+        .iter()
+        .filter(|m| m.member.status == crate::cluster::Status::Alive)
+        .map(|m| m.member.addr.clone())
+        .collect();
+    Ok(Picture {
+        samples: stats.cluster_load.fresh(now_ms(), max_age_ms, &alive),
+        alive: alive.len(),
+        members: members
+            .iter()
+            .filter(|m| m.member.status.owns_keys())
+            .count(),
+    })
+}
+
 /// Makes and removes nodes.
 pub trait Provisioner: Send {
     /// Adds a node; says which (or what was asked for).

@@ -38,15 +38,10 @@ pub struct AutoscalerArgs {
     period_ms: u64,
 }
 
-/// Milliseconds since the Unix epoch (the clock load samples are stamped with).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use calm_kvs::autoscale::now_ms;
 
-/// The cluster's fresh load samples, as the first node that answers has them (nodes gossip
-/// them to each other: any node has the whole picture), and how many members own keys.
+/// The cluster's picture from the first node that answers (see
+/// [`picture`](calm_kvs::autoscale::picture)).
 pub async fn cluster_samples(
     addrs: &[SocketAddr],
     ca: &std::path::Path,
@@ -56,23 +51,10 @@ pub async fn cluster_samples(
         let Ok(client) = Client::connect(*addr, ca).await else {
             continue;
         };
-        let stats = client.stats().await;
-        let members = client.members().await.unwrap_or_default();
+        let picture = calm_kvs::autoscale::picture(&client, period_ms * 3).await;
         client.close().await;
-        if let Ok(stats) = stats {
-            let alive: Vec<String> = members
-                .iter()
-                .filter(|m| m.member.status == Status::Alive)
-                .map(|m| m.member.addr.clone())
-                .collect();
-            let owning = members
-                .iter()
-                .filter(|m| m.member.status.owns_keys())
-                .count();
-            return (
-                stats.cluster_load.fresh(now_ms(), period_ms * 3, &alive),
-                owning,
-            );
+        if let Ok(p) = picture {
+            return (p.samples, p.members);
         }
     }
     (Vec::new(), 0)
