@@ -176,28 +176,17 @@ async fn staleness_runs_against_calm_up() {
 }
 
 #[test]
-fn contention_measures_both_settings_at_each_skew() {
+fn contention_replicates_the_hot_key_and_spreads_its_reads() {
+    // Three `calm server` processes of half a core each; Zipf 4 sends nine reads in ten to
+    // one key. Without the policy its node serves them all; with it, the key gets a replica
+    // on every node and the reads spread.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.json");
     let run = Command::new(env!("CARGO_BIN_EXE_calm"))
-        .args([
-            "bench",
-            "consistency",
-            "contention",
-            "--zipf",
-            "1,2",
-            "--keys",
-            "1000",
-        ])
-        .args([
-            "--duration",
-            "300ms",
-            "--clients",
-            "4",
-            "--threads",
-            "2",
-            "--out",
-        ])
+        .args(["bench", "consistency", "contention", "--zipf", "4"])
+        .args(["--nodes", "3", "--node-cpu", "0.5", "--keys", "1000"])
+        .args(["--clients", "16", "--warmup", "5s", "--duration", "2s"])
+        .args(["--rounds", "1", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -208,12 +197,31 @@ fn contention_measures_both_settings_at_each_skew() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let points = report["contention"].as_array().unwrap();
-    assert_eq!(points.len(), 2);
-    for (p, zipf) in points.iter().zip([1.0, 2.0]) {
-        assert_eq!(p["zipf"].as_f64(), Some(zipf));
-        assert!(p["plain_ops_per_sec"].as_f64().unwrap() > 100.0, "{p}");
-        assert!(p["replicated_ops_per_sec"].as_f64().unwrap() > 100.0, "{p}");
+    assert_eq!(points.len(), 1);
+    let (off, on) = (&points[0]["off"], &points[0]["on"]);
+    assert_eq!(points[0]["zipf"].as_f64(), Some(4.0));
+    for s in [off, on] {
+        assert!(s["ops_per_sec"].as_f64().unwrap() > 100.0, "{s}");
+        assert_eq!(s["errors"].as_u64(), Some(0), "{s}");
+        assert_eq!(s["served"].as_array().unwrap().len(), 3, "{s}");
     }
+    assert_eq!(off["replicated"], serde_json::json!([]), "{off}");
+    assert!(
+        on["replicated"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["user000000000000", 3])),
+        "the hottest key is not on every node: {on}"
+    );
+    let (busiest_off, busiest_on) = (
+        off["busiest_share"].as_f64().unwrap(),
+        on["busiest_share"].as_f64().unwrap(),
+    );
+    assert!(busiest_off > 0.85, "{off}");
+    assert!(
+        busiest_on < 0.6,
+        "reads of the hot key did not spread: {busiest_off} then {busiest_on}"
+    );
 }
 
 #[test]

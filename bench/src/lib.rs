@@ -7,6 +7,7 @@
 
 pub mod autoscale;
 pub mod consistency;
+pub mod contention;
 pub mod functions;
 pub mod plot;
 pub mod runner;

@@ -288,6 +288,7 @@ mod test {
             node: node.into(),
             occupancy,
             p99_us,
+            ops: 0,
             hot_keys: Vec::new(),
         }
     }

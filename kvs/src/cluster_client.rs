@@ -1,8 +1,10 @@
 //! A client that sends each key straight to its owners.
 //!
-//! It keeps the cluster's routing table (members and replication factor), computes every
-//! key's owners exactly as the nodes do, and sends each operation to an alive owner: no
-//! forwarding hop. When its table is stale the node answers
+//! It keeps the cluster's routing table (members, replication factor, and the keys whose
+//! replication was raised, refreshed every second), computes every key's owners exactly as
+//! the nodes do, and sends each operation to an alive owner: no forwarding hop. Reads of a
+//! key with raised replication (a hot key) go round its replicas, except the client's
+//! reads of a key it wrote in the last second, which go where the write went. When its table is stale the node answers
 //! [`OpError::NotOwner`]; the client refreshes the table and retries (a redirect). When a
 //! node does not answer, the client refreshes and tries the next owner — except for a
 //! write that may already have been applied, which answers [`OpError::Timeout`] rather
@@ -12,9 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::cluster::runtime::join_all;
@@ -32,8 +34,17 @@ use bytes::Bytes;
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Attempts per operation (each after a refresh of the table).
 const ATTEMPTS: usize = 4;
+/// A table older than this is fetched again in the background, so replication the
+/// autoscaling policy raised (or lowered) reaches the client without a redirect.
+const TABLE_MAX_AGE: Duration = Duration::from_secs(1);
+/// A key this client wrote this recently is read from the replica it wrote to, not any
+/// replica (read-your-writes while the write spreads to the others).
+const OWN_WRITE_WINDOW: Duration = Duration::from_secs(1);
+/// Keys remembered as recently written before old entries are dropped.
+const OWN_WRITES_KEPT: usize = 4096;
 
 struct Table {
+    fetched: Instant,
     ring: HashRing,
     replication: usize,
     overrides: HashMap<bytes::Bytes, usize>,
@@ -50,6 +61,7 @@ impl Table {
             .filter_map(|m| m.addr.parse().ok().map(|a| (node_id(&m.addr), a)))
             .collect();
         Table {
+            fetched: Instant::now(),
             ring: HashRing::new(owners.keys().copied(), 64),
             replication: t.replication,
             overrides: t
@@ -81,6 +93,14 @@ impl Table {
         owners.sort_by_key(|a| !self.alive.contains(a));
         owners
     }
+
+    /// Whether `key` has more replicas than the default (a hot key the policy, or
+    /// `calm kv replicate`, spread out).
+    fn raised(&self, key: &[u8]) -> bool {
+        self.overrides
+            .get(key)
+            .is_some_and(|&f| f > self.replication)
+    }
 }
 
 struct Inner {
@@ -90,6 +110,12 @@ struct Inner {
     table: RwLock<Option<Arc<Table>>>,
     redirects: AtomicU64,
     push: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Pushed>>>,
+    /// Whether a background refresh of the table is under way.
+    refreshing: AtomicBool,
+    /// Turns reads of raised keys around their replicas.
+    spread: AtomicU64,
+    /// Raised keys this client wrote lately, and when.
+    own_writes: std::sync::Mutex<HashMap<Bytes, Instant>>,
 }
 
 /// A client of a whole cluster that routes each key to its owners. Cheap to clone.
@@ -121,6 +147,9 @@ impl ClusterClient {
                 table: RwLock::new(None),
                 redirects: AtomicU64::new(0),
                 push: std::sync::Mutex::new(None),
+                refreshing: AtomicBool::new(false),
+                spread: AtomicU64::new(0),
+                own_writes: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         client.refresh().await?;
@@ -363,6 +392,54 @@ impl ClusterClient {
         self.inner.table.read().ok().and_then(|t| t.clone())
     }
 
+    /// Fetches the table again in the background when it is older than
+    /// [`TABLE_MAX_AGE`] (one fetch at a time).
+    fn refresh_if_old(&self, table: &Table) {
+        if table.fetched.elapsed() < TABLE_MAX_AGE
+            || self.inner.refreshing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.refresh().await;
+            this.inner.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Puts the owner `op` should try first in front. Reads of a key with raised
+    /// replication go round its alive replicas (that is what the replicas are for), except
+    /// a key this client wrote within [`OWN_WRITE_WINDOW`]: that read goes where the write
+    /// went, so the client reads its own writes. Everything else goes to the first owner.
+    fn order_owners(&self, table: &Table, op: &Op, owners: &mut [SocketAddr]) {
+        let key = op.key();
+        if !table.raised(key) {
+            return;
+        }
+        let Ok(mut own) = self.inner.own_writes.lock() else {
+            return;
+        };
+        match op {
+            Op::Get { .. } => {
+                if own.get(key).is_some_and(|t| t.elapsed() < OWN_WRITE_WINDOW) {
+                    return;
+                }
+                let alive = owners.iter().filter(|a| table.alive.contains(a)).count();
+                if alive > 1 {
+                    let turn = self.inner.spread.fetch_add(1, Ordering::Relaxed);
+                    owners[..alive].rotate_left((turn % alive as u64) as usize);
+                }
+            }
+            Op::Write { .. } | Op::Delete { .. } => {
+                if own.len() >= OWN_WRITES_KEPT {
+                    own.retain(|_, t| t.elapsed() < OWN_WRITE_WINDOW);
+                }
+                own.insert(key.clone(), Instant::now());
+            }
+            Op::GetAll { .. } | Op::Raw { .. } => {}
+        }
+    }
+
     /// Runs a batch with an acknowledgement level; each operation goes to an owner of its
     /// key. Results in the order of `ops`.
     pub async fn execute_with_ack(
@@ -385,9 +462,13 @@ impl ClusterClient {
                 addr: "the cluster".into(),
                 reason: "no routing table".into(),
             })?;
+            if attempt == 0 {
+                self.refresh_if_old(&table);
+            }
             let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
             for &i in &pending {
-                let owners = table.owners(ops[i].key());
+                let mut owners = table.owners(ops[i].key());
+                self.order_owners(&table, &ops[i], &mut owners);
                 let target = owners
                     .iter()
                     .find(|o| !tried[i].contains(o))

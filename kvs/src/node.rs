@@ -29,7 +29,7 @@ use crate::value::Value;
 use crate::worker::{GossipBatch, Worker, WorkerConfig};
 
 /// How a node runs. Every field has a default; a TOML file can set any of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
     /// Storage worker threads (default: the number of cores).
     pub threads: usize,
@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// How often the autoscaling policy looks at this node's figures, milliseconds (0: the
     /// policy is off).
     pub autoscale_period_ms: u64,
+    /// The autoscaling policy's knobs for hot keys (`hot_sigma`, `hot_factor`,
+    /// `hot_workers`, `cool_ms`, `sustain_ms`); a node never decides the number of nodes
+    /// (that is the controller's part).
+    pub policy: crate::policy::PolicyConfig,
     /// How often changes of subscribed keys are pushed to their subscribers, milliseconds
     /// (see [`subscribe`](crate::subscribe)).
     pub push_period_ms: u64,
@@ -74,6 +78,8 @@ struct NodeConfigFile {
     flush_ms: u64,
     memory_budget: Option<u64>,
     checkpoint_log_bytes: u64,
+    /// A `[policy]` table.
+    policy: crate::policy::PolicyConfig,
 }
 
 impl Default for NodeConfigFile {
@@ -93,6 +99,7 @@ impl Default for NodeConfigFile {
             flush_ms: n.storage.flush_ms,
             memory_budget: n.storage.memory_budget,
             checkpoint_log_bytes: n.storage.checkpoint_log_bytes,
+            policy: n.policy,
         }
     }
 }
@@ -118,6 +125,7 @@ impl From<NodeConfigFile> for NodeConfig {
                 checkpoint_log_bytes: f.checkpoint_log_bytes,
                 ..StorageConfig::default()
             },
+            policy: f.policy,
             ..NodeConfig::default()
         }
     }
@@ -135,6 +143,7 @@ impl Default for NodeConfig {
             data_dir: None,
             storage: StorageConfig::default(),
             autoscale_period_ms: 0,
+            policy: crate::policy::PolicyConfig::default(),
             push_period_ms: 5,
         }
     }
@@ -608,6 +617,7 @@ impl Node {
                 && self.config.storage.durability == Durability::Sync,
             metrics: self.metrics.clone(),
             autoscale_period_ms: self.config.autoscale_period_ms,
+            policy: self.config.policy.clone(),
         }
     }
 
@@ -705,6 +715,8 @@ pub struct WorkerPool {
     pub(crate) metrics: Arc<Metrics>,
     /// See [`NodeConfig::autoscale_period_ms`].
     pub(crate) autoscale_period_ms: u64,
+    /// See [`NodeConfig::policy`].
+    pub(crate) policy: crate::policy::PolicyConfig,
 }
 
 impl WorkerPool {
@@ -1024,6 +1036,11 @@ mod test {
         assert_eq!(config.threads, 2);
         assert_eq!(config.worker.local_replication, 2);
         assert_eq!(config.worker.gossip_period_ms, 20);
+        assert_eq!(config.policy, crate::policy::PolicyConfig::default());
+        let with_policy = parse("threads = 1\n[policy]\nhot_factor = 5\n").unwrap();
+        assert_eq!(with_policy.policy.hot_factor, 5);
+        assert_eq!(with_policy.policy.cool_ms, 30_000);
+        assert!(parse("[policy]\nhot_factr = 5\n").is_err());
         assert_eq!(
             config.worker.max_key_bytes,
             WorkerConfig::default().max_key_bytes

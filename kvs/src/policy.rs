@@ -26,8 +26,13 @@ use crate::hot_keys::HotKey;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Standard deviations above the mean that make a key hot.
+    /// Standard deviations above the mean (of the heaviest keys' rates) that make a key
+    /// hot.
     pub hot_sigma: f64,
+    /// A key also counts as hot when it alone takes more than this share of an average
+    /// node's requests (0: only `hot_sigma` decides). One key at half a node's load is a
+    /// node's worth of work waiting on one replica, whatever the other keys do.
+    pub hot_share: f64,
     /// Replicas a hot key gets across nodes.
     pub hot_factor: u8,
     /// Workers within each node a key still hot after `sustain_ms` with `hot_factor`
@@ -59,6 +64,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             hot_sigma: 2.0,
+            hot_share: 0.5,
             hot_factor: 3,
             hot_workers: 4,
             cool_ms: 30_000,
@@ -84,6 +90,8 @@ pub struct NodeSample {
     pub occupancy: f64,
     /// The node's p99 latency, microseconds.
     pub p99_us: u64,
+    /// Requests it served over the last period.
+    pub ops: u64,
     /// Its hottest keys.
     pub hot_keys: Vec<HotKey>,
 }
@@ -299,8 +307,12 @@ impl Policy {
                 .sum::<f64>()
                 / n;
             let threshold = mean + self.config.hot_sigma * var.sqrt();
+            let per_node = samples.iter().map(|s| s.ops).sum::<u64>() as f64 / samples.len() as f64;
+            let share = self.config.hot_share * per_node;
             for (&key, &count) in &counts {
-                if count as f64 > threshold && var > 0.0 {
+                let by_sigma = count as f64 > threshold && var > 0.0;
+                let by_share = self.config.hot_share > 0.0 && share > 0.0 && count as f64 > share;
+                if by_sigma || by_share {
                     hot_now.insert(key.clone());
                     let stage = self.stage.get(key).copied();
                     if let Some((since, false)) = stage
@@ -324,11 +336,18 @@ impl Policy {
                         out.push(Decision::Replicate {
                             key: key.clone(),
                             factor: self.config.hot_factor,
-                            reason: format!(
-                                "{count} recent accesses, above mean {mean:.0} + {} x sd {:.0} = {threshold:.0}",
-                                self.config.hot_sigma,
-                                var.sqrt()
-                            ),
+                            reason: if by_sigma {
+                                format!(
+                                    "{count} recent accesses, above mean {mean:.0} + {} x sd {:.0} = {threshold:.0}",
+                                    self.config.hot_sigma,
+                                    var.sqrt()
+                                )
+                            } else {
+                                format!(
+                                    "{count} recent accesses, more than {} of a node's {per_node:.0}",
+                                    self.config.hot_share
+                                )
+                            },
                         });
                     }
                 }
@@ -447,6 +466,54 @@ mod test {
     }
 
     #[test]
+    fn a_key_with_half_a_node_of_load_is_hot_even_beside_another() {
+        // Two keys equally hot: neither stands out by standard deviations (each is exactly
+        // mean + 2 sd), but each takes 80% of an average node's requests.
+        let mut heavy = vec![("a", 800), ("b", 800)];
+        let cold: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        heavy.extend(cold.iter().map(|c| (c.as_str(), 10)));
+        let samples: Vec<NodeSample> = (0..4)
+            .map(|i| NodeSample {
+                ops: 1_000,
+                ..sample(
+                    &format!("n{i}"),
+                    0.5,
+                    100,
+                    if i == 0 { &heavy } else { &[] },
+                )
+            })
+            .collect();
+        let mut sigma_only = Policy::new(PolicyConfig {
+            hot_share: 0.0,
+            ..PolicyConfig::default()
+        });
+        assert!(sigma_only.tick(1_000, &samples).is_empty());
+        let mut p = Policy::new(PolicyConfig::default());
+        let d = p.tick(1_000, &samples);
+        let replicated: Vec<&[u8]> = d
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Replicate { key, reason, .. } => {
+                    assert!(reason.contains("of a node's 1000"), "{reason}");
+                    Some(key.as_ref())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replicated, vec![&b"a"[..], &b"b"[..]], "{d:?}");
+        // Without a request count (ops 0) the share rule stays out of it.
+        let unknown: Vec<NodeSample> = samples
+            .into_iter()
+            .map(|s| NodeSample { ops: 0, ..s })
+            .collect();
+        assert!(
+            Policy::new(PolicyConfig::default())
+                .tick(1_000, &unknown)
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn rates_are_accesses_since_the_last_sample() {
         let hk = |k: &str, c: u64| HotKey {
             key: Bytes::copy_from_slice(k.as_bytes()),
@@ -498,6 +565,7 @@ mod test {
             node: node.into(),
             occupancy,
             p99_us,
+            ops: 0,
             hot_keys: hot
                 .iter()
                 .map(|(k, c)| HotKey {

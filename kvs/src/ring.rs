@@ -85,6 +85,26 @@ impl HashRing {
     pub fn primary(&self, key: &[u8]) -> Option<u32> {
         self.clockwise(key_hash(key)).next()
     }
+
+    /// Whether any key's first `n` owners include both `a` and `b`. Keys whose hashes fall
+    /// between the same two points share their owners, so looking once from each point
+    /// covers every key.
+    pub fn shares_keys(&self, a: u32, b: u32, n: usize) -> bool {
+        let want = n.min(self.members.len());
+        let mut owners = Vec::with_capacity(want);
+        (0..self.points.len()).any(|i| {
+            owners.clear();
+            for p in self.points[i..].iter().chain(&self.points[..i]) {
+                if owners.len() == want {
+                    break;
+                }
+                if !owners.contains(&p.1) {
+                    owners.push(p.1);
+                }
+            }
+            owners.contains(&a) && owners.contains(&b)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +116,26 @@ mod test {
         // A fixed vector: if this changes, every deployed node would disagree on owners.
         assert_eq!(key_hash(b"calm"), xxh3_64(b"calm"));
         assert_eq!(key_hash(b""), 0x2d06_8005_38d3_94c2);
+    }
+
+    #[test]
+    fn shares_keys_agrees_with_the_owners_of_many_keys() {
+        for (members, n) in [(2u32, 1usize), (3, 1), (3, 2), (6, 1), (6, 2), (6, 3)] {
+            let ring = HashRing::new(0..members, 64);
+            for a in 0..members {
+                for b in 0..members {
+                    let seen = (0..20_000u32).any(|k| {
+                        let o = ring.owners(&k.to_be_bytes(), n);
+                        o.contains(&a) && o.contains(&b)
+                    });
+                    assert_eq!(
+                        ring.shares_keys(a, b, n),
+                        seen,
+                        "{members} members, {n} owners, {a} and {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

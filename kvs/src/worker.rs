@@ -473,6 +473,18 @@ impl LocalStore for Worker {
 
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {
         let mut digest = BTreeMap::new();
+        if let Some(keys) = filter.candidates() {
+            for key in keys {
+                if self.is_local_primary(&key)
+                    && filter.matches(&key)
+                    && let Some(value) = self.value(&key)
+                {
+                    *digest.entry(bucket(&key)).or_insert(0u64) ^=
+                        crate::storage::entry_hash(&key, &value);
+                }
+            }
+            return digest;
+        }
         self.store.for_each_hash(
             |key| self.is_local_primary(key) && filter.matches(key),
             |key, hash| *digest.entry(bucket(key)).or_insert(0u64) ^= hash,
@@ -488,10 +500,18 @@ impl LocalStore for Worker {
     ) -> Vec<(Bytes, Value)> {
         let ring = self.ring.clone();
         let id = self.id;
-        self.store.collect(
-            |k| buckets.contains(&bucket(k)) && ring.primary(k) == Some(id) && filter.matches(k),
-            limit,
-        )
+        let keep = |k: &[u8]| {
+            buckets.contains(&bucket(k)) && ring.primary(k) == Some(id) && filter.matches(k)
+        };
+        match filter.candidates() {
+            Some(keys) => keys
+                .into_iter()
+                .filter(|k| keep(k))
+                .filter_map(|k| self.value(&k).map(|v| (k, v)))
+                .take(limit)
+                .collect(),
+            None => self.store.collect(keep, limit),
+        }
     }
 
     fn value_of(&mut self, key: &[u8]) -> Option<Value> {

@@ -313,6 +313,7 @@ fn run(seed: u64) -> Result<(), String> {
                     occupancy,
                     // Latency grows as the node fills up.
                     p99_us: if occupancy > 0.8 { 20_000 } else { 500 },
+                    ops: n.served,
                     hot_keys: n.rates.rates(n.store.stats().hot_keys),
                 };
                 n.served = 0;

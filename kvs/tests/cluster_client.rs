@@ -444,6 +444,7 @@ async fn the_policy_replicates_a_hot_key() {
     for i in 0..40 {
         client.put(format!("cold{i}"), "v").await.unwrap();
     }
+    client.put("hot", "v").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ops = (0..200)
@@ -479,6 +480,51 @@ async fn the_policy_replicates_a_hot_key() {
             .any(|d| d.contains("\"hot\"") && d.contains("above mean")),
         "{decisions:?}"
     );
+
+    // The client learns the new factor without a redirect, and its reads of the hot key
+    // then go round the three replicas rather than all to the first owner.
+    let gets = |n: &RunningNode| {
+        let node = n.node.clone();
+        async move {
+            let s = node.stats().await.unwrap();
+            s.ops
+                .iter()
+                .filter(|o| o.kind == calm_kvs::OpKind::Get)
+                .map(|o| o.count)
+                .sum::<u64>()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = [gets(&a).await, gets(&b).await, gets(&c).await];
+        for _ in 0..60 {
+            let r = client.get("hot").await.unwrap();
+            assert!(r.is_some(), "every replica holds the hot key's value");
+        }
+        let after = [gets(&a).await, gets(&b).await, gets(&c).await];
+        let served: Vec<u64> = (0..3).map(|i| after[i] - before[i]).collect();
+        if served.iter().all(|&s| s >= 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads of the hot key did not spread over its replicas: {served:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A client reads its own writes of the hot key, although its reads go round replicas
+    // the write reaches only with the next gossip.
+    for i in 0..30 {
+        let value = format!("v{i}");
+        client.put("hot", value.clone()).await.unwrap();
+        match client.get("hot").await.unwrap() {
+            Some(ReadValue::Lww { value: got, .. }) => {
+                assert_eq!(got, Bytes::from(value), "write {i} not read back")
+            }
+            other => panic!("write {i} read back as {other:?}"),
+        }
+    }
     for n in [a, b, c] {
         n.stop().await;
     }

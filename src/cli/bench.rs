@@ -92,8 +92,9 @@ pub enum ConsistencyCommand {
     /// Retwis: replies shown without the tweet they answer, under lww and under causal
     /// (functions on a 3-node cluster in this process).
     Retwis(RetwisArgs),
-    /// Throughput against Zipf skew on one node, with and without the hottest keys held by
-    /// every worker (replication set by hand; Anna's contention experiment).
+    /// Anna's contention experiment: read throughput of a cluster of `calm server`
+    /// processes against Zipf skew, with the autoscaling policy's selective replication off
+    /// and on (each node may be held to a share of a core, as on separate small machines).
     Contention(ContentionArgs),
 }
 
@@ -121,26 +122,39 @@ pub struct PartitionArgs {
 #[derive(Args, Debug)]
 pub struct ContentionArgs {
     /// Zipf skews to measure, comma-separated.
-    #[arg(long, default_value = "0.5,1,2,4", value_delimiter = ',')]
+    #[arg(long, default_value = "1,2,4", value_delimiter = ',')]
     zipf: Vec<f64>,
-    /// How many of the most popular keys get replicated.
-    #[arg(long, default_value_t = 10)]
-    hot: u64,
-    /// Storage workers (default: one per core).
+    /// Nodes (one `calm server` process each, one storage worker, one replica per key).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=32))]
+    nodes: u16,
+    /// Each node's CPU quota in cores, through a Linux control group (needs root): nodes
+    /// then have capacities of their own, as on separate machines, and the load generator
+    /// keeps the rest of the cores. 0: no quota (every node shares every core).
+    #[arg(long, default_value_t = 0.1)]
+    node_cpu: f64,
+    /// Replicas the policy gives a hot key (default: every node).
     #[arg(long)]
-    threads: Option<usize>,
-    /// YCSB workload.
-    #[arg(long, default_value = "c")]
-    workload: Mix,
+    hot_factor: Option<u8>,
     /// Keys loaded.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16)]
+    /// Concurrent clients (closed loop; enough to keep every node busy although each
+    /// waits out its quota's pauses).
+    #[arg(long, default_value_t = 1024)]
     clients: usize,
-    /// Measured time per point.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Load before each measurement, in which the policy sees the skew and reacts.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Measured time per setting.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
     duration: Duration,
+    /// How often nodes sample their load and run the policy, milliseconds.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    autoscale_ms: u64,
+    /// Runs of each setting at each skew (alternating, each on a fresh cluster); the
+    /// median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
+    rounds: u16,
     /// Write every figure to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
@@ -453,74 +467,89 @@ async fn partition(args: PartitionArgs) -> CliResult<()> {
 }
 
 async fn contention(args: ContentionArgs) -> CliResult<()> {
+    use calm_bench::contention::{ContentionConfig, ContentionPoint, Setting};
     check_svg_name(&args.plot)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let workload = Workload {
-        mix: args.workload,
+    let nodes = usize::from(args.nodes);
+    let config = ContentionConfig {
+        exe: std::env::current_exe().map_err(|e| format!("cannot find the calm binary: {e}"))?,
+        nodes,
+        node_cpu: (args.node_cpu > 0.0).then_some(args.node_cpu),
+        zipfs: args.zipf.clone(),
         keys: args.keys,
-        value_size: 100,
-        zipf: 0.0,
-        kind: ValueKind::Lww,
-        seed: 1,
-        read_fraction: None,
-    };
-    let run = RunConfig {
         clients: args.clients,
+        warmup: args.warmup,
         duration: args.duration,
-        warmup: Duration::from_millis(500),
-        rate: None,
+        autoscale_ms: args.autoscale_ms,
+        hot_factor: args
+            .hot_factor
+            .unwrap_or(u8::try_from(nodes).unwrap_or(u8::MAX)),
+        rounds: usize::from(args.rounds),
     };
     eprintln!(
-        "{} skews, two runs each of {:?} (+0.5 s warm-up)...",
+        "{nodes} nodes{}, {} skews, policy off then on ({} rounds, median kept): {:?} of load then {:?} measured each...",
+        config
+            .node_cpu
+            .map(|c| format!(" of {c} core each"))
+            .unwrap_or_default(),
         args.zipf.len(),
+        args.rounds,
+        args.warmup,
         args.duration
     );
-    let points =
-        calm_bench::consistency::contention(&workload, &run, threads, &args.zipf, args.hot).await?;
+    let points = calm_bench::contention::run(&config, |step| eprintln!("  {step}")).await?;
     println!(
-        "{:>6} {:>16} {:>10} {:>18} {:>10} {:>8}",
-        "zipf", "one worker ops/s", "p99 µs", "replicated ops/s", "p99 µs", "ratio"
+        "{:>5} {:>11} {:>8} {:>8} {:>11} {:>8} {:>8} {:>10} {:>7}",
+        "zipf",
+        "off ops/s",
+        "p99 µs",
+        "busiest",
+        "on ops/s",
+        "p99 µs",
+        "busiest",
+        "hot keys",
+        "ratio"
     );
     for p in &points {
         println!(
-            "{:>6} {:>16.0} {:>10} {:>18.0} {:>10} {:>7.2}x",
+            "{:>5} {:>11.0} {:>8} {:>7.0}% {:>11.0} {:>8} {:>7.0}% {:>10} {:>6.2}x",
             p.zipf,
-            p.plain_ops_per_sec,
-            p.plain_p99_us,
-            p.replicated_ops_per_sec,
-            p.replicated_p99_us,
-            p.replicated_ops_per_sec / p.plain_ops_per_sec.max(1e-9)
+            p.off.ops_per_sec,
+            p.off.p99_us,
+            p.off.busiest_share * 100.0,
+            p.on.ops_per_sec,
+            p.on.p99_us,
+            p.on.busiest_share * 100.0,
+            p.on.replicated.len(),
+            p.ratio()
         );
     }
     if let Some(path) = &args.out {
         let report = serde_json::json!({
             "contention": points,
-            "workload": workload,
-            "run": run,
-            "threads": threads,
-            "hot_keys": args.hot,
+            "config": config,
             "machine": Machine::here(),
         });
         write_json(path, &report)?;
     }
     if let Some(path) = &args.plot {
-        let line = |f: fn(&calm_bench::consistency::ContentionPoint) -> f64| {
-            points.iter().map(|p| (p.zipf, f(p))).collect::<Vec<_>>()
+        let line = |f: fn(&ContentionPoint) -> &Setting| {
+            points
+                .iter()
+                .map(|p| (p.zipf, f(p).ops_per_sec))
+                .collect::<Vec<_>>()
         };
         calm_bench::plot::lines(
-            &format!("throughput against skew, {threads} workers"),
+            &format!("read throughput against skew, {nodes} nodes"),
             "zipf",
             "ops/s",
             &[
                 (
-                    "each key on one worker".to_string(),
-                    line(|p| p.plain_ops_per_sec),
+                    "policy off (one replica per key)".to_string(),
+                    line(|p| &p.off),
                 ),
                 (
-                    format!("top {} keys on every worker", args.hot),
-                    line(|p| p.replicated_ops_per_sec),
+                    "policy on (hot keys replicated)".to_string(),
+                    line(|p| &p.on),
                 ),
             ],
             path,

@@ -67,6 +67,10 @@ pub struct ServerArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub autoscale_ms: u64,
+    /// With --autoscale: the policy's knobs as TOML (hot_sigma, hot_factor, hot_workers,
+    /// cool_ms, sustain_ms); fields left out keep their defaults.
+    #[arg(long, value_name = "FILE.toml", requires = "autoscale")]
+    pub policy: Option<PathBuf>,
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
@@ -163,6 +167,9 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     args.storage.apply(&mut config);
     if args.autoscale {
         config.autoscale_period_ms = args.autoscale_ms;
+    }
+    if let Some(path) = &args.policy {
+        config.policy = super::autoscaler::read_policy(path)?;
     }
     config.data_dir = Some(store_dir(
         &args.data_dir,

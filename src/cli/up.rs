@@ -34,8 +34,9 @@ pub struct UpArgs {
     #[arg(long)]
     autoscale: bool,
     /// With --autoscale: the policy's knobs as TOML (slo_p99_us, busy, idle, sustain_ms,
-    /// grace_ms, max_nodes, hot_sigma, hot_factor, cool_ms); fields left out keep their
-    /// defaults, and min_nodes defaults to --nodes.
+    /// grace_ms, max_nodes for nodes; hot_sigma, hot_factor, hot_workers, cool_ms for hot
+    /// keys, passed to every node); fields left out keep their defaults, and min_nodes
+    /// defaults to --nodes.
     #[arg(long, value_name = "FILE.toml", requires = "autoscale")]
     policy: Option<PathBuf>,
     /// With --autoscale: how often nodes sample their load and the policy runs,
@@ -291,6 +292,10 @@ fn spawn_node(
         cmd.arg("--autoscale")
             .arg("--autoscale-ms")
             .arg(args.autoscale_ms.to_string());
+        if let Some(policy) = &args.policy {
+            // The nodes read the hot-key knobs; the file's node knobs are this command's.
+            cmd.arg("--policy").arg(policy);
+        }
     }
     if !args.no_resp {
         let i = addr.port() - args.base_port;

@@ -69,6 +69,9 @@ impl Default for ClusterConfig {
 
 /// Buckets of keys compared by anti-entropy.
 pub const DIGEST_BUCKETS: u64 = 64;
+/// A node looks for entries it holds but does not own at least every this many
+/// anti-entropy rounds, even when nothing suggests there are any.
+const HANDOFF_SWEEP_ROUNDS: u32 = 30;
 
 /// The anti-entropy bucket of a key.
 pub fn bucket(key: &[u8]) -> u16 {
@@ -83,6 +86,9 @@ pub struct OwnerFilter {
     replication: usize,
     table: Arc<ReplicationTable>,
     nodes: Vec<u32>,
+    /// The ring gives the nodes no key in common at the default factor: only keys with
+    /// factors of their own can match.
+    overrides_only: bool,
 }
 
 impl OwnerFilter {
@@ -91,6 +97,14 @@ impl OwnerFilter {
         let rf = self.table.factor(key).unwrap_or(self.replication);
         let owners = self.ring.owners(key, rf);
         self.nodes.iter().all(|n| owners.contains(n))
+    }
+
+    /// The only keys that can match, when that is a short list (the keys with factors of
+    /// their own, because the ring gives the nodes nothing in common otherwise); `None`:
+    /// any key can. Stores look at these rather than walk every key.
+    pub fn candidates(&self) -> Option<Vec<Bytes>> {
+        self.overrides_only
+            .then(|| self.table.overrides().into_iter().map(|(k, _)| k).collect())
     }
 }
 
@@ -241,6 +255,10 @@ pub struct ClusterAgent {
     stats: AgentStats,
     left: bool,
     handoff: Handoff,
+    /// Whether the next anti-entropy round must look for entries to hand off.
+    handoff_due: bool,
+    /// Rounds since the last look.
+    rounds_since_handoff: u32,
     /// Until then, anti-entropy runs every gossip period: a node that (re)started empty
     /// catches up from its peers quickly.
     catch_up_until_ms: u64,
@@ -285,6 +303,8 @@ impl ClusterAgent {
             stats: AgentStats::default(),
             left: false,
             handoff: Handoff::default(),
+            handoff_due: true,
+            rounds_since_handoff: 0,
             catch_up_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
         };
         agent.rebuild_ring();
@@ -325,6 +345,15 @@ impl ClusterAgent {
         )
     }
 
+    /// Whether this node owns every key of `entries` as it sees the ring (entries it does
+    /// not own, e.g. from a peer with another view, must be handed on).
+    fn owns_all(&self, entries: &[(Bytes, Value)]) -> bool {
+        let me = node_id(&self.me);
+        entries
+            .iter()
+            .all(|(k, _)| self.ring.owners(k, self.replication_of(k)).contains(&me))
+    }
+
     /// The number of nodes holding `key`: its own factor, or the default.
     pub fn replication_of(&self, key: &[u8]) -> usize {
         self.table.factor(key).unwrap_or(self.config.replication)
@@ -348,6 +377,7 @@ impl ClusterAgent {
             calm_lattice::ReplicaId(u64::from(node_id(&self.me))),
         );
         Arc::make_mut(&mut self.table).set(key, factors, stamp);
+        self.handoff_due = true;
         // Tell everyone now rather than at the next probe.
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);
@@ -442,11 +472,13 @@ impl ClusterAgent {
     }
 
     fn filter_with(&self, peer: &str) -> OwnerFilter {
+        let (me, peer) = (node_id(&self.me), node_id(peer));
         OwnerFilter {
             ring: self.ring.clone(),
             replication: self.config.replication,
             table: self.table.clone(),
-            nodes: vec![node_id(&self.me), node_id(peer)],
+            nodes: vec![me, peer],
+            overrides_only: !self.ring.shares_keys(me, peer, self.config.replication),
         }
     }
 
@@ -455,6 +487,7 @@ impl ClusterAgent {
         let same = nodes.keys().eq(self.ring_nodes.keys());
         if !same {
             self.ring = Arc::new(HashRing::new(nodes.keys().copied(), 64));
+            self.handoff_due = true;
         }
         self.ring_nodes = nodes;
     }
@@ -546,6 +579,7 @@ impl ClusterAgent {
         self.absorb(now_ms, envelope.membership);
         if envelope.replication != *self.table {
             Arc::make_mut(&mut self.table).merge(envelope.replication);
+            self.handoff_due = true;
         }
         calm_lattice::Merge::merge(&mut self.load, envelope.load);
         match envelope.body {
@@ -553,6 +587,7 @@ impl ClusterAgent {
                 membership: self.membership.clone(),
             },
             PeerRequest::Deltas(entries) => {
+                self.handoff_due |= !self.owns_all(&entries);
                 store.merge_entries(now_ms, entries);
                 PeerReply::Ack {
                     membership: self.membership.clone(),
@@ -631,6 +666,7 @@ impl ClusterAgent {
             } => {
                 self.absorb(now_ms, membership);
                 self.stats.repaired_entries += entries.len() as u64;
+                self.handoff_due |= !self.owns_all(&entries);
                 store.merge_entries(now_ms, entries);
                 if !mismatched.is_empty() {
                     // Push our side of the differing buckets.
@@ -712,7 +748,16 @@ impl ClusterAgent {
             };
             self.next_anti_entropy_ms = now_ms + period;
             self.hand_off(store);
-            let peers = self.live_peers();
+            // Only peers this node shares keys with: the others have nothing to compare.
+            let peers: Vec<NodeAddr> = self
+                .live_peers()
+                .into_iter()
+                .filter(|p| {
+                    self.filter_with(p)
+                        .candidates()
+                        .is_none_or(|keys| !keys.is_empty())
+                })
+                .collect();
             if !peers.is_empty() {
                 let peer = peers[self.rng.random_range(0..peers.len())].clone();
                 let digest = store.digest(&self.filter_with(&peer));
@@ -725,6 +770,15 @@ impl ClusterAgent {
     /// Sends entries this node holds but does not own to their owners (a new round each
     /// anti-entropy period; a round whose answers were lost is simply sent again).
     fn hand_off(&mut self, store: &mut impl LocalStore) {
+        // Walking every key is the expensive part: only when something may have left
+        // entries here that another node owns (the ring or the table changed, entries came
+        // from peers, the last round sent some), and once in a while anyway.
+        self.rounds_since_handoff += 1;
+        if !self.handoff_due && self.rounds_since_handoff < HANDOFF_SWEEP_ROUNDS {
+            return;
+        }
+        self.handoff_due = false;
+        self.rounds_since_handoff = 0;
         self.handoff = Handoff::default();
         if self.ring_nodes.is_empty() {
             return;
@@ -734,6 +788,7 @@ impl ClusterAgent {
             replication: self.config.replication,
             table: self.table.clone(),
             nodes: vec![node_id(&self.me)],
+            overrides_only: false,
         };
         let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
         for (key, value) in store.entries_not_owned(&mine, self.config.repair_batch) {
@@ -749,6 +804,8 @@ impl ClusterAgent {
             }
             self.handoff.sent.insert(key, (value, owners));
         }
+        // Until a round finds nothing, the next one looks again (answers may be lost).
+        self.handoff_due |= !per_owner.is_empty();
         for (owner, entries) in per_owner {
             let keys = entries.iter().map(|(k, _)| k.clone()).collect();
             let id = self.send(owner.clone(), PeerRequest::Deltas(entries));
@@ -813,6 +870,7 @@ impl ClusterAgent {
             replication: self.config.replication,
             table: self.table.clone(),
             nodes: Vec::new(),
+            overrides_only: false,
         }
     }
 

@@ -633,6 +633,8 @@ struct Autopilot {
     next_ms: u64,
     last_busy_us: u64,
     last_ms: u64,
+    /// Requests served before the current period.
+    last_ops: u64,
 }
 
 impl Autopilot {
@@ -642,7 +644,7 @@ impl Autopilot {
             // (`calm up --autoscale`, `calm autoscaler`), which reads the same picture.
             policy: crate::policy::Policy::new(crate::policy::PolicyConfig {
                 decide_nodes: false,
-                ..crate::policy::PolicyConfig::default()
+                ..pool.policy.clone()
             }),
             rates: crate::policy::HotRates::default(),
             me,
@@ -650,6 +652,7 @@ impl Autopilot {
             next_ms: now_ms() + pool.autoscale_period_ms,
             last_busy_us: 0,
             last_ms: now_ms(),
+            last_ops: 0,
         })
     }
 
@@ -665,10 +668,12 @@ impl Autopilot {
         self.last_busy_us = busy;
         self.last_ms = now;
         let metrics = pool.metrics.snapshot(Vec::new());
+        let ops: u64 = metrics.ops.iter().map(|o| o.count).sum();
         let sample = crate::policy::NodeSample {
             node: self.me.clone(),
             occupancy,
             p99_us: metrics.ops.iter().map(|o| o.p99_us).max().unwrap_or(0),
+            ops: ops.saturating_sub(std::mem::replace(&mut self.last_ops, ops)),
             hot_keys: self
                 .rates
                 .rates(workers.into_iter().flat_map(|w| w.hot_keys)),

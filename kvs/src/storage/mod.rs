@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use disk::{ColdPut, Disk, FileDisk, MemDisk};
+pub(crate) use tiered::entry_hash;
 pub use tiered::{Recovery, TierStats, Tiered};
 
 /// When a write is on disk.
