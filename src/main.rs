@@ -46,6 +46,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     // Usage errors exit 1 (CLI.md keeps 2 for "key not found"); --help and --version exit 0.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -92,6 +93,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `calm status | head` closes the pipe early; the next print then fails. Do what tools
+/// killed by SIGPIPE do — stop, silently, with status 141 — rather than report a panic.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
