@@ -30,12 +30,12 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 #[test]
 fn a_sustained_load_adds_a_node_and_its_end_gives_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    // Thresholds for a debug build on a shared 2-core machine: a benchmark client keeps the
-    // workers a few percent busy; an idle cluster stays under one percent.
+    // A benchmark client keeps a node's process well over 15% of the machine's cores busy
+    // (a debug build on a shared 2-core machine); an idle node stays under 6%.
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        "slo_p99_us = 1\nbusy = 0.025\nidle = 0.015\nsustain_ms = 1500\ngrace_ms = 4000\nmax_nodes = 2\n",
+        "slo_p99_us = 1\nbusy = 0.15\nidle = 0.06\nsustain_ms = 1500\ngrace_ms = 4000\nmax_nodes = 2\n",
     )
     .unwrap();
     let up = Up::start(

@@ -289,6 +289,7 @@ mod test {
             occupancy,
             p99_us,
             ops: 0,
+            cpu: 0.0,
             hot_keys: Vec::new(),
         }
     }

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// `hot_workers`, `cool_ms`, `sustain_ms`); a node never decides the number of nodes
     /// (that is the controller's part).
     pub policy: crate::policy::PolicyConfig,
+    /// This node is alone in its process (`calm server`), so the process's processor time
+    /// is the node's and goes into its load samples.
+    pub own_process: bool,
     /// How often changes of subscribed keys are pushed to their subscribers, milliseconds
     /// (see [`subscribe`](crate::subscribe)).
     pub push_period_ms: u64,
@@ -144,6 +147,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             autoscale_period_ms: 0,
             policy: crate::policy::PolicyConfig::default(),
+            own_process: false,
             push_period_ms: 5,
         }
     }
@@ -618,6 +622,7 @@ impl Node {
             metrics: self.metrics.clone(),
             autoscale_period_ms: self.config.autoscale_period_ms,
             policy: self.config.policy.clone(),
+            own_process: self.config.own_process,
         }
     }
 
@@ -717,6 +722,8 @@ pub struct WorkerPool {
     pub(crate) autoscale_period_ms: u64,
     /// See [`NodeConfig::policy`].
     pub(crate) policy: crate::policy::PolicyConfig,
+    /// See [`NodeConfig::own_process`].
+    pub(crate) own_process: bool,
 }
 
 impl WorkerPool {

@@ -5,8 +5,9 @@
 //!   above the mean plus `hot_sigma` standard deviations of the keys reported hot gets
 //!   `hot_factor` replicas; once it has not been hot for `cool_ms`, it goes back to the
 //!   default.
-//! - **Nodes**: when the worst p99 breaks the latency SLO while the workers are busy (mean
-//!   occupancy above `busy`) for `sustain_ms`, ask for a node; when occupancy stays below
+//! - **Nodes**: when the worst p99 breaks the latency SLO while the nodes are busy (mean
+//!   [`NodeSample::load`] — worker occupancy or the process's processor share, whichever
+//!   is larger — above `busy`) for `sustain_ms`, ask for a node; when the load stays below
 //!   `idle` for `sustain_ms`, give the least busy node back. Node decisions are at least
 //!   `grace_ms` apart, and stay within `min_nodes..=max_nodes`.
 //!
@@ -42,9 +43,9 @@ pub struct PolicyConfig {
     pub cool_ms: u64,
     /// The latency target: the worst node's p99, microseconds.
     pub slo_p99_us: u64,
-    /// Mean occupancy above which workers count as busy.
+    /// Mean load ([`NodeSample::load`]) above which nodes count as busy.
     pub busy: f64,
-    /// Mean occupancy below which the cluster counts as idle.
+    /// Mean load below which the cluster counts as idle.
     pub idle: f64,
     /// How long a condition must hold before a node is added or removed.
     pub sustain_ms: u64,
@@ -92,8 +93,20 @@ pub struct NodeSample {
     pub p99_us: u64,
     /// Requests it served over the last period.
     pub ops: u64,
+    /// Processor time of the node's process over the last period, as a share of the cores
+    /// the process may use (0 to 1); 0 when unknown (a node sharing its process with
+    /// others, or not on Linux). Worker occupancy misses the network and TLS work, which is
+    /// most of a node's.
+    pub cpu: f64,
     /// Its hottest keys.
     pub hot_keys: Vec<HotKey>,
+}
+
+impl NodeSample {
+    /// How busy the node is: the larger of its workers' occupancy and its processor share.
+    pub fn load(&self) -> f64 {
+        self.occupancy.max(self.cpu)
+    }
 }
 
 /// Turns the hot-key sketch's running counts into accesses per sampling period: the policy
@@ -142,6 +155,7 @@ fn sample_order(a: &(u64, NodeSample), b: &(u64, NodeSample)) -> std::cmp::Order
     a.0.cmp(&b.0)
         .then(a.1.p99_us.cmp(&b.1.p99_us))
         .then(a.1.occupancy.total_cmp(&b.1.occupancy))
+        .then(a.1.cpu.total_cmp(&b.1.cpu))
         .then(a.1.hot_keys.len().cmp(&b.1.hot_keys.len()))
 }
 
@@ -376,7 +390,7 @@ impl Policy {
             return Vec::new();
         }
         let c = &self.config;
-        let occupancy = samples.iter().map(|s| s.occupancy).sum::<f64>() / samples.len() as f64;
+        let occupancy = samples.iter().map(NodeSample::load).sum::<f64>() / samples.len() as f64;
         let worst_p99 = samples.iter().map(|s| s.p99_us).max().unwrap_or(0);
         let overloaded = worst_p99 > c.slo_p99_us && occupancy > c.busy;
         let idle = occupancy < c.idle;
@@ -407,7 +421,7 @@ impl Policy {
             self.overloaded_since = None;
             return vec![Decision::AddNode {
                 reason: format!(
-                    "p99 {} µs over the {} µs target with workers {:.0}% busy for {} s",
+                    "p99 {} µs over the {} µs target with nodes {:.0}% busy for {} s",
                     worst_p99,
                     c.slo_p99_us,
                     occupancy * 100.0,
@@ -418,18 +432,14 @@ impl Policy {
         if held(self.idle_since) && n > c.min_nodes {
             let least = samples
                 .iter()
-                .min_by(|a, b| {
-                    a.occupancy
-                        .total_cmp(&b.occupancy)
-                        .then(b.node.cmp(&a.node))
-                })
+                .min_by(|a, b| a.load().total_cmp(&b.load()).then(b.node.cmp(&a.node)))
                 .expect("samples is not empty");
             self.last_node_decision = Some(now_ms);
             self.idle_since = None;
             return vec![Decision::RemoveNode {
                 node: least.node.clone(),
                 reason: format!(
-                    "workers {:.0}% busy, under {:.0}%, for {} s",
+                    "nodes {:.0}% busy, under {:.0}%, for {} s",
                     occupancy * 100.0,
                     c.idle * 100.0,
                     c.sustain_ms / 1000
@@ -514,6 +524,34 @@ mod test {
     }
 
     #[test]
+    fn a_node_busy_outside_its_workers_counts_as_busy() {
+        // Workers 5% busy, the process at 90% of its cores (network and TLS work).
+        let config = PolicyConfig {
+            slo_p99_us: 1_000,
+            busy: 0.7,
+            sustain_ms: 1_000,
+            ..PolicyConfig::default()
+        };
+        let busy = |cpu: f64| NodeSample {
+            cpu,
+            ..sample("n0", 0.05, 5_000, &[])
+        };
+        let mut p = Policy::new(config.clone());
+        assert!(p.tick(0, &[busy(0.9)]).is_empty());
+        let d = p.tick(1_000, &[busy(0.9)]);
+        assert!(
+            matches!(&d[..], [Decision::AddNode { reason }] if reason.contains("90% busy")),
+            "{d:?}"
+        );
+        let mut q = Policy::new(config);
+        q.tick(0, &[busy(0.0)]);
+        assert!(
+            q.tick(1_000, &[busy(0.0)]).is_empty(),
+            "workers alone: not busy"
+        );
+    }
+
+    #[test]
     fn rates_are_accesses_since_the_last_sample() {
         let hk = |k: &str, c: u64| HotKey {
             key: Bytes::copy_from_slice(k.as_bytes()),
@@ -566,6 +604,7 @@ mod test {
             occupancy,
             p99_us,
             ops: 0,
+            cpu: 0.0,
             hot_keys: hot
                 .iter()
                 .map(|(k, c)| HotKey {

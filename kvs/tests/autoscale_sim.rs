@@ -314,6 +314,7 @@ fn run(seed: u64) -> Result<(), String> {
                     // Latency grows as the node fills up.
                     p99_us: if occupancy > 0.8 { 20_000 } else { 500 },
                     ops: n.served,
+                    cpu: 0.0,
                     hot_keys: n.rates.rates(n.store.stats().hot_keys),
                 };
                 n.served = 0;

@@ -171,6 +171,8 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     if let Some(path) = &args.policy {
         config.policy = super::autoscaler::read_policy(path)?;
     }
+    // One node per process: its processor time is the node's, for the load samples.
+    config.own_process = true;
     config.data_dir = Some(store_dir(
         &args.data_dir,
         args.advertise.unwrap_or(args.listen),

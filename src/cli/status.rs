@@ -226,6 +226,19 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                             hot.join(", ")
                         }
                     );
+                    if let Some((_, _, sample)) = s
+                        .cluster_load
+                        .entries()
+                        .find(|(node, _, _)| **node == addr.to_string())
+                    {
+                        println!(
+                            "  last load sample: workers {:.1}% busy, process {:.1}% of its cores, {} requests, p99 {}us",
+                            sample.occupancy * 100.0,
+                            sample.cpu * 100.0,
+                            sample.ops,
+                            sample.p99_us
+                        );
+                    }
                     for d in s.decisions.iter().rev().take(5) {
                         println!("  policy: {d}");
                     }

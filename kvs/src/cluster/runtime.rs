@@ -635,6 +635,59 @@ struct Autopilot {
     last_ms: u64,
     /// Requests served before the current period.
     last_ops: u64,
+    /// The process's processor time, when the node is alone in its process.
+    cpu: Option<ProcessCpu>,
+}
+
+/// The processor time of this process (all its threads), from `/proc/self/stat`.
+struct ProcessCpu {
+    last_ticks: u64,
+    last_at: std::time::Instant,
+}
+
+/// Linux's unit for process times in `/proc` (USER_HZ, 100 on every architecture Linux
+/// runs on).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl ProcessCpu {
+    fn new() -> Option<ProcessCpu> {
+        Some(ProcessCpu {
+            last_ticks: process_ticks()?,
+            last_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Processor time since the last call over the time passed and the cores this process
+    /// may use (0 to 1; 0 if `/proc` cannot be read).
+    fn share_since_last(&mut self) -> f64 {
+        let Some(ticks) = process_ticks() else {
+            return 0.0;
+        };
+        let seconds = self.last_at.elapsed().as_secs_f64();
+        let used = ticks.saturating_sub(self.last_ticks) as f64 / TICKS_PER_SECOND;
+        self.last_ticks = ticks;
+        self.last_at = std::time::Instant::now();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        if seconds <= 0.0 {
+            return 0.0;
+        }
+        (used / seconds / cores).clamp(0.0, 1.0)
+    }
+}
+
+fn process_ticks() -> Option<u64> {
+    parse_stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// User plus system time, in ticks, from a `/proc/PID/stat` line: the fields after the
+/// command name (which may hold spaces and parentheses) are state, then 10 others, then
+/// utime and stime.
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 impl Autopilot {
@@ -653,6 +706,11 @@ impl Autopilot {
             last_busy_us: 0,
             last_ms: now_ms(),
             last_ops: 0,
+            cpu: if pool.own_process {
+                ProcessCpu::new()
+            } else {
+                None
+            },
         })
     }
 
@@ -674,6 +732,7 @@ impl Autopilot {
             occupancy,
             p99_us: metrics.ops.iter().map(|o| o.p99_us).max().unwrap_or(0),
             ops: ops.saturating_sub(std::mem::replace(&mut self.last_ops, ops)),
+            cpu: self.cpu.as_mut().map_or(0.0, |c| c.share_since_last()),
             hot_keys: self
                 .rates
                 .rates(workers.into_iter().flat_map(|w| w.hot_keys)),
@@ -746,5 +805,34 @@ impl Autopilot {
             tracing::info!(decision = %text, "autoscaling policy");
             pool.metrics.record_decision(text);
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn process_times_are_read_past_any_command_name() {
+        let line = "4242 (calm (node) 1) S 1 4242 4242 0 -1 4194560 1204 0 0 0 250 75 0 0 20 0 9 0 \
+                    123 456 789";
+        assert_eq!(parse_stat_ticks(line), Some(325));
+        assert_eq!(parse_stat_ticks("4242 (calm) S 1 2"), None);
+        assert_eq!(parse_stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_uses_processor_time() {
+        let Some(mut cpu) = ProcessCpu::new() else {
+            panic!("/proc/self/stat is readable on Linux");
+        };
+        // Half a second of work on this thread: a measurable share of the cores.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(500) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let share = cpu.share_since_last();
+        assert!(share > 0.05 && share <= 1.0, "{share}");
     }
 }
