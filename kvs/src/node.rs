@@ -790,6 +790,10 @@ impl LocalStore for WorkerPool {
         merged
     }
 
+    fn key_count(&mut self) -> usize {
+        self.worker_stats().iter().map(|w| w.keys as usize).sum()
+    }
+
     fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
         // Every local replica merges: they are not gossiped to locally.
         let mut waiting = Vec::new();

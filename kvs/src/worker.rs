@@ -518,6 +518,10 @@ impl LocalStore for Worker {
         self.value(key)
     }
 
+    fn key_count(&mut self) -> usize {
+        self.store.len()
+    }
+
     fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)> {
         let ring = self.ring.clone();
         let id = self.id;
