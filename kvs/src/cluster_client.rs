@@ -228,86 +228,19 @@ impl ClusterClient {
         keys: Vec<(Bytes, Option<u64>)>,
         lease_ms: u32,
     ) -> Result<Vec<Result<Fetched, OpError>>, KvsError> {
-        let mut results: Vec<Option<Result<Fetched, OpError>>> = vec![None; keys.len()];
-        let mut pending: Vec<usize> = (0..keys.len()).collect();
-        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); keys.len()];
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                let _ = self.refresh().await;
-            }
-            let table = self.table().ok_or_else(|| KvsError::Connect {
-                addr: "the cluster".into(),
-                reason: "no routing table".into(),
-            })?;
-            let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-            for &i in &pending {
-                let owners = table.owners(&keys[i].0);
-                match owners
-                    .iter()
-                    .find(|o| !tried[i].contains(o))
-                    .or(owners.first())
-                {
-                    Some(t) => groups.entry(*t).or_default().push(i),
-                    None => {
-                        results[i] = Some(Err(OpError::Unavailable {
-                            reason: "the cluster has no node that owns keys".into(),
-                        }))
-                    }
+        self.route(
+            keys,
+            |(key, _)| key,
+            |_, _, _| {},
+            |_| true,
+            move |c: Client, batch| async move {
+                match tokio::time::timeout(NODE_TIMEOUT, c.subscribe(batch, lease_ms)).await {
+                    Ok(Ok(r)) => Sent::Answered(r),
+                    _ => Sent::Maybe,
                 }
-            }
-            let sends = groups.into_iter().map(|(addr, at)| {
-                let batch: Vec<(Bytes, Option<u64>)> =
-                    at.iter().map(|&i| keys[i].clone()).collect();
-                let this = self.clone();
-                async move {
-                    let answer = match this.conn(addr).await {
-                        Ok(c) => tokio::time::timeout(NODE_TIMEOUT, c.subscribe(batch, lease_ms))
-                            .await
-                            .ok()
-                            .and_then(Result::ok),
-                        Err(_) => None,
-                    };
-                    if answer.is_none() {
-                        this.drop_conn(addr).await;
-                    }
-                    (addr, at, answer)
-                }
-            });
-            let mut next = Vec::new();
-            for (addr, at, answer) in join_all(sends).await {
-                match answer {
-                    Some(r) => {
-                        for (i, result) in at.into_iter().zip(r) {
-                            if matches!(result, Err(OpError::NotOwner { .. })) {
-                                next.push(i);
-                            } else {
-                                results[i] = Some(result);
-                            }
-                        }
-                    }
-                    None => {
-                        for i in at {
-                            tried[i].push(addr);
-                            next.push(i);
-                        }
-                    }
-                }
-            }
-            pending = next;
-            if pending.is_empty() {
-                break;
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(OpError::Unavailable {
-                        reason: format!("no owner answered after {ATTEMPTS} attempts"),
-                    })
-                })
-            })
-            .collect())
+            },
+        )
+        .await
     }
 
     async fn drop_conn(&self, addr: SocketAddr) {
@@ -447,10 +380,52 @@ impl ClusterClient {
         ops: Vec<Op>,
         ack: Ack,
     ) -> Result<Vec<OpResult>, KvsError> {
-        let mut results: Vec<Option<OpResult>> = vec![None; ops.len()];
-        let mut pending: Vec<usize> = (0..ops.len()).collect();
-        // Owners already tried for each operation, so a retry goes to the next one.
-        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); ops.len()];
+        self.route(
+            ops,
+            Op::key,
+            |table, op, owners| self.order_owners(table, op, owners),
+            // A write whose request may have arrived must not run twice.
+            |op| matches!(op, Op::Get { .. }),
+            move |c: Client, batch| async move {
+                match c
+                    .start_request(RequestBody::Routed { ops: batch, ack })
+                    .await
+                {
+                    Ok(rx) => match tokio::time::timeout(NODE_TIMEOUT, rx).await {
+                        Ok(Ok(Ok(ResponseBody::Results(r)))) => Sent::Answered(r),
+                        _ => Sent::Maybe,
+                    },
+                    Err(_) => Sent::Maybe,
+                }
+            },
+        )
+        .await
+    }
+
+    /// Sends every item to an owner of its key (the first untried one after `order`), in
+    /// one batch per node, and gathers the answers in the order of `items`. An item a node answers `NotOwner` for goes again
+    /// after a refresh of the table (a redirect); one whose node could not be reached goes
+    /// to its next owner; one whose node may have received it without answering goes to
+    /// its next owner if `retry_unanswered` allows, and otherwise answers
+    /// [`OpError::Timeout`]. At most [`ATTEMPTS`] rounds.
+    async fn route<I, R, S, Fut>(
+        &self,
+        items: Vec<I>,
+        key: impl Fn(&I) -> &Bytes,
+        order: impl Fn(&Table, &I, &mut [SocketAddr]),
+        retry_unanswered: impl Fn(&I) -> bool,
+        send: S,
+    ) -> Result<Vec<Result<R, OpError>>, KvsError>
+    where
+        I: Clone + Send + 'static,
+        R: Clone + Send + 'static,
+        S: Fn(Client, Vec<I>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Sent<R>> + Send,
+    {
+        let mut results: Vec<Option<Result<R, OpError>>> = vec![None; items.len()];
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        // Owners already tried for each item, so a retry goes to the next one.
+        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); items.len()];
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 self.inner
@@ -467,8 +442,8 @@ impl ClusterClient {
             }
             let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
             for &i in &pending {
-                let mut owners = table.owners(ops[i].key());
-                self.order_owners(&table, &ops[i], &mut owners);
+                let mut owners = table.owners(key(&items[i]));
+                order(&table, &items[i], &mut owners);
                 let target = owners
                     .iter()
                     .find(|o| !tried[i].contains(o))
@@ -484,21 +459,14 @@ impl ClusterClient {
                 }
             }
             let sends = groups.into_iter().map(|(addr, at)| {
-                let batch: Vec<Op> = at.iter().map(|&i| ops[i].clone()).collect();
+                let batch: Vec<I> = at.iter().map(|&i| items[i].clone()).collect();
                 let this = self.clone();
+                let send = send.clone();
                 async move {
                     let outcome = match this.conn(addr).await {
-                        Ok(c) => match c
-                            .start_request(RequestBody::Routed { ops: batch, ack })
-                            .await
-                        {
-                            Ok(rx) => match tokio::time::timeout(NODE_TIMEOUT, rx).await {
-                                Ok(Ok(Ok(ResponseBody::Results(r)))) if r.len() == at.len() => {
-                                    Sent::Answered(r)
-                                }
-                                _ => Sent::Maybe,
-                            },
-                            Err(_) => Sent::Maybe,
+                        Ok(c) => match send(c, batch).await {
+                            Sent::Answered(r) if r.len() != at.len() => Sent::Maybe,
+                            other => other,
                         },
                         Err(_) => Sent::Never,
                     };
@@ -528,7 +496,7 @@ impl ClusterClient {
                     }
                     Sent::Maybe => {
                         for i in at {
-                            if matches!(ops[i], Op::Get { .. }) {
+                            if retry_unanswered(&items[i]) {
                                 tried[i].push(addr);
                                 next.push(i);
                             } else {
@@ -558,12 +526,15 @@ impl ClusterClient {
     }
 }
 
-enum Sent {
-    Answered(Vec<OpResult>),
+/// What sending one batch to one node came to.
+enum Sent<R> {
+    /// The node answered, one result per item.
+    Answered(Vec<Result<R, OpError>>),
+    /// The request never left (no connection).
     Never,
+    /// It may have arrived, but no usable answer came.
     Maybe,
 }
-
 impl Store for ClusterClient {
     fn execute(
         &self,
