@@ -135,13 +135,39 @@ fn draw_lines(
     path: &Path,
 ) -> Result<(), String> {
     check_svg(path)?;
-    let points = || sets.iter().flat_map(|(_, s)| s.iter().copied());
-    let max_x = points().map(|p| p.0).fold(0.0f64, f64::max).max(1e-3) * 1.05;
-    let max_y = points().map(|p| p.1).fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let max_x = sets
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
     let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+    draw_sets(&root, Some(title), (x_desc, y_desc), sets, max_x, marks)?;
+    root.present().map_err(err)
+}
+
+/// Draws `sets` as labelled lines with a legend in `area`: x from 0 to `max_x`, y from 0
+/// to a little over the highest point; each point marked if `marks`.
+fn draw_sets<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: Option<&str>,
+    (x_desc, y_desc): (&str, &str),
+    sets: &[(String, Vec<(f64, f64)>)],
+    max_x: f64,
+    marks: bool,
+) -> Result<(), String> {
+    let max_y = sets
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.15;
+    let mut builder = ChartBuilder::on(area);
+    if let Some(caption) = caption {
+        builder.caption(caption, ("sans-serif", 18));
+    }
+    let mut chart = builder
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(80)
@@ -173,7 +199,7 @@ fn draw_lines(
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    root.present().map_err(err)
+    Ok(())
 }
 
 /// One panel of [`panels`]: its y description, and its series (label, points).
@@ -193,40 +219,8 @@ pub fn panels(title: &str, x_desc: &str, panels: &[Panel], path: &Path) -> Resul
         .flat_map(|(_, sets)| sets.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)))
         .fold(0.0f64, f64::max)
         .max(1e-3);
-    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
     for (area, (y_desc, sets)) in areas.iter().zip(panels) {
-        let max_y = sets
-            .iter()
-            .flat_map(|(_, s)| s.iter().map(|p| p.1))
-            .fold(0.0f64, f64::max)
-            .max(1e-3)
-            * 1.15;
-        let mut chart = ChartBuilder::on(area)
-            .margin(8)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..max_x, 0f64..max_y)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc.as_str())
-            .draw()
-            .map_err(err)?;
-        for (i, (label, pts)) in sets.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), &color))
-                .map_err(err)?
-                .label(label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_sets(area, None, (x_desc, y_desc), sets, max_x, false)?;
     }
     root.present().map_err(err)
 }
