@@ -14,7 +14,6 @@
 //! a small VM or a container's limit), which makes the nodes' capacities independent of
 //! each other as they are on separate machines, while the load generator keeps the rest.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -267,7 +266,6 @@ impl LocalCluster {
                 .arg(&dir)
                 .args(["--replication", "1", "--threads", "1", "--executors", "0"])
                 .args(["--durability", "memory"])
-                .stdout(Stdio::piped())
                 .stderr(Stdio::null());
             if i > 0 {
                 cmd.arg("--join").arg(addrs[0].to_string());
@@ -279,28 +277,17 @@ impl LocalCluster {
                     .arg("--policy")
                     .arg(&policy_file);
             }
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", config.exe.display()))?;
+            let child = calm_kvs::launch::spawn_ready(&mut cmd)
+                .map_err(|e| format!("node {addr} did not start: {e}"))?;
+            let pid = child.id();
+            cluster.children.push(child);
             if let Some(cpu) = config.node_cpu {
                 // Every thread of the process moves with it.
-                let group = CpuGroup::create(&format!("calm-bench-{}-{i}", child.id()), cpu)?;
-                let joined = group.add(child.id());
+                let group = CpuGroup::create(&format!("calm-bench-{pid}-{i}"), cpu)?;
+                let joined = group.add(pid);
                 cluster.groups.push(group);
-                if let Err(e) = joined {
-                    let _ = child.kill();
-                    return Err(e);
-                }
+                joined?;
             }
-            let stdout = child.stdout.take().ok_or("no stdout from a node")?;
-            cluster.children.push(child);
-            let mut lines = BufReader::new(stdout).lines();
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("ready:") => {}
-                _ => return Err(format!("node {addr} did not start")),
-            }
-            // Keep draining the node's output so it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
         }
         Ok(cluster)
     }

@@ -202,3 +202,34 @@ pub async fn launch_local_cluster(
     client.close().await;
     Ok(nodes)
 }
+
+/// Starts a node process (`calm server …`, built by the caller) with its standard output
+/// piped, and waits for the `ready:` line it prints once it listens; the rest of its output
+/// is drained in the background so it never blocks on a full pipe. A process that ends or
+/// prints anything else first is killed, and the error says so.
+pub fn spawn_ready(cmd: &mut std::process::Command) -> Result<std::process::Child, String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("the node's output could not be read".into());
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    match lines.next() {
+        Some(Ok(line)) if line.starts_with("ready:") => {
+            std::thread::spawn(move || for _ in lines {});
+            Ok(child)
+        }
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(match other {
+                Some(Ok(line)) => format!("the node printed {line:?} instead of ready"),
+                _ => "the node ended before it was ready".into(),
+            })
+        }
+    }
+}

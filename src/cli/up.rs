@@ -1,6 +1,5 @@
 //! `calm up`: a local cluster of `calm server` processes in the foreground.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -282,7 +281,6 @@ fn spawn_node(
         .arg(args.gossip_ms.to_string())
         .arg("--executors")
         .arg(args.executors.to_string())
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(t) = args.threads {
         cmd.arg("--threads").arg(t.to_string());
@@ -308,23 +306,8 @@ fn spawn_node(
     for j in join {
         cmd.arg("--join").arg(j.to_string());
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start node {addr}: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout from a node")?;
-    let mut lines = BufReader::new(stdout).lines();
-    match lines.next() {
-        Some(Ok(line)) if line.starts_with("ready:") => {}
-        _ => {
-            let _ = child.kill();
-            return Err(format!(
-                "node {addr} did not start (is the port free? its log is above)"
-            ));
-        }
-    }
-    // Keep draining the node's stdout so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(child)
+    calm_kvs::launch::spawn_ready(&mut cmd)
+        .map_err(|e| format!("node {addr} did not start ({e}; is the port free? its log is above)"))
 }
 
 /// Restarts any node that exits on its own, once it has been gone for the configured delay
