@@ -8,6 +8,7 @@
 pub mod autoscale;
 pub mod consistency;
 pub mod contention;
+pub mod failures;
 pub mod functions;
 pub mod plot;
 pub mod runner;

@@ -179,6 +179,9 @@ pub struct WorkerStats {
     /// Time spent handling messages since the worker started, microseconds (occupancy is
     /// this over the node's uptime).
     pub busy_us: u64,
+    /// Times it took a new replica id after dropping copies it had written (handed to
+    /// their owners).
+    pub replica_changes: u64,
 }
 
 /// A node's statistics at one moment.

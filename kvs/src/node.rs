@@ -617,8 +617,6 @@ impl Node {
             ring: self.ring.clone(),
             local_replication: self.config.worker.local_replication,
             table: self.table.clone(),
-            durable_merges: self.config.data_dir.is_some()
-                && self.config.storage.durability == Durability::Sync,
             metrics: self.metrics.clone(),
             autoscale_period_ms: self.config.autoscale_period_ms,
             policy: self.config.policy.clone(),
@@ -714,8 +712,6 @@ pub struct WorkerPool {
     ring: Arc<HashRing>,
     local_replication: usize,
     table: SharedTable,
-    /// With durability `sync`, replicated writes are on disk before the peer is answered.
-    durable_merges: bool,
     /// The node's metrics (the policy reads them and records its decisions there).
     pub(crate) metrics: Arc<Metrics>,
     /// See [`NodeConfig::autoscale_period_ms`].
@@ -799,14 +795,12 @@ impl LocalStore for WorkerPool {
         let mut waiting = Vec::new();
         for (w, part) in self.by_worker(entries).into_iter().enumerate() {
             if !part.is_empty() {
-                let (done, rx) = if self.durable_merges {
-                    let (tx, rx) = oneshot::channel();
-                    (Some(tx), Some(rx))
-                } else {
-                    (None, None)
-                };
-                let _ = self.senders[w].send(WorkerMsg::Merge(part, done));
-                waiting.extend(rx);
+                // Answered once the worker committed the merge (on disk with durability
+                // sync, in the log otherwise): the sender may drop its copy on that answer
+                // (a hand-off), so a merge still in a queue must not be acknowledged.
+                let (done, rx) = oneshot::channel();
+                let _ = self.senders[w].send(WorkerMsg::Merge(part, Some(done)));
+                waiting.push(rx);
             }
         }
         for rx in waiting {

@@ -468,6 +468,9 @@ struct InFlight {
     local_at: Vec<usize>,
     pending: Result<crate::node::PendingBatch, KvsError>,
     merged_reads: Vec<(usize, bytes::Bytes, bool)>,
+    /// Reads run here, by position: one that finds nothing while this node may still lack
+    /// keys it owns is looked up at the key's other and previous owners.
+    local_reads: Vec<(usize, bytes::Bytes, bool)>,
     started: Vec<StartedRemote>,
 }
 
@@ -519,6 +522,17 @@ async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: 
             local_ops = ops;
         }
     }
+    let local_reads = match &service.cluster {
+        Some(_) => local_at
+            .iter()
+            .zip(&local_ops)
+            .filter_map(|(i, op)| match op {
+                Op::Get { key, meta } => Some((*i, key.clone(), *meta)),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let pending = service.node.submit(local_ops);
     let mut started = Vec::new();
     if let Some(cluster) = &service.cluster {
@@ -544,6 +558,7 @@ async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: 
         local_at,
         pending,
         merged_reads,
+        local_reads,
         started,
     }
 }
@@ -556,10 +571,25 @@ async fn finish_batch(service: &Arc<Service>, batch: InFlight) -> Vec<OpResult> 
         local_at,
         pending,
         merged_reads,
+        local_reads,
         started,
     } = batch;
     let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
     finish_local(service, pending, local_at, ack, &mut results).await;
+    if let Some(cluster) = &service.cluster {
+        let view = cluster.view();
+        if view.settling() {
+            for (i, key, meta) in local_reads {
+                if results[i] == Ok(Reply::Value(None)) {
+                    let mut holders = view.other_holders(&key);
+                    if !holders.is_empty() {
+                        holders.insert(0, cluster.me().to_string());
+                        results[i] = read_replicas(service, key, meta, holders).await;
+                    }
+                }
+            }
+        }
+    }
     for (i, key, meta) in merged_reads {
         results[i] = read_all_replicas(service, key, meta).await;
     }
@@ -656,9 +686,23 @@ async fn read_all_replicas(service: &Service, key: bytes::Bytes, meta: bool) -> 
     let Some(cluster) = &service.cluster else {
         return Err(OpError::ShuttingDown);
     };
+    let owners = cluster.view().owners(&key);
+    read_replicas(service, key, meta, owners).await
+}
+
+/// Reads a key as the merge of the stored values of the reachable nodes among `holders`.
+async fn read_replicas(
+    service: &Service,
+    key: bytes::Bytes,
+    meta: bool,
+    holders: Vec<NodeAddr>,
+) -> OpResult {
+    let Some(cluster) = &service.cluster else {
+        return Err(OpError::ShuttingDown);
+    };
     let mut merged: Option<crate::value::Value> = None;
     let mut answered = 0;
-    for owner in cluster.view().owners(&key) {
+    for owner in holders {
         let raw = if owner == cluster.me() {
             match service
                 .node

@@ -425,6 +425,24 @@ impl Value {
         })
     }
 
+    /// Whether `replica` wrote this value under causal metadata that its next writes build
+    /// on (dots, vector clocks). A worker that drops such a value must write under another
+    /// id afterwards: its next writes would start from scratch and repeat old dots, which
+    /// the replicas holding the old ones take for writes already seen (and so drop them).
+    /// Last-writer-wins registers are stamped by the clock, not by the value: never.
+    pub fn written_by(&self, replica: ReplicaId) -> bool {
+        match self {
+            Value::Lww(_) => false,
+            Value::Set(v) => v.context().has_seen(replica),
+            Value::OrSet(v) => v.context().has_seen(replica),
+            Value::Counter(v) => v.context().has_seen(replica),
+            Value::Max(v) => v.context().has_seen(replica),
+            Value::Priority(v) => v.context().has_seen(replica),
+            Value::SingleCausal(v) => v.clock().get(replica) > 0,
+            Value::MultiCausal(v) => v.clock().get(replica) > 0,
+        }
+    }
+
     /// Whether a read would find something.
     pub fn is_visible(&self) -> bool {
         match self {

@@ -74,7 +74,11 @@ pub struct GossipBatch {
 #[derive(Debug)]
 pub struct Worker {
     id: u32,
+    /// The id this worker writes under now; it changes when the worker drops a copy it
+    /// wrote (see [`drop_if_unchanged`](LocalStore::drop_if_unchanged)).
     replica: ReplicaId,
+    /// How many times the id changed (the next id is derived from the first and this).
+    replica_changes: u64,
     ring: Arc<HashRing>,
     config: WorkerConfig,
     store: Tiered,
@@ -114,6 +118,7 @@ impl Worker {
         Worker {
             id,
             replica,
+            replica_changes: 0,
             ring,
             config,
             store,
@@ -460,6 +465,19 @@ impl Worker {
     }
 }
 
+/// A fresh replica id for a worker that forgot some of what it wrote under `current`:
+/// 64 well-mixed bits (splitmix64 of the id and a change count), so two ids collide with
+/// odds of about n²/2⁶⁵ over n ids ever used, as with random actor ids.
+fn next_replica(current: ReplicaId, changes: &mut u64) -> ReplicaId {
+    *changes += 1;
+    let mut z = current
+        .0
+        .wrapping_add(changes.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ReplicaId(z ^ (z >> 31))
+}
+
 fn storage_error(e: StorageError) -> OpError {
     OpError::Storage {
         reason: e.to_string(),
@@ -530,8 +548,18 @@ impl LocalStore for Worker {
     }
 
     fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>) {
+        let mut forgot_own = false;
         for (key, sent) in entries {
-            self.store.remove_if_equal(&key, &sent);
+            if self.store.remove_if_equal(&key, &sent) {
+                forgot_own |= sent.written_by(self.replica);
+            }
+        }
+        if forgot_own {
+            // This worker no longer knows what it wrote to those keys; should one come back
+            // to it (its owner dies, a client's write is forwarded here), its next write
+            // would repeat the dots and counts of the old ones and be taken for them.
+            self.replica = next_replica(self.replica, &mut self.replica_changes);
+            self.stats.replica_changes += 1;
         }
         self.store.maintain();
     }
@@ -564,6 +592,69 @@ mod test {
         Op::Get {
             key: b(key),
             meta: false,
+        }
+    }
+
+    /// A worker that handed a key off (and dropped its copy) and later writes the key again
+    /// must not reuse what it wrote before: its set adds, counter increments and causal
+    /// writes would look already seen (and removed) to the replicas that hold the old ones.
+    #[test]
+    fn writes_after_a_dropped_copy_are_not_hidden_by_the_old_ones() {
+        let ring = Arc::new(HashRing::new([0], 1));
+        let mut a = Worker::new(0, ReplicaId(1), ring.clone(), WorkerConfig::default());
+        let mut other = Worker::new(0, ReplicaId(2), ring, WorkerConfig::default());
+        a.collect_changes();
+        let writes = |m: &str| {
+            vec![
+                Op::Write {
+                    key: b("set"),
+                    write: Write::OrSetAdd(vec![b(m)]),
+                },
+                Op::Write {
+                    key: b("count"),
+                    write: Write::Increment(1),
+                },
+                Op::Write {
+                    key: b("causal"),
+                    write: Write::SingleCausal(b(m)),
+                },
+            ]
+        };
+        a.handle_ops(1, writes("first"));
+        let first = a.take_changes();
+        other.merge_replicated(1, first);
+        // Handed off: the owners took it, so this worker drops its copies.
+        let copies: Vec<(Bytes, Value)> = ["set", "count", "causal"]
+            .into_iter()
+            .map(|k| (b(k), a.value(k.as_bytes()).unwrap()))
+            .collect();
+        a.drop_if_unchanged(copies);
+        assert!(a.value(b"set").is_none());
+        // The key comes back to this worker (its owner died): new writes, without the old state.
+        a.handle_ops(2, writes("second"));
+        let second = a.take_changes();
+        other.merge_replicated(2, second);
+        let read = |w: &mut Worker, k: &str| w.handle_ops(3, [get(k)]).remove(0).unwrap();
+        assert_eq!(
+            read(&mut other, "set"),
+            Reply::Value(Some(ReadValue::OrSet {
+                members: vec![b("first"), b("second")]
+            })),
+            "the second add must survive"
+        );
+        assert_eq!(
+            read(&mut other, "count"),
+            Reply::Value(Some(ReadValue::Counter { value: 2 })),
+            "both increments count"
+        );
+        match read(&mut other, "causal") {
+            Reply::Value(Some(ReadValue::SingleCausal { values, .. })) => {
+                assert!(
+                    values.contains(&b("second")),
+                    "the later write is seen: {values:?}"
+                )
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
 

@@ -94,6 +94,12 @@ impl CausalContext {
         true
     }
 
+    /// Whether any dot of `replica` has been seen: a replica that wrote under this context
+    /// must keep it (or write under another id), or its next dots repeat old ones.
+    pub fn has_seen(&self, replica: ReplicaId) -> bool {
+        self.next_dot(replica).counter > 1
+    }
+
     /// The next dot `replica` should use for a new write.
     pub fn next_dot(&self, replica: ReplicaId) -> Dot {
         let in_cloud = self

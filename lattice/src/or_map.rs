@@ -74,6 +74,11 @@ impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
         )
     }
 
+    /// The causal context: every write and removal this replica has seen.
+    pub fn context(&self) -> &crate::CausalContext {
+        &self.0.context
+    }
+
     /// Whether `key` is present. Not monotone: a later remove can make it false.
     pub fn contains_key(&self, key: &K) -> bool {
         self.0.entries.contains_key(key)

@@ -269,7 +269,16 @@ pub struct ClusterAgent {
     /// Until then, anti-entropy runs every gossip period: a node that (re)started empty
     /// catches up from its peers quickly.
     catch_up_until_ms: u64,
+    /// The ring before the last change, and its nodes: a key's previous owners may hold
+    /// data its new owners have not received yet.
+    previous_ring: Option<(Arc<HashRing>, BTreeMap<u32, NodeAddr>)>,
+    /// When the ring last changed (or the node started).
+    ring_changed_ms: u64,
 }
+
+/// At most this long after a ring change, a node that misses a key asks its other and
+/// previous owners before it answers "not found".
+const SETTLE_AT_MOST_MS: u64 = 60_000;
 
 impl ClusterAgent {
     /// The agent of the node at `me`, joining through `seeds` (none: a new cluster). The
@@ -313,8 +322,10 @@ impl ClusterAgent {
             handoff_due: true,
             rounds_since_handoff: 0,
             catch_up_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
+            previous_ring: None,
+            ring_changed_ms: now_ms,
         };
-        agent.rebuild_ring();
+        agent.rebuild_ring(now_ms);
         agent
     }
 
@@ -489,14 +500,33 @@ impl ClusterAgent {
         }
     }
 
-    fn rebuild_ring(&mut self) {
+    fn rebuild_ring(&mut self, now_ms: u64) {
         let nodes = self.membership.owners();
         let same = nodes.keys().eq(self.ring_nodes.keys());
         if !same {
-            self.ring = Arc::new(HashRing::new(nodes.keys().copied(), 64));
+            let ring = Arc::new(HashRing::new(nodes.keys().copied(), 64));
+            let old = std::mem::replace(&mut self.ring, ring);
+            if !self.ring_nodes.is_empty() {
+                self.previous_ring = Some((old, self.ring_nodes.clone()));
+            }
             self.handoff_due = true;
+            // Owners that gained keys fetch them from their peers quickly, and until they
+            // have, a key they miss is looked up at its other and previous owners.
+            self.ring_changed_ms = now_ms;
+            self.catch_up_until_ms = now_ms + 5 * self.config.anti_entropy_period_ms;
         }
         self.ring_nodes = nodes;
+    }
+
+    /// Until when (milliseconds) this node may lack keys it owns: some time after it
+    /// started or the ring changed, longer while repairs still bring it entries.
+    pub fn settling_until_ms(&self) -> u64 {
+        self.catch_up_until_ms
+    }
+
+    /// The ring before the last change, with its nodes.
+    pub fn previous_ring(&self) -> Option<&(Arc<HashRing>, BTreeMap<u32, NodeAddr>)> {
+        self.previous_ring.as_ref()
     }
 
     fn envelope(&self, body: PeerRequest) -> PeerEnvelope {
@@ -572,7 +602,7 @@ impl ClusterAgent {
                 self.suspect_since.remove(&m.addr);
             }
         }
-        self.rebuild_ring();
+        self.rebuild_ring(now_ms);
     }
 
     /// Answers a peer's request, merging what it carries.
@@ -673,6 +703,14 @@ impl ClusterAgent {
             } => {
                 self.absorb(now_ms, membership);
                 self.stats.repaired_entries += entries.len() as u64;
+                if !entries.is_empty() {
+                    // Still catching up: keep repairing quickly, and keep asking elsewhere
+                    // for keys not found (within a bound).
+                    self.catch_up_until_ms = self
+                        .catch_up_until_ms
+                        .max(now_ms + self.config.anti_entropy_period_ms)
+                        .min(self.ring_changed_ms + SETTLE_AT_MOST_MS);
+                }
                 self.handoff_due |= !self.owns_all(&entries);
                 store.merge_entries(now_ms, entries);
                 if !mismatched.is_empty() {
@@ -732,7 +770,7 @@ impl ClusterAgent {
                 self.pending.remove(&addr);
             }
         }
-        self.rebuild_ring();
+        self.rebuild_ring(now_ms);
 
         if now_ms >= self.next_probe_ms {
             self.next_probe_ms = now_ms + self.config.probe_period_ms;

@@ -44,6 +44,12 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     /// Per-key replication factors.
     pub table: Arc<ReplicationTable>,
+    /// The ring before the last change, with its nodes.
+    pub previous: Option<(Arc<HashRing>, BTreeMap<u32, NodeAddr>)>,
+    /// Until then (milliseconds since the Unix epoch) this node may lack keys it owns (it
+    /// started or the ring changed a moment ago): a key it misses is looked up at the key's
+    /// other and previous owners before it answers "not found".
+    pub settling_until_ms: u64,
 }
 
 /// Where an operation on a key runs (see [`ClusterView::route`]).
@@ -75,7 +81,38 @@ impl ClusterView {
         owners
     }
 
-    /// Whether `addr` is believed alive (not merely suspect).
+    /// Whether this node may still lack keys it owns (see
+    /// [`settling_until_ms`](Self::settling_until_ms)).
+    pub fn settling(&self) -> bool {
+        now_ms() < self.settling_until_ms
+    }
+
+    /// The nodes besides this one that hold or held `key` and are seen alive: its owners
+    /// now and under the ring before the last change.
+    pub fn other_holders(&self, key: &[u8]) -> Vec<NodeAddr> {
+        let rf = self.table.factor(key).unwrap_or(self.replication);
+        let mut out: Vec<NodeAddr> = Vec::new();
+        let now = self
+            .ring
+            .owners(key, rf)
+            .into_iter()
+            .map(|id| (id, &self.nodes));
+        let before = self
+            .previous
+            .iter()
+            .flat_map(|(ring, nodes)| ring.owners(key, rf).into_iter().map(move |id| (id, nodes)));
+        for (id, nodes) in now.chain(before) {
+            if let Some(addr) = nodes.get(&id)
+                && *addr != self.me
+                && self.is_alive(addr)
+                && !out.contains(addr)
+            {
+                out.push(addr.clone());
+            }
+        }
+        out
+    }
+
     /// Where an operation on `key` runs, without copying addresses (the per-operation path
     /// of every batch).
     pub fn route(&self, key: &[u8]) -> Route<'_> {
@@ -205,6 +242,23 @@ impl Peers {
         Ok(client)
     }
 
+    /// A message came from `addr`: it is up, so it is no longer skipped (a restarted node
+    /// would otherwise miss the probes sent in the moment after it came back, and be
+    /// suspected again).
+    pub fn heard_from(&self, addr: &str) {
+        if let Ok(mut d) = self.down_until.lock() {
+            d.remove(addr);
+        }
+    }
+
+    /// `addr` restarted (it came back with a new incarnation): a connection kept from
+    /// before leads to the old process, so the next use connects anew. For threads outside
+    /// the async runtime.
+    pub fn restarted_blocking(&self, addr: &str) {
+        self.heard_from(addr);
+        self.clients.blocking_lock().remove(addr);
+    }
+
     /// Forgets a connection that failed: the peer is skipped for a moment, then the next
     /// use reconnects.
     pub async fn forget(&self, addr: &str) {
@@ -326,6 +380,7 @@ impl Cluster {
         let view = Arc::new(RwLock::new(Arc::new(view_of(&agent))));
 
         let published = view.clone();
+        let restart_peers = peers.clone();
         let me_for_policy = me.clone();
         let changes: Arc<Mutex<Changes>> = Arc::default();
         let pending = changes.clone();
@@ -337,6 +392,7 @@ impl Cluster {
                 let mut autopilot = Autopilot::new(&pool, me_for_policy);
                 let mut last_members = agent.members();
                 let mut last_table = agent.replication_table().clone();
+                let mut last_settling = agent.settling_until_ms();
                 loop {
                     match rx.recv_timeout(Duration::from_millis(10)) {
                         Ok(Input::Request { envelope, reply }) => {
@@ -395,18 +451,26 @@ impl Cluster {
                         last_table = agent.replication_table().clone();
                         // The workers need the per-key local factors.
                         pool.set_table(last_table.clone());
+                    }
+                    let settling_changed = agent.settling_until_ms() != last_settling;
+                    let members_changed = members != last_members;
+                    if table_changed || settling_changed || members_changed {
+                        last_settling = agent.settling_until_ms();
                         if let Ok(mut v) = published.write() {
                             *v = Arc::new(view_of(&agent));
                         }
                     }
-                    if members != last_members {
+                    if members_changed {
                         for m in &members {
+                            let restarted = last_members.iter().any(|o| {
+                                o.addr == m.addr && o.incarnation < m.incarnation
+                            }) && m.status == Status::Alive;
+                            if restarted && m.addr != agent.me() {
+                                restart_peers.restarted_blocking(&m.addr);
+                            }
                             if last_members.iter().all(|o| o.addr != m.addr || o.status != m.status) {
                                 tracing::info!(member = %m.addr, status = m.status.name(), "membership changed");
                             }
-                        }
-                        if let Ok(mut v) = published.write() {
-                            *v = Arc::new(view_of(&agent));
                         }
                         last_members = members;
                     }
@@ -466,6 +530,7 @@ impl Cluster {
 
     /// Answers a message from another node's agent.
     pub async fn handle_peer(&self, envelope: PeerEnvelope) -> Result<PeerReply, KvsError> {
+        self.peers.heard_from(&envelope.from);
         let (reply, rx) = oneshot::channel();
         self.inbox
             .send(Input::Request { envelope, reply })
@@ -618,6 +683,8 @@ fn view_of(agent: &ClusterAgent) -> ClusterView {
         nodes,
         members: agent.members(),
         table: agent.replication_table().clone(),
+        previous: agent.previous_ring().cloned(),
+        settling_until_ms: agent.settling_until_ms(),
     }
 }
 

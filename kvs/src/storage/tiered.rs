@@ -491,7 +491,7 @@ impl Tiered {
     }
 
     /// Drops `key` if it still holds exactly `sent`.
-    pub fn remove_if_equal(&mut self, key: &[u8], sent: &Value) {
+    pub fn remove_if_equal(&mut self, key: &[u8], sent: &Value) -> bool {
         let equal = match (self.hot.get(key), self.cold.get(key)) {
             (Some(h), _) => h.value == *sent,
             (None, Some(&hash)) => hash == entry_hash(key, sent),
@@ -500,6 +500,7 @@ impl Tiered {
         if equal {
             self.remove(key);
         }
+        equal
     }
 
     fn over_budget(&self) -> bool {

@@ -1,0 +1,109 @@
+//! No acknowledged write is lost: a 3-node `calm up` with its default settings (two
+//! replicas per key, ack one, durability async) takes concurrent writes through random
+//! nodes — native clients and Redis clients — while a random `calm server` is `kill -9`'d
+//! every few seconds (`calm up` restarts it) and the whole cluster is stopped and started
+//! once. Then every acknowledged counter increment, set member and register write must be
+//! there, nothing unwritten may appear, and every replica must hold the same.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use calm::kvs::Ack;
+use calm_bench::failures::{FailuresConfig, check, run_load};
+use common::{Up, free_base_port, free_tcp_base_port, signal};
+use rand::{Rng, SeedableRng};
+
+const NODES: u16 = 3;
+
+fn start(data: &std::path::Path, base: u16, resp: u16) -> Up {
+    Up::start_with_resp(
+        NODES,
+        data,
+        base,
+        resp,
+        &["--threads", "1", "--restart-after", "1"],
+    )
+}
+
+/// Kills a random node with SIGKILL; returns which, if one was running.
+fn kill_one(up: &Up, rng: &mut impl Rng) -> Option<usize> {
+    let i = rng.random_range(0..NODES as usize);
+    let (_, pid) = up.node_status(i);
+    let pid = pid?;
+    signal(pid as u32, "-KILL").then_some(i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_and_a_full_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_base_port(NODES);
+    let resp = free_tcp_base_port(NODES);
+    let seed = std::process::id() as u64;
+    println!("seed {seed}");
+    let mut up = start(&data, base, resp);
+    let config = FailuresConfig {
+        nodes: up.addrs.clone(),
+        resp_ports: up.resp.clone(),
+        ca: up.ca(),
+        native_clients: 3,
+        resp_clients: 3,
+        keys: 12,
+        ack: Ack::One,
+        pause: Duration::from_millis(5),
+        prefix: format!("failures/{seed}"),
+        seed,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (config, stop) = (config.clone(), stop.clone());
+        tokio::spawn(async move { run_load(&config, stop).await })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut restarted = false;
+    while started.elapsed() < Duration::from_secs(70) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(4_000..7_000))).await;
+        if !restarted && started.elapsed() > Duration::from_secs(30) {
+            // The whole cluster stops (Ctrl-C) and comes back on its data.
+            let status = tokio::task::block_in_place(|| up.interrupt());
+            assert!(status.success(), "calm up stopped with {status}");
+            up = tokio::task::block_in_place(|| start(&data, base, resp));
+            restarted = true;
+            continue;
+        }
+        if tokio::task::block_in_place(|| kill_one(&up, &mut rng)).is_some() {
+            kills += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let history = load.await.expect("the clients finish");
+    // Every node back and alive before the check.
+    common::wait_for("every node to be alive", Duration::from_secs(30), || {
+        let up = &up;
+        async move { (0..NODES as usize).all(|i| up.node_status(i).0 == "alive") }
+    })
+    .await;
+    let report = check(&config, &history, Duration::from_secs(60)).await;
+    println!("{kills} kills, one full restart: {report:#?}");
+    assert!(kills >= 5, "only {kills} kills happened");
+    assert!(
+        history.acked > 2_000,
+        "too little load to say anything: {} writes acknowledged",
+        history.acked
+    );
+    assert!(
+        !report.lost_anything(),
+        "acknowledged writes lost or unwritten values seen (seed {seed}): {report:#?}"
+    );
+    assert_eq!(report.diverged, 0, "nodes answer differently: {report:#?}");
+    assert_eq!(
+        report.unequal_replicas, 0,
+        "replicas differ after converging: {report:#?}"
+    );
+}
