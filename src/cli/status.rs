@@ -207,6 +207,12 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                             st(|t| t.disk_errors)
                         );
                     }
+                    let renewed: u64 = s.workers.iter().map(|w| w.replica_changes).sum();
+                    if renewed > 0 {
+                        println!(
+                            "  new replica ids after handing keys off: {renewed} (so later writes to those keys are never taken for old ones)"
+                        );
+                    }
                     let busy: u64 = s.workers.iter().map(|w| w.busy_us).sum();
                     let capacity = (s.uptime_ms * 1000).max(1) * s.workers.len().max(1) as u64;
                     let mut hot: Vec<&calm_kvs::hot_keys::HotKey> =
