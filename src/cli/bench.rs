@@ -96,6 +96,45 @@ pub enum ConsistencyCommand {
     /// processes against Zipf skew, with the autoscaling policy's selective replication off
     /// and on (each node may be held to a share of a core, as on separate small machines).
     Contention(ContentionArgs),
+    /// Acknowledged writes through failures: clients write unique counter increments, set
+    /// members and register values through random nodes (native protocol and, with
+    /// --resp-ports, Redis) for --duration while you kill, restart or partition nodes; then,
+    /// once the replicas agree, every acknowledged write must be there and nothing unwritten
+    /// may appear. Reports acknowledged, uncertain (failed or timed out: maybe applied) and
+    /// lost writes and the time to converge; exits 1 if anything acknowledged was lost.
+    Failures(FailuresArgs),
+}
+
+/// `calm bench consistency failures`.
+#[derive(Args, Debug)]
+pub struct FailuresArgs {
+    /// How long the clients write.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Clients over the native protocol.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Clients over the Redis port (needs --resp-ports).
+    #[arg(long, default_value_t = 4)]
+    resp_clients: usize,
+    /// The nodes' Redis ports on 127.0.0.1, comma-separated (calm up: 6400,6401,6402).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    resp_ports: Vec<u16>,
+    /// Counters, sets and registers written (each as many).
+    #[arg(long, default_value_t = 20)]
+    keys: usize,
+    /// Acknowledgement asked of native writes: one or all.
+    #[arg(long, default_value = "one", value_parser = ["one", "all"])]
+    ack: String,
+    /// How long the replicas may take to agree after the load.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    converge_within: Duration,
+    /// The cluster file.
+    #[arg(long, default_value = "calm-data/cluster.toml", value_name = "FILE")]
+    cluster: PathBuf,
+    /// Write the report to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
 }
 
 /// `calm bench consistency partition`.
@@ -273,6 +312,7 @@ pub async fn run(cmd: BenchCommand) -> CliResult<()> {
         BenchCommand::Consistency(ConsistencyCommand::Staleness(args)) => staleness(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Contention(args)) => contention(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Partition(args)) => partition(args).await,
+        BenchCommand::Consistency(ConsistencyCommand::Failures(args)) => failures(args).await,
         BenchCommand::Functions(args) => functions(args).await,
         BenchCommand::Autoscale(args) => autoscale(args).await,
         BenchCommand::Consistency(ConsistencyCommand::Retwis(args)) => retwis(args).await,
@@ -555,6 +595,65 @@ async fn contention(args: ContentionArgs) -> CliResult<()> {
             path,
         )?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn failures(args: FailuresArgs) -> CliResult<()> {
+    use calm_bench::failures::{FailuresConfig, check, run_load};
+    let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+    let seed = std::process::id() as u64;
+    let config = FailuresConfig {
+        nodes: file.nodes,
+        resp_ports: args.resp_ports.clone(),
+        ca: file.ca,
+        native_clients: args.clients,
+        resp_clients: args.resp_clients,
+        keys: args.keys,
+        ack: if args.ack == "all" {
+            calm_kvs::Ack::All
+        } else {
+            calm_kvs::Ack::One
+        },
+        pause: Duration::from_millis(5),
+        prefix: format!("failures/{seed}"),
+        seed,
+    };
+    eprintln!(
+        "writing for {:?} (kill, restart or partition nodes now)...",
+        args.duration
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (config, stop) = (config.clone(), stop.clone());
+        tokio::spawn(async move { run_load(&config, stop).await })
+    };
+    tokio::time::sleep(args.duration).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let history = load.await.map_err(|e| e.to_string())?;
+    eprintln!("checking {} acknowledged writes...", history.acked);
+    let report = check(&config, &history, args.converge_within).await;
+    println!(
+        "{} writes acknowledged, {} uncertain; lost: {} set members, {} counters below their acknowledged sum (short by {}), {} registers; {} counters above, {} values nobody wrote; {} keys answered differently by different nodes; converged in {} ms",
+        report.acked,
+        report.uncertain,
+        report.lost_members,
+        report.counters_below,
+        report.counters_short_by,
+        report.lost_registers,
+        report.counters_above,
+        report.unwritten,
+        report.diverged,
+        report.converge_ms
+    );
+    for e in &report.examples {
+        println!("  {e}");
+    }
+    if let Some(path) = &args.out {
+        write_json(path, &report)?;
+    }
+    if report.lost_anything() || report.diverged > 0 {
+        return Err("an acknowledged write was lost, an unwritten value appeared, or the replicas did not agree".into());
     }
     Ok(())
 }
