@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
-use crate::protocol::{Op, OpResult, Request, RequestBody, Response, ResponseBody};
+use crate::protocol::{Op, OpResult, Reply, Request, RequestBody, Response, ResponseBody};
 use crate::store::Store;
 use crate::subscribe::{Fetched, PUSH_ID, Pushed};
 use crate::tls;
@@ -261,10 +261,25 @@ impl Client {
         }
     }
 
-    /// Runs a batch on this node's own workers only, whoever owns the keys (what a node
-    /// does with a batch another node forwarded). For inspecting one replica.
+    /// Runs a batch on this node's own workers only, whoever owns the keys. For inspecting
+    /// one replica: a read answers with this node's own copy (a forwarded read that finds
+    /// nothing may instead ask the key's other owners, while the node settles after a ring
+    /// change; this one never does).
     pub async fn execute_here(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, KvsError> {
         let expected = ops.len();
+        // Reads travel as `Raw` (the stored copy) and are answered as reads here.
+        let mut reads = Vec::new();
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| match op {
+                Op::Get { key, meta } => {
+                    reads.push((i, meta));
+                    Op::Raw { key }
+                }
+                other => other,
+            })
+            .collect();
         match self
             .request(RequestBody::Batch {
                 ops,
@@ -273,7 +288,14 @@ impl Client {
             })
             .await?
         {
-            ResponseBody::Results(results) if results.len() == expected => Ok(results),
+            ResponseBody::Results(mut results) if results.len() == expected => {
+                for (i, meta) in reads {
+                    if let Ok(Reply::Raw(copy)) = &results[i] {
+                        results[i] = Ok(Reply::Value(copy.as_ref().and_then(|v| v.read(meta))));
+                    }
+                }
+                Ok(results)
+            }
             other => Err(KvsError::UnexpectedReply(format!(
                 "asked for {expected} results, got {other:?}"
             ))),

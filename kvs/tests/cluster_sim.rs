@@ -1,17 +1,23 @@
 //! Deterministic simulation of a whole cluster: the real sans-IO cores (cluster agents and
 //! storage workers) wired through a simulated network and clock driven by one seeded RNG.
 //!
-//! Faults: message loss, duplication, reordering and delay; a partition that heals; a node
-//! that crashes and restarts. Odd seeds run the nodes in memory (a crash loses everything
+//! Faults: message loss, duplication, reordering and delay; a partition that heals; nodes
+//! that crash and restart, often after the others declared them dead (so keys move to
+//! other owners, and back). Odd seeds run the nodes in memory (a crash loses everything
 //! the node held); even seeds give each node a disk with durability `sync`, a tiny memory
 //! budget (keys move between memory and disk all the time) and frequent checkpoints, and a
 //! crash loses what was not synced, leaving a torn log tail. Clients write throughout, with
-//! ack `one` or `all`. After the faults stop and the cluster is quiet, for every key:
+//! ack `one` or `all`, and in a burst through a node right after its view of the ring
+//! changes. After the faults stop and the cluster is quiet, for every key:
 //!
 //! - every owner holds the same value (convergence);
 //! - that value contains every acknowledged write that must survive: all `all` writes, and
-//!   every `one` write, except, in memory, one whose acknowledging node crashed afterwards;
-//! - it contains nothing that was never written.
+//!   every `one` write, except, in memory, one whose acknowledging node crashed afterwards —
+//!   checked twice: as lattice states (the write's delta is contained), and as a client
+//!   reads them (every acknowledged member is there; a counter is at least the sum of its
+//!   acknowledged increments) — the second catches a write lost while its dot looks seen;
+//! - it contains nothing that was never written (no member nobody added, no counter above
+//!   the sum of every increment attempted).
 //!
 //! `cargo test -p calm-kvs --test cluster_sim` runs 200 seeds. A failure prints its seed;
 //! `CALM_SIM_SEED=N` replays one seed and `CALM_SIM_SEEDS=N` runs N seeds.
@@ -22,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use calm_kvs::cluster::{ClusterAgent, ClusterConfig, LocalStore, PeerEnvelope, PeerReply};
 use calm_kvs::storage::{Durability, MemDisk, StorageConfig, Tiered};
-use calm_kvs::{HashRing, Op, Value, Worker, WorkerConfig, Write};
+use calm_kvs::{HashRing, Op, ReadValue, Value, Worker, WorkerConfig, Write};
 use calm_lattice::ReplicaId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,8 +37,8 @@ const NODES: usize = 4;
 const KEYS: usize = 16;
 const STEP_MS: u64 = 10;
 const FAULTS_FROM: u64 = 2_000;
-const FAULTS_UNTIL: u64 = 12_000;
-const END: u64 = 24_000;
+const FAULTS_UNTIL: u64 = 14_000;
+const END: u64 = 26_000;
 
 fn config() -> ClusterConfig {
     ClusterConfig {
@@ -191,6 +197,8 @@ fn contained(a: &Value, b: &Value) -> bool {
 struct Acked {
     key: Bytes,
     delta: Value,
+    /// What the client asked (the delta of a counter is its whole state, not the increment).
+    write: Write,
     /// Acknowledged with `all` (else `one`).
     all: bool,
     target: usize,
@@ -243,13 +251,29 @@ fn run(seed: u64) -> Result<(), String> {
     };
     let mut attempted: BTreeMap<Bytes, Value> = BTreeMap::new();
     let mut acked: Vec<Acked> = Vec::new();
+    let mut history = Attempts::default();
+    let mut rings: Vec<Vec<u32>> = vec![Vec::new(); NODES];
 
-    // One crash and one partition, at random times inside the fault window.
-    let crash_node = rng.random_range(0..NODES);
+    // Crashes of different nodes, one after the other — two with disks, one in memory (two
+    // crashes in memory can take both copies of a write before anti-entropy made a third) —
+    // and one partition, at random times inside the fault window. A crashed node stays down for 0.5 to 4 s: often long
+    // enough to be declared dead (about 2 s), so its keys move to other owners and move
+    // back when it returns — and a node that handed a key off may get it back.
     // Steps fall at 1, 1 + STEP_MS, ...: events are put on steps so they happen.
     let step = |t: u64| t / STEP_MS * STEP_MS + 1;
-    let crash_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 3_000));
-    let restart_at = crash_at + rng.random_range(500..3_000) / STEP_MS * STEP_MS;
+    let first = rng.random_range(0..NODES);
+    let second = (first + rng.random_range(1..NODES)) % NODES;
+    let mut crashes: Vec<(usize, u64, u64)> = Vec::new();
+    let mut from = FAULTS_FROM;
+    for node in [first, second]
+        .into_iter()
+        .take(if durable { 2 } else { 1 })
+    {
+        let at = step(rng.random_range(from..from + 2_000));
+        let back = at + rng.random_range(500..4_000) / STEP_MS * STEP_MS;
+        crashes.push((node, at, back));
+        from = back + 500;
+    }
     let cut_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000));
     let heal_at = cut_at + rng.random_range(300..2_000) / STEP_MS * STEP_MS;
     let side: Vec<usize> = (0..NODES).filter(|_| rng.random_bool(0.5)).collect();
@@ -267,7 +291,7 @@ fn run(seed: u64) -> Result<(), String> {
         if now == heal_at {
             net.cut.clear();
         }
-        if now == crash_at {
+        for &(crash_node, _, _) in crashes.iter().filter(|c| c.1 == now) {
             // Just before it crashes, the node acknowledges writes (ack `one`) to every key
             // it leads, and its deltas to the other owners never leave it.
             for k in 0..KEYS {
@@ -283,6 +307,7 @@ fn run(seed: u64) -> Result<(), String> {
                         crash_node,
                         &mut attempted,
                         &mut acked,
+                        &mut history,
                         Some(k),
                     );
                 }
@@ -295,7 +320,7 @@ fn run(seed: u64) -> Result<(), String> {
                 disk.crash(rng.random_range(0..64));
             }
         }
-        if now == restart_at {
+        for &(crash_node, _, _) in crashes.iter().filter(|c| c.2 == now) {
             let n = &mut nodes[crash_node];
             n.epoch += 1;
             n.store = new_store(crash_node, n.epoch, n.disk.as_ref());
@@ -365,8 +390,37 @@ fn run(seed: u64) -> Result<(), String> {
                     c,
                     &mut attempted,
                     &mut acked,
+                    &mut history,
                     None,
                 );
+            }
+        }
+
+        // Right after a node's view of the ring changes (a death, a return, a join), clients
+        // write every key it now leads through it: the moment its new keys may not have
+        // reached it yet, when busy clients do write.
+        for c in 0..NODES {
+            let ring: Vec<u32> = nodes[c].agent.ring().2.into_keys().collect();
+            if ring != rings[c] {
+                rings[c] = ring;
+                if nodes[c].up && now < FAULTS_UNTIL {
+                    for k in 0..KEYS {
+                        let key = format!("key{k}");
+                        if nodes[c].agent.owners(key.as_bytes()).first() == Some(&format!("n{c}")) {
+                            client_write(
+                                &mut nodes,
+                                &net,
+                                &mut rng,
+                                now,
+                                c,
+                                &mut attempted,
+                                &mut acked,
+                                &mut history,
+                                Some(k),
+                            );
+                        }
+                    }
+                }
             }
         }
 
@@ -418,6 +472,48 @@ fn run(seed: u64) -> Result<(), String> {
                 "key {key:?} holds something never written: {first:?}"
             ));
         }
+        // What a client reads: every acknowledged member there, a counter at least the sum
+        // of its acknowledged increments — whatever the dots say (a write can be lost while
+        // its dot looks seen: a replica that reuses a dot has its new write taken for an old
+        // one), and nothing nobody asked for.
+        let read = first.read(false);
+        let (mut must_sum, mut must_members) = (0i128, Vec::new());
+        for a in acked.iter().filter(|a| a.key == *key) {
+            let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
+            if !a.all && crashed_after && !durable {
+                continue;
+            }
+            match &a.write {
+                Write::Increment(by) => must_sum += i128::from(*by),
+                Write::OrSetAdd(ms) => must_members.extend(ms.iter().cloned()),
+                _ => {}
+            }
+        }
+        match &read {
+            Some(ReadValue::Counter { value }) => {
+                let most = history.sums.get(key).copied().unwrap_or(0);
+                if *value < must_sum || *value > most {
+                    return Err(format!(
+                        "key {key:?}: counter {value}, acknowledged {must_sum}, attempted {most}"
+                    ));
+                }
+            }
+            Some(ReadValue::OrSet { members }) => {
+                if let Some(m) = must_members.iter().find(|m| !members.contains(m)) {
+                    return Err(format!(
+                        "key {key:?}: acknowledged member {m:?} missing from {members:?}"
+                    ));
+                }
+                let asked = history.members.get(key);
+                if let Some(m) = members
+                    .iter()
+                    .find(|m| !asked.is_some_and(|a| a.contains(*m)))
+                {
+                    return Err(format!("key {key:?}: member {m:?} was never added"));
+                }
+            }
+            _ => {}
+        }
         for a in acked.iter().filter(|a| a.key == *key) {
             // With ack `one` in memory, only the acknowledging node held the write until
             // gossip; if it crashed afterwards the write may be gone. With a disk it was
@@ -437,6 +533,27 @@ fn run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// What clients asked of each key, whether acknowledged or not.
+#[derive(Default)]
+struct Attempts {
+    sums: BTreeMap<Bytes, i128>,
+    members: BTreeMap<Bytes, HashSet<Bytes>>,
+}
+
+impl Attempts {
+    fn attempt(&mut self, key: &Bytes, write: &Write) {
+        match write {
+            Write::Increment(by) => *self.sums.entry(key.clone()).or_default() += i128::from(*by),
+            Write::OrSetAdd(ms) => self
+                .members
+                .entry(key.clone())
+                .or_default()
+                .extend(ms.iter().cloned()),
+            _ => {}
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn client_write(
     nodes: &mut [SimNode],
@@ -446,6 +563,7 @@ fn client_write(
     coordinator: usize,
     attempted: &mut BTreeMap<Bytes, Value>,
     acked: &mut Vec<Acked>,
+    history: &mut Attempts,
     only_key: Option<usize>,
 ) {
     let k = only_key.unwrap_or_else(|| rng.random_range(0..KEYS));
@@ -456,6 +574,7 @@ fn client_write(
         _ => Write::Lww(Bytes::from(format!("v{}", rng.random_range(0..100)))),
     };
     let all = only_key.is_none() && rng.random_bool(0.5);
+    let asked = write.clone();
     // The coordinator forwards to the first owner it can reach, as a node does.
     let owners: Vec<usize> = nodes[coordinator]
         .agent
@@ -479,6 +598,7 @@ fn client_write(
     if results[0].is_err() || nodes[target].store.commit(now).is_err() {
         return;
     }
+    history.attempt(&key, &asked);
     let changes = nodes[target].store.take_changes();
     for (k, d) in &changes {
         attempted
@@ -513,6 +633,7 @@ fn client_write(
         acked.push(Acked {
             key: k,
             delta,
+            write: asked.clone(),
             all,
             target,
             at: now,
