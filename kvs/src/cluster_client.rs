@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::cluster::runtime::join_all;
 use crate::cluster::{Status, node_id};
+use crate::coordinator::{Coordinator, Item, Outcome, Target};
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
 use crate::protocol::{Ack, Op, OpError, OpResult, RequestBody, ResponseBody, RoutingTable};
@@ -232,11 +233,10 @@ impl ClusterClient {
             keys,
             |(key, _)| key,
             |_, _, _| {},
-            |_| true,
             move |c: Client, batch| async move {
                 match tokio::time::timeout(NODE_TIMEOUT, c.subscribe(batch, lease_ms)).await {
-                    Ok(Ok(r)) => Sent::Answered(r),
-                    _ => Sent::Maybe,
+                    Ok(Ok(r)) => Outcome::Answered(r),
+                    _ => Outcome::MaybeSent,
                 }
             },
         )
@@ -384,157 +384,96 @@ impl ClusterClient {
             ops,
             Op::key,
             |table, op, owners| self.order_owners(table, op, owners),
-            // A write whose request may have arrived must not run twice.
-            |op| matches!(op, Op::Get { .. }),
             move |c: Client, batch| async move {
                 match c
                     .start_request(RequestBody::Routed { ops: batch, ack })
                     .await
                 {
                     Ok(rx) => match tokio::time::timeout(NODE_TIMEOUT, rx).await {
-                        Ok(Ok(Ok(ResponseBody::Results(r)))) => Sent::Answered(r),
-                        _ => Sent::Maybe,
+                        Ok(Ok(Ok(ResponseBody::Results(r)))) => Outcome::Answered(r),
+                        _ => Outcome::MaybeSent,
                     },
-                    Err(_) => Sent::Maybe,
+                    Err(_) => Outcome::MaybeSent,
                 }
             },
         )
         .await
     }
 
-    /// Sends every item to an owner of its key (the first untried one after `order`), in
-    /// one batch per node, and gathers the answers in the order of `items`. An item a node answers `NotOwner` for goes again
-    /// after a refresh of the table (a redirect); one whose node could not be reached goes
-    /// to its next owner; one whose node may have received it without answering goes to
-    /// its next owner if `retry_unanswered` allows, and otherwise answers
+    /// Sends every item to an owner of its key, in one batch per node, and gathers the
+    /// answers in the order of `items`, following the request [`Coordinator`]'s rules: the
+    /// first owner after `order` that has not failed the item; an item a node answers
+    /// `NotOwner` for goes again after a refresh of the table (a redirect); one whose node
+    /// could not be reached goes to its next owner, as does one whose node may have received
+    /// it without answering if it may run twice, and otherwise it answers
     /// [`OpError::Timeout`]. At most [`ATTEMPTS`] rounds.
     async fn route<I, R, S, Fut>(
         &self,
         items: Vec<I>,
         key: impl Fn(&I) -> &Bytes,
         order: impl Fn(&Table, &I, &mut [SocketAddr]),
-        retry_unanswered: impl Fn(&I) -> bool,
         send: S,
     ) -> Result<Vec<Result<R, OpError>>, KvsError>
     where
-        I: Clone + Send + 'static,
+        I: Item + Send + 'static,
         R: Clone + Send + 'static,
         S: Fn(Client, Vec<I>) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Sent<R>> + Send,
+        Fut: Future<Output = Outcome<R>> + Send,
     {
-        let mut results: Vec<Option<Result<R, OpError>>> = vec![None; items.len()];
-        let mut pending: Vec<usize> = (0..items.len()).collect();
-        // Owners already tried for each item, so a retry goes to the next one.
-        let mut tried: Vec<Vec<SocketAddr>> = vec![Vec::new(); items.len()];
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
+        let mut coordinator: Coordinator<SocketAddr, I, R> = Coordinator::new(items, ATTEMPTS);
+        let mut first = true;
+        loop {
+            if !first {
                 self.inner
                     .redirects
-                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    .fetch_add(coordinator.pending().count() as u64, Ordering::Relaxed);
                 let _ = self.refresh().await;
             }
             let table = self.table().ok_or_else(|| KvsError::Connect {
                 addr: "the cluster".into(),
                 reason: "no routing table".into(),
             })?;
-            if attempt == 0 {
+            if first {
                 self.refresh_if_old(&table);
+                first = false;
             }
-            let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-            for &i in &pending {
-                let mut owners = table.owners(key(&items[i]));
-                order(&table, &items[i], &mut owners);
-                let target = owners
-                    .iter()
-                    .find(|o| !tried[i].contains(o))
-                    .or(owners.first())
-                    .copied();
-                match target {
-                    Some(t) => groups.entry(t).or_default().push(i),
-                    None => {
-                        results[i] = Some(Err(OpError::Unavailable {
-                            reason: "the cluster has no node that owns keys".into(),
-                        }))
-                    }
-                }
+            let sends = coordinator.plan(|_, item| {
+                let mut owners = table.owners(key(item));
+                order(&table, item, &mut owners);
+                owners.into_iter().map(Target::Node).collect()
+            });
+            if sends.is_empty() {
+                break;
             }
-            let sends = groups.into_iter().map(|(addr, at)| {
-                let batch: Vec<I> = at.iter().map(|&i| items[i].clone()).collect();
+            let sends = sends.into_iter().map(|group| {
                 let this = self.clone();
                 let send = send.clone();
                 async move {
-                    let outcome = match this.conn(addr).await {
-                        Ok(c) => match send(c, batch).await {
-                            Sent::Answered(r) if r.len() != at.len() => Sent::Maybe,
-                            other => other,
-                        },
-                        Err(_) => Sent::Never,
+                    let Target::Node(addr) = group.target else {
+                        // Never planned: the candidates are nodes.
+                        return (group.id, Outcome::NotSent);
                     };
-                    if !matches!(outcome, Sent::Answered(_)) {
+                    let outcome = match this.conn(addr).await {
+                        Ok(c) => send(c, group.ops).await,
+                        Err(_) => Outcome::NotSent,
+                    };
+                    if !matches!(outcome, Outcome::Answered(_)) {
                         this.drop_conn(addr).await;
                     }
-                    (addr, at, outcome)
+                    (group.id, outcome)
                 }
             });
-            let mut next = Vec::new();
-            for (addr, at, outcome) in join_all(sends).await {
-                match outcome {
-                    Sent::Answered(r) => {
-                        for (i, result) in at.into_iter().zip(r) {
-                            if matches!(result, Err(OpError::NotOwner { .. })) {
-                                next.push(i);
-                            } else {
-                                results[i] = Some(result);
-                            }
-                        }
-                    }
-                    Sent::Never => {
-                        for i in at {
-                            tried[i].push(addr);
-                            next.push(i);
-                        }
-                    }
-                    Sent::Maybe => {
-                        for i in at {
-                            if retry_unanswered(&items[i]) {
-                                tried[i].push(addr);
-                                next.push(i);
-                            } else {
-                                results[i] = Some(Err(OpError::Timeout {
-                                    node: addr.to_string(),
-                                }));
-                            }
-                        }
-                    }
-                }
+            for (id, outcome) in join_all(sends).await {
+                coordinator.handle(id, outcome);
             }
-            pending = next;
-            if pending.is_empty() {
+            if !coordinator.needs_round() {
                 break;
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(OpError::Unavailable {
-                        reason: format!("no owner answered after {ATTEMPTS} attempts"),
-                    })
-                })
-            })
-            .collect())
+        Ok(coordinator.into_results())
     }
 }
 
-/// What sending one batch to one node came to.
-enum Sent<R> {
-    /// The node answered, one result per item.
-    Answered(Vec<Result<R, OpError>>),
-    /// The request never left (no connection).
-    Never,
-    /// It may have arrived, but no usable answer came.
-    Maybe,
-}
 impl Store for ClusterClient {
     fn execute(
         &self,

@@ -25,6 +25,7 @@ pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod cluster_client;
+pub mod coordinator;
 pub mod error;
 pub mod fault_proxy;
 pub mod hot_keys;

@@ -9,14 +9,14 @@
 //! [`ProtocolError`] and the stream is closed; the connection, other
 //! streams and other clients carry on.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, NodeAddr, PeerFailure, Route};
+use crate::cluster::{Cluster, ClusterView, NodeAddr, PeerFailure, Route};
+use crate::coordinator::{Coordinator, Outcome, Target, is_write};
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{
@@ -279,7 +279,7 @@ async fn serve_stream(
                 let count = mine.len() + not_owned.len() + merged_reads.len();
                 let (at, local): (Vec<usize>, Vec<Op>) = mine.into_iter().unzip();
                 let service2 = service.clone();
-                let pending = service.node.submit(local);
+                let pending = service.node.submit(local.clone());
                 tokio::spawn(async move {
                     let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
                     for (i, owners) in not_owned {
@@ -288,7 +288,10 @@ async fn serve_stream(
                     for (i, key, meta) in merged_reads {
                         results[i] = read_all_replicas(&service2, key, meta).await;
                     }
-                    finish_local(&service2, pending, at, ack, &mut results).await;
+                    let local = finish_local(&service2, local, pending, ack).await;
+                    for (i, r) in at.into_iter().zip(local) {
+                        results[i] = r;
+                    }
                     reply(&tx, id, ResponseBody::Results(results)).await;
                     drop(permit);
                 });
@@ -461,192 +464,234 @@ pub(crate) async fn execute(service: &Arc<Service>, ops: Vec<Op>, ack: Ack) -> V
     finish_batch(service, batch).await
 }
 
-/// A batch whose operations have all been handed out, to this node's workers or to owners.
+/// A batch whose first round has been handed out, to this node's workers or to owners;
+/// [`finish_batch`] waits for it and runs further rounds.
 struct InFlight {
-    count: usize,
     ack: Ack,
-    local_at: Vec<usize>,
-    pending: Result<crate::node::PendingBatch, KvsError>,
+    forwarded: bool,
+    coordinator: Coordinator<NodeAddr>,
+    /// Where each of the coordinator's operations sits in the batch.
+    at: Vec<usize>,
+    /// Reads of every replica (`GetAll`), by position: run when the rest is done.
     merged_reads: Vec<(usize, bytes::Bytes, bool)>,
-    /// Reads run here, by position: one that finds nothing while this node may still lack
-    /// keys it owns is looked up at the key's other and previous owners.
-    local_reads: Vec<(usize, bytes::Bytes, bool)>,
-    started: Vec<StartedRemote>,
+    count: usize,
+    started: Vec<Started>,
 }
 
-type StartedRemote = (
-    NodeAddr,
-    Vec<usize>,
-    Vec<Op>,
-    Result<tokio::sync::oneshot::Receiver<Result<ResponseBody, KvsError>>, PeerFailure>,
-);
+/// One group of a round, handed out.
+enum Started {
+    /// Running on this node's workers.
+    Here(u64, Vec<Op>, Result<crate::node::PendingBatch, KvsError>),
+    /// Sent to another node (or certainly not: `Err`).
+    Remote(
+        u64,
+        NodeAddr,
+        Result<tokio::sync::oneshot::Receiver<Result<ResponseBody, KvsError>>, PeerFailure>,
+    ),
+}
 
-/// Hands a batch out: operations on keys this node owns go to its workers, the others to
-/// an owner.
+/// Rounds a batch may take: every owner of a key once, and a try again.
+const MAX_ROUNDS: usize = 4;
+
+/// Where an operation may run, preferred first (see [`Coordinator`]): here if this node
+/// owns the key (or the batch was forwarded here); else its owners seen alive, then those
+/// suspected; a write with ack `one` that no owner takes is kept here as a *hint* (handed to
+/// the owners once they are reachable, as every key a node holds but does not own), so both
+/// sides of a partition keep accepting writes.
+fn candidates(view: Option<&ClusterView>, ack: Ack, op: &Op) -> Vec<Target<NodeAddr>> {
+    let Some(view) = view else {
+        return vec![Target::Here];
+    };
+    let hint = is_write(op) && ack == Ack::One;
+    match view.route(op.key()) {
+        Route::Here => vec![Target::Here],
+        Route::NoneAlive(_) if hint => vec![Target::Here],
+        Route::Alive(_) | Route::NoneAlive(_) => {
+            let mut out: Vec<Target<NodeAddr>> = view
+                .owners(op.key())
+                .into_iter()
+                .filter(|o| *o != view.me)
+                .map(Target::Node)
+                .collect();
+            if hint {
+                out.push(Target::Here);
+            }
+            out
+        }
+    }
+}
+
+/// Plans a round and hands its groups out: to this node's workers (in the order batches
+/// arrive, so a client's pipelined requests on one key run in the order it sent them) and
+/// to other nodes.
+async fn start_round(
+    service: &Arc<Service>,
+    coordinator: &mut Coordinator<NodeAddr>,
+    forwarded: bool,
+    ack: Ack,
+) -> Vec<Started> {
+    // One view for the round; a forwarded batch runs here, whoever owns its keys.
+    let view = service
+        .cluster
+        .as_ref()
+        .filter(|_| !forwarded)
+        .map(|c| c.view());
+    let sends = coordinator.plan(|_, op| candidates(view.as_deref(), ack, op));
+    let mut started = Vec::new();
+    for send in sends {
+        match send.target {
+            Target::Here => {
+                let pending = service.node.submit(send.ops.clone());
+                started.push(Started::Here(send.id, send.ops, pending));
+            }
+            Target::Node(addr) => {
+                let body = RequestBody::Batch {
+                    ops: send.ops,
+                    ack,
+                    forwarded: true,
+                };
+                let sent = match &service.cluster {
+                    Some(cluster) => match cluster.peers().client(&addr).await {
+                        Ok(client) => client
+                            .start_request(body)
+                            .await
+                            .map_err(PeerFailure::MaybeSent),
+                        Err(e) => Err(PeerFailure::NotSent(e)),
+                    },
+                    None => Err(PeerFailure::NotSent(KvsError::ShutDown)),
+                };
+                started.push(Started::Remote(send.id, addr, sent));
+            }
+        }
+    }
+    started
+}
+
+/// Hands a batch's first round out.
 async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: bool) -> InFlight {
     let count = ops.len();
-    let mut local_at = Vec::new();
-    let mut local_ops = Vec::new();
-    let mut remote: BTreeMap<NodeAddr, (Vec<usize>, Vec<Op>)> = BTreeMap::new();
-    let mut merged_reads: Vec<(usize, bytes::Bytes, bool)> = Vec::new();
-    match (&service.cluster, forwarded) {
-        (Some(cluster), false) => {
-            let view = cluster.view();
-            for (i, op) in ops.into_iter().enumerate() {
-                if let Op::GetAll { key, meta } = op {
-                    merged_reads.push((i, key, meta));
-                    continue;
-                }
-                let target = match view.route(op.key()) {
-                    Route::Here => None,
-                    Route::Alive(owner) => Some(owner.clone()),
-                    // No owner is alive: keep the write here as a hint (see retry_elsewhere).
-                    Route::NoneAlive(_) if is_write(&op) && ack == Ack::One => None,
-                    Route::NoneAlive(owner) => Some(owner.clone()),
-                };
-                match target {
-                    None => {
-                        local_at.push(i);
-                        local_ops.push(op);
-                    }
-                    Some(owner) => {
-                        let group = remote.entry(owner).or_default();
-                        group.0.push(i);
-                        group.1.push(op);
-                    }
-                }
+    let mut merged_reads = Vec::new();
+    let mut at = Vec::new();
+    let mut rest = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::GetAll { key, meta } if service.cluster.is_some() && !forwarded => {
+                merged_reads.push((i, key, meta));
+            }
+            op => {
+                at.push(i);
+                rest.push(op);
             }
         }
-        _ => {
-            local_at = (0..count).collect();
-            local_ops = ops;
-        }
     }
-    let local_reads = match &service.cluster {
-        Some(_) => local_at
-            .iter()
-            .zip(&local_ops)
-            .filter_map(|(i, op)| match op {
-                Op::Get { key, meta } => Some((*i, key.clone(), *meta)),
-                _ => None,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let pending = service.node.submit(local_ops);
-    let mut started = Vec::new();
-    if let Some(cluster) = &service.cluster {
-        for (addr, (at, ops)) in remote {
-            let body = RequestBody::Batch {
-                ops: ops.clone(),
-                ack,
-                forwarded: true,
-            };
-            let sent = match cluster.peers().client(&addr).await {
-                Ok(client) => client
-                    .start_request(body)
-                    .await
-                    .map_err(PeerFailure::MaybeSent),
-                Err(e) => Err(PeerFailure::NotSent(e)),
-            };
-            started.push((addr, at, ops, sent));
-        }
-    }
+    let mut coordinator = Coordinator::new(rest, MAX_ROUNDS);
+    let started = start_round(service, &mut coordinator, forwarded, ack).await;
     InFlight {
-        count,
         ack,
-        local_at,
-        pending,
+        forwarded,
+        coordinator,
+        at,
         merged_reads,
-        local_reads,
+        count,
         started,
     }
 }
 
-/// Waits for every part of a batch; one result per operation, in order.
+/// Waits for every part of a batch, running further rounds for what failed; one result
+/// per operation, in order.
 async fn finish_batch(service: &Arc<Service>, batch: InFlight) -> Vec<OpResult> {
     let InFlight {
-        count,
         ack,
-        local_at,
-        pending,
+        forwarded,
+        mut coordinator,
+        at,
         merged_reads,
-        local_reads,
-        started,
+        count,
+        mut started,
     } = batch;
-    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
-    finish_local(service, pending, local_at, ack, &mut results).await;
-    if let Some(cluster) = &service.cluster {
-        let view = cluster.view();
-        if view.settling() {
-            for (i, key, meta) in local_reads {
-                if results[i] == Ok(Reply::Value(None)) {
-                    let mut holders = view.other_holders(&key);
-                    if !holders.is_empty() {
-                        holders.insert(0, cluster.me().to_string());
-                        results[i] = read_replicas(service, key, meta, holders).await;
-                    }
+    loop {
+        for group in std::mem::take(&mut started) {
+            let (id, outcome) = match group {
+                Started::Here(id, ops, pending) => (
+                    id,
+                    Outcome::Answered(finish_local(service, ops, pending, ack).await),
+                ),
+                Started::Remote(id, addr, sent) => {
+                    let answer = match (sent, &service.cluster) {
+                        (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
+                        (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
+                        (Err(e), _) => Err(e),
+                    };
+                    let outcome = match answer {
+                        Ok(ResponseBody::Results(r)) => Outcome::Answered(r),
+                        Ok(other) => {
+                            // Not an answer to the batch: it may still have been applied.
+                            tracing::warn!(peer = %addr, "unexpected answer to a forwarded batch: {other:?}");
+                            Outcome::MaybeSent
+                        }
+                        Err(PeerFailure::NotSent(_)) => Outcome::NotSent,
+                        Err(PeerFailure::MaybeSent(_)) => Outcome::MaybeSent,
+                    };
+                    (id, outcome)
                 }
-            }
+            };
+            coordinator.handle(id, outcome);
         }
+        if !coordinator.needs_round() {
+            break;
+        }
+        started = start_round(service, &mut coordinator, forwarded, ack).await;
+        if started.is_empty() {
+            break;
+        }
+    }
+    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
+    for (i, r) in at.into_iter().zip(coordinator.into_results()) {
+        results[i] = r;
     }
     for (i, key, meta) in merged_reads {
         results[i] = read_all_replicas(service, key, meta).await;
     }
-    for (addr, at, ops, sent) in started {
-        let outcome = match (sent, &service.cluster) {
-            (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
-            (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
-            (Err(e), _) => Err(e),
-        };
-        let answer: Vec<OpResult> = match outcome {
-            Ok(ResponseBody::Results(r)) if r.len() == at.len() => r,
-            Ok(other) => vec![
-                Err(OpError::Unavailable {
-                    reason: format!("unexpected answer from {addr}: {other:?}"),
-                });
-                at.len()
-            ],
-            // Never sent: every operation may go elsewhere.
-            Err(PeerFailure::NotSent(_)) => retry_elsewhere(service, &addr, ops, ack).await,
-            // Maybe applied: reads go elsewhere; writes are not run twice.
-            Err(PeerFailure::MaybeSent(_)) => {
-                let mut out = Vec::with_capacity(ops.len());
-                for op in ops {
-                    if is_write(&op) {
-                        out.push(Err(OpError::Timeout { node: addr.clone() }));
-                    } else {
-                        out.extend(retry_elsewhere(service, &addr, vec![op], ack).await);
-                    }
-                }
-                out
-            }
-        };
-        for (i, r) in at.into_iter().zip(answer) {
-            results[i] = r;
-        }
-    }
     results
 }
 
-/// Waits for the part of a batch run on this node's workers, hands its deltas on
-/// ([`settle`]), and puts each result at its position `at` in `results`. If the workers are
-/// gone, those positions keep their `ShuttingDown` error.
+/// Waits for a group run on this node's workers and hands its deltas on ([`settle`]); a
+/// read that finds nothing while this node may still lack keys it owns is answered by the
+/// key's other and previous owners. If the workers are gone, every operation answers
+/// `ShuttingDown`.
 async fn finish_local(
     service: &Service,
+    ops: Vec<Op>,
     pending: Result<crate::node::PendingBatch, KvsError>,
-    at: Vec<usize>,
     ack: Ack,
-    results: &mut [OpResult],
-) {
-    if let Ok(p) = pending
-        && let Ok((local, changes)) = p.results_and_changes().await
-    {
-        let local = settle(service, local, changes, ack).await;
-        for (i, r) in at.into_iter().zip(local) {
-            results[i] = r;
+) -> Vec<OpResult> {
+    let results = match pending {
+        Ok(p) => match p.results_and_changes().await {
+            Ok((local, changes)) => settle(service, local, changes, ack).await,
+            Err(_) => vec![Err(OpError::ShuttingDown); ops.len()],
+        },
+        Err(_) => vec![Err(OpError::ShuttingDown); ops.len()],
+    };
+    let Some(cluster) = &service.cluster else {
+        return results;
+    };
+    let view = cluster.view();
+    if !view.settling() {
+        return results;
+    }
+    let mut results = results;
+    for (op, r) in ops.into_iter().zip(results.iter_mut()) {
+        if let Op::Get { key, meta } = op
+            && *r == Ok(Reply::Value(None))
+        {
+            let mut holders = view.other_holders(&key);
+            if !holders.is_empty() {
+                holders.insert(0, cluster.me().to_string());
+                *r = read_replicas(service, key, meta, holders).await;
+            }
         }
     }
+    results
 }
 
 /// Hands the deltas of local writes on: to the agent's gossip (ack `one`), or to every other
@@ -745,79 +790,6 @@ async fn read_replicas(
         });
     }
     Ok(Reply::Value(merged.and_then(|v| v.read(meta))))
-}
-
-/// Whether an operation changes state (and so must not be run twice).
-fn is_write(op: &Op) -> bool {
-    matches!(op, Op::Write { .. } | Op::Delete { .. })
-}
-
-/// The owner a batch was meant for is unreachable (and the batch certainly did not reach
-/// it, or holds only reads): each operation goes to its next owner (this node included, if
-/// it is one). When no owner can be reached, a write with ack `one` is kept here as a
-/// *hint*: it is acknowledged, and this node hands it to the owners once they are reachable
-/// (as it does with every key it holds but does not own). So both sides of a partition keep
-/// accepting writes. A write whose request may have reached an owner is never run again
-/// elsewhere: it answers [`OpError::Timeout`].
-async fn retry_elsewhere(service: &Service, failed: &str, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
-    let Some(cluster) = &service.cluster else {
-        return vec![Err(OpError::ShuttingDown); ops.len()];
-    };
-    let view = cluster.view();
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        let others: Vec<NodeAddr> = view
-            .owners(op.key())
-            .into_iter()
-            .filter(|o| o != failed)
-            .collect();
-        let mut result = None;
-        for o in others {
-            if o == cluster.me() {
-                result = Some(run_here(service, cluster, op.clone()).await);
-                break;
-            }
-            let body = RequestBody::Batch {
-                ops: vec![op.clone()],
-                ack,
-                forwarded: true,
-            };
-            match cluster.peers().try_request(&o, body).await {
-                Ok(ResponseBody::Results(mut r)) if r.len() == 1 => {
-                    result = r.pop();
-                    break;
-                }
-                Err(PeerFailure::MaybeSent(_)) if is_write(&op) => {
-                    result = Some(Err(OpError::Timeout { node: o }));
-                    break;
-                }
-                Ok(_) | Err(_) => {}
-            }
-        }
-        let result = match result {
-            Some(r) => r,
-            None if ack == Ack::One && is_write(&op) => run_here(service, cluster, op).await,
-            None => Err(OpError::Unavailable {
-                reason: format!("no owner of the key answered ({failed} first)"),
-            }),
-        };
-        out.push(result);
-    }
-    out
-}
-
-/// Runs one operation on this node's workers and hands its deltas to the cluster agent.
-async fn run_here(service: &Service, cluster: &Cluster, op: Op) -> OpResult {
-    match service.node.submit(vec![op]) {
-        Ok(p) => match p.results_and_changes().await {
-            Ok((mut r, changes)) => {
-                cluster.local_changes(changes);
-                r.pop().unwrap_or(Err(OpError::ShuttingDown))
-            }
-            Err(_) => Err(OpError::ShuttingDown),
-        },
-        Err(_) => Err(OpError::ShuttingDown),
-    }
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

@@ -274,6 +274,9 @@ pub struct ClusterAgent {
     previous_ring: Option<(Arc<HashRing>, BTreeMap<u32, NodeAddr>)>,
     /// When the ring last changed (or the node started).
     ring_changed_ms: u64,
+    /// Until then this node may lack keys it owns (see
+    /// [`settling_until_ms`](ClusterAgent::settling_until_ms)).
+    settle_until_ms: u64,
 }
 
 /// At most this long after a ring change, a node that misses a key asks its other and
@@ -324,6 +327,7 @@ impl ClusterAgent {
             catch_up_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
             previous_ring: None,
             ring_changed_ms: now_ms,
+            settle_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
         };
         agent.rebuild_ring(now_ms);
         agent
@@ -514,6 +518,7 @@ impl ClusterAgent {
             // have, a key they miss is looked up at its other and previous owners.
             self.ring_changed_ms = now_ms;
             self.catch_up_until_ms = now_ms + 5 * self.config.anti_entropy_period_ms;
+            self.settle_until_ms = self.catch_up_until_ms;
         }
         self.ring_nodes = nodes;
     }
@@ -521,7 +526,7 @@ impl ClusterAgent {
     /// Until when (milliseconds) this node may lack keys it owns: some time after it
     /// started or the ring changed, longer while repairs still bring it entries.
     pub fn settling_until_ms(&self) -> u64 {
-        self.catch_up_until_ms
+        self.settle_until_ms
     }
 
     /// The ring before the last change, with its nodes.
@@ -704,10 +709,10 @@ impl ClusterAgent {
                 self.absorb(now_ms, membership);
                 self.stats.repaired_entries += entries.len() as u64;
                 if !entries.is_empty() {
-                    // Still catching up: keep repairing quickly, and keep asking elsewhere
-                    // for keys not found (within a bound).
-                    self.catch_up_until_ms = self
-                        .catch_up_until_ms
+                    // Still catching up: keep asking elsewhere for keys not found (within a
+                    // bound). The pace of anti-entropy stays the store's (its walks cost).
+                    self.settle_until_ms = self
+                        .settle_until_ms
                         .max(now_ms + self.config.anti_entropy_period_ms)
                         .min(self.ring_changed_ms + SETTLE_AT_MOST_MS);
                 }
@@ -786,12 +791,15 @@ impl ClusterAgent {
             }
         }
         if now_ms >= self.next_anti_entropy_ms {
+            // A digest walks every key: a big store spaces its rounds out so the walks stay
+            // a small, fixed part of the node's work — ten times that while catching up
+            // (after a start or a ring change), when rounds come every gossip period.
+            let keys = store.key_count() as u64;
             let period = if now_ms < self.catch_up_until_ms {
-                self.config.gossip_period_ms
+                self.config
+                    .gossip_period_ms
+                    .max(keys.saturating_mul(1000) / (10 * ANTI_ENTROPY_KEYS_PER_SECOND))
             } else {
-                // A digest walks every key: a big store spaces its rounds out so the walks
-                // stay a small, fixed part of the node's work.
-                let keys = store.key_count() as u64;
                 self.config
                     .anti_entropy_period_ms
                     .max(keys.saturating_mul(1000) / ANTI_ENTROPY_KEYS_PER_SECOND)
