@@ -244,6 +244,52 @@ impl<A: Clone + Eq + Ord + std::fmt::Display, I: Item, R: Clone> Coordinator<A, 
     }
 }
 
+/// Where a node may run `op`, preferred first, given the key's `owners` as it sees them
+/// (ring order, each with whether it is seen alive):
+///
+/// - with `preferred` (keys without replication of their own), the owners seen alive, in
+///   ring order, then the others (suspected): a key's reads and writes all go to its first
+///   live owner — this node when it is that owner — so a client reads its own writes through
+///   any node while no owner fails (the other replicas get them by gossip);
+/// - without (a hot key with more replicas), here if this node owns the key, so the
+///   replicas share the key's reads;
+/// - a key without owners yet runs here;
+/// - with `hints` (ack `one`), a write that no owner takes is kept here as a *hint* — at
+///   once when no owner is seen alive — and handed to the owners once they are reachable,
+///   so both sides of a partition keep accepting writes.
+pub fn candidates<A: Clone + PartialEq>(
+    me: &A,
+    owners: &[(A, bool)],
+    op: &Op,
+    hints: bool,
+    preferred: bool,
+) -> Vec<Target<A>> {
+    let mine = owners.iter().any(|(a, _)| a == me);
+    if owners.is_empty() || (mine && !preferred) {
+        return vec![Target::Here];
+    }
+    let hint = hints && is_write(op);
+    if hint && !owners.iter().any(|(_, alive)| *alive) {
+        return vec![Target::Here];
+    }
+    let alive = owners.iter().filter(|(a, alive)| *alive || a == me);
+    let suspect = owners.iter().filter(|(a, alive)| !*alive && a != me);
+    let mut out: Vec<Target<A>> = alive
+        .chain(suspect)
+        .map(|(a, _)| {
+            if a == me {
+                Target::Here
+            } else {
+                Target::Node(a.clone())
+            }
+        })
+        .collect();
+    if hint && !mine {
+        out.push(Target::Here);
+    }
+    out
+}
+
 /// Whether an operation changes state (and so must not run twice).
 pub fn is_write(op: &Op) -> bool {
     matches!(op, Op::Write { .. } | Op::Delete { .. })
@@ -368,6 +414,42 @@ mod test {
         assert_eq!(
             c.into_results(),
             vec![Ok(Reply::Written), Ok(Reply::Written)]
+        );
+    }
+
+    #[test]
+    fn reads_and_writes_go_to_the_first_live_owner() {
+        let me = "n2".to_string();
+        let owners = |a: bool, b: bool| vec![("n1".to_string(), a), ("n2".to_string(), b)];
+        // This node is the second owner: the first, alive, takes the key.
+        assert_eq!(
+            candidates(&me, &owners(true, true), &put("k"), true, true),
+            vec![node("n1"), Target::Here]
+        );
+        // A hot key's replicas share it: here.
+        assert_eq!(
+            candidates(&me, &owners(true, true), &get("k"), true, false),
+            vec![Target::Here]
+        );
+        // The first owner is suspected: here first.
+        assert_eq!(
+            candidates(&me, &owners(false, true), &get("k"), true, true),
+            vec![Target::Here, node("n1")]
+        );
+        // Not an owner, none alive: a write with ack one is kept here as a hint.
+        let others = vec![("n1".to_string(), false), ("n3".to_string(), false)];
+        assert_eq!(
+            candidates(&me, &others, &put("k"), true, true),
+            vec![Target::Here]
+        );
+        assert_eq!(
+            candidates(&me, &others, &put("k"), false, true),
+            vec![node("n1"), node("n3")]
+        );
+        let one_alive = vec![("n1".to_string(), false), ("n3".to_string(), true)];
+        assert_eq!(
+            candidates(&me, &one_alive, &put("k"), true, true),
+            vec![node("n3"), node("n1"), Target::Here]
         );
     }
 

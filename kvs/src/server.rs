@@ -15,8 +15,8 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, ClusterView, NodeAddr, PeerFailure, Route};
-use crate::coordinator::{Coordinator, Outcome, Target, is_write};
+use crate::cluster::{Cluster, ClusterView, NodeAddr, PeerFailure};
+use crate::coordinator::{self, Coordinator, Outcome, Target};
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{
@@ -493,32 +493,24 @@ enum Started {
 /// Rounds a batch may take: every owner of a key once, and a try again.
 const MAX_ROUNDS: usize = 4;
 
-/// Where an operation may run, preferred first (see [`Coordinator`]): here if this node
-/// owns the key (or the batch was forwarded here); else its owners seen alive, then those
-/// suspected; a write with ack `one` that no owner takes is kept here as a *hint* (handed to
-/// the owners once they are reachable, as every key a node holds but does not own), so both
-/// sides of a partition keep accepting writes.
+/// Where an operation may run, preferred first (see [`coordinator::candidates`]): a
+/// forwarded batch (or a node outside a cluster) runs everything here.
 fn candidates(view: Option<&ClusterView>, ack: Ack, op: &Op) -> Vec<Target<NodeAddr>> {
     let Some(view) = view else {
         return vec![Target::Here];
     };
-    let hint = is_write(op) && ack == Ack::One;
-    match view.route(op.key()) {
-        Route::Here => vec![Target::Here],
-        Route::NoneAlive(_) if hint => vec![Target::Here],
-        Route::Alive(_) | Route::NoneAlive(_) => {
-            let mut out: Vec<Target<NodeAddr>> = view
-                .owners(op.key())
-                .into_iter()
-                .filter(|o| *o != view.me)
-                .map(Target::Node)
-                .collect();
-            if hint {
-                out.push(Target::Here);
-            }
-            out
-        }
-    }
+    let owners: Vec<(NodeAddr, bool)> = view
+        .ring
+        .owners(
+            op.key(),
+            view.table.factor(op.key()).unwrap_or(view.replication),
+        )
+        .into_iter()
+        .filter_map(|id| view.nodes.get(&id))
+        .map(|a| (a.clone(), view.is_alive(a)))
+        .collect();
+    let preferred = view.table.factor(op.key()).is_none();
+    coordinator::candidates(&view.me, &owners, op, ack == Ack::One, preferred)
 }
 
 /// Plans a round and hands its groups out: to this node's workers (in the order batches

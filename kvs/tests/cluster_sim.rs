@@ -8,7 +8,9 @@
 //! budget (keys move between memory and disk all the time) and frequent checkpoints, and a
 //! crash loses what was not synced, leaving a torn log tail. Clients write throughout, with
 //! ack `one` or `all`, and in a burst through a node right after its view of the ring
-//! changes. After the faults stop and the cluster is quiet, for every key:
+//! changes; each write goes through the request coordinator of a random node (the rules a
+//! node follows: first live owner, next owner when one is down or cut off, a hint when none
+//! answers, `Timeout` — never a second run — when a request or its answer is lost). After the faults stop and the cluster is quiet, for every key:
 //!
 //! - every owner holds the same value (convergence);
 //! - that value contains every acknowledged write that must survive: all `all` writes, and
@@ -26,9 +28,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use calm_kvs::cluster::Status;
 use calm_kvs::cluster::{ClusterAgent, ClusterConfig, LocalStore, PeerEnvelope, PeerReply};
+use calm_kvs::coordinator::{Coordinator, Outcome, Target, candidates};
 use calm_kvs::storage::{Durability, MemDisk, StorageConfig, Tiered};
-use calm_kvs::{HashRing, Op, ReadValue, Value, Worker, WorkerConfig, Write};
+use calm_kvs::{HashRing, Op, OpError, ReadValue, Reply, Value, Worker, WorkerConfig, Write};
 use calm_lattice::ReplicaId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -554,6 +558,12 @@ impl Attempts {
     }
 }
 
+/// A client's write through node `coordinator`, as a node runs it: the request
+/// coordinator picks the target (this node if it owns the key, else an owner it sees alive,
+/// else a hint here for ack `one`); a target that is down or cut off is never reached (next
+/// owner); during faults a request may be lost on the way (not applied) or its answer lost
+/// (applied): either way the coordinator cannot tell, so the write answers `Timeout` and is
+/// never run again. Only writes answered `Written` are acknowledged.
 #[allow(clippy::too_many_arguments)]
 fn client_write(
     nodes: &mut [SimNode],
@@ -574,20 +584,97 @@ fn client_write(
         _ => Write::Lww(Bytes::from(format!("v{}", rng.random_range(0..100)))),
     };
     let all = only_key.is_none() && rng.random_bool(0.5);
-    let asked = write.clone();
-    // The coordinator forwards to the first owner it can reach, as a node does.
-    let owners: Vec<usize> = nodes[coordinator]
+    // Every request counts towards what clients asked, applied or not.
+    history.attempt(&key, &write);
+    let op = Op::Write {
+        key: key.clone(),
+        write: write.clone(),
+    };
+    let mut c: Coordinator<usize> = Coordinator::new(vec![op], 4);
+    let view: Vec<(usize, bool)> = nodes[coordinator]
         .agent
         .owners(&key)
         .iter()
-        .map(|a| index(a))
+        .map(|a| {
+            let alive = nodes[coordinator]
+                .agent
+                .members()
+                .iter()
+                .any(|m| m.addr == *a && m.status == Status::Alive);
+            (index(a), alive)
+        })
         .collect();
-    let Some(&target) = owners
-        .iter()
-        .find(|&&o| nodes[o].up && net.reachable(coordinator, o))
-    else {
-        return;
-    };
+    loop {
+        let sends = c.plan(|_, op| candidates(&coordinator, &view, op, !all, true));
+        if sends.is_empty() {
+            break;
+        }
+        for send in sends {
+            let target = match send.target {
+                Target::Here => coordinator,
+                Target::Node(o) => o,
+            };
+            if target != coordinator && (!nodes[target].up || !net.reachable(coordinator, target)) {
+                c.handle(send.id, Outcome::NotSent);
+                continue;
+            }
+            let lost_request = target != coordinator && net.faulty && rng.random_bool(0.05);
+            if lost_request {
+                c.handle(send.id, Outcome::MaybeSent);
+                continue;
+            }
+            let result = apply(
+                nodes,
+                net,
+                now,
+                target,
+                &key,
+                write.clone(),
+                all,
+                attempted,
+                acked,
+            );
+            let lost_answer = target != coordinator && net.faulty && rng.random_bool(0.05);
+            if lost_answer {
+                // Applied (and maybe acknowledged by the target), but the client never
+                // hears: not acknowledged.
+                if result {
+                    acked.pop();
+                }
+                c.handle(send.id, Outcome::MaybeSent);
+            } else {
+                let answer = if result {
+                    Ok(Reply::Written)
+                } else {
+                    Err(OpError::ReplicationIncomplete {
+                        reached: 1,
+                        wanted: 2,
+                    })
+                };
+                c.handle(send.id, Outcome::Answered(vec![answer]));
+            }
+        }
+        if !c.needs_round() {
+            break;
+        }
+    }
+}
+
+/// Runs a client's write on node `target` and replicates it as the ack asks; records it as
+/// acknowledged (last in `acked`) and returns true when the client would be told so.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    nodes: &mut [SimNode],
+    net: &Network,
+    now: u64,
+    target: usize,
+    key: &Bytes,
+    write: Write,
+    all: bool,
+    attempted: &mut BTreeMap<Bytes, Value>,
+    acked: &mut Vec<Acked>,
+) -> bool {
+    let asked = write.clone();
     let results = nodes[target].store.handle_ops(
         now,
         [Op::Write {
@@ -596,9 +683,8 @@ fn client_write(
         }],
     );
     if results[0].is_err() || nodes[target].store.commit(now).is_err() {
-        return;
+        return false;
     }
-    history.attempt(&key, &asked);
     let changes = nodes[target].store.take_changes();
     for (k, d) in &changes {
         attempted
@@ -608,7 +694,7 @@ fn client_write(
     }
     let replicas: Vec<usize> = nodes[target]
         .agent
-        .owners(&key)
+        .owners(key)
         .iter()
         .map(|a| index(a))
         .filter(|&o| o != target)
@@ -627,18 +713,20 @@ fn client_write(
         }
     }
     if all && !reached_all {
-        return; // the client is told the write did not reach every replica
+        return false; // the client is told the write did not reach every replica
     }
-    for (k, delta) in changes {
-        acked.push(Acked {
-            key: k,
-            delta,
-            write: asked.clone(),
-            all,
-            target,
-            at: now,
-        });
-    }
+    let Some((k, delta)) = changes.into_iter().next() else {
+        return false;
+    };
+    acked.push(Acked {
+        key: k,
+        delta,
+        write: asked,
+        all,
+        target,
+        at: now,
+    });
+    true
 }
 
 #[test]

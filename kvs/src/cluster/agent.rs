@@ -277,6 +277,24 @@ pub struct ClusterAgent {
     /// Until then this node may lack keys it owns (see
     /// [`settling_until_ms`](ClusterAgent::settling_until_ms)).
     settle_until_ms: u64,
+    /// Writes waiting for their replicas, by ticket.
+    replica_waits: BTreeMap<u64, ReplicaWait>,
+    /// The ticket each replication message belongs to.
+    replica_messages: HashMap<u64, u64>,
+    /// Tickets settled: reached enough replicas (`Ok`), or not (`Err(reached, wanted)`).
+    replicated: VecDeque<(u64, Replicated)>,
+    next_ticket: u64,
+}
+
+/// Whether writes reached the replicas asked for (`Err((reached, wanted))`: too few).
+pub type Replicated = Result<(), (usize, usize)>;
+
+/// Writes waiting for their replicas (ack `all` or k): how many replicas are needed, how
+/// many hold the writes, and the messages not yet answered.
+struct ReplicaWait {
+    need: usize,
+    reached: usize,
+    waiting: BTreeSet<u64>,
 }
 
 /// At most this long after a ring change, a node that misses a key asks its other and
@@ -328,6 +346,10 @@ impl ClusterAgent {
             previous_ring: None,
             ring_changed_ms: now_ms,
             settle_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
+            replica_waits: BTreeMap::new(),
+            replica_messages: HashMap::new(),
+            replicated: VecDeque::new(),
+            next_ticket: 1,
         };
         agent.rebuild_ring(now_ms);
         agent
@@ -587,6 +609,79 @@ impl ClusterAgent {
         }
     }
 
+    /// Sends writes merged here to every other owner of their keys now (not at the next
+    /// gossip period), for a client that asked for `need` replicas (counting this one;
+    /// `usize::MAX`: all of them). Returns a ticket; [`poll_replicated`](Self::poll_replicated)
+    /// says when enough owners merged them, or that too few did once every owner answered
+    /// or failed ([`handle_failure`](Self::handle_failure)). The deltas also join the next
+    /// gossip, so an owner missed now is repaired.
+    pub fn replicate(&mut self, changes: Vec<(Bytes, Value)>, need: usize) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
+        let mut wanted = 1;
+        for (key, delta) in &changes {
+            let owners = self.owners(key);
+            wanted = wanted.max(owners.len());
+            for o in owners.into_iter().filter(|o| *o != self.me) {
+                per_owner
+                    .entry(o)
+                    .or_default()
+                    .push((key.clone(), delta.clone()));
+            }
+        }
+        self.on_local_changes(changes);
+        let mut wait = ReplicaWait {
+            need: need.min(wanted),
+            reached: 1,
+            waiting: BTreeSet::new(),
+        };
+        for (owner, entries) in per_owner {
+            let id = self.send(owner, PeerRequest::Deltas(entries));
+            wait.waiting.insert(id);
+            self.replica_messages.insert(id, ticket);
+        }
+        self.replica_waits.insert(ticket, wait);
+        self.settle_replication(ticket);
+        ticket
+    }
+
+    /// Request `id` was lost (no answer will come): a node's shell reports what its
+    /// transport gave up on.
+    pub fn handle_failure(&mut self, id: u64) {
+        if let Some(ticket) = self.replica_messages.remove(&id) {
+            if let Some(w) = self.replica_waits.get_mut(&ticket) {
+                w.waiting.remove(&id);
+            }
+            self.settle_replication(ticket);
+        }
+    }
+
+    /// Writes that reached enough replicas (`Ok`), or could not (`Err((reached, wanted))`),
+    /// by the ticket of [`replicate`](Self::replicate).
+    pub fn poll_replicated(&mut self) -> Option<(u64, Replicated)> {
+        self.replicated.pop_front()
+    }
+
+    fn settle_replication(&mut self, ticket: u64) {
+        let Some(w) = self.replica_waits.get(&ticket) else {
+            return;
+        };
+        let outcome = if w.reached >= w.need {
+            Ok(())
+        } else if w.waiting.is_empty() {
+            Err((w.reached, w.need))
+        } else {
+            return;
+        };
+        if let Some(w) = self.replica_waits.remove(&ticket) {
+            for id in w.waiting {
+                self.replica_messages.remove(&id);
+            }
+        }
+        self.replicated.push_back((ticket, outcome));
+    }
+
     /// Merges a peer's membership view; refutes news of this node's failure.
     fn absorb(&mut self, now_ms: u64, view: Membership) {
         self.membership.merge(view);
@@ -667,6 +762,13 @@ impl ClusterAgent {
             self.probe = None;
         }
         self.draining.remove(&id);
+        if let Some(ticket) = self.replica_messages.remove(&id) {
+            if let Some(w) = self.replica_waits.get_mut(&ticket) {
+                w.waiting.remove(&id);
+                w.reached += 1;
+            }
+            self.settle_replication(ticket);
+        }
         if let Some((key, _, factors, _, _)) = self.widening.remove(&id)
             && !self.widening.values().any(|w| w.0 == key)
         {
@@ -1047,6 +1149,78 @@ mod test {
             }
         }
         agents[0].stats().anti_entropy_rounds
+    }
+
+    /// Writes acknowledged by all replicas: the agent sends them to every other owner and
+    /// settles the ticket once enough merged them, or once every owner answered or failed.
+    #[test]
+    fn writes_wait_for_their_replicas_through_the_agent() {
+        let config = ClusterConfig {
+            replication: 3,
+            ..ClusterConfig::default()
+        };
+        let mut agents: Vec<ClusterAgent> = (0..3u64)
+            .map(|i| {
+                let seeds = if i == 0 { vec![] } else { vec!["n0".into()] };
+                ClusterAgent::new(format!("n{i}"), seeds, config, 1, i)
+            })
+            .collect();
+        let ring = Arc::new(HashRing::new([0], 1));
+        let mut stores: Vec<Worker> = (0..3)
+            .map(|i| Worker::new(0, ReplicaId(i + 1), ring.clone(), WorkerConfig::default()))
+            .collect();
+        let index = |to: &str| to[1..].parse::<usize>().unwrap();
+        let mut now = 1;
+        // Everyone meets everyone.
+        while now < 3_000 {
+            now += 50;
+            for i in 0..3 {
+                agents[i].handle_tick(now, &mut stores[i]);
+                while let Some(out) = agents[i].poll_outgoing() {
+                    let j = index(&out.to);
+                    let reply = agents[j].handle_request(now, out.envelope, &mut stores[j]);
+                    let me = agents[j].me().to_string();
+                    agents[i].handle_reply(now, out.id, &me, reply, &mut stores[i]);
+                }
+            }
+        }
+        assert_eq!(agents[0].owners(b"k").len(), 3);
+        stores[0].collect_changes();
+        stores[0].handle_ops(
+            now,
+            [crate::Op::Write {
+                key: Bytes::from_static(b"k"),
+                write: Write::Increment(5),
+            }],
+        );
+        let changes = stores[0].take_changes();
+        // All replicas asked; n1 merges, the message to n2 is lost.
+        let run = |agents: &mut Vec<ClusterAgent>, stores: &mut Vec<Worker>, need| {
+            let ticket = agents[0].replicate(changes.clone(), need);
+            while let Some(out) = agents[0].poll_outgoing() {
+                if !matches!(out.envelope.body, PeerRequest::Deltas(_)) {
+                    continue;
+                }
+                let j = index(&out.to);
+                if j == 1 {
+                    let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+                    agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+                } else {
+                    agents[0].handle_failure(out.id);
+                }
+            }
+            (ticket, agents[0].poll_replicated())
+        };
+        let (t, outcome) = run(&mut agents, &mut stores, usize::MAX);
+        assert_eq!(
+            outcome,
+            Some((t, Err((2, 3)))),
+            "two of three replicas hold it"
+        );
+        let (t, outcome) = run(&mut agents, &mut stores, 2);
+        assert_eq!(outcome, Some((t, Ok(()))), "two replicas were asked for");
+        assert!(stores[1].value(b"k").is_some(), "n1 merged the write");
+        assert!(agents[0].poll_replicated().is_none());
     }
 
     #[test]

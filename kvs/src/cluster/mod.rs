@@ -10,7 +10,7 @@ pub mod runtime;
 
 pub use agent::{
     AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Outgoing, OwnerFilter,
-    PeerEnvelope, PeerReply, PeerRequest, bucket,
+    PeerEnvelope, PeerReply, PeerRequest, Replicated, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
 pub use replication::{Factors, ReplicationTable};

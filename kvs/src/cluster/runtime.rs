@@ -9,10 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::agent::{
-    ClusterAgent, ClusterConfig, LocalStore, Outgoing, PeerEnvelope, PeerReply, PeerRequest,
-};
-use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use super::agent::{ClusterAgent, ClusterConfig, LocalStore, Outgoing, PeerEnvelope, PeerReply};
+use super::membership::{Member, NodeAddr, Status, node_id};
 use super::replication::ReplicationTable;
 use crate::client::Client;
 use crate::error::KvsError;
@@ -341,6 +339,16 @@ enum Input {
         from: NodeAddr,
         reply: PeerReply,
     },
+    /// A request to a peer got no answer (lost, or the peer is down).
+    Failed {
+        id: u64,
+    },
+    /// Writes to send to their other owners now; the answer says whether enough took them.
+    Replicate {
+        changes: Changes,
+        need: usize,
+        reply: oneshot::Sender<Result<(), OpError>>,
+    },
     Leave(oneshot::Sender<()>),
     SetReplication(bytes::Bytes, super::replication::Factors),
 }
@@ -393,6 +401,8 @@ impl Cluster {
                 let mut last_members = agent.members();
                 let mut last_table = agent.replication_table().clone();
                 let mut last_settling = agent.settling_until_ms();
+                let mut replica_waiters: HashMap<u64, oneshot::Sender<Result<(), OpError>>> =
+                    HashMap::new();
                 loop {
                     match rx.recv_timeout(Duration::from_millis(10)) {
                         Ok(Input::Request { envelope, reply }) => {
@@ -404,6 +414,18 @@ impl Cluster {
                         }
                         Ok(Input::SetReplication(key, factor)) => {
                             agent.set_replication(now_ms(), key, factor)
+                        }
+                        Ok(Input::Failed { id }) => agent.handle_failure(id),
+                        Ok(Input::Replicate {
+                            changes,
+                            need,
+                            reply,
+                        }) => {
+                            let ticket = agent.replicate(changes, need);
+                            replica_waiters.insert(ticket, reply);
+                            while let Some(out) = agent.poll_outgoing() {
+                                let _ = out_tx.send(out);
+                            }
                         }
                         Ok(Input::Leave(done)) => {
                             // Hand every key to the owners it will have without this node
@@ -433,6 +455,13 @@ impl Cluster {
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    while let Some((ticket, outcome)) = agent.poll_replicated() {
+                        if let Some(waiter) = replica_waiters.remove(&ticket) {
+                            let _ = waiter.send(outcome.map_err(|(reached, wanted)| {
+                                OpError::ReplicationIncomplete { reached, wanted }
+                            }));
+                        }
                     }
                     let local = take_pending();
                     if !local.is_empty() {
@@ -493,9 +522,15 @@ impl Cluster {
                                 reply,
                             });
                         }
-                        Ok(other) => tracing::warn!(peer = %out.to, "unexpected answer to a peer message: {other:?}"),
+                        Ok(other) => {
+                            tracing::warn!(peer = %out.to, "unexpected answer to a peer message: {other:?}");
+                            let _ = inbox.send(Input::Failed { id: out.id });
+                        }
                         // Lost: the agent's timeouts and anti-entropy deal with it.
-                        Err(e) => tracing::debug!(peer = %out.to, "peer message lost: {e}"),
+                        Err(e) => {
+                            tracing::debug!(peer = %out.to, "peer message lost: {e}");
+                            let _ = inbox.send(Input::Failed { id: out.id });
+                        }
                     }
                 });
             }
@@ -550,48 +585,18 @@ impl Cluster {
 
     /// Sends deltas to every other owner of their keys now, and waits until they merged
     /// them: success once `need` replicas hold each write, counting this one (`usize::MAX`:
-    /// all of them). The deltas also go to the agent, so owners missed now are repaired.
+    /// all of them). The agent sends them ([`ClusterAgent::replicate`]), as every message
+    /// between nodes, and they join its gossip too, so owners missed now are repaired.
     pub async fn replicate_now(&self, changes: Changes, need: usize) -> Result<(), OpError> {
-        let view = self.view();
-        let mut per_owner: BTreeMap<NodeAddr, Changes> = BTreeMap::new();
-        let mut wanted = 1;
-        for (key, delta) in &changes {
-            let owners = view.owners(key);
-            wanted = wanted.max(owners.len());
-            for o in owners.into_iter().filter(|o| *o != self.me) {
-                per_owner
-                    .entry(o)
-                    .or_default()
-                    .push((key.clone(), delta.clone()));
-            }
-        }
-        self.local_changes(changes);
-        let mut failed = 0;
-        let sends = per_owner.into_iter().map(|(owner, entries)| {
-            let envelope = PeerEnvelope {
-                from: self.me.clone(),
-                membership: Membership::default(),
-                replication: ReplicationTable::default(),
-                load: crate::policy::LoadTable::default(),
-                body: PeerRequest::Deltas(entries),
-            };
-            let peers = self.peers.clone();
-            async move { peers.request(&owner, RequestBody::Peer(envelope)).await }
-        });
-        for result in join_all(sends).await {
-            if !matches!(result, Ok(ResponseBody::Peer(_))) {
-                failed += 1;
-            }
-        }
-        let reached = wanted.saturating_sub(failed);
-        if reached >= need.min(wanted) {
-            Ok(())
-        } else {
-            Err(OpError::ReplicationIncomplete {
-                reached,
-                wanted: need.min(wanted),
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Input::Replicate {
+                changes,
+                need,
+                reply,
             })
-        }
+            .map_err(|_| OpError::ShuttingDown)?;
+        rx.await.map_err(|_| OpError::ShuttingDown)?
     }
 
     /// Gives `key` its own replication vector (`None` parts: the defaults).
