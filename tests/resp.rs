@@ -161,7 +161,6 @@ fn errors_say_what_is_wrong() {
     expect(&["SET", "s", "v", "XX"], "ERR", "coordinate");
     expect(&["SET", "s", "v", "EX", "10"], "ERR", "expire");
     expect(&["WATCH", "s"], "ERR", "coordinate");
-    expect(&["MULTI"], "ERR", "order");
     expect(&["INCRBY", "n", "lots"], "ERR", "not an integer");
     expect(&["GET"], "ERR", "wrong number of arguments for 'get'");
     expect(&["NOSUCH", "x"], "ERR", "unknown command 'NOSUCH'");
@@ -196,6 +195,81 @@ fn auth_is_required_when_a_password_is_set() {
     assert_eq!(v, "v");
     let url = format!("redis://:nope@127.0.0.1:{p}/");
     assert!(redis::Client::open(url).unwrap().get_connection().is_err());
+}
+
+/// A transaction applies nothing: calm cannot run one (replicas never agree on an order),
+/// so it follows the protocol — MULTI, QUEUED, then EXECABORT — and no write inside runs.
+#[test]
+fn a_transaction_applies_nothing() {
+    let r = start(None);
+    let url = format!("redis://127.0.0.1:{}/", r.port);
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // What `pipeline(transaction=True)` sends.
+    let refused: redis::RedisResult<(String, i64)> = redis::pipe()
+        .atomic()
+        .set("tx", "1")
+        .incr("tx-count", 5)
+        .query(&mut con);
+    assert!(refused.is_err(), "EXEC is refused: {refused:?}");
+    let (tx, count): (Option<String>, Option<i64>) = redis::pipe()
+        .get("tx")
+        .get("tx-count")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        (tx, count),
+        (None, None),
+        "nothing inside the transaction ran"
+    );
+    // Commands inside are queued, not run; DISCARD drops them; the connection goes on.
+    let ok: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let queued: String = redis::cmd("SET")
+        .arg("tx")
+        .arg("2")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+    let nested = redis::cmd("MULTI").query::<String>(&mut con).unwrap_err();
+    assert!(nested.to_string().contains("nested"), "{nested}");
+    let ok: String = redis::cmd("DISCARD").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    // EXEC answers EXECABORT (what redis-py raises as ExecAbortError).
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let _: String = redis::cmd("INCRBY")
+        .arg("tx-count")
+        .arg(5)
+        .query(&mut con)
+        .unwrap();
+    let err = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut con)
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("nothing in it was applied"),
+        "{err}"
+    );
+    let (tx, count): (Option<String>, Option<i64>) = redis::pipe()
+        .get("tx")
+        .get("tx-count")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((tx, count), (None, None), "nothing queued ran");
+    let stray = redis::cmd("EXEC").query::<String>(&mut con).unwrap_err();
+    assert!(stray.to_string().contains("without MULTI"), "{stray}");
+    let set: String = redis::cmd("SET")
+        .arg("tx")
+        .arg("3")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(set, "OK");
 }
 
 #[test]

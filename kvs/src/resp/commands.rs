@@ -57,6 +57,8 @@ pub struct Session {
     pub authed: bool,
     /// `CLIENT SETNAME`.
     pub name: Option<Bytes>,
+    /// Inside `MULTI`: commands are queued, never run (see [`plan`]).
+    pub multi: bool,
 }
 
 /// How a data command's reply is made from its operations' results.
@@ -195,6 +197,34 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
     if !session.authed && !matches!(name.as_str(), "AUTH" | "HELLO" | "QUIT") {
         return Step::Reply(Out::err("NOAUTH Authentication required."));
     }
+    // Transactions follow the protocol so that nothing inside one is ever applied: MULTI
+    // opens one, commands are QUEUED (not run), EXEC answers EXECABORT and DISCARD drops
+    // them — calm replicas never agree on an order, so it could not run them as one.
+    match (name.as_str(), session.multi) {
+        ("MULTI", true) => return Step::Reply(Out::err("ERR MULTI calls can not be nested")),
+        ("MULTI", false) if a.is_empty() => {
+            session.multi = true;
+            return Step::Reply(Out::ok());
+        }
+        ("EXEC", true) => {
+            session.multi = false;
+            return Step::Reply(Out::err(
+                "EXECABORT Transaction discarded: calm does not run transactions (they need every replica to agree on an order); nothing in it was applied",
+            ));
+        }
+        ("EXEC", false) => return Step::Reply(Out::err("ERR EXEC without MULTI")),
+        ("DISCARD", true) => {
+            session.multi = false;
+            return Step::Reply(Out::ok());
+        }
+        ("DISCARD", false) => return Step::Reply(Out::err("ERR DISCARD without MULTI")),
+        ("WATCH", true) => {
+            return Step::Reply(Out::err("ERR WATCH inside MULTI is not allowed"));
+        }
+        ("QUIT", _) => {}
+        (_, true) => return Step::Reply(Out::simple("QUEUED")),
+        _ => {}
+    }
     match (name.as_str(), a.len()) {
         ("PING", 0) => Step::Reply(Out::simple("PONG")),
         ("PING", 1) | ("ECHO", 1) => Step::Reply(Out::Bulk(a[0].clone())),
@@ -303,10 +333,11 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ("SETNX" | "GETSET" | "GETDEL" | "MSETNX" | "SETRANGE" | "APPEND", _) => {
             refuse_uncoordinated(&name, "it reads and writes a key's value in one step")
         }
-        ("WATCH" | "UNWATCH" | "MULTI" | "EXEC" | "DISCARD", _) => refuse_uncoordinated(
+        ("WATCH" | "UNWATCH", _) => refuse_uncoordinated(
             &name,
             "transactions need every replica to agree on an order",
         ),
+        ("MULTI", _) => wrong_args(&name),
         ("EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "SETEX" | "PSETEX", _) => {
             Step::Reply(Out::err("ERR calm keys do not expire"))
         }

@@ -97,6 +97,7 @@ impl RespServer {
                         proto: 2,
                         authed: config.password.is_none(),
                         name: None,
+                        multi: false,
                     },
                 };
                 let mut stopped = stopped.clone();
