@@ -162,6 +162,27 @@ fn errors_say_what_is_wrong() {
     expect(&["SET", "s", "v", "EX", "10"], "ERR", "expire");
     expect(&["WATCH", "s"], "ERR", "coordinate");
     expect(&["INCRBY", "n", "lots"], "ERR", "not an integer");
+    // A counter stays within 64 bits, as in Redis; the refused increment changes nothing.
+    assert_eq!(
+        cli(p, &["INCRBY", "big", "9223372036854775807"]),
+        "9223372036854775807"
+    );
+    expect(
+        &["INCR", "big"],
+        "ERR",
+        "increment or decrement would overflow",
+    );
+    assert_eq!(cli(p, &["GET", "big"]), "9223372036854775807");
+    assert_eq!(
+        cli(p, &["DECRBY", "small", "9223372036854775807"]),
+        "-9223372036854775807"
+    );
+    expect(
+        &["DECRBY", "small", "2"],
+        "ERR",
+        "increment or decrement would overflow",
+    );
+    assert_eq!(cli(p, &["DECR", "small"]), "-9223372036854775808");
     expect(&["GET"], "ERR", "wrong number of arguments for 'get'");
     expect(&["NOSUCH", "x"], "ERR", "unknown command 'NOSUCH'");
     expect(&["SELECT", "3"], "ERR", "one keyspace");

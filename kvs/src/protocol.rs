@@ -191,6 +191,18 @@ pub enum OpError {
         /// Replicas that own the key.
         wanted: usize,
     },
+    /// A counter increment that would take the counter, as the replica that ran it sees it,
+    /// past the range of a 64-bit integer; nothing was changed. (Concurrent increments on
+    /// different replicas are each checked only against what their replica had seen.)
+    #[error(
+        "increment or decrement would overflow (the counter is {value}; adding {by} leaves the 64-bit range)"
+    )]
+    Overflow {
+        /// The counter as this replica sees it.
+        value: i128,
+        /// The increment refused.
+        by: i64,
+    },
 }
 
 /// How many replicas must merge a write before it is acknowledged.

@@ -271,6 +271,15 @@ impl Worker {
             .store
             .get_or_insert(&key, write.kind())
             .map_err(storage_error)?;
+        if let (Write::Increment(by), Value::Counter(_)) = (&write, &*value)
+            && let Some(crate::value::ReadValue::Counter { value: now }) = value.read(false)
+            && i64::try_from(now + i128::from(*by)).is_err()
+        {
+            return Err(OpError::Overflow {
+                value: now,
+                by: *by,
+            });
+        }
         let delta = value.apply(write, ctx)?;
         self.store.changed(&key, &delta);
         self.replicate(now_ms, &key, delta);
