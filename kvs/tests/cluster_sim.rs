@@ -253,9 +253,7 @@ fn run(seed: u64) -> Result<(), String> {
         faulty: false,
         cut: HashSet::new(),
     };
-    let mut attempted: BTreeMap<Bytes, Value> = BTreeMap::new();
-    let mut acked: Vec<Acked> = Vec::new();
-    let mut history = Attempts::default();
+    let mut ledger = Ledger::default();
     let mut rings: Vec<Vec<u32>> = vec![Vec::new(); NODES];
 
     // Crashes of different nodes, one after the other — two with disks, one in memory (two
@@ -309,9 +307,7 @@ fn run(seed: u64) -> Result<(), String> {
                         &mut rng,
                         now,
                         crash_node,
-                        &mut attempted,
-                        &mut acked,
-                        &mut history,
+                        &mut ledger,
                         Some(k),
                     );
                 }
@@ -386,17 +382,7 @@ fn run(seed: u64) -> Result<(), String> {
         if now < FAULTS_UNTIL && rng.random_bool(0.3) {
             let c = rng.random_range(0..NODES);
             if nodes[c].up {
-                client_write(
-                    &mut nodes,
-                    &net,
-                    &mut rng,
-                    now,
-                    c,
-                    &mut attempted,
-                    &mut acked,
-                    &mut history,
-                    None,
-                );
+                client_write(&mut nodes, &net, &mut rng, now, c, &mut ledger, None);
             }
         }
 
@@ -411,17 +397,7 @@ fn run(seed: u64) -> Result<(), String> {
                     for k in 0..KEYS {
                         let key = format!("key{k}");
                         if nodes[c].agent.owners(key.as_bytes()).first() == Some(&format!("n{c}")) {
-                            client_write(
-                                &mut nodes,
-                                &net,
-                                &mut rng,
-                                now,
-                                c,
-                                &mut attempted,
-                                &mut acked,
-                                &mut history,
-                                Some(k),
-                            );
+                            client_write(&mut nodes, &net, &mut rng, now, c, &mut ledger, Some(k));
                         }
                     }
                 }
@@ -453,7 +429,7 @@ fn run(seed: u64) -> Result<(), String> {
     if views.iter().any(|v| *v != views[0]) {
         return Err(format!("membership views differ after quiet: {views:?}"));
     }
-    for (key, everything) in &attempted {
+    for (key, everything) in &ledger.attempted {
         let owners = nodes[0].agent.owners(key);
         let values: Vec<Option<Value>> = owners
             .iter()
@@ -482,7 +458,7 @@ fn run(seed: u64) -> Result<(), String> {
         // one), and nothing nobody asked for.
         let read = first.read(false);
         let (mut must_sum, mut must_members) = (0i128, Vec::new());
-        for a in acked.iter().filter(|a| a.key == *key) {
+        for a in ledger.acked.iter().filter(|a| a.key == *key) {
             let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
             if !a.all && crashed_after && !durable {
                 continue;
@@ -495,7 +471,7 @@ fn run(seed: u64) -> Result<(), String> {
         }
         match &read {
             Some(ReadValue::Counter { value }) => {
-                let most = history.sums.get(key).copied().unwrap_or(0);
+                let most = ledger.asked.sums.get(key).copied().unwrap_or(0);
                 if *value < must_sum || *value > most {
                     return Err(format!(
                         "key {key:?}: counter {value}, acknowledged {must_sum}, attempted {most}"
@@ -508,7 +484,7 @@ fn run(seed: u64) -> Result<(), String> {
                         "key {key:?}: acknowledged member {m:?} missing from {members:?}"
                     ));
                 }
-                let asked = history.members.get(key);
+                let asked = ledger.asked.members.get(key);
                 if let Some(m) = members
                     .iter()
                     .find(|m| !asked.is_some_and(|a| a.contains(*m)))
@@ -518,7 +494,7 @@ fn run(seed: u64) -> Result<(), String> {
             }
             _ => {}
         }
-        for a in acked.iter().filter(|a| a.key == *key) {
+        for a in ledger.acked.iter().filter(|a| a.key == *key) {
             // With ack `one` in memory, only the acknowledging node held the write until
             // gossip; if it crashed afterwards the write may be gone. With a disk it was
             // synced before the ack. Everything else must be there.
@@ -535,6 +511,15 @@ fn run(seed: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What the clients did: every write applied somewhere (merged per key), the writes
+/// acknowledged, and what they asked of each key.
+#[derive(Default)]
+struct Ledger {
+    attempted: BTreeMap<Bytes, Value>,
+    acked: Vec<Acked>,
+    asked: Attempts,
 }
 
 /// What clients asked of each key, whether acknowledged or not.
@@ -564,16 +549,13 @@ impl Attempts {
 /// owner); during faults a request may be lost on the way (not applied) or its answer lost
 /// (applied): either way the coordinator cannot tell, so the write answers `Timeout` and is
 /// never run again. Only writes answered `Written` are acknowledged.
-#[allow(clippy::too_many_arguments)]
 fn client_write(
     nodes: &mut [SimNode],
     net: &Network,
     rng: &mut StdRng,
     now: u64,
     coordinator: usize,
-    attempted: &mut BTreeMap<Bytes, Value>,
-    acked: &mut Vec<Acked>,
-    history: &mut Attempts,
+    ledger: &mut Ledger,
     only_key: Option<usize>,
 ) {
     let k = only_key.unwrap_or_else(|| rng.random_range(0..KEYS));
@@ -585,7 +567,7 @@ fn client_write(
     };
     let all = only_key.is_none() && rng.random_bool(0.5);
     // Every request counts towards what clients asked, applied or not.
-    history.attempt(&key, &write);
+    ledger.asked.attempt(&key, &write);
     let op = Op::Write {
         key: key.clone(),
         write: write.clone(),
@@ -623,23 +605,13 @@ fn client_write(
                 c.handle(send.id, Outcome::MaybeSent);
                 continue;
             }
-            let result = apply(
-                nodes,
-                net,
-                now,
-                target,
-                &key,
-                write.clone(),
-                all,
-                attempted,
-                acked,
-            );
+            let result = apply(nodes, net, now, target, &key, write.clone(), all, ledger);
             let lost_answer = target != coordinator && net.faulty && rng.random_bool(0.05);
             if lost_answer {
                 // Applied (and maybe acknowledged by the target), but the client never
                 // hears: not acknowledged.
                 if result {
-                    acked.pop();
+                    ledger.acked.pop();
                 }
                 c.handle(send.id, Outcome::MaybeSent);
             } else {
@@ -671,8 +643,7 @@ fn apply(
     key: &Bytes,
     write: Write,
     all: bool,
-    attempted: &mut BTreeMap<Bytes, Value>,
-    acked: &mut Vec<Acked>,
+    ledger: &mut Ledger,
 ) -> bool {
     let asked = write.clone();
     let results = nodes[target].store.handle_ops(
@@ -687,7 +658,8 @@ fn apply(
     }
     let changes = nodes[target].store.take_changes();
     for (k, d) in &changes {
-        attempted
+        ledger
+            .attempted
             .entry(k.clone())
             .or_insert_with(|| Value::empty(d.kind()))
             .merge_replicated(d.clone());
@@ -718,7 +690,7 @@ fn apply(
     let Some((k, delta)) = changes.into_iter().next() else {
         return false;
     };
-    acked.push(Acked {
+    ledger.acked.push(Acked {
         key: k,
         delta,
         write: asked,
