@@ -14,4 +14,4 @@ pub use agent::{
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
 pub use replication::{Factors, ReplicationTable};
-pub use runtime::{Cluster, ClusterView, PeerFailure, Peers, Route};
+pub use runtime::{Cluster, ClusterView, PeerFailure, Peers};

@@ -50,17 +50,6 @@ pub struct ClusterView {
     pub settling_until_ms: u64,
 }
 
-/// Where an operation on a key runs (see [`ClusterView::route`]).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Route<'a> {
-    /// On this node: it owns the key (or the cluster has no owner for it yet).
-    Here,
-    /// On this owner, seen alive.
-    Alive(&'a NodeAddr),
-    /// No owner is seen alive; this one is the likeliest to answer.
-    NoneAlive(&'a NodeAddr),
-}
-
 impl ClusterView {
     /// The owners of `key`: alive ones first (primary first among them), then suspects.
     pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
@@ -109,29 +98,6 @@ impl ClusterView {
             }
         }
         out
-    }
-
-    /// Where an operation on `key` runs, without copying addresses (the per-operation path
-    /// of every batch).
-    pub fn route(&self, key: &[u8]) -> Route<'_> {
-        let ids = self
-            .ring
-            .owners(key, self.table.factor(key).unwrap_or(self.replication));
-        let owners = || ids.iter().filter_map(|id| self.nodes.get(id));
-        if ids.is_empty() || owners().any(|o| *o == self.me) {
-            return Route::Here;
-        }
-        if let Some(alive) = owners().find(|o| self.is_alive(o)) {
-            return Route::Alive(alive);
-        }
-        let status = |a: &NodeAddr| self.members.iter().find(|m| m.addr == *a).map(|m| m.status);
-        match owners()
-            .find(|o| status(o) != Some(Status::Suspect))
-            .or_else(|| owners().next())
-        {
-            Some(o) => Route::NoneAlive(o),
-            None => Route::Here,
-        }
     }
 
     /// Whether `addr` is a member seen alive.
