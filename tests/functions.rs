@@ -97,9 +97,17 @@ fn a_newcomer_registers_and_calls_square_of_increment() {
     ok(up.calm(&["dag", "register", "total", "--fn", "sum"]));
     let client = tokio::runtime::Runtime::new().unwrap();
     client.block_on(async {
-        use calm_kvs::Store;
+        // On every replica before the call (the executor may read the key at another one).
         let c = up.client(1).await;
-        c.put("numbers", array.clone()).await.unwrap();
+        let put = calm_kvs::Op::Write {
+            key: "numbers".into(),
+            write: calm_kvs::Write::Lww(array.clone().into()),
+        };
+        let done = c
+            .execute_with_ack(vec![put], calm_kvs::Ack::All)
+            .await
+            .unwrap();
+        assert_eq!(done, vec![Ok(calm_kvs::Reply::Written)]);
     });
     assert_eq!(
         ok(up.calm(&["dag", "call", "total", "ref:numbers", "ref:numbers"])),

@@ -9,8 +9,9 @@
 //! crash loses what was not synced, leaving a torn log tail. Clients write throughout, with
 //! ack `one` or `all`, and in a burst through a node right after its view of the ring
 //! changes; each write goes through the request coordinator of a random node (the rules a
-//! node follows: first live owner, next owner when one is down or cut off, a hint when none
-//! answers, `Timeout` — never a second run — when a request or its answer is lost). After the faults stop and the cluster is quiet, for every key:
+//! node follows: here if it owns the key, else a live owner, the next owner when one is down
+//! or cut off, a hint when none answers, `Timeout` — never a second run — when a request or
+//! its answer is lost). After the faults stop and the cluster is quiet, for every key:
 //!
 //! - every owner holds the same value (convergence);
 //! - that value contains every acknowledged write that must survive: all `all` writes, and
@@ -587,7 +588,7 @@ fn client_write(
         })
         .collect();
     loop {
-        let sends = c.plan(|_, op| candidates(&coordinator, &view, op, !all, true));
+        let sends = c.plan(|_, op| candidates(&coordinator, &view, op, !all, false));
         if sends.is_empty() {
             break;
         }

@@ -297,10 +297,6 @@ struct ReplicaWait {
     waiting: BTreeSet<u64>,
 }
 
-/// At most this long after a ring change, a node that misses a key asks its other and
-/// previous owners before it answers "not found".
-const SETTLE_AT_MOST_MS: u64 = 60_000;
-
 impl ClusterAgent {
     /// The agent of the node at `me`, joining through `seeds` (none: a new cluster). The
     /// incarnation starts at `now_ms`, so a restarted node's news overrides its old death.
@@ -545,8 +541,8 @@ impl ClusterAgent {
         self.ring_nodes = nodes;
     }
 
-    /// Until when (milliseconds) this node may lack keys it owns: some time after it
-    /// started or the ring changed, longer while repairs still bring it entries.
+    /// Until when (milliseconds) this node may lack keys it owns: 5 anti-entropy periods
+    /// after it started or the ring changed (its fast catch-up).
     pub fn settling_until_ms(&self) -> u64 {
         self.settle_until_ms
     }
@@ -810,14 +806,6 @@ impl ClusterAgent {
             } => {
                 self.absorb(now_ms, membership);
                 self.stats.repaired_entries += entries.len() as u64;
-                if !entries.is_empty() {
-                    // Still catching up: keep asking elsewhere for keys not found (within a
-                    // bound). The pace of anti-entropy stays the store's (its walks cost).
-                    self.settle_until_ms = self
-                        .settle_until_ms
-                        .max(now_ms + self.config.anti_entropy_period_ms)
-                        .min(self.ring_changed_ms + SETTLE_AT_MOST_MS);
-                }
                 self.handoff_due |= !self.owns_all(&entries);
                 store.merge_entries(now_ms, entries);
                 if !mismatched.is_empty() {
