@@ -77,7 +77,7 @@ pub struct Worker {
     /// The id this worker writes under now; it changes when the worker drops a copy it
     /// wrote (see [`drop_if_unchanged`](LocalStore::drop_if_unchanged)).
     replica: ReplicaId,
-    /// How many times the id changed (the next id is derived from the first and this).
+    /// How many times the id changed (the next id is derived from the current one and this).
     replica_changes: u64,
     ring: Arc<HashRing>,
     config: WorkerConfig,
