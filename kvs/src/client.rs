@@ -250,7 +250,7 @@ impl Client {
             .request(RequestBody::Batch {
                 ops,
                 ack,
-                forwarded: false,
+                route: crate::protocol::Route::Coordinate,
             })
             .await?
         {
@@ -284,7 +284,7 @@ impl Client {
             .request(RequestBody::Batch {
                 ops,
                 ack: crate::protocol::Ack::One,
-                forwarded: true,
+                route: crate::protocol::Route::Forwarded,
             })
             .await?
         {
@@ -424,7 +424,14 @@ impl Store for Client {
     ) -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send {
         let expected = ops.len();
         async move {
-            match self.request(RequestBody::Ops(ops)).await? {
+            match self
+                .request(RequestBody::Batch {
+                    ops,
+                    ack: crate::protocol::Ack::One,
+                    route: crate::protocol::Route::Coordinate,
+                })
+                .await?
+            {
                 ResponseBody::Results(results) if results.len() == expected => Ok(results),
                 other => Err(KvsError::UnexpectedReply(format!(
                     "asked for {expected} results, got {other:?}"

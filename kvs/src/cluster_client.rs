@@ -386,7 +386,11 @@ impl ClusterClient {
             |table, op, owners| self.order_owners(table, op, owners),
             move |c: Client, batch| async move {
                 match c
-                    .start_request(RequestBody::Routed { ops: batch, ack })
+                    .start_request(RequestBody::Batch {
+                        ops: batch,
+                        ack,
+                        route: crate::protocol::Route::Direct,
+                    })
                     .await
                 {
                     Ok(rx) => match tokio::time::timeout(NODE_TIMEOUT, rx).await {

@@ -110,11 +110,17 @@ impl<A: Clone + Eq + Ord + std::fmt::Display, I: Item, R: Clone> Coordinator<A, 
         }
     }
 
-    /// Answers the operation at `position` without sending it (the caller ran it some
-    /// other way).
-    pub fn settle(&mut self, position: usize, result: Result<R, OpError>) {
-        self.pending.retain(|p| *p != position);
-        self.results[position] = Some(result);
+    /// The positions of the operations of group `id`, while it is in flight.
+    pub fn positions(&self, id: u64) -> Option<Vec<usize>> {
+        self.in_flight
+            .iter()
+            .find(|g| g.0 == id)
+            .map(|g| g.2.clone())
+    }
+
+    /// The operation at `position`.
+    pub fn op(&self, position: usize) -> Option<&I> {
+        self.ops.get(position)
     }
 
     /// The operations still to plan, with their positions.

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod protocol;
+pub mod request;
 pub mod resp;
 pub mod ring;
 pub mod server;

@@ -213,7 +213,7 @@ impl NodeConfig {
 }
 
 /// Deltas of the writes a batch made: `(key, delta)`.
-pub type Changes = Vec<(Bytes, Value)>;
+pub use crate::worker::Changes;
 
 /// A worker's answer to a batch: one result per operation, and the deltas of its writes.
 type WorkerAnswer = (Vec<OpResult>, Changes);

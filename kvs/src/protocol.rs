@@ -227,6 +227,32 @@ impl From<KindMismatch> for OpError {
     }
 }
 
+impl RequestBody {
+    /// A batch as most clients send it: writes acknowledged by one replica, routed by the
+    /// node that receives it.
+    pub fn ops(ops: Vec<Op>) -> RequestBody {
+        RequestBody::Batch {
+            ops,
+            ack: Ack::One,
+            route: Route::Coordinate,
+        }
+    }
+}
+
+/// Who routes a batch's operations to the owners of their keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Route {
+    /// The node that receives the batch: it runs what it owns and forwards the rest to an
+    /// owner (what clients that do not know the ring send).
+    #[default]
+    Coordinate,
+    /// Another node already did: run everything here, forward nothing.
+    Forwarded,
+    /// The client did (it holds the routing table): keys this node does not own are
+    /// answered [`OpError::NotOwner`], so the client refreshes its table.
+    Direct,
+}
+
 /// The result of one operation.
 pub type OpResult = Result<Reply, OpError>;
 
@@ -243,19 +269,16 @@ pub struct Request {
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
-    /// A batch of operations, run in order per key; results come back in the same order.
-    /// Writes are acknowledged by one replica.
-    Ops(Vec<Op>),
     /// The node's counters and latency percentiles.
     Stats,
-    /// A batch with an explicit acknowledgement level.
+    /// A batch of operations, run in order per key; results come back in the same order.
     Batch {
         /// The operations.
         ops: Vec<Op>,
         /// How many replicas must merge each write before the answer.
         ack: Ack,
-        /// Sent by another node that does not own the keys: run here, do not forward.
-        forwarded: bool,
+        /// Who routes the operations to the owners of their keys.
+        route: Route,
     },
     /// A message between the cluster agents of two nodes.
     Peer(PeerEnvelope),
@@ -269,14 +292,6 @@ pub enum RequestBody {
         key: Bytes,
         /// Nodes holding it, and workers holding it within each.
         factors: crate::cluster::Factors,
-    },
-    /// A batch routed by the client: the node runs the operations on keys it owns and
-    /// answers [`OpError::NotOwner`] for the others (the client's table is stale).
-    Routed {
-        /// The operations.
-        ops: Vec<Op>,
-        /// How many replicas must merge each write before the answer.
-        ack: Ack,
     },
     /// Subscribes this stream to changes of keys the node owns, or renews the lease: the
     /// answer has each key's value, or [`Fetched::Unchanged`](crate::subscribe::Fetched)

@@ -15,14 +15,19 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, ClusterView, NodeAddr, PeerFailure};
-use crate::coordinator::{self, Coordinator, Outcome, Target};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::cluster::{Cluster, ClusterView, PeerFailure};
+use crate::coordinator::{Outcome, Target};
 use crate::error::KvsError;
-use crate::node::Node;
+use crate::node::{Changes, Node};
 use crate::protocol::{
     Ack, Op, OpError, OpResult, ProtocolError, Reply, Request, RequestBody, Response, ResponseBody,
-    RoutingTable,
+    Route, RoutingTable,
 };
+use crate::request::{Action, BatchRun};
 use crate::subscribe::{Fetched, PUSH_ID, PushSink, Pushed, SubscriberId, fingerprint};
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
 
@@ -190,12 +195,9 @@ async fn serve_stream(
         let id = request.id;
         let tx = tx.clone();
         match request.body {
-            RequestBody::Ops(ops) => dispatch(&service, id, ops, Ack::One, false, tx, permit).await,
-            RequestBody::Batch {
-                ops,
-                ack,
-                forwarded,
-            } => dispatch(&service, id, ops, ack, forwarded, tx, permit).await,
+            RequestBody::Batch { ops, ack, route } => {
+                dispatch(&service, id, ops, ack, route, tx, permit).await
+            }
             RequestBody::Stats => {
                 let node = node.clone();
                 tokio::spawn(async move {
@@ -252,49 +254,6 @@ async fn serve_stream(
                     }
                 }
                 drop(permit);
-            }
-            RequestBody::Routed { ops, ack } => {
-                // Keys this node does not own are answered NotOwner; the rest run here.
-                let mut not_owned = Vec::new();
-                let mut mine = Vec::new();
-                let mut merged_reads = Vec::new();
-                match &service.cluster {
-                    Some(c) => {
-                        let view = c.view();
-                        for (i, op) in ops.into_iter().enumerate() {
-                            if let Op::GetAll { key, meta } = op {
-                                merged_reads.push((i, key, meta));
-                                continue;
-                            }
-                            let owners = view.owners(op.key());
-                            if owners.is_empty() || owners.iter().any(|o| o == c.me()) {
-                                mine.push((i, op));
-                            } else {
-                                not_owned.push((i, owners));
-                            }
-                        }
-                    }
-                    None => mine = ops.into_iter().enumerate().collect(),
-                }
-                let count = mine.len() + not_owned.len() + merged_reads.len();
-                let (at, local): (Vec<usize>, Vec<Op>) = mine.into_iter().unzip();
-                let service2 = service.clone();
-                let pending = service.node.submit(local.clone());
-                tokio::spawn(async move {
-                    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
-                    for (i, owners) in not_owned {
-                        results[i] = Err(OpError::NotOwner { owners });
-                    }
-                    for (i, key, meta) in merged_reads {
-                        results[i] = read_all_replicas(&service2, key, meta).await;
-                    }
-                    let local = finish_local(&service2, local, pending, ack).await;
-                    for (i, r) in at.into_iter().zip(local) {
-                        results[i] = r;
-                    }
-                    reply(&tx, id, ResponseBody::Results(results)).await;
-                    drop(permit);
-                });
             }
             RequestBody::Subscribe { keys, lease_ms } => {
                 let sub = *subscriber.get_or_insert_with(|| {
@@ -444,11 +403,11 @@ async fn dispatch(
     id: u64,
     ops: Vec<Op>,
     ack: Ack,
-    forwarded: bool,
+    route: Route,
     tx: mpsc::Sender<Vec<u8>>,
     permit: OwnedSemaphorePermit,
 ) {
-    let batch = start_batch(service, ops, ack, forwarded).await;
+    let batch = start_batch(service, ops, ack, route).await;
     let service = service.clone();
     tokio::spawn(async move {
         let results = finish_batch(&service, batch).await;
@@ -460,92 +419,76 @@ async fn dispatch(
 /// Runs a batch as a client of this node would have it run (other front-ends use this):
 /// one result per operation, in order.
 pub(crate) async fn execute(service: &Arc<Service>, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
-    let batch = start_batch(service, ops, ack, false).await;
+    let batch = start_batch(service, ops, ack, Route::Coordinate).await;
     finish_batch(service, batch).await
 }
 
-/// A batch whose first round has been handed out, to this node's workers or to owners;
-/// [`finish_batch`] waits for it and runs further rounds.
+/// A batch being run: the sans-IO [`BatchRun`] and what it waits for, in the order it was
+/// handed out.
 struct InFlight {
-    ack: Ack,
-    forwarded: bool,
-    coordinator: Coordinator<NodeAddr>,
-    /// Where each of the coordinator's operations sits in the batch.
-    at: Vec<usize>,
-    /// Reads of every replica (`GetAll`), by position: run when the rest is done.
-    merged_reads: Vec<(usize, bytes::Bytes, bool)>,
-    count: usize,
-    started: Vec<Started>,
+    run: BatchRun,
+    waiting: VecDeque<Waiting>,
 }
 
-/// One group of a round, handed out.
-enum Started {
-    /// Running on this node's workers.
-    Here(u64, Vec<Op>, Result<crate::node::PendingBatch, KvsError>),
-    /// Sent to another node (or certainly not: `Err`).
-    Remote(
-        u64,
-        NodeAddr,
-        Result<tokio::sync::oneshot::Receiver<Result<ResponseBody, KvsError>>, PeerFailure>,
-    ),
+/// Something handed out for a batch, to be awaited.
+type Waiting = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// What came back for a batch.
+enum Answer {
+    Ran(u64, Result<(Vec<OpResult>, Changes), OpError>),
+    Forwarded(u64, Outcome),
+    Replicated(u64, Result<(), OpError>),
+    Inspected(u64, Option<OpResult>),
 }
 
-/// Rounds a batch may take: every owner of a key once, and a try again.
-const MAX_ROUNDS: usize = 4;
+fn view(service: &Service) -> Option<Arc<ClusterView>> {
+    service.cluster.as_ref().map(|c| c.view())
+}
 
-/// Where an operation may run, preferred first (see [`coordinator::candidates`]): a
-/// forwarded batch (or a node outside a cluster) runs everything here.
-fn candidates(view: Option<&ClusterView>, ack: Ack, op: &Op) -> Vec<Target<NodeAddr>> {
-    let Some(view) = view else {
-        return vec![Target::Here];
+/// Starts a batch and hands its first actions out.
+async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, route: Route) -> InFlight {
+    let view = view(service);
+    let run = BatchRun::new(ops, ack, route, view.as_deref());
+    let mut batch = InFlight {
+        run,
+        waiting: VecDeque::new(),
     };
-    let owners: Vec<(NodeAddr, bool)> = view
-        .ring
-        .owners(
-            op.key(),
-            view.table.factor(op.key()).unwrap_or(view.replication),
-        )
-        .into_iter()
-        .filter_map(|id| view.nodes.get(&id))
-        .map(|a| (a.clone(), view.is_alive(a)))
-        .collect();
-    // Any owner serves (`preferred` false): sending every key to its first live owner gives
-    // read-your-writes through any node but forwards twice as many operations — measured
-    // through one node of `calm up` with redis-benchmark: GET throughput about 60% lower.
-    coordinator::candidates(&view.me, &owners, op, ack == Ack::One, false)
+    hand_out(service, &mut batch).await;
+    batch
 }
 
-/// Plans a round and hands its groups out: to this node's workers (in the order batches
-/// arrive, so a client's pipelined requests on one key run in the order it sent them) and
-/// to other nodes.
-async fn start_round(
-    service: &Arc<Service>,
-    coordinator: &mut Coordinator<NodeAddr>,
-    forwarded: bool,
-    ack: Ack,
-) -> Vec<Started> {
-    // One view for the round; a forwarded batch runs here, whoever owns its keys.
-    let view = service
-        .cluster
-        .as_ref()
-        .filter(|_| !forwarded)
-        .map(|c| c.view());
-    let sends = coordinator.plan(|_, op| candidates(view.as_deref(), ack, op));
-    let mut started = Vec::new();
-    for send in sends {
-        match send.target {
-            Target::Here => {
-                let pending = service.node.submit(send.ops.clone());
-                started.push(Started::Here(send.id, send.ops, pending));
+/// Does what the batch asks: runs groups on this node's workers at once (so batches keep
+/// their arrival order), sends groups to other nodes, and queues what to await.
+async fn hand_out(service: &Arc<Service>, batch: &mut InFlight) {
+    while let Some(action) = batch.run.poll_action() {
+        let waiting: Waiting = match action {
+            Action::Run { group, ops } => {
+                let pending = service.node.submit(ops);
+                Box::pin(async move {
+                    let answer = match pending {
+                        Ok(p) => p
+                            .results_and_changes()
+                            .await
+                            .map_err(|_| OpError::ShuttingDown),
+                        Err(_) => Err(OpError::ShuttingDown),
+                    };
+                    Answer::Ran(group, answer)
+                })
             }
-            Target::Node(addr) => {
+            Action::Forward {
+                group,
+                to,
+                ops,
+                ack,
+            } => {
                 let body = RequestBody::Batch {
-                    ops: send.ops,
+                    ops,
                     ack,
-                    forwarded: true,
+                    route: Route::Forwarded,
                 };
-                let sent = match &service.cluster {
-                    Some(cluster) => match cluster.peers().client(&addr).await {
+                let cluster = service.cluster.clone();
+                let sent = match &cluster {
+                    Some(cluster) => match cluster.peers().client(&to).await {
                         Ok(client) => client
                             .start_request(body)
                             .await
@@ -554,65 +497,9 @@ async fn start_round(
                     },
                     None => Err(PeerFailure::NotSent(KvsError::ShutDown)),
                 };
-                started.push(Started::Remote(send.id, addr, sent));
-            }
-        }
-    }
-    started
-}
-
-/// Hands a batch's first round out.
-async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, forwarded: bool) -> InFlight {
-    let count = ops.len();
-    let mut merged_reads = Vec::new();
-    let mut at = Vec::new();
-    let mut rest = Vec::new();
-    for (i, op) in ops.into_iter().enumerate() {
-        match op {
-            Op::GetAll { key, meta } if service.cluster.is_some() && !forwarded => {
-                merged_reads.push((i, key, meta));
-            }
-            op => {
-                at.push(i);
-                rest.push(op);
-            }
-        }
-    }
-    let mut coordinator = Coordinator::new(rest, MAX_ROUNDS);
-    let started = start_round(service, &mut coordinator, forwarded, ack).await;
-    InFlight {
-        ack,
-        forwarded,
-        coordinator,
-        at,
-        merged_reads,
-        count,
-        started,
-    }
-}
-
-/// Waits for every part of a batch, running further rounds for what failed; one result
-/// per operation, in order.
-async fn finish_batch(service: &Arc<Service>, batch: InFlight) -> Vec<OpResult> {
-    let InFlight {
-        ack,
-        forwarded,
-        mut coordinator,
-        at,
-        merged_reads,
-        count,
-        mut started,
-    } = batch;
-    loop {
-        for group in std::mem::take(&mut started) {
-            let (id, outcome) = match group {
-                Started::Here(id, ops, pending) => (
-                    id,
-                    Outcome::Answered(finish_local(service, ops, pending, ack).await),
-                ),
-                Started::Remote(id, addr, sent) => {
-                    let answer = match (sent, &service.cluster) {
-                        (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&addr, rx).await,
+                Box::pin(async move {
+                    let answer = match (sent, &cluster) {
+                        (Ok(rx), Some(cluster)) => cluster.peers().await_answer(&to, rx).await,
                         (Ok(_), None) => Err(PeerFailure::NotSent(KvsError::ShutDown)),
                         (Err(e), _) => Err(e),
                     };
@@ -620,170 +507,88 @@ async fn finish_batch(service: &Arc<Service>, batch: InFlight) -> Vec<OpResult> 
                         Ok(ResponseBody::Results(r)) => Outcome::Answered(r),
                         Ok(other) => {
                             // Not an answer to the batch: it may still have been applied.
-                            tracing::warn!(peer = %addr, "unexpected answer to a forwarded batch: {other:?}");
+                            tracing::warn!(peer = %to, "unexpected answer to a forwarded batch: {other:?}");
                             Outcome::MaybeSent
                         }
                         Err(PeerFailure::NotSent(_)) => Outcome::NotSent,
                         Err(PeerFailure::MaybeSent(_)) => Outcome::MaybeSent,
                     };
-                    (id, outcome)
+                    Answer::Forwarded(group, outcome)
+                })
+            }
+            Action::Gossip(changes) => {
+                if let Some(cluster) = &service.cluster {
+                    cluster.local_changes(changes);
                 }
-            };
-            coordinator.handle(id, outcome);
-        }
-        if !coordinator.needs_round() {
-            break;
-        }
-        started = start_round(service, &mut coordinator, forwarded, ack).await;
-        if started.is_empty() {
-            break;
-        }
-    }
-    let mut results: Vec<OpResult> = vec![Err(OpError::ShuttingDown); count];
-    for (i, r) in at.into_iter().zip(coordinator.into_results()) {
-        results[i] = r;
-    }
-    for (i, key, meta) in merged_reads {
-        results[i] = read_all_replicas(service, key, meta).await;
-    }
-    results
-}
-
-/// Waits for a group run on this node's workers and hands its deltas on ([`settle`]); a
-/// read that finds nothing while this node may still lack keys it owns is answered by the
-/// key's other and previous owners. If the workers are gone, every operation answers
-/// `ShuttingDown`.
-async fn finish_local(
-    service: &Service,
-    ops: Vec<Op>,
-    pending: Result<crate::node::PendingBatch, KvsError>,
-    ack: Ack,
-) -> Vec<OpResult> {
-    let results = match pending {
-        Ok(p) => match p.results_and_changes().await {
-            Ok((local, changes)) => settle(service, local, changes, ack).await,
-            Err(_) => vec![Err(OpError::ShuttingDown); ops.len()],
-        },
-        Err(_) => vec![Err(OpError::ShuttingDown); ops.len()],
-    };
-    let Some(cluster) = &service.cluster else {
-        return results;
-    };
-    let view = cluster.view();
-    if !view.settling() {
-        return results;
-    }
-    let mut results = results;
-    for (op, r) in ops.into_iter().zip(results.iter_mut()) {
-        if let Op::Get { key, meta } = op
-            && *r == Ok(Reply::Value(None))
-        {
-            let mut holders = view.other_holders(&key);
-            if !holders.is_empty() {
-                holders.insert(0, cluster.me().to_string());
-                *r = read_replicas(service, key, meta, holders).await;
+                continue;
             }
-        }
-    }
-    results
-}
-
-/// Hands the deltas of local writes on: to the agent's gossip (ack `one`), or to every other
-/// owner before answering (ack `all`, whose writes fail if an owner did not merge them).
-async fn settle(
-    service: &Service,
-    mut local: Vec<OpResult>,
-    changes: crate::node::Changes,
-    ack: Ack,
-) -> Vec<OpResult> {
-    let Some(cluster) = &service.cluster else {
-        return local;
-    };
-    let need = match ack {
-        Ack::One => None,
-        Ack::All => Some(usize::MAX),
-        Ack::Replicas(k) => Some(usize::from(k)),
-    };
-    match need {
-        Some(k) if k > 1 && !changes.is_empty() => {
-            if let Err(e) = cluster.replicate_now(changes, k).await {
-                for r in local
-                    .iter_mut()
-                    .filter(|r| matches!(r, Ok(Reply::Written | Reply::Deleted { .. })))
-                {
-                    *r = Err(e.clone());
-                }
+            Action::Replicate {
+                ticket,
+                changes,
+                need,
+            } => {
+                let cluster = service.cluster.clone();
+                Box::pin(async move {
+                    let result = match cluster {
+                        Some(c) => c.replicate_now(changes, need).await,
+                        None => Ok(()),
+                    };
+                    Answer::Replicated(ticket, result)
+                })
             }
-        }
-        _ => cluster.local_changes(changes),
-    }
-    local
-}
-
-/// Reads a key as the merge of every reachable replica's stored value.
-async fn read_all_replicas(service: &Service, key: bytes::Bytes, meta: bool) -> OpResult {
-    let Some(cluster) = &service.cluster else {
-        return Err(OpError::ShuttingDown);
-    };
-    let owners = cluster.view().owners(&key);
-    read_replicas(service, key, meta, owners).await
-}
-
-/// Reads a key as the merge of the stored values of the reachable nodes among `holders`.
-async fn read_replicas(
-    service: &Service,
-    key: bytes::Bytes,
-    meta: bool,
-    holders: Vec<NodeAddr>,
-) -> OpResult {
-    let Some(cluster) = &service.cluster else {
-        return Err(OpError::ShuttingDown);
-    };
-    let mut merged: Option<crate::value::Value> = None;
-    let mut answered = 0;
-    for owner in holders {
-        let raw = if owner == cluster.me() {
-            match service
-                .node
-                .execute(vec![Op::Raw { key: key.clone() }])
-                .await
-            {
-                Ok(mut r) => r.pop(),
-                Err(_) => None,
-            }
-        } else {
-            let body = RequestBody::Batch {
-                ops: vec![Op::Raw { key: key.clone() }],
-                ack: Ack::One,
-                forwarded: true,
-            };
-            match cluster.peers().request(&owner, body).await {
-                Ok(ResponseBody::Results(mut r)) => r.pop(),
-                _ => None,
+            Action::Inspect { ticket, at, key } => {
+                let service = service.clone();
+                Box::pin(async move {
+                    let ops = vec![Op::Raw { key }];
+                    let raw = match (at, &service.cluster) {
+                        (Target::Here, _) => match service.node.execute(ops).await {
+                            Ok(mut r) => r.pop(),
+                            Err(_) => None,
+                        },
+                        (Target::Node(addr), Some(cluster)) => {
+                            let body = RequestBody::Batch {
+                                ops,
+                                ack: Ack::One,
+                                route: Route::Forwarded,
+                            };
+                            match cluster.peers().request(&addr, body).await {
+                                Ok(ResponseBody::Results(mut r)) => r.pop(),
+                                _ => None,
+                            }
+                        }
+                        (Target::Node(_), None) => None,
+                    };
+                    Answer::Inspected(ticket, raw)
+                })
             }
         };
-        match raw {
-            Some(Ok(Reply::Raw(value))) => {
-                answered += 1;
-                if let Some(v) = value {
-                    match &mut merged {
-                        Some(m) => {
-                            m.merge_replicated(v);
-                        }
-                        None => merged = Some(v),
-                    }
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            _ => {}
+        batch.waiting.push_back(waiting);
+    }
+}
+
+/// Awaits what a batch handed out, feeds it back, and hands out what follows, until every
+/// operation has its result; one result per operation, in order.
+async fn finish_batch(service: &Arc<Service>, mut batch: InFlight) -> Vec<OpResult> {
+    while let Some(waiting) = batch.waiting.pop_front() {
+        let answer = waiting.await;
+        let view = view(service);
+        let view = view.as_deref();
+        match answer {
+            Answer::Ran(group, a) => batch.run.ran(group, a, view, now_ms()),
+            Answer::Forwarded(group, outcome) => batch.run.forwarded(group, outcome, view),
+            Answer::Replicated(ticket, r) => batch.run.replicated(ticket, r, view, now_ms()),
+            Answer::Inspected(ticket, raw) => batch.run.inspected(ticket, raw, view),
         }
+        hand_out(service, &mut batch).await;
     }
-    if answered == 0 {
-        return Err(OpError::Unavailable {
-            reason: "no replica of the key answered".into(),
-        });
-    }
-    Ok(Reply::Value(merged.and_then(|v| v.read(meta))))
+    batch.run.into_results()
+}
+
+/// Milliseconds since the Unix epoch: the clock the cluster agent's settling time uses.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

@@ -157,7 +157,7 @@ mod test {
     fn request() -> Request {
         Request {
             id: 7,
-            body: RequestBody::Ops(vec![Op::Get {
+            body: RequestBody::ops(vec![Op::Get {
                 key: bytes::Bytes::from_static(b"k"),
                 meta: true,
             }]),

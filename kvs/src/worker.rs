@@ -29,6 +29,9 @@ use crate::hot_keys::HotKeys;
 use crate::metrics::WorkerStats;
 use crate::protocol::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
+
+/// The deltas of writes, per key, as a worker hands them on for replication.
+pub type Changes = Vec<(Bytes, Value)>;
 use crate::storage::{StorageError, Tiered};
 use crate::value::{Value, Write, WriteCtx};
 
@@ -182,7 +185,7 @@ impl Worker {
     }
 
     /// The deltas of local writes since the last call.
-    pub fn take_changes(&mut self) -> Vec<(Bytes, Value)> {
+    pub fn take_changes(&mut self) -> Changes {
         self.changes
             .as_mut()
             .map(std::mem::take)

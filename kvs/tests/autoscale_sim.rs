@@ -1,6 +1,7 @@
 //! Deterministic simulation of autoscaling: the real sans-IO cores (cluster agents, storage
-//! workers, the policy, the controller) wired through a simulated network (delay, reordering,
-//! loss) and clock driven by one seeded RNG.
+//! workers, the request path, the policy, the controller) on the shared simulation harness
+//! (`sim/`: a simulated network with delay, reordering and loss, and a clock driven by one
+//! seeded RNG). Clients' operations travel as batches to the node that serves them.
 //!
 //! Each node samples its load every period and gossips it (the load lattice); each runs the
 //! hot-key policy on the cluster's picture; a controller reads node 0's picture and asks a
@@ -15,19 +16,19 @@
 //! and no acknowledged write is lost throughout. A failure prints its seed;
 //! `CALM_SIM_SEED=N` replays one seed and `CALM_SIM_SEEDS=N` runs N seeds.
 
+mod sim;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use calm_kvs::autoscale::{Controller, RecordingProvisioner};
-use calm_kvs::cluster::{
-    ClusterAgent, ClusterConfig, Factors, LocalStore, PeerEnvelope, PeerReply, Status,
-};
+use calm_kvs::cluster::{ClusterConfig, Factors, LocalStore, Status};
 use calm_kvs::policy::{Decision, HotRates, NodeSample, Policy, PolicyConfig};
-use calm_kvs::{HashRing, Op, Value, Worker, WorkerConfig, Write};
-use calm_lattice::ReplicaId;
+use calm_kvs::protocol::{Ack, Route};
+use calm_kvs::{Op, Value, Write};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use sim::{Cx, Faults, Msg, Network, Node, Storage, addr, index};
 
 const MAX_NODES: usize = 5;
 const FIRST_NODES: usize = 3;
@@ -80,10 +81,8 @@ fn node_policy() -> PolicyConfig {
     }
 }
 
-struct SimNode {
-    agent: ClusterAgent,
-    store: Worker,
-    up: bool,
+/// What a node runs besides the harness's node: its hot-key policy and its load.
+struct Extra {
     policy: Policy,
     rates: HotRates,
     /// Operations served this period.
@@ -93,45 +92,38 @@ struct SimNode {
     leaving: Option<(u64, bool)>,
 }
 
-fn start_node(i: usize, now: u64, rng: &mut StdRng) -> SimNode {
-    let seeds = if i == 0 {
-        vec![]
-    } else {
-        vec!["n0".to_string()]
-    };
-    let ring = Arc::new(HashRing::new([0], 1));
-    let mut store = Worker::new(0, ReplicaId(i as u64 + 1), ring, WorkerConfig::default());
-    store.collect_changes();
-    SimNode {
-        agent: ClusterAgent::new(format!("n{i}"), seeds, config(), now.max(1), rng.random()),
-        store,
-        up: true,
+fn start_node(i: usize, now: u64, rng: &mut StdRng) -> (Node, Extra) {
+    let seeds = if i == 0 { vec![] } else { vec![addr(0)] };
+    let node = Node::start(i, seeds, config(), Storage::Memory, now, rng);
+    let extra = Extra {
         policy: Policy::new(hot_policy()),
         rates: HotRates::default(),
         served: 0,
         leaving: None,
-    }
+    };
+    (node, extra)
 }
 
-enum Msg {
-    Request {
-        id: u64,
-        from: usize,
-        to: usize,
-        envelope: PeerEnvelope,
-    },
-    Reply {
-        id: u64,
-        from: usize,
-        to: usize,
-        reply: PeerReply,
-    },
-}
+/// The endpoint the clients' batches come from.
+const CLIENT: usize = 100;
 
-fn index(addr: &str) -> usize {
-    addr.trim_start_matches('n')
-        .parse()
-        .expect("node names are nN")
+/// Runs `f` with a node's context; every delta a node applies for a client is acknowledged.
+fn with_cx(
+    nodes: &mut Vec<Node>,
+    net: &mut Network<Msg>,
+    rng: &mut StdRng,
+    acked: &mut Vec<(Bytes, Value)>,
+    now: u64,
+    f: impl FnOnce(&mut Vec<Node>, &mut Cx<'_>),
+) {
+    let mut on_applied = |k: &Bytes, d: &Value| acked.push((k.clone(), d.clone()));
+    let mut cx = Cx {
+        now,
+        net,
+        rng,
+        on_applied: &mut on_applied,
+    };
+    f(nodes, &mut cx);
 }
 
 fn key(k: usize) -> Bytes {
@@ -151,12 +143,21 @@ struct Seen {
 }
 
 fn run(seed: u64) -> Result<(), String> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut nodes: Vec<SimNode> = Vec::new();
+    let mut rng = sim::rng(seed);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut extra: Vec<Extra> = Vec::new();
     for i in 0..FIRST_NODES {
-        nodes.push(start_node(i, 1, &mut rng));
+        let (n, e) = start_node(i, 1, &mut rng);
+        nodes.push(n);
+        extra.push(e);
     }
-    let mut in_flight: Vec<(u64, Msg)> = Vec::new();
+    // 1% of messages are lost.
+    let mut net: Network<Msg> = Network::new(1..20);
+    net.faults = Some(Faults {
+        loss: 0.01,
+        duplicate: 0.0,
+        delay: 1..20,
+    });
     let mut acked: Vec<(Bytes, Value)> = Vec::new();
     let mut controller = Controller::new(node_policy());
     let mut provisioner = RecordingProvisioner {
@@ -164,55 +165,21 @@ fn run(seed: u64) -> Result<(), String> {
         ..RecordingProvisioner::default()
     };
     let mut seen = Seen::default();
-    let factor =
-        |nodes: &[SimNode], k: &str| nodes[0].agent.replication_table().factor(k.as_bytes());
+    let factor = |nodes: &[Node], k: &str| nodes[0].agent.replication_table().factor(k.as_bytes());
 
     let mut now = 1;
     while now <= END {
-        // Deliver what is due, in a random order; 1% of messages are lost.
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut in_flight)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        in_flight = later;
-        let mut due = due;
-        while !due.is_empty() {
-            let (_, m) = due.swap_remove(rng.random_range(0..due.len()));
-            match m {
-                Msg::Request {
-                    id,
-                    from,
-                    to,
-                    envelope,
-                } => {
-                    let n = &mut nodes[to];
-                    if !n.up {
-                        continue;
-                    }
-                    let reply = n.agent.handle_request(now, envelope, &mut n.store);
-                    if rng.random_bool(0.99) {
-                        in_flight.push((
-                            now + rng.random_range(1..20),
-                            Msg::Reply {
-                                id,
-                                from: to,
-                                to: from,
-                                reply,
-                            },
-                        ));
-                    }
-                }
-                Msg::Reply {
-                    id,
-                    from,
-                    to,
-                    reply,
-                } => {
-                    let n = &mut nodes[to];
-                    if n.up {
-                        n.agent
-                            .handle_reply(now, id, &format!("n{from}"), reply, &mut n.store);
-                    }
-                }
+        // Deliver what is due, in a random order.
+        for d in net.due(&mut rng, now) {
+            if d.to < nodes.len() {
+                with_cx(
+                    &mut nodes,
+                    &mut net,
+                    &mut rng,
+                    &mut acked,
+                    now,
+                    |nodes, cx| Node::deliver(nodes, d, cx),
+                );
             }
         }
 
@@ -232,7 +199,7 @@ fn run(seed: u64) -> Result<(), String> {
             };
             let coordinator = loop {
                 let c = rng.random_range(0..nodes.len());
-                if nodes[c].up && nodes[c].leaving.is_none() {
+                if nodes[c].up && extra[c].leaving.is_none() {
                     break c;
                 }
             };
@@ -254,7 +221,7 @@ fn run(seed: u64) -> Result<(), String> {
                 owners[rng.random_range(0..owners.len())]
             };
             // A node that announced its leave forwards to the owners it sees.
-            if matches!(nodes[target].leaving, Some((_, true))) {
+            if matches!(extra[target].leaving, Some((_, true))) {
                 let theirs: Vec<usize> = nodes[target]
                     .agent
                     .owners(&k)
@@ -267,57 +234,61 @@ fn run(seed: u64) -> Result<(), String> {
                     None => continue,
                 }
             }
-            let n = &mut nodes[target];
-            n.served += 1;
-            if write {
+            extra[target].served += 1;
+            let op = if write {
                 let value = Bytes::from(format!("v{}", rng.random::<u32>()));
-                let results = n.store.handle_ops(
-                    now,
-                    [Op::Write {
-                        key: k.clone(),
-                        write: Write::Lww(value),
-                    }],
-                );
-                if results[0].is_ok() {
-                    let changes = n.store.take_changes();
-                    acked.extend(changes.iter().cloned());
-                    n.agent.on_local_changes(changes);
+                Op::Write {
+                    key: k.clone(),
+                    write: Write::Lww(value),
                 }
             } else {
-                n.store.handle_ops(
-                    now,
-                    [Op::Get {
-                        key: k.clone(),
-                        meta: false,
-                    }],
-                );
-            }
+                Op::Get {
+                    key: k.clone(),
+                    meta: false,
+                }
+            };
+            // The node that serves it runs it (the clients route by the owners they see).
+            with_cx(
+                &mut nodes,
+                &mut net,
+                &mut rng,
+                &mut acked,
+                now,
+                |nodes, cx| {
+                    Node::receive_batch(
+                        nodes,
+                        target,
+                        CLIENT,
+                        0,
+                        vec![op],
+                        Ack::One,
+                        Route::Forwarded,
+                        cx,
+                    )
+                },
+            );
         }
 
         // Every period: samples, the nodes' hot-key policy, the controller.
         if now % PERIOD == 1 && now > 1 {
-            let total: u64 = nodes.iter().filter(|n| n.up).map(|n| n.served).sum();
+            let served = |i: usize| if nodes[i].up { extra[i].served } else { 0 };
+            let total: u64 = (0..nodes.len()).map(served).sum();
             if total > 0 {
-                let max = nodes
-                    .iter()
-                    .filter(|n| n.up)
-                    .map(|n| n.served)
-                    .max()
-                    .unwrap_or(0);
+                let max = (0..nodes.len()).map(served).max().unwrap_or(0);
                 seen.busiest.push((now, max as f64 / total as f64));
             }
-            for n in nodes.iter_mut().filter(|n| n.up) {
-                let occupancy = n.served as f64 / CAPACITY;
+            for (n, x) in nodes.iter_mut().zip(extra.iter_mut()).filter(|(n, _)| n.up) {
+                let occupancy = x.served as f64 / CAPACITY;
                 let sample = NodeSample {
                     node: n.agent.me().to_string(),
                     occupancy,
                     // Latency grows as the node fills up.
                     p99_us: if occupancy > 0.8 { 20_000 } else { 500 },
-                    ops: n.served,
+                    ops: x.served,
                     cpu: 0.0,
-                    hot_keys: n.rates.rates(n.store.stats().hot_keys),
+                    hot_keys: x.rates.rates(n.store.stats().hot_keys),
                 };
-                n.served = 0;
+                x.served = 0;
                 n.agent.record_load(now, sample);
                 let alive: Vec<String> = n
                     .agent
@@ -327,7 +298,7 @@ fn run(seed: u64) -> Result<(), String> {
                     .map(|m| m.addr)
                     .collect();
                 let samples = n.agent.load().fresh(now, PERIOD * 3, &alive);
-                for d in n.policy.tick(now, &samples) {
+                for d in x.policy.tick(now, &samples) {
                     match d {
                         Decision::Replicate { key, factor, .. } => n.agent.widen_replication(
                             now,
@@ -369,7 +340,9 @@ fn run(seed: u64) -> Result<(), String> {
                         return Err("asked for more nodes than the simulation has".into());
                     }
                     let i = nodes.len();
-                    nodes.push(start_node(i, now, &mut rng));
+                    let (n, e) = start_node(i, now, &mut rng);
+                    nodes.push(n);
+                    extra.push(e);
                     seen.added_at.get_or_insert(now);
                 } else if let Some(node) = request.strip_prefix("remove ") {
                     let i = index(node);
@@ -379,7 +352,7 @@ fn run(seed: u64) -> Result<(), String> {
                     let buckets = n.store.digest(&everything).into_keys().collect();
                     let entries = n.store.entries_in(&everything, &buckets, usize::MAX);
                     n.agent.hand_over(now, entries);
-                    n.leaving = Some((now, false));
+                    extra[i].leaving = Some((now, false));
                     seen.removed_at.get_or_insert(now);
                 }
             }
@@ -415,13 +388,23 @@ fn run(seed: u64) -> Result<(), String> {
             seen.b_replicated_at.get_or_insert(now);
         }
 
-        for n in nodes.iter_mut().filter(|n| n.up) {
-            n.agent.handle_tick(now, &mut n.store);
-            n.store.handle_tick(now);
-            if n.leaving.is_some() {
+        for i in 0..nodes.len() {
+            if !nodes[i].up {
+                continue;
+            }
+            with_cx(
+                &mut nodes,
+                &mut net,
+                &mut rng,
+                &mut acked,
+                now,
+                |nodes, cx| Node::tick(nodes, i, cx),
+            );
+            let n = &mut nodes[i];
+            if extra[i].leaving.is_some() {
                 n.agent.resend_hand_over(now, 200);
             }
-            match n.leaving {
+            match extra[i].leaving {
                 Some((since, false)) if n.agent.handing_over() == 0 || now - since > 5_000 => {
                     // Announce, then hand over what was written meanwhile.
                     n.agent.leave();
@@ -429,43 +412,22 @@ fn run(seed: u64) -> Result<(), String> {
                     let buckets = n.store.digest(&everything).into_keys().collect();
                     let entries = n.store.entries_in(&everything, &buckets, usize::MAX);
                     n.agent.hand_over(now, entries);
-                    n.leaving = Some((now, true));
+                    extra[i].leaving = Some((now, true));
                 }
                 Some((since, true)) if n.agent.handing_over() == 0 || now - since > 5_000 => {
-                    n.leaving = None;
-                    // Its last messages go out below; then it is gone.
-                    while let Some(out) = n.agent.poll_outgoing() {
-                        in_flight.push((
-                            now + 1,
-                            Msg::Request {
-                                id: out.id,
-                                from: index(n.agent.me()),
-                                to: index(&out.to),
-                                envelope: out.envelope,
-                            },
-                        ));
-                    }
-                    n.up = false;
+                    extra[i].leaving = None;
+                    // Its last messages go out; then it is gone.
+                    with_cx(
+                        &mut nodes,
+                        &mut net,
+                        &mut rng,
+                        &mut acked,
+                        now,
+                        |nodes, cx| Node::flush(nodes, i, cx),
+                    );
+                    nodes[i].up = false;
                 }
                 _ => {}
-            }
-        }
-        for (i, node) in nodes.iter_mut().enumerate() {
-            if !node.up {
-                continue;
-            }
-            while let Some(out) = node.agent.poll_outgoing() {
-                if rng.random_bool(0.99) {
-                    in_flight.push((
-                        now + rng.random_range(1..20),
-                        Msg::Request {
-                            id: out.id,
-                            from: i,
-                            to: index(&out.to),
-                            envelope: out.envelope,
-                        },
-                    ));
-                }
             }
         }
         now += STEP;
@@ -565,17 +527,5 @@ fn run(seed: u64) -> Result<(), String> {
 
 #[test]
 fn skew_replicates_hot_keys_and_load_adds_and_removes_nodes() {
-    let seeds: Vec<u64> = match (
-        std::env::var("CALM_SIM_SEED"),
-        std::env::var("CALM_SIM_SEEDS"),
-    ) {
-        (Ok(s), _) => vec![s.parse().expect("CALM_SIM_SEED is a number")],
-        (_, Ok(n)) => (0..n.parse().expect("CALM_SIM_SEEDS is a number")).collect(),
-        _ => (0..6).collect(),
-    };
-    for seed in seeds {
-        if let Err(e) = run(seed) {
-            panic!("seed {seed}: {e}\n  replay with CALM_SIM_SEED={seed}");
-        }
-    }
+    sim::run_seeds("autoscale_sim", 6, run);
 }

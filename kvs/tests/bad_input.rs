@@ -16,7 +16,7 @@ use common::LocalServer;
 fn valid_frame(id: u64) -> Vec<u8> {
     encode_frame(&Request {
         id,
-        body: RequestBody::Ops(vec![Op::Get {
+        body: RequestBody::ops(vec![Op::Get {
             key: Bytes::from_static(b"before"),
             meta: false,
         }]),
@@ -226,7 +226,7 @@ async fn a_client_that_sends_and_never_reads_stalls_only_itself() {
     // transport will buffer for a reader that never reads.
     let frame = encode_frame(&Request {
         id: 1,
-        body: RequestBody::Ops(vec![
+        body: RequestBody::ops(vec![
             Op::Get {
                 key: Bytes::from_static(b"blob"),
                 meta: false

@@ -1,49 +1,70 @@
-//! Deterministic simulation of a whole cluster: the real sans-IO cores (cluster agents and
-//! storage workers) wired through a simulated network and clock driven by one seeded RNG.
+//! Deterministic simulation of a whole cluster and the whole request path: simulated
+//! clients send batches over a simulated network to nodes made of the real sans-IO cores —
+//! the request path a node's QUIC listener and Redis front-end drive ([`BatchRun`] and its
+//! coordinator: run here, forward to an owner, the next owner when one is down or cut off,
+//! a hint when none answers, `Timeout` when a write may have run, ack `all` through the
+//! agent, reads that ask other and previous owners while a node settles), the cluster
+//! agents (membership, gossip, anti-entropy, hand-off) and the storage workers on simulated
+//! disks. Everything runs on the shared harness (`sim/`): one seeded RNG, a simulated clock.
 //!
-//! Faults: message loss, duplication, reordering and delay; a partition that heals; nodes
-//! that crash and restart, often after the others declared them dead (so keys move to
-//! other owners, and back). Odd seeds run the nodes in memory (a crash loses everything
-//! the node held); even seeds give each node a disk with durability `sync`, a tiny memory
-//! budget (keys move between memory and disk all the time) and frequent checkpoints, and a
-//! crash loses what was not synced, leaving a torn log tail. Clients write throughout, with
-//! ack `one` or `all`, and in a burst through a node right after its view of the ring
-//! changes; each write goes through the request coordinator of a random node (the rules a
-//! node follows: here if it owns the key, else a live owner, the next owner when one is down
-//! or cut off, a hint when none answers, `Timeout` — never a second run — when a request or
-//! its answer is lost). After the faults stop and the cluster is quiet, for every key:
+//! Clients: one through a node (as the native client and the Redis port do: the node
+//! coordinates), one routing client (it holds a routing table, sends each operation to an
+//! owner, and refreshes the table on `NotOwner`), and one that writes every key a node
+//! leads just before that node crashes and right after its ring changes. Writes are
+//! counter increments, set adds of unique members and register writes of unique values,
+//! with ack `one` or `all`; reads run throughout.
 //!
-//! - every owner holds the same value (convergence);
-//! - that value contains every acknowledged write that must survive: all `all` writes, and
-//!   every `one` write, except, in memory, one whose acknowledging node crashed afterwards —
-//!   checked twice: as lattice states (the write's delta is contained), and as a client
-//!   reads them (every acknowledged member is there; a counter is at least the sum of its
-//!   acknowledged increments) — the second catches a write lost while its dot looks seen;
-//! - it contains nothing that was never written (no member nobody added, no counter above
-//!   the sum of every increment attempted).
+//! Faults, between 2 s and 14 s: message loss, duplication, reordering and delay; a
+//! partition that heals; a fifth node joining; nodes that crash and restart, often after
+//! the others declared them dead (so keys move to other owners, and back). Odd seeds run
+//! the nodes in memory (one crash: it loses everything the node held); even seeds give each
+//! node a disk with durability `sync`, a tiny memory budget and frequent checkpoints (two
+//! crashes, each losing what was not synced and leaving a torn log tail). Then the cluster
+//! is quiet; at 20 s one node is killed for good and clients read every key through the
+//! others. At the end, checked against what the clients were told:
+//!
+//! - every node agrees on the members, and every owner of a key holds the same value;
+//! - every acknowledged write that must survive is there — all `all` writes; every `one`
+//!   write, except, in memory, one run by a node that crashed before it could gossip it: a
+//!   counter at least the sum of its acknowledged increments, every acknowledged member
+//!   present, every acknowledged register write contained in the register;
+//! - nothing that was never written: no member nobody added, no counter above the sum of
+//!   every increment attempted, no register value nobody wrote;
+//! - after the last node's death, no read of a key with a surviving acknowledged write
+//!   answered "not found".
 //!
 //! `cargo test -p calm-kvs --test cluster_sim` runs 200 seeds. A failure prints its seed;
 //! `CALM_SIM_SEED=N` replays one seed and `CALM_SIM_SEEDS=N` runs N seeds.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+mod sim;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
-use calm_kvs::cluster::Status;
-use calm_kvs::cluster::{ClusterAgent, ClusterConfig, LocalStore, PeerEnvelope, PeerReply};
-use calm_kvs::coordinator::{Coordinator, Outcome, Target, candidates};
-use calm_kvs::storage::{Durability, MemDisk, StorageConfig, Tiered};
-use calm_kvs::{HashRing, Op, OpError, ReadValue, Reply, Value, Worker, WorkerConfig, Write};
-use calm_lattice::ReplicaId;
+use calm_kvs::cluster::{ClusterConfig, ClusterView};
+use calm_kvs::coordinator::{Coordinator, Outcome, Target};
+use calm_kvs::protocol::{Ack, Route};
+use calm_kvs::{Op, OpResult, ReadValue, Reply, Value, Write};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use sim::{Cx, Delivery, Faults, Msg, Network, Node, Storage, addr, index};
 
-const NODES: usize = 4;
+/// Nodes at the start, and with the one that joins.
+const FIRST: usize = 4;
+const NODES: usize = FIRST + 1;
+/// Clients' endpoints follow the nodes'.
+const THROUGH_NODE: usize = NODES;
+const ROUTING: usize = NODES + 1;
+const BURSTS: usize = NODES + 2;
 const KEYS: usize = 16;
 const STEP_MS: u64 = 10;
 const FAULTS_FROM: u64 = 2_000;
 const FAULTS_UNTIL: u64 = 14_000;
-const END: u64 = 26_000;
+const KILL_AT: u64 = 20_001;
+const READS_UNTIL: u64 = 26_000;
+const END: u64 = 30_000;
+/// How long a client waits for an answer.
+const CLIENT_TIMEOUT: u64 = 5_000;
 
 fn config() -> ClusterConfig {
     ClusterConfig {
@@ -57,140 +78,270 @@ fn config() -> ClusterConfig {
     }
 }
 
-struct SimNode {
-    agent: ClusterAgent,
-    store: Worker,
-    up: bool,
-    /// Bumped on every restart; messages addressed to an older epoch are lost.
-    epoch: u32,
-    crashed_at: Vec<u64>,
-    /// The node's disk, which survives its crashes (in durable runs).
-    disk: Option<MemDisk>,
-}
-
-fn new_store(i: usize, epoch: u32, disk: Option<&MemDisk>) -> Worker {
-    let ring = Arc::new(HashRing::new([0], 1));
-    // Replica ids differ per node and per restart, as they do for a new process.
-    let replica = ReplicaId(((i as u64) << 32) | u64::from(epoch));
-    let store = match disk {
-        None => Tiered::memory(),
-        Some(disk) => {
-            let config = StorageConfig {
-                durability: Durability::Sync,
-                memory_budget: Some(300),
-                checkpoint_log_bytes: 4096,
-                ..StorageConfig::default()
-            };
-            Tiered::open(Box::new(disk.clone()), config, Some(300))
-                .expect("a memory disk always opens")
-                .0
-        }
-    };
-    let mut w = Worker::with_store(0, replica, ring, WorkerConfig::default(), store);
-    w.collect_changes();
-    w
-}
-
-fn new_agent(i: usize, now: u64, rng: &mut StdRng) -> ClusterAgent {
-    let seeds = if i == 0 {
-        vec![]
-    } else {
-        vec!["n0".to_string()]
-    };
-    ClusterAgent::new(format!("n{i}"), seeds, config(), now.max(1), rng.random())
-}
-
-enum Msg {
-    Request {
-        id: u64,
-        from: usize,
-        to: usize,
-        envelope: PeerEnvelope,
-    },
-    Reply {
-        id: u64,
-        from: usize,
-        to: usize,
-        reply: PeerReply,
-    },
-}
-
-struct InFlight {
+/// A write a client was told was applied.
+struct Acked {
+    key: Bytes,
+    write: Write,
+    all: bool,
     at: u64,
-    to_epoch: u32,
-    msg: Msg,
 }
 
-struct Network {
-    in_flight: Vec<InFlight>,
-    faulty: bool,
-    cut: HashSet<(usize, usize)>,
+/// What the clients did and saw.
+#[derive(Default)]
+struct Ledger {
+    /// Every delta any node applied for a client, merged per key.
+    applied: BTreeMap<Bytes, Value>,
+    /// The delta of each register write, by its unique value.
+    registers: HashMap<Bytes, Value>,
+    acked: Vec<Acked>,
+    /// What clients asked of each key, answered or not.
+    sums: BTreeMap<Bytes, i128>,
+    members: BTreeMap<Bytes, HashSet<Bytes>>,
+    /// Reads answered "not found" while they should not have been: (time, key).
+    missed: Vec<(u64, Bytes, usize)>,
+    /// Keys with an acknowledged write, when the last node died.
+    written_before_kill: HashSet<Bytes>,
+    next_token: u64,
 }
 
-impl Network {
-    fn reachable(&self, a: usize, b: usize) -> bool {
-        !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+/// A client request in flight.
+struct Request {
+    ops: Vec<Op>,
+    ack: Ack,
+    coordinator: Coordinator<usize>,
+    /// For a client of one node: that node.
+    via: Option<usize>,
+    sent_at: u64,
+}
+
+struct Client {
+    index: usize,
+    routing: bool,
+    view: Option<ClusterView>,
+    requests: BTreeMap<u64, Request>,
+    /// Messages in flight: id → (request, group, deadline).
+    waits: BTreeMap<u64, (u64, u64, u64)>,
+    next: u64,
+}
+
+impl Client {
+    fn new(index: usize, routing: bool) -> Client {
+        Client {
+            index,
+            routing,
+            view: None,
+            requests: BTreeMap::new(),
+            waits: BTreeMap::new(),
+            next: 1,
+        }
+    }
+}
+
+struct World {
+    nodes: Vec<Node>,
+    net: Network<Msg>,
+    rng: StdRng,
+    ledger: Ledger,
+    now: u64,
+}
+
+impl World {
+    /// Runs `f` with a node's context.
+    fn with_cx(&mut self, f: impl FnOnce(&mut Vec<Node>, &mut Cx<'_>)) {
+        let ledger = &mut self.ledger;
+        let mut on_applied = |k: &Bytes, d: &Value| {
+            ledger
+                .applied
+                .entry(k.clone())
+                .or_insert_with(|| Value::empty(d.kind()))
+                .merge_replicated(d.clone());
+            if let Some(ReadValue::Lww { value, .. }) = d.read(false) {
+                ledger.registers.insert(value, d.clone());
+            }
+        };
+        let mut cx = Cx {
+            now: self.now,
+            net: &mut self.net,
+            rng: &mut self.rng,
+            on_applied: &mut on_applied,
+        };
+        f(&mut self.nodes, &mut cx);
     }
 
-    fn send(&mut self, rng: &mut StdRng, now: u64, to_epoch: u32, msg: Msg) {
-        let (from, to) = match &msg {
-            Msg::Request { from, to, .. } | Msg::Reply { from, to, .. } => (*from, *to),
+    fn up(&self, i: usize) -> bool {
+        self.nodes[i].up
+    }
+
+    fn random_up(&mut self) -> Option<usize> {
+        let ups: Vec<usize> = (0..NODES).filter(|&i| self.up(i)).collect();
+        (!ups.is_empty()).then(|| ups[self.rng.random_range(0..ups.len())])
+    }
+
+    /// A write of key `k` with a fresh unique member or value.
+    fn write(&mut self, k: usize) -> Op {
+        let key = Bytes::from(format!("key{k}"));
+        self.ledger.next_token += 1;
+        let t = self.ledger.next_token;
+        let write = match k % 3 {
+            0 => Write::Increment(self.rng.random_range(1..5)),
+            1 => Write::OrSetAdd(vec![Bytes::from(format!("m{t}"))]),
+            _ => Write::Lww(Bytes::from(format!("v{t}"))),
         };
-        if !self.reachable(from, to) {
+        match &write {
+            Write::Increment(by) => {
+                *self.ledger.sums.entry(key.clone()).or_default() += i128::from(*by)
+            }
+            Write::OrSetAdd(ms) => self
+                .ledger
+                .members
+                .entry(key.clone())
+                .or_default()
+                .extend(ms.iter().cloned()),
+            _ => {}
+        }
+        Op::Write { key, write }
+    }
+
+    /// Client `c` starts a request (through node `via`, or routed by the client).
+    fn start(
+        &mut self,
+        clients: &mut [Client],
+        c: usize,
+        ops: Vec<Op>,
+        ack: Ack,
+        via: Option<usize>,
+    ) {
+        let client = &mut clients[c];
+        let id = client.next;
+        client.next += 1;
+        client.requests.insert(
+            id,
+            Request {
+                coordinator: Coordinator::new(ops.clone(), 4),
+                ops,
+                ack,
+                via,
+                sent_at: self.now,
+            },
+        );
+        self.plan(clients, c, id);
+    }
+
+    /// Plans and sends the next round of client `c`'s request `id`; finishes it when done.
+    fn plan(&mut self, clients: &mut [Client], c: usize, id: u64) {
+        loop {
+            let client = &mut clients[c];
+            if client.routing && client.view.is_none() {
+                client.view = self.random_up().map(|i| self.nodes[i].agent.view());
+            }
+            let Some(req) = client.requests.get_mut(&id) else {
+                return;
+            };
+            let view = client.view.as_ref();
+            let via = req.via;
+            let sends = req.coordinator.plan(|_, op| match (via, view) {
+                (Some(n), _) => vec![Target::Node(n)],
+                (None, Some(view)) => view
+                    .owners(op.key())
+                    .iter()
+                    .map(|a| Target::Node(index(a)))
+                    .collect(),
+                (None, None) => Vec::new(),
+            });
+            let route = if via.is_some() {
+                Route::Coordinate
+            } else {
+                Route::Direct
+            };
+            let ack = req.ack;
+            let mut not_sent = Vec::new();
+            for send in sends {
+                let Target::Node(t) = send.target else {
+                    unreachable!("clients plan nodes only")
+                };
+                if !self.nodes[t].up {
+                    not_sent.push(send.id);
+                    continue;
+                }
+                let m = client.next;
+                client.next += 1;
+                client
+                    .waits
+                    .insert(m, (id, send.id, self.now + CLIENT_TIMEOUT));
+                let msg = Msg::Batch {
+                    id: m,
+                    ops: send.ops,
+                    ack,
+                    route,
+                };
+                let epoch = self.nodes[t].epoch;
+                self.net
+                    .send(&mut self.rng, self.now, client.index, t, epoch, msg);
+            }
+            let req = client.requests.get_mut(&id).expect("present");
+            for g in &not_sent {
+                req.coordinator.handle(*g, Outcome::NotSent);
+            }
+            if req.coordinator.needs_round() {
+                // A stale table: the routing client refreshes it before the next round.
+                if client.routing {
+                    client.view = None;
+                }
+                continue;
+            }
+            if req.coordinator.is_done() && !client.waits.values().any(|w| w.0 == id) {
+                let req = client.requests.remove(&id).expect("present");
+                let results = req.coordinator.into_results();
+                self.finished(req.ops, req.ack, req.sent_at, results, c);
+            }
             return;
         }
-        let delay = if self.faulty {
-            if rng.random_bool(0.1) {
-                return; // lost
-            }
-            if rng.random_bool(0.05) {
-                // duplicated, the copy arriving a little later
-                let copy = clone_msg(&msg);
-                self.push(now + rng.random_range(1..100), to_epoch, copy);
-            }
-            rng.random_range(1..80)
-        } else {
-            rng.random_range(1..5)
+    }
+
+    /// Client `c`'s message `m` answered (`None`: it timed out).
+    fn answered(
+        &mut self,
+        clients: &mut [Client],
+        c: usize,
+        m: u64,
+        results: Option<Vec<OpResult>>,
+    ) {
+        let Some((id, group, _)) = clients[c].waits.remove(&m) else {
+            return; // late, or a duplicate
         };
-        self.push(now + delay, to_epoch, msg);
+        let outcome = match results {
+            Some(r) => Outcome::Answered(r),
+            None => Outcome::MaybeSent,
+        };
+        if let Some(req) = clients[c].requests.get_mut(&id) {
+            req.coordinator.handle(group, outcome);
+        }
+        self.plan(clients, c, id);
     }
 
-    fn push(&mut self, at: u64, to_epoch: u32, msg: Msg) {
-        self.in_flight.push(InFlight { at, to_epoch, msg });
-    }
-}
-
-fn clone_msg(m: &Msg) -> Msg {
-    match m {
-        Msg::Request {
-            id,
-            from,
-            to,
-            envelope,
-        } => Msg::Request {
-            id: *id,
-            from: *from,
-            to: *to,
-            envelope: envelope.clone(),
-        },
-        Msg::Reply {
-            id,
-            from,
-            to,
-            reply,
-        } => Msg::Reply {
-            id: *id,
-            from: *from,
-            to: *to,
-            reply: reply.clone(),
-        },
+    /// What a client was told: writes answered `Written` are acknowledged; reads checked.
+    fn finished(&mut self, ops: Vec<Op>, ack: Ack, sent_at: u64, results: Vec<OpResult>, c: usize) {
+        for (op, r) in ops.into_iter().zip(results) {
+            match (op, r) {
+                (Op::Write { key, write }, Ok(Reply::Written)) => self.ledger.acked.push(Acked {
+                    key,
+                    write,
+                    all: ack == Ack::All,
+                    at: self.now,
+                }),
+                (Op::Get { key, .. } | Op::GetAll { key, .. }, Ok(Reply::Value(None)))
+                    if sent_at >= KILL_AT && self.ledger.written_before_kill.contains(&key) =>
+                {
+                    self.ledger.missed.push((sent_at, key, c));
+                }
+                _ => {}
+            }
+        }
     }
 }
 
-fn index(addr: &str) -> usize {
-    addr.trim_start_matches('n')
-        .parse()
-        .expect("sim addresses are n0..nN")
+fn key(k: usize) -> Bytes {
+    Bytes::from(format!("key{k}"))
 }
 
 /// `a` is contained in `b`: merging `a` into `b` changes nothing.
@@ -199,73 +350,44 @@ fn contained(a: &Value, b: &Value) -> bool {
     x.merge(a.clone()) == Ok(false)
 }
 
-struct Acked {
-    key: Bytes,
-    delta: Value,
-    /// What the client asked (the delta of a counter is its whole state, not the increment).
-    write: Write,
-    /// Acknowledged with `all` (else `one`).
-    all: bool,
-    target: usize,
-    at: u64,
-}
-
-fn flush(nodes: &mut [SimNode], net: &mut Network, rng: &mut StdRng, now: u64) {
-    for i in 0..nodes.len() {
-        if !nodes[i].up {
-            continue;
-        }
-        while let Some(out) = nodes[i].agent.poll_outgoing() {
-            let to = index(&out.to);
-            let epoch = nodes[to].epoch;
-            net.send(
-                rng,
-                now,
-                epoch,
-                Msg::Request {
-                    id: out.id,
-                    from: i,
-                    to,
-                    envelope: out.envelope,
-                },
-            );
-        }
-    }
-}
-
 fn run(seed: u64) -> Result<(), String> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = sim::rng(seed);
     let durable = seed.is_multiple_of(2);
-    let mut nodes: Vec<SimNode> = (0..NODES)
+    let storage = if durable {
+        Storage::Disk
+    } else {
+        Storage::Memory
+    };
+    let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| {
-            let disk = durable.then(MemDisk::new);
-            SimNode {
-                agent: new_agent(i, 1, &mut rng),
-                store: new_store(i, 0, disk.as_ref()),
-                up: true,
-                epoch: 0,
-                crashed_at: Vec::new(),
-                disk,
-            }
+            let seeds = if i == 0 { vec![] } else { vec![addr(0)] };
+            Node::start(i, seeds, config(), storage, 1, &mut rng)
         })
         .collect();
-    let mut net = Network {
-        in_flight: Vec::new(),
-        faulty: false,
-        cut: HashSet::new(),
+    nodes[FIRST].up = false; // joins later
+    let mut clients = vec![
+        Client::new(THROUGH_NODE, false),
+        Client::new(ROUTING, true),
+        Client::new(BURSTS, false),
+    ];
+    let mut w = World {
+        nodes,
+        net: Network::new(1..5),
+        rng,
+        ledger: Ledger::default(),
+        now: 1,
     };
-    let mut ledger = Ledger::default();
-    let mut rings: Vec<Vec<u32>> = vec![Vec::new(); NODES];
+    w.net.may_duplicate = Msg::may_duplicate;
+    let rng = &mut w.rng;
 
-    // Crashes of different nodes, one after the other — two with disks, one in memory (two
-    // crashes in memory can take both copies of a write before anti-entropy made a third) —
-    // and one partition, at random times inside the fault window. A crashed node stays down for 0.5 to 4 s: often long
-    // enough to be declared dead (about 2 s), so its keys move to other owners and move
-    // back when it returns — and a node that handed a key off may get it back.
     // Steps fall at 1, 1 + STEP_MS, ...: events are put on steps so they happen.
     let step = |t: u64| t / STEP_MS * STEP_MS + 1;
-    let first = rng.random_range(0..NODES);
-    let second = (first + rng.random_range(1..NODES)) % NODES;
+    // Crashes of different nodes, one after the other — two with disks, one in memory (two
+    // crashes in memory can take both copies of a write before anti-entropy made a third).
+    // A crashed node stays down for 0.5 to 4 s: often long enough to be declared dead
+    // (about 2 s), so its keys move to other owners and move back when it returns.
+    let first = rng.random_range(0..FIRST);
+    let second = (first + rng.random_range(1..FIRST)) % FIRST;
     let mut crashes: Vec<(usize, u64, u64)> = Vec::new();
     let mut from = FAULTS_FROM;
     for node in [first, second]
@@ -277,147 +399,244 @@ fn run(seed: u64) -> Result<(), String> {
         crashes.push((node, at, back));
         from = back + 500;
     }
+    let join_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000));
     let cut_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000));
     let heal_at = cut_at + rng.random_range(300..2_000) / STEP_MS * STEP_MS;
     let side: Vec<usize> = (0..NODES).filter(|_| rng.random_bool(0.5)).collect();
+    let killed = rng.random_range(0..NODES);
+    let mut rings: Vec<Vec<u32>> = vec![Vec::new(); NODES];
 
-    let mut now = 1;
-    while now <= END {
-        net.faulty = (FAULTS_FROM..FAULTS_UNTIL).contains(&now);
+    while w.now <= END {
+        let now = w.now;
+        w.net.faults = (FAULTS_FROM..FAULTS_UNTIL)
+            .contains(&now)
+            .then_some(Faults {
+                loss: 0.1,
+                duplicate: 0.05,
+                delay: 1..80,
+            });
         if now == cut_at {
-            for &a in &side {
-                for b in (0..NODES).filter(|b| !side.contains(b)) {
-                    net.cut.insert((a, b));
-                }
-            }
+            w.net.partition(&side, NODES);
         }
         if now == heal_at {
-            net.cut.clear();
+            w.net.heal();
         }
-        for &(crash_node, _, _) in crashes.iter().filter(|c| c.1 == now) {
-            // Just before it crashes, the node acknowledges writes (ack `one`) to every key
-            // it leads, and its deltas to the other owners never leave it.
-            for k in 0..KEYS {
-                let key = format!("key{k}");
-                if nodes[crash_node].agent.owners(key.as_bytes()).first()
-                    == Some(&format!("n{crash_node}"))
-                {
-                    client_write(
-                        &mut nodes,
-                        &net,
-                        &mut rng,
-                        now,
-                        crash_node,
-                        &mut ledger,
-                        Some(k),
-                    );
-                }
+        if now == join_at {
+            let n = Node::start(FIRST, vec![addr(0)], config(), storage, now, &mut w.rng);
+            w.nodes[FIRST] = n;
+        }
+        for &(node, at, _) in &crashes {
+            // Just before it crashes, a client writes every key the node leads through it.
+            if now + 30 == at && w.up(node) {
+                burst(&mut w, &mut clients, node);
             }
-            net.in_flight.retain(|m| !matches!(m.msg, Msg::Request { from, .. } | Msg::Reply { from, .. } if from == crash_node));
-            nodes[crash_node].up = false;
-            nodes[crash_node].crashed_at.push(now);
-            if let Some(disk) = &nodes[crash_node].disk {
-                // Part of an unsynced write may have reached the disk: a torn tail.
-                disk.crash(rng.random_range(0..64));
+            if now == at {
+                let (n, net, rng) = (&mut w.nodes[node], &mut w.net, &mut w.rng);
+                n.crash(now, net, rng);
             }
         }
-        for &(crash_node, _, _) in crashes.iter().filter(|c| c.2 == now) {
-            let n = &mut nodes[crash_node];
-            n.epoch += 1;
-            n.store = new_store(crash_node, n.epoch, n.disk.as_ref());
-            n.agent = new_agent(crash_node, now, &mut rng);
-            n.up = true;
+        for &(node, _, back) in &crashes {
+            if now == back {
+                w.nodes[node].restart(now, &mut w.rng);
+            }
+        }
+        if now == KILL_AT {
+            w.ledger.written_before_kill = w.ledger.acked.iter().map(|a| a.key.clone()).collect();
+            if w.up(killed) {
+                let (n, net, rng) = (&mut w.nodes[killed], &mut w.net, &mut w.rng);
+                n.crash(now, net, rng);
+            }
         }
 
-        // Deliver what is due, in a random order among equals.
-        let (due, later): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(&mut net.in_flight)
-            .into_iter()
-            .partition(|m| m.at <= now);
-        net.in_flight = later;
-        let mut due = due;
-        while !due.is_empty() {
-            let m = due.swap_remove(rng.random_range(0..due.len()));
-            match m.msg {
-                Msg::Request {
-                    id,
-                    from,
-                    to,
-                    envelope,
-                } => {
-                    let n = &mut nodes[to];
-                    if !n.up || n.epoch != m.to_epoch {
-                        continue;
+        // Deliver what is due.
+        for d in w.net.due(&mut w.rng, now) {
+            if d.to < NODES {
+                w.with_cx(|nodes, cx| Node::deliver(nodes, d, cx));
+            } else {
+                let Delivery { to, msg, .. } = d;
+                if let Msg::Results { id, results } = msg {
+                    w.answered(&mut clients, to - NODES, id, Some(results));
+                }
+            }
+        }
+        // Client requests that timed out.
+        for c in 0..clients.len() {
+            let late: Vec<u64> = clients[c]
+                .waits
+                .iter()
+                .filter(|(_, w)| w.2 <= now)
+                .map(|(m, _)| *m)
+                .collect();
+            for m in late {
+                w.answered(&mut clients, c, m, None);
+            }
+        }
+
+        // Clients write until the faults stop, and read throughout.
+        if now < FAULTS_UNTIL {
+            for c in [0, 1] {
+                if w.rng.random_bool(0.12) {
+                    let n = w.rng.random_range(1..4);
+                    let ops: Vec<Op> = (0..n)
+                        .map(|_| {
+                            let k = w.rng.random_range(0..KEYS);
+                            if w.rng.random_bool(0.8) {
+                                w.write(k)
+                            } else {
+                                Op::Get {
+                                    key: key(k),
+                                    meta: false,
+                                }
+                            }
+                        })
+                        .collect();
+                    let ack = if w.rng.random_bool(0.5) {
+                        Ack::All
+                    } else {
+                        Ack::One
+                    };
+                    let via = if c == 0 { w.random_up() } else { None };
+                    if c == 1 || via.is_some() {
+                        w.start(&mut clients, c, ops, ack, via);
                     }
-                    let reply = n.agent.handle_request(now, envelope, &mut n.store);
-                    let epoch = nodes[from].epoch;
-                    net.send(
-                        &mut rng,
-                        now,
-                        epoch,
-                        Msg::Reply {
-                            id,
-                            from: to,
-                            to: from,
-                            reply,
-                        },
-                    );
-                }
-                Msg::Reply {
-                    id,
-                    from,
-                    to,
-                    reply,
-                } => {
-                    let n = &mut nodes[to];
-                    if !n.up || n.epoch != m.to_epoch {
-                        continue;
-                    }
-                    let from_addr = format!("n{from}");
-                    n.agent
-                        .handle_reply(now, id, &from_addr, reply, &mut n.store);
                 }
             }
         }
-
-        // Clients write until the faults stop.
-        if now < FAULTS_UNTIL && rng.random_bool(0.3) {
-            let c = rng.random_range(0..NODES);
-            if nodes[c].up {
-                client_write(&mut nodes, &net, &mut rng, now, c, &mut ledger, None);
+        if (KILL_AT - 1_000..READS_UNTIL).contains(&now) && w.rng.random_bool(0.3) {
+            // After the faults: reads of every key, through the nodes and routed.
+            let c = w.rng.random_range(0..2);
+            let k = w.rng.random_range(0..KEYS);
+            let op = if w.rng.random_bool(0.8) {
+                Op::Get {
+                    key: key(k),
+                    meta: false,
+                }
+            } else {
+                Op::GetAll {
+                    key: key(k),
+                    meta: false,
+                }
+            };
+            let via = if c == 0 { w.random_up() } else { None };
+            if c == 1 || via.is_some() {
+                w.start(&mut clients, c, vec![op], Ack::One, via);
             }
         }
 
-        // Right after a node's view of the ring changes (a death, a return, a join), clients
-        // write every key it now leads through it: the moment its new keys may not have
+        // Right after a node's view of the ring changes (a death, a return, a join), a client
+        // writes every key it now leads through it: the moment its new keys may not have
         // reached it yet, when busy clients do write.
-        for c in 0..NODES {
-            let ring: Vec<u32> = nodes[c].agent.ring().2.into_keys().collect();
-            if ring != rings[c] {
-                rings[c] = ring;
-                if nodes[c].up && now < FAULTS_UNTIL {
-                    for k in 0..KEYS {
-                        let key = format!("key{k}");
-                        if nodes[c].agent.owners(key.as_bytes()).first() == Some(&format!("n{c}")) {
-                            client_write(&mut nodes, &net, &mut rng, now, c, &mut ledger, Some(k));
-                        }
-                    }
+        for (c, seen) in rings.iter_mut().enumerate() {
+            if !w.up(c) {
+                continue;
+            }
+            let ring: Vec<u32> = w.nodes[c].agent.ring().2.into_keys().collect();
+            if ring != *seen {
+                *seen = ring;
+                if now < FAULTS_UNTIL {
+                    burst(&mut w, &mut clients, c);
                 }
             }
         }
 
-        for n in nodes.iter_mut().filter(|n| n.up) {
-            n.agent.handle_tick(now, &mut n.store);
-            n.store.handle_tick(now);
-            // What the node merged from its peers reaches the disk too.
-            let _ = n.store.commit(now);
+        for i in 0..NODES {
+            w.with_cx(|nodes, cx| Node::tick(nodes, i, cx));
         }
-        flush(&mut nodes, &mut net, &mut rng, now);
-        now += STEP_MS;
+        w.now += STEP_MS;
     }
+    check(&mut w, &crashes, durable)
+}
 
-    // Every node must agree on the owners, and every owner on the value.
-    let views: Vec<Vec<String>> = nodes
+/// The bursts client writes every key node `c` leads through it (ack `one`).
+fn burst(w: &mut World, clients: &mut [Client], c: usize) {
+    for k in 0..KEYS {
+        if w.nodes[c].agent.owners(&key(k)).first() == Some(&addr(c)) {
+            let op = w.write(k);
+            w.start(clients, 2, vec![op], Ack::One, Some(c));
+        }
+    }
+}
+
+/// Whether acknowledged write `a` must survive: unless, in memory with ack `one`, the node
+/// that ran it crashed (in the fault window) afterwards — its answer may even reach the
+/// client after the crash — before gossip carried the write on.
+fn must_survive(a: &Acked, nodes: &[Node], crashes: &[(usize, u64, u64)], durable: bool) -> bool {
+    if a.all || durable {
+        return true;
+    }
+    !crashes.iter().any(|&(n, crash, _)| {
+        nodes[n].ran.iter().any(|(t, k, wr)| {
+            *t <= crash
+                && *t <= a.at
+                && *k == a.key
+                && match (wr, &a.write) {
+                    // A counter's increments are not told apart: any increment of the key
+                    // the crashed node ran before this one was acknowledged.
+                    (Write::Increment(_), Write::Increment(_)) => true,
+                    (x, y) => x == y,
+                }
+        })
+    })
+}
+
+/// Where an acknowledged write ran and when, for a failure's message.
+fn history(
+    nodes: &[Node],
+    ledger: &Ledger,
+    key: &Bytes,
+    write: &Write,
+    crashes: &[(usize, u64, u64)],
+) -> String {
+    let acked: Vec<(u64, bool)> = ledger
+        .acked
         .iter()
+        .filter(|a| a.key == *key && a.write == *write)
+        .map(|a| (a.at, a.all))
+        .collect();
+    let ran: Vec<(usize, u64)> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.ran
+                .iter()
+                .filter(|(_, k, w)| k == key && w == write)
+                .map(move |(t, _, _)| (i, *t))
+        })
+        .collect();
+    let crashed: Vec<(usize, Vec<u64>)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.crashed_at.clone()))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    format!(
+        "acknowledged (at, all) {acked:?}; ran (node, at) {ran:?}; crashes {crashes:?}; crashed {crashed:?}; up {:?}",
+        nodes.iter().map(|n| n.up).collect::<Vec<_>>()
+    )
+}
+
+fn check(w: &mut World, crashes: &[(usize, u64, u64)], durable: bool) -> Result<(), String> {
+    let nodes = &mut w.nodes;
+    let ledger = &w.ledger;
+    let survivor = |key: &Bytes| {
+        ledger
+            .acked
+            .iter()
+            .any(|a| a.key == *key && must_survive(a, nodes, crashes, durable))
+    };
+    let missed: Vec<&(u64, Bytes, usize)> =
+        ledger.missed.iter().filter(|m| survivor(&m.1)).collect();
+    if let Some((at, key, c)) = missed.first() {
+        return Err(format!(
+            "a read sent at {at} ms by client {c} answered not found for {key:?}, which has acknowledged writes ({} such reads)",
+            missed.len()
+        ));
+    }
+    // Every node up must agree on the owners, and every owner on the value.
+    let up: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].up).collect();
+    let views: Vec<Vec<String>> = up
+        .iter()
+        .map(|&i| &nodes[i])
         .map(|n| {
             n.agent
                 .members()
@@ -430,8 +649,8 @@ fn run(seed: u64) -> Result<(), String> {
     if views.iter().any(|v| *v != views[0]) {
         return Err(format!("membership views differ after quiet: {views:?}"));
     }
-    for (key, everything) in &ledger.attempted {
-        let owners = nodes[0].agent.owners(key);
+    for (key, everything) in &ledger.applied {
+        let owners = nodes[up[0]].agent.owners(key);
         let values: Vec<Option<Value>> = owners
             .iter()
             .map(|o| nodes[index(o)].store.value(key))
@@ -439,41 +658,47 @@ fn run(seed: u64) -> Result<(), String> {
         let first = values[0]
             .clone()
             .ok_or_else(|| format!("owner {} lacks key {key:?}", owners[0]))?;
-        let first = &first;
         for (o, v) in owners.iter().zip(&values) {
-            if v.as_ref() != Some(first) {
+            if v.as_ref() != Some(&first) {
                 return Err(format!(
-                    "key {key:?}: owners disagree: {} has {v:?}, {} has {first:?}",
-                    o, owners[0]
+                    "key {key:?}: owners disagree: {o} has {v:?}, {} has {first:?}",
+                    owners[0]
                 ));
             }
         }
-        if !contained(first, everything) {
+        if !contained(&first, everything) {
             return Err(format!(
                 "key {key:?} holds something never written: {first:?}"
             ));
         }
-        // What a client reads: every acknowledged member there, a counter at least the sum
-        // of its acknowledged increments — whatever the dots say (a write can be lost while
-        // its dot looks seen: a replica that reuses a dot has its new write taken for an old
-        // one), and nothing nobody asked for.
-        let read = first.read(false);
         let (mut must_sum, mut must_members) = (0i128, Vec::new());
-        for a in ledger.acked.iter().filter(|a| a.key == *key) {
-            let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
-            if !a.all && crashed_after && !durable {
-                continue;
-            }
+        for a in ledger
+            .acked
+            .iter()
+            .filter(|a| a.key == *key && must_survive(a, nodes, crashes, durable))
+        {
             match &a.write {
                 Write::Increment(by) => must_sum += i128::from(*by),
                 Write::OrSetAdd(ms) => must_members.extend(ms.iter().cloned()),
+                Write::Lww(v) => {
+                    let delta = ledger
+                        .registers
+                        .get(v)
+                        .ok_or_else(|| format!("acknowledged {v:?} was never applied"))?;
+                    if !contained(delta, &first) {
+                        return Err(format!(
+                            "key {key:?}: acknowledged register write {v:?} (at {} ms) lost: {first:?}",
+                            a.at
+                        ));
+                    }
+                }
                 _ => {}
             }
         }
-        match &read {
+        match first.read(false) {
             Some(ReadValue::Counter { value }) => {
-                let most = ledger.asked.sums.get(key).copied().unwrap_or(0);
-                if *value < must_sum || *value > most {
+                let most = ledger.sums.get(key).copied().unwrap_or(0);
+                if value < must_sum || value > most {
                     return Err(format!(
                         "key {key:?}: counter {value}, acknowledged {must_sum}, attempted {most}"
                     ));
@@ -482,10 +707,17 @@ fn run(seed: u64) -> Result<(), String> {
             Some(ReadValue::OrSet { members }) => {
                 if let Some(m) = must_members.iter().find(|m| !members.contains(m)) {
                     return Err(format!(
-                        "key {key:?}: acknowledged member {m:?} missing from {members:?}"
+                        "key {key:?}: acknowledged member {m:?} missing from {members:?}\n  {}",
+                        history(
+                            nodes,
+                            ledger,
+                            key,
+                            &Write::OrSetAdd(vec![m.clone()]),
+                            crashes
+                        )
                     ));
                 }
-                let asked = ledger.asked.members.get(key);
+                let asked = ledger.members.get(key);
                 if let Some(m) = members
                     .iter()
                     .find(|m| !asked.is_some_and(|a| a.contains(*m)))
@@ -493,232 +725,16 @@ fn run(seed: u64) -> Result<(), String> {
                     return Err(format!("key {key:?}: member {m:?} was never added"));
                 }
             }
+            Some(ReadValue::Lww { value, .. }) if !ledger.registers.contains_key(&value) => {
+                return Err(format!("key {key:?}: register {value:?} was never written"));
+            }
             _ => {}
-        }
-        for a in ledger.acked.iter().filter(|a| a.key == *key) {
-            // With ack `one` in memory, only the acknowledging node held the write until
-            // gossip; if it crashed afterwards the write may be gone. With a disk it was
-            // synced before the ack. Everything else must be there.
-            let crashed_after = nodes[a.target].crashed_at.iter().any(|&t| t >= a.at);
-            if !a.all && crashed_after && !durable {
-                continue;
-            }
-            if !contained(&a.delta, first) {
-                return Err(format!(
-                    "key {key:?}: an acknowledged write is missing (acked at {}ms by n{}): {:?}\n  value: {first:?}",
-                    a.at, a.target, a.delta
-                ));
-            }
         }
     }
     Ok(())
 }
 
-/// What the clients did: every write applied somewhere (merged per key), the writes
-/// acknowledged, and what they asked of each key.
-#[derive(Default)]
-struct Ledger {
-    attempted: BTreeMap<Bytes, Value>,
-    acked: Vec<Acked>,
-    asked: Attempts,
-}
-
-/// What clients asked of each key, whether acknowledged or not.
-#[derive(Default)]
-struct Attempts {
-    sums: BTreeMap<Bytes, i128>,
-    members: BTreeMap<Bytes, HashSet<Bytes>>,
-}
-
-impl Attempts {
-    fn attempt(&mut self, key: &Bytes, write: &Write) {
-        match write {
-            Write::Increment(by) => *self.sums.entry(key.clone()).or_default() += i128::from(*by),
-            Write::OrSetAdd(ms) => self
-                .members
-                .entry(key.clone())
-                .or_default()
-                .extend(ms.iter().cloned()),
-            _ => {}
-        }
-    }
-}
-
-/// A client's write through node `coordinator`, as a node runs it: the request
-/// coordinator picks the target (this node if it owns the key, else an owner it sees alive,
-/// else a hint here for ack `one`); a target that is down or cut off is never reached (next
-/// owner); during faults a request may be lost on the way (not applied) or its answer lost
-/// (applied): either way the coordinator cannot tell, so the write answers `Timeout` and is
-/// never run again. Only writes answered `Written` are acknowledged.
-fn client_write(
-    nodes: &mut [SimNode],
-    net: &Network,
-    rng: &mut StdRng,
-    now: u64,
-    coordinator: usize,
-    ledger: &mut Ledger,
-    only_key: Option<usize>,
-) {
-    let k = only_key.unwrap_or_else(|| rng.random_range(0..KEYS));
-    let key = Bytes::from(format!("key{k}"));
-    let write = match k % 3 {
-        0 => Write::Increment(rng.random_range(1..5)),
-        1 => Write::OrSetAdd(vec![Bytes::from(format!("m{}", rng.random_range(0..4)))]),
-        _ => Write::Lww(Bytes::from(format!("v{}", rng.random_range(0..100)))),
-    };
-    let all = only_key.is_none() && rng.random_bool(0.5);
-    // Every request counts towards what clients asked, applied or not.
-    ledger.asked.attempt(&key, &write);
-    let op = Op::Write {
-        key: key.clone(),
-        write: write.clone(),
-    };
-    let mut c: Coordinator<usize> = Coordinator::new(vec![op], 4);
-    let view: Vec<(usize, bool)> = nodes[coordinator]
-        .agent
-        .owners(&key)
-        .iter()
-        .map(|a| {
-            let alive = nodes[coordinator]
-                .agent
-                .members()
-                .iter()
-                .any(|m| m.addr == *a && m.status == Status::Alive);
-            (index(a), alive)
-        })
-        .collect();
-    loop {
-        let sends = c.plan(|_, op| candidates(&coordinator, &view, op, !all, false));
-        if sends.is_empty() {
-            break;
-        }
-        for send in sends {
-            let target = match send.target {
-                Target::Here => coordinator,
-                Target::Node(o) => o,
-            };
-            if target != coordinator && (!nodes[target].up || !net.reachable(coordinator, target)) {
-                c.handle(send.id, Outcome::NotSent);
-                continue;
-            }
-            let lost_request = target != coordinator && net.faulty && rng.random_bool(0.05);
-            if lost_request {
-                c.handle(send.id, Outcome::MaybeSent);
-                continue;
-            }
-            let result = apply(nodes, net, now, target, &key, write.clone(), all, ledger);
-            let lost_answer = target != coordinator && net.faulty && rng.random_bool(0.05);
-            if lost_answer {
-                // Applied (and maybe acknowledged by the target), but the client never
-                // hears: not acknowledged.
-                if result {
-                    ledger.acked.pop();
-                }
-                c.handle(send.id, Outcome::MaybeSent);
-            } else {
-                let answer = if result {
-                    Ok(Reply::Written)
-                } else {
-                    Err(OpError::ReplicationIncomplete {
-                        reached: 1,
-                        wanted: 2,
-                    })
-                };
-                c.handle(send.id, Outcome::Answered(vec![answer]));
-            }
-        }
-        if !c.needs_round() {
-            break;
-        }
-    }
-}
-
-/// Runs a client's write on node `target` and replicates it as the ack asks; records it as
-/// acknowledged (last in `acked`) and returns true when the client would be told so.
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    nodes: &mut [SimNode],
-    net: &Network,
-    now: u64,
-    target: usize,
-    key: &Bytes,
-    write: Write,
-    all: bool,
-    ledger: &mut Ledger,
-) -> bool {
-    let asked = write.clone();
-    let results = nodes[target].store.handle_ops(
-        now,
-        [Op::Write {
-            key: key.clone(),
-            write,
-        }],
-    );
-    if results[0].is_err() || nodes[target].store.commit(now).is_err() {
-        return false;
-    }
-    let changes = nodes[target].store.take_changes();
-    for (k, d) in &changes {
-        ledger
-            .attempted
-            .entry(k.clone())
-            .or_insert_with(|| Value::empty(d.kind()))
-            .merge_replicated(d.clone());
-    }
-    let replicas: Vec<usize> = nodes[target]
-        .agent
-        .owners(key)
-        .iter()
-        .map(|a| index(a))
-        .filter(|&o| o != target)
-        .collect();
-    nodes[target].agent.on_local_changes(changes.clone());
-    let mut reached_all = true;
-    if all {
-        // Ack `all`: the deltas are merged on every other owner before the client is told.
-        for o in replicas {
-            if nodes[o].up && net.reachable(target, o) {
-                nodes[o].store.merge_entries(now, changes.clone());
-                let _ = nodes[o].store.commit(now);
-            } else {
-                reached_all = false;
-            }
-        }
-    }
-    if all && !reached_all {
-        return false; // the client is told the write did not reach every replica
-    }
-    let Some((k, delta)) = changes.into_iter().next() else {
-        return false;
-    };
-    ledger.acked.push(Acked {
-        key: k,
-        delta,
-        write: asked,
-        all,
-        target,
-        at: now,
-    });
-    true
-}
-
 #[test]
 fn acknowledged_writes_survive_faults_and_replicas_converge() {
-    let seeds: Vec<u64> = match std::env::var("CALM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("CALM_SIM_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("CALM_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
-            (0..n).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(e) = run(seed) {
-            panic!(
-                "simulation failed with seed {seed}: {e}\nreplay: CALM_SIM_SEED={seed} cargo test -p calm-kvs --test cluster_sim"
-            );
-        }
-    }
+    sim::run_seeds("cluster_sim", 200, run);
 }

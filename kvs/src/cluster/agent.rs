@@ -289,12 +289,13 @@ pub struct ClusterAgent {
 /// Whether writes reached the replicas asked for (`Err((reached, wanted))`: too few).
 pub type Replicated = Result<(), (usize, usize)>;
 
-/// Writes waiting for their replicas (ack `all` or k): how many replicas are needed, how
-/// many hold the writes, and the messages not yet answered.
+/// Writes waiting for their replicas (ack `all` or k): per key, how many replicas it needs
+/// and how many hold it (this node counts), and the messages not yet answered with the keys
+/// each carries. Counted per key: a batch whose keys have different owners is acknowledged
+/// only when every key reached its replicas.
 struct ReplicaWait {
-    need: usize,
-    reached: usize,
-    waiting: BTreeSet<u64>,
+    keys: BTreeMap<Bytes, (usize, usize)>,
+    waiting: BTreeMap<u64, BTreeSet<Bytes>>,
 }
 
 impl ClusterAgent {
@@ -547,6 +548,21 @@ impl ClusterAgent {
         self.settle_until_ms
     }
 
+    /// What the request path needs of this node's view of the cluster, as of now.
+    pub fn view(&self) -> super::ClusterView {
+        let (ring, replication, nodes) = self.ring();
+        super::ClusterView {
+            me: self.me().to_string(),
+            ring,
+            replication,
+            nodes,
+            members: self.members(),
+            table: self.replication_table().clone(),
+            previous: self.previous_ring().cloned(),
+            settling_until_ms: self.settling_until_ms(),
+        }
+    }
+
     /// The ring before the last change, with its nodes.
     pub fn previous_ring(&self) -> Option<&(Arc<HashRing>, BTreeMap<u32, NodeAddr>)> {
         self.previous_ring.as_ref()
@@ -615,10 +631,10 @@ impl ClusterAgent {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
-        let mut wanted = 1;
+        let mut keys = BTreeMap::new();
         for (key, delta) in &changes {
             let owners = self.owners(key);
-            wanted = wanted.max(owners.len());
+            keys.insert(key.clone(), (need.min(owners.len().max(1)), 1));
             for o in owners.into_iter().filter(|o| *o != self.me) {
                 per_owner
                     .entry(o)
@@ -628,13 +644,13 @@ impl ClusterAgent {
         }
         self.on_local_changes(changes);
         let mut wait = ReplicaWait {
-            need: need.min(wanted),
-            reached: 1,
-            waiting: BTreeSet::new(),
+            keys,
+            waiting: BTreeMap::new(),
         };
         for (owner, entries) in per_owner {
+            let carried = entries.iter().map(|(k, _)| k.clone()).collect();
             let id = self.send(owner, PeerRequest::Deltas(entries));
-            wait.waiting.insert(id);
+            wait.waiting.insert(id, carried);
             self.replica_messages.insert(id, ticket);
         }
         self.replica_waits.insert(ticket, wait);
@@ -663,15 +679,19 @@ impl ClusterAgent {
         let Some(w) = self.replica_waits.get(&ticket) else {
             return;
         };
-        let outcome = if w.reached >= w.need {
-            Ok(())
-        } else if w.waiting.is_empty() {
-            Err((w.reached, w.need))
-        } else {
-            return;
+        // The key furthest from its replicas decides.
+        let short = w
+            .keys
+            .values()
+            .filter(|(need, reached)| reached < need)
+            .min_by_key(|(need, reached)| (*reached, std::cmp::Reverse(*need)));
+        let outcome = match short {
+            None => Ok(()),
+            Some(&(need, reached)) if w.waiting.is_empty() => Err((reached, need)),
+            Some(_) => return,
         };
         if let Some(w) = self.replica_waits.remove(&ticket) {
-            for id in w.waiting {
+            for id in w.waiting.into_keys() {
                 self.replica_messages.remove(&id);
             }
         }
@@ -759,9 +779,14 @@ impl ClusterAgent {
         }
         self.draining.remove(&id);
         if let Some(ticket) = self.replica_messages.remove(&id) {
-            if let Some(w) = self.replica_waits.get_mut(&ticket) {
-                w.waiting.remove(&id);
-                w.reached += 1;
+            if let Some(w) = self.replica_waits.get_mut(&ticket)
+                && let Some(carried) = w.waiting.remove(&id)
+            {
+                for key in carried {
+                    if let Some((_, reached)) = w.keys.get_mut(&key) {
+                        *reached += 1;
+                    }
+                }
             }
             self.settle_replication(ticket);
         }
@@ -1141,10 +1166,10 @@ mod test {
 
     /// Writes acknowledged by all replicas: the agent sends them to every other owner and
     /// settles the ticket once enough merged them, or once every owner answered or failed.
-    #[test]
-    fn writes_wait_for_their_replicas_through_the_agent() {
+    /// Three agents (and their workers) with `replication` that have met each other.
+    fn three_that_met(replication: usize) -> (Vec<ClusterAgent>, Vec<Worker>, u64) {
         let config = ClusterConfig {
-            replication: 3,
+            replication,
             ..ClusterConfig::default()
         };
         let mut agents: Vec<ClusterAgent> = (0..3u64)
@@ -1159,7 +1184,6 @@ mod test {
             .collect();
         let index = |to: &str| to[1..].parse::<usize>().unwrap();
         let mut now = 1;
-        // Everyone meets everyone.
         while now < 3_000 {
             now += 50;
             for i in 0..3 {
@@ -1172,6 +1196,49 @@ mod test {
                 }
             }
         }
+        (agents, stores, now)
+    }
+
+    #[test]
+    fn a_batch_is_acknowledged_only_when_each_key_reached_its_replicas() {
+        // Two keys n0 owns, one with n1 and one with n2: n1 merging its key must not count
+        // as a second replica of the other.
+        let (mut agents, mut stores, now) = three_that_met(2);
+        let with = |agents: &Vec<ClusterAgent>, other: &str| {
+            (0..1000)
+                .map(|i| Bytes::from(format!("key{i}")))
+                .find(|k| agents[0].owners(k) == vec!["n0".to_string(), other.to_string()])
+                .expect("some key has these owners")
+        };
+        let (k1, k2) = (with(&agents, "n1"), with(&agents, "n2"));
+        stores[0].collect_changes();
+        stores[0].handle_ops(
+            now,
+            [k1, k2].map(|key| crate::Op::Write {
+                key,
+                write: Write::Increment(1),
+            }),
+        );
+        let ticket = agents[0].replicate(stores[0].take_changes(), usize::MAX);
+        while let Some(out) = agents[0].poll_outgoing() {
+            if out.to == "n1" {
+                let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+                agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+            } else {
+                agents[0].handle_failure(out.id);
+            }
+        }
+        assert_eq!(
+            agents[0].poll_replicated(),
+            Some((ticket, Err((1, 2)))),
+            "the key owned with n2 has one replica"
+        );
+    }
+
+    #[test]
+    fn writes_wait_for_their_replicas_through_the_agent() {
+        let (mut agents, mut stores, now) = three_that_met(3);
+        let index = |to: &str| to[1..].parse::<usize>().unwrap();
         assert_eq!(agents[0].owners(b"k").len(), 3);
         stores[0].collect_changes();
         stores[0].handle_ops(

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod membership;
 pub mod replication;
 pub mod runtime;
+pub mod view;
 
 pub use agent::{
     AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Outgoing, OwnerFilter,
@@ -14,4 +15,5 @@ pub use agent::{
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
 pub use replication::{Factors, ReplicationTable};
-pub use runtime::{Cluster, ClusterView, PeerFailure, Peers};
+pub use runtime::{Cluster, PeerFailure, Peers};
+pub use view::ClusterView;

@@ -2,7 +2,7 @@
 //! data with blocking calls), and talks to other nodes through QUIC connections kept by
 //! [`Peers`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,13 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use super::agent::{ClusterAgent, ClusterConfig, LocalStore, Outgoing, PeerEnvelope, PeerReply};
-use super::membership::{Member, NodeAddr, Status, node_id};
-use super::replication::ReplicationTable;
+use super::membership::{NodeAddr, Status, node_id};
+use super::view::ClusterView;
 use crate::client::Client;
 use crate::error::KvsError;
 use crate::node::{Changes, WorkerPool};
-use crate::protocol::{MemberStatus, OpError, RequestBody, ResponseBody};
-use crate::ring::HashRing;
+use crate::protocol::{OpError, RequestBody, ResponseBody};
 
 /// How long a message to another node may take before it counts as lost.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,110 +24,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What the request path needs of the cluster: who owns what, as of the last change.
-#[derive(Clone, Debug)]
-pub struct ClusterView {
-    /// This node.
-    pub me: NodeAddr,
-    /// The ring of nodes that own keys.
-    pub ring: Arc<HashRing>,
-    /// Replicas per key.
-    pub replication: usize,
-    /// Ring ids to addresses.
-    pub nodes: BTreeMap<u32, NodeAddr>,
-    /// Every member.
-    pub members: Vec<Member>,
-    /// Per-key replication factors.
-    pub table: Arc<ReplicationTable>,
-    /// The ring before the last change, with its nodes.
-    pub previous: Option<(Arc<HashRing>, BTreeMap<u32, NodeAddr>)>,
-    /// Until then (milliseconds since the Unix epoch) this node may lack keys it owns (it
-    /// started or the ring changed a moment ago): a key it misses is looked up at the key's
-    /// other and previous owners before it answers "not found".
-    pub settling_until_ms: u64,
-}
-
-impl ClusterView {
-    /// The owners of `key`: alive ones first (primary first among them), then suspects.
-    pub fn owners(&self, key: &[u8]) -> Vec<NodeAddr> {
-        let mut owners: Vec<NodeAddr> = self
-            .ring
-            .owners(key, self.table.factor(key).unwrap_or(self.replication))
-            .into_iter()
-            .filter_map(|id| self.nodes.get(&id).cloned())
-            .collect();
-        let suspect = |a: &NodeAddr| {
-            self.members
-                .iter()
-                .any(|m| &m.addr == a && m.status == Status::Suspect)
-        };
-        owners.sort_by_key(suspect);
-        owners
-    }
-
-    /// Whether this node may still lack keys it owns (see
-    /// [`settling_until_ms`](Self::settling_until_ms)).
-    pub fn settling(&self) -> bool {
-        now_ms() < self.settling_until_ms
-    }
-
-    /// The nodes besides this one that hold or held `key` and are seen alive: its owners
-    /// now and under the ring before the last change.
-    pub fn other_holders(&self, key: &[u8]) -> Vec<NodeAddr> {
-        let rf = self.table.factor(key).unwrap_or(self.replication);
-        let mut out: Vec<NodeAddr> = Vec::new();
-        let now = self
-            .ring
-            .owners(key, rf)
-            .into_iter()
-            .map(|id| (id, &self.nodes));
-        let before = self
-            .previous
-            .iter()
-            .flat_map(|(ring, nodes)| ring.owners(key, rf).into_iter().map(move |id| (id, nodes)));
-        for (id, nodes) in now.chain(before) {
-            if let Some(addr) = nodes.get(&id)
-                && *addr != self.me
-                && self.is_alive(addr)
-                && !out.contains(addr)
-            {
-                out.push(addr.clone());
-            }
-        }
-        out
-    }
-
-    /// Whether `addr` is a member seen alive.
-    pub fn is_alive(&self, addr: &str) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.addr == addr && m.status == Status::Alive)
-    }
-
-    /// Every member with its share of the key space.
-    pub fn member_status(&self) -> Vec<MemberStatus> {
-        const SAMPLES: u32 = 4096;
-        let mut primaries: HashMap<u32, u32> = HashMap::new();
-        for i in 0..SAMPLES {
-            if let Some(p) = self.ring.primary(&i.to_be_bytes()) {
-                *primaries.entry(p).or_default() += 1;
-            }
-        }
-        self.members
-            .iter()
-            .map(|m| MemberStatus {
-                member: m.clone(),
-                ring_share_permille: if m.status.owns_keys() {
-                    primaries.get(&node_id(&m.addr)).copied().unwrap_or(0) * 1000 / SAMPLES
-                } else {
-                    0
-                },
-                is_self: m.addr == self.me,
-            })
-            .collect()
-    }
 }
 
 /// Connections to the other nodes, opened on first use and dropped when they fail.
@@ -351,7 +246,7 @@ impl Cluster {
             now_ms(),
             now_ms() ^ u64::from(node_id(&me)),
         );
-        let view = Arc::new(RwLock::new(Arc::new(view_of(&agent))));
+        let view = Arc::new(RwLock::new(Arc::new(agent.view())));
 
         let published = view.clone();
         let restart_peers = peers.clone();
@@ -403,7 +298,7 @@ impl Cluster {
                             let first = hand_over_all(&mut agent, &mut pool, &rx, &out_tx, deadline);
                             agent.leave();
                             if let Ok(mut v) = published.write() {
-                                *v = Arc::new(view_of(&agent));
+                                *v = Arc::new(agent.view());
                             }
                             while let Some(out) = agent.poll_outgoing() {
                                 let _ = out_tx.send(out);
@@ -452,7 +347,7 @@ impl Cluster {
                     if table_changed || settling_changed || members_changed {
                         last_settling = agent.settling_until_ms();
                         if let Ok(mut v) = published.write() {
-                            *v = Arc::new(view_of(&agent));
+                            *v = Arc::new(agent.view());
                         }
                     }
                     if members_changed {
@@ -643,20 +538,6 @@ where
         }
     }
     out
-}
-
-fn view_of(agent: &ClusterAgent) -> ClusterView {
-    let (ring, replication, nodes) = agent.ring();
-    ClusterView {
-        me: agent.me().to_string(),
-        ring,
-        replication,
-        nodes,
-        members: agent.members(),
-        table: agent.replication_table().clone(),
-        previous: agent.previous_ring().cloned(),
-        settling_until_ms: agent.settling_until_ms(),
-    }
 }
 
 /// The autoscaling policy on a node's cluster thread: every period it reads the node's own
