@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::cluster::{ClusterView, NodeAddr};
+use crate::cluster::{ClusterView, NodeAddr, Status};
 use crate::coordinator::{self, Coordinator, Outcome, Target};
 use crate::protocol::{Ack, Op, OpError, OpResult, Reply, Route};
 use crate::value::Value;
@@ -119,6 +119,8 @@ enum Ticket {
 
 /// One batch as a node runs it. See the [module docs](self).
 pub struct BatchRun {
+    /// This node left the cluster.
+    left: bool,
     ack: Ack,
     route: Route,
     coordinator: Coordinator<NodeAddr>,
@@ -137,7 +139,20 @@ impl BatchRun {
     /// (`None`: a node on its own). The first actions are ready at once.
     pub fn new(ops: Vec<Op>, ack: Ack, route: Route, view: Option<&ClusterView>) -> BatchRun {
         let count = ops.len();
+        // A node that left (it hands its keys over and goes) keeps nothing new: what another
+        // node forwards to it with an older view goes on to the owners, and it keeps no
+        // hints.
+        let left = view.is_some_and(|v| {
+            v.members
+                .iter()
+                .any(|m| m.addr == v.me && m.status == Status::Left)
+        });
+        let route = match route {
+            Route::Forwarded if left => Route::Coordinate,
+            r => r,
+        };
         let mut run = BatchRun {
+            left,
             ack,
             route,
             coordinator: Coordinator::new(Vec::new(), MAX_ROUNDS),
@@ -443,9 +458,10 @@ impl BatchRun {
     /// Plans a round and queues its groups.
     fn plan(&mut self, view: Option<&ClusterView>) {
         let (ack, route) = (self.ack, self.route);
+        let hints = ack == Ack::One && !self.left;
         let sends = self
             .coordinator
-            .plan(|_, op| candidates(view, ack, route, op));
+            .plan(|_, op| candidates(view, hints, route, op));
         for send in sends {
             match send.target {
                 Target::Here => self.actions.push_back(Action::Run {
@@ -473,7 +489,7 @@ fn owned(view: &ClusterView, key: &[u8]) -> bool {
 /// forwarded or directly routed batch (or a node outside a cluster) runs everything here.
 fn candidates(
     view: Option<&ClusterView>,
-    ack: Ack,
+    hints: bool,
     route: Route,
     op: &Op,
 ) -> Vec<Target<NodeAddr>> {
@@ -483,13 +499,7 @@ fn candidates(
     // Any owner serves (`preferred` false): sending every key to its first live owner gives
     // read-your-writes through any node but forwards twice as many operations — measured
     // through one node of `calm up` with redis-benchmark: GET throughput about 60% lower.
-    coordinator::candidates(
-        &view.me,
-        &view.owners_seen(op.key()),
-        op,
-        ack == Ack::One,
-        false,
-    )
+    coordinator::candidates(&view.me, &view.owners_seen(op.key()), op, hints, false)
 }
 
 #[cfg(test)]
@@ -745,6 +755,32 @@ mod test {
             let results = run.into_results();
             assert_eq!(counter(&results[0]), Some(5), "{results:?}");
         }
+    }
+
+    #[test]
+    fn a_node_that_left_passes_forwarded_writes_on_and_keeps_no_hints() {
+        let mut v = view("n1", &["n1", "n2", "n3"], None);
+        let (mine, _) = keys(&v);
+        // n1 leaves: the ring no longer has it.
+        let rest = view("n1", &["n2", "n3"], None);
+        v.ring = rest.ring.clone();
+        v.nodes = rest.nodes.clone();
+        v.members[0].status = Status::Left;
+        let owners = v.owners(&mine);
+        assert!(!owners.contains(&v.me));
+        let mut run = BatchRun::new(vec![incr(&mine)], Ack::One, Route::Forwarded, Some(&v));
+        let Some(Action::Forward { group, to, .. }) = run.poll_action() else {
+            panic!("passed on to an owner, not run here");
+        };
+        assert_eq!(to, owners[0]);
+        run.forwarded(group, Outcome::NotSent, Some(&v));
+        let Some(Action::Forward { group, to, .. }) = run.poll_action() else {
+            panic!("the next owner");
+        };
+        assert_eq!(to, owners[1]);
+        run.forwarded(group, Outcome::NotSent, Some(&v));
+        // No owner reachable: no hint here; the next round tries the owners again.
+        assert!(matches!(run.poll_action(), Some(Action::Forward { .. })));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use calm_kvs::autoscale::{Controller, RecordingProvisioner};
-use calm_kvs::cluster::{ClusterConfig, Factors, LocalStore, Status};
+use calm_kvs::cluster::{ClusterConfig, Factors, Status};
 use calm_kvs::policy::{Decision, HotRates, NodeSample, Policy, PolicyConfig};
 use calm_kvs::protocol::{Ack, Route};
 use calm_kvs::{Op, Value, Write};
@@ -87,9 +87,6 @@ struct Extra {
     rates: HotRates,
     /// Operations served this period.
     served: u64,
-    /// Draining before a graceful leave: when it started, and whether it has announced
-    /// the leave (then it hands over once more, and forwards what it is sent).
-    leaving: Option<(u64, bool)>,
 }
 
 fn start_node(i: usize, now: u64, rng: &mut StdRng) -> (Node, Extra) {
@@ -99,7 +96,6 @@ fn start_node(i: usize, now: u64, rng: &mut StdRng) -> (Node, Extra) {
         policy: Policy::new(hot_policy()),
         rates: HotRates::default(),
         served: 0,
-        leaving: None,
     };
     (node, extra)
 }
@@ -199,7 +195,7 @@ fn run(seed: u64) -> Result<(), String> {
             };
             let coordinator = loop {
                 let c = rng.random_range(0..nodes.len());
-                if nodes[c].up && extra[c].leaving.is_none() {
+                if nodes[c].up && !nodes[c].is_leaving() {
                     break c;
                 }
             };
@@ -221,7 +217,7 @@ fn run(seed: u64) -> Result<(), String> {
                 owners[rng.random_range(0..owners.len())]
             };
             // A node that announced its leave forwards to the owners it sees.
-            if matches!(extra[target].leaving, Some((_, true))) {
+            if matches!(nodes[target].leaving, Some((_, true))) {
                 let theirs: Vec<usize> = nodes[target]
                     .agent
                     .owners(&k)
@@ -347,12 +343,7 @@ fn run(seed: u64) -> Result<(), String> {
                 } else if let Some(node) = request.strip_prefix("remove ") {
                     let i = index(node);
                     // Drain: hand every key to its next owners, then leave.
-                    let n = &mut nodes[i];
-                    let everything = n.agent.everything();
-                    let buckets = n.store.digest(&everything).into_keys().collect();
-                    let entries = n.store.entries_in(&everything, &buckets, usize::MAX);
-                    n.agent.hand_over(now, entries);
-                    extra[i].leaving = Some((now, false));
+                    nodes[i].begin_leave(now);
                     seen.removed_at.get_or_insert(now);
                 }
             }
@@ -400,35 +391,6 @@ fn run(seed: u64) -> Result<(), String> {
                 now,
                 |nodes, cx| Node::tick(nodes, i, cx),
             );
-            let n = &mut nodes[i];
-            if extra[i].leaving.is_some() {
-                n.agent.resend_hand_over(now, 200);
-            }
-            match extra[i].leaving {
-                Some((since, false)) if n.agent.handing_over() == 0 || now - since > 5_000 => {
-                    // Announce, then hand over what was written meanwhile.
-                    n.agent.leave();
-                    let everything = n.agent.everything();
-                    let buckets = n.store.digest(&everything).into_keys().collect();
-                    let entries = n.store.entries_in(&everything, &buckets, usize::MAX);
-                    n.agent.hand_over(now, entries);
-                    extra[i].leaving = Some((now, true));
-                }
-                Some((since, true)) if n.agent.handing_over() == 0 || now - since > 5_000 => {
-                    extra[i].leaving = None;
-                    // Its last messages go out; then it is gone.
-                    with_cx(
-                        &mut nodes,
-                        &mut net,
-                        &mut rng,
-                        &mut acked,
-                        now,
-                        |nodes, cx| Node::flush(nodes, i, cx),
-                    );
-                    nodes[i].up = false;
-                }
-                _ => {}
-            }
         }
         now += STEP;
     }

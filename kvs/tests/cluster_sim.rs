@@ -15,7 +15,8 @@
 //! with ack `one` or `all`; reads run throughout.
 //!
 //! Faults, between 2 s and 14 s: message loss, duplication, reordering and delay; a
-//! partition that heals; a fifth node joining; nodes that crash and restart, often after
+//! partition that heals; a fifth node joining; a node leaving gracefully (it hands its keys
+//! over, announces the leave, hands over again, and goes); nodes that crash and restart, often after
 //! the others declared them dead (so keys move to other owners, and back). Odd seeds run
 //! the nodes in memory (one crash: it loses everything the node held); even seeds give each
 //! node a disk with durability `sync`, a tiny memory budget and frequent checkpoints (two
@@ -172,8 +173,11 @@ impl World {
         self.nodes[i].up
     }
 
+    /// A node clients may send to: up and not leaving.
     fn random_up(&mut self) -> Option<usize> {
-        let ups: Vec<usize> = (0..NODES).filter(|&i| self.up(i)).collect();
+        let ups: Vec<usize> = (0..NODES)
+            .filter(|&i| self.up(i) && !self.nodes[i].is_leaving())
+            .collect();
         (!ups.is_empty()).then(|| ups[self.rng.random_range(0..ups.len())])
     }
 
@@ -340,6 +344,11 @@ impl World {
     }
 }
 
+/// Every other node: a node that joins or comes back may find any of them still up.
+fn seeds(me: usize) -> Vec<String> {
+    (0..NODES).filter(|&j| j != me).map(addr).collect()
+}
+
 fn key(k: usize) -> Bytes {
     Bytes::from(format!("key{k}"))
 }
@@ -403,7 +412,13 @@ fn run(seed: u64) -> Result<(), String> {
     let cut_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 2_000));
     let heal_at = cut_at + rng.random_range(300..2_000) / STEP_MS * STEP_MS;
     let side: Vec<usize> = (0..NODES).filter(|_| rng.random_bool(0.5)).collect();
-    let killed = rng.random_range(0..NODES);
+    // A node that never crashes leaves gracefully, and later another one dies for good.
+    let leaver = (0..FIRST)
+        .filter(|n| *n != first && *n != second)
+        .nth(rng.random_range(0..FIRST - 2))
+        .expect("two nodes never crash");
+    let leave_at = step(rng.random_range(FAULTS_FROM..FAULTS_UNTIL - 3_000));
+    let killed = (leaver + rng.random_range(1..NODES)) % NODES;
     let mut rings: Vec<Vec<u32>> = vec![Vec::new(); NODES];
 
     while w.now <= END {
@@ -421,8 +436,11 @@ fn run(seed: u64) -> Result<(), String> {
         if now == heal_at {
             w.net.heal();
         }
+        if now == leave_at {
+            w.nodes[leaver].begin_leave(now);
+        }
         if now == join_at {
-            let n = Node::start(FIRST, vec![addr(0)], config(), storage, now, &mut w.rng);
+            let n = Node::start(FIRST, seeds(FIRST), config(), storage, now, &mut w.rng);
             w.nodes[FIRST] = n;
         }
         for &(node, at, _) in &crashes {
@@ -437,7 +455,7 @@ fn run(seed: u64) -> Result<(), String> {
         }
         for &(node, _, back) in &crashes {
             if now == back {
-                w.nodes[node].restart(now, &mut w.rng);
+                w.nodes[node].restart(seeds(node), now, &mut w.rng);
             }
         }
         if now == KILL_AT {
@@ -527,7 +545,7 @@ fn run(seed: u64) -> Result<(), String> {
         // writes every key it now leads through it: the moment its new keys may not have
         // reached it yet, when busy clients do write.
         for (c, seen) in rings.iter_mut().enumerate() {
-            if !w.up(c) {
+            if !w.up(c) || w.nodes[c].is_leaving() {
                 continue;
             }
             let ring: Vec<u32> = w.nodes[c].agent.ring().2.into_keys().collect();

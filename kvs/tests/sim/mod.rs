@@ -278,6 +278,9 @@ pub struct Node {
     pub disk: Option<MemDisk>,
     /// Every write it ran for a client: (time, key, what was asked).
     pub ran: Vec<(u64, bytes::Bytes, calm_kvs::Write)>,
+    /// Leaving gracefully: since when, and whether it has announced the leave (then it
+    /// owns nothing, hands over once more, and goes once that is acknowledged).
+    pub leaving: Option<(u64, bool)>,
     config: ClusterConfig,
     runs: BTreeMap<u64, Running>,
     next_run: u64,
@@ -333,6 +336,7 @@ impl Node {
             crashed_at: Vec::new(),
             disk,
             ran: Vec::new(),
+            leaving: None,
             config,
             runs: BTreeMap::new(),
             next_run: 1,
@@ -358,17 +362,34 @@ impl Node {
         }
     }
 
-    /// Starts again from its disk (or empty), joining through node 0.
-    pub fn restart(&mut self, now: u64, rng: &mut StdRng) {
+    /// Starts again from its disk (or empty), joining through `seeds`.
+    pub fn restart(&mut self, seeds: Vec<String>, now: u64, rng: &mut StdRng) {
         self.epoch += 1;
         self.store = new_store(self.index, self.epoch, self.disk.as_ref());
-        let seeds = if self.index == 0 {
-            vec![]
-        } else {
-            vec![addr(0)]
-        };
         self.agent = ClusterAgent::new(addr(self.index), seeds, self.config, now, rng.random());
         self.up = true;
+    }
+
+    /// Starts a graceful leave (what an operator's `calm leave` or the autoscaler's
+    /// give-back does): hands every key it holds to the keys' next owners; [`tick`](Self::tick)
+    /// announces the leave once they acknowledged (or after 5 s), hands over what was written
+    /// meanwhile, and stops the node once that is acknowledged too.
+    pub fn begin_leave(&mut self, now: u64) {
+        self.hand_over_everything(now);
+        self.leaving = Some((now, false));
+    }
+
+    fn hand_over_everything(&mut self, now: u64) {
+        use calm_kvs::cluster::LocalStore;
+        let everything = self.agent.everything();
+        let buckets = self.store.digest(&everything).into_keys().collect();
+        let entries = self.store.entries_in(&everything, &buckets, usize::MAX);
+        self.agent.hand_over(now, entries);
+    }
+
+    /// Whether it is leaving or gone after a leave.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.is_some()
     }
 
     /// Starts a batch received from endpoint `from` (a client or a node) as request `id`.
@@ -610,7 +631,24 @@ impl Node {
         n.store.handle_tick(now);
         // What the node merged from its peers reaches the disk too.
         let _ = n.store.commit(now);
+        let mut gone = false;
+        if let Some((since, announced)) = n.leaving {
+            n.agent.resend_hand_over(now, 200);
+            let handed = n.agent.handing_over() == 0 || now - since > 5_000;
+            if handed && !announced {
+                // Announce, then hand over what was written meanwhile.
+                n.agent.leave();
+                n.hand_over_everything(now);
+                n.leaving = Some((now, true));
+            } else if handed {
+                gone = true;
+            }
+        }
         Node::flush(nodes, i, cx);
+        if gone {
+            // Its last messages went out; now it is gone.
+            nodes[i].up = false;
+        }
     }
 
     /// Sends the agent's messages and hands finished replications to their batches.
