@@ -18,16 +18,15 @@
 
 mod sim;
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use calm_kvs::autoscale::{Controller, RecordingProvisioner};
 use calm_kvs::cluster::{ClusterConfig, Factors, Status};
 use calm_kvs::policy::{Decision, HotRates, NodeSample, Policy, PolicyConfig};
 use calm_kvs::protocol::{Ack, Route};
-use calm_kvs::{Op, Value, Write};
+use calm_kvs::{Op, ReadValue, Value, Write};
 use rand::Rng;
 use rand::rngs::StdRng;
+use sim::history::History;
 use sim::{Cx, Faults, Msg, Network, Node, Storage, addr, index};
 
 const MAX_NODES: usize = 5;
@@ -108,11 +107,19 @@ fn with_cx(
     nodes: &mut Vec<Node>,
     net: &mut Network<Msg>,
     rng: &mut StdRng,
-    acked: &mut Vec<(Bytes, Value)>,
+    history: &mut History,
     now: u64,
     f: impl FnOnce(&mut Vec<Node>, &mut Cx<'_>),
 ) {
-    let mut on_applied = |k: &Bytes, d: &Value| acked.push((k.clone(), d.clone()));
+    // Writes are acknowledged once applied (the clients do not wait for the answer).
+    let mut on_applied = |k: &Bytes, d: &Value| {
+        history.applied(k, d);
+        if let Some(ReadValue::Lww { value, .. }) = d.read(false) {
+            let write = Write::Lww(value);
+            history.attempt(k, &write);
+            history.acknowledge(k.clone(), write, false, now);
+        }
+    };
     let mut cx = Cx {
         now,
         net,
@@ -154,7 +161,7 @@ fn run(seed: u64) -> Result<(), String> {
         duplicate: 0.0,
         delay: 1..20,
     });
-    let mut acked: Vec<(Bytes, Value)> = Vec::new();
+    let mut history = History::default();
     let mut controller = Controller::new(node_policy());
     let mut provisioner = RecordingProvisioner {
         nodes: FIRST_NODES,
@@ -172,7 +179,7 @@ fn run(seed: u64) -> Result<(), String> {
                     &mut nodes,
                     &mut net,
                     &mut rng,
-                    &mut acked,
+                    &mut history,
                     now,
                     |nodes, cx| Node::deliver(nodes, d, cx),
                 );
@@ -248,7 +255,7 @@ fn run(seed: u64) -> Result<(), String> {
                 &mut nodes,
                 &mut net,
                 &mut rng,
-                &mut acked,
+                &mut history,
                 now,
                 |nodes, cx| {
                     Node::receive_batch(
@@ -352,7 +359,7 @@ fn run(seed: u64) -> Result<(), String> {
         // owner a node routes the hot key to already holds it.
         if now % PERIOD == 1
             && (SKEW_A + 1_000..SKEW_B).contains(&now)
-            && acked.iter().any(|(k, _)| k.as_ref() == b"hot-a")
+            && history.keys().any(|k| k.as_ref() == b"hot-a")
         {
             let routes: Vec<(usize, Vec<String>)> = nodes
                 .iter()
@@ -387,7 +394,7 @@ fn run(seed: u64) -> Result<(), String> {
                 &mut nodes,
                 &mut net,
                 &mut rng,
-                &mut acked,
+                &mut history,
                 now,
                 |nodes, cx| Node::tick(nodes, i, cx),
             );
@@ -445,43 +452,22 @@ fn run(seed: u64) -> Result<(), String> {
     if provisioner.asked.len() != 2 {
         return Err(format!("the controller flapped: {:?}", provisioner.asked));
     }
-    // Nothing acknowledged was lost: each key's owners hold every acknowledged write.
-    let mut last: BTreeMap<Bytes, Value> = BTreeMap::new();
-    for (k, d) in &acked {
-        last.entry(k.clone())
-            .or_insert_with(|| Value::empty(d.kind()))
-            .merge_replicated(d.clone());
-    }
+    // Nothing acknowledged was lost: each key's owners hold every acknowledged write, and
+    // nothing nobody wrote.
     let live = nodes.iter().position(|n| n.up).ok_or("no node left")?;
-    for (k, want) in &last {
+    let keys: Vec<Bytes> = history.keys().cloned().collect();
+    for k in &keys {
         for o in nodes[live].agent.owners(k) {
-            let n = &mut nodes[index(&o)];
-            let Some(mut have) = n.store.value(k) else {
-                let holders: Vec<usize> = (0..nodes.len())
-                    .filter(|&j| nodes[j].store.value(k).is_some())
-                    .collect();
+            let held = nodes[index(&o)].store.value(k);
+            history.check(k, held.as_ref(), |_| true).map_err(|e| {
                 let ups: Vec<bool> = nodes.iter().map(|n| n.up).collect();
-                let views: Vec<Vec<String>> = nodes
-                    .iter()
-                    .map(|n| {
-                        n.agent
-                            .members()
-                            .iter()
-                            .map(|m| format!("{}:{}", m.addr, m.status.name()))
-                            .collect()
-                    })
-                    .collect();
-                return Err(format!(
-                    "{o} lacks {k:?}; held by {holders:?}; up {ups:?}; factor {:?}; views {views:?}; seen removed {:?} added {:?}",
+                format!(
+                    "on {o}: {e}; up {ups:?}; factor {:?}; removed at {:?}, added at {:?}",
                     nodes[live].agent.replication_table().factor(k),
                     seen.removed_at,
                     seen.added_at
-                ));
-            };
-            let (changed, _) = have.merge_replicated(want.clone());
-            if changed {
-                return Err(format!("{o} lost an acknowledged write of {k:?}"));
-            }
+                )
+            })?;
         }
     }
     Ok(())

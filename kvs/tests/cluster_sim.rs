@@ -39,15 +39,16 @@
 
 mod sim;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use calm_kvs::cluster::{ClusterConfig, ClusterView};
 use calm_kvs::coordinator::{Coordinator, Outcome, Target};
 use calm_kvs::protocol::{Ack, Route};
-use calm_kvs::{Op, OpResult, ReadValue, Reply, Value, Write};
+use calm_kvs::{Op, OpResult, Reply, Value, Write};
 use rand::Rng;
 use rand::rngs::StdRng;
+use sim::history::{Acked, History};
 use sim::{Cx, Delivery, Faults, Msg, Network, Node, Storage, addr, index};
 
 /// Nodes at the start, and with the one that joins.
@@ -79,26 +80,11 @@ fn config() -> ClusterConfig {
     }
 }
 
-/// A write a client was told was applied.
-struct Acked {
-    key: Bytes,
-    write: Write,
-    all: bool,
-    at: u64,
-}
-
 /// What the clients did and saw.
 #[derive(Default)]
 struct Ledger {
-    /// Every delta any node applied for a client, merged per key.
-    applied: BTreeMap<Bytes, Value>,
-    /// The delta of each register write, by its unique value.
-    registers: HashMap<Bytes, Value>,
-    acked: Vec<Acked>,
-    /// What clients asked of each key, answered or not.
-    sums: BTreeMap<Bytes, i128>,
-    members: BTreeMap<Bytes, HashSet<Bytes>>,
-    /// Reads answered "not found" while they should not have been: (time, key).
+    history: History,
+    /// Reads answered "not found" while they should not have been: (time, key, client).
     missed: Vec<(u64, Bytes, usize)>,
     /// Keys with an acknowledged write, when the last node died.
     written_before_kill: HashSet<Bytes>,
@@ -150,16 +136,7 @@ impl World {
     /// Runs `f` with a node's context.
     fn with_cx(&mut self, f: impl FnOnce(&mut Vec<Node>, &mut Cx<'_>)) {
         let ledger = &mut self.ledger;
-        let mut on_applied = |k: &Bytes, d: &Value| {
-            ledger
-                .applied
-                .entry(k.clone())
-                .or_insert_with(|| Value::empty(d.kind()))
-                .merge_replicated(d.clone());
-            if let Some(ReadValue::Lww { value, .. }) = d.read(false) {
-                ledger.registers.insert(value, d.clone());
-            }
-        };
+        let mut on_applied = |k: &Bytes, d: &Value| ledger.history.applied(k, d);
         let mut cx = Cx {
             now: self.now,
             net: &mut self.net,
@@ -191,18 +168,7 @@ impl World {
             1 => Write::OrSetAdd(vec![Bytes::from(format!("m{t}"))]),
             _ => Write::Lww(Bytes::from(format!("v{t}"))),
         };
-        match &write {
-            Write::Increment(by) => {
-                *self.ledger.sums.entry(key.clone()).or_default() += i128::from(*by)
-            }
-            Write::OrSetAdd(ms) => self
-                .ledger
-                .members
-                .entry(key.clone())
-                .or_default()
-                .extend(ms.iter().cloned()),
-            _ => {}
-        }
+        self.ledger.history.attempt(&key, &write);
         Op::Write { key, write }
     }
 
@@ -327,12 +293,10 @@ impl World {
     fn finished(&mut self, ops: Vec<Op>, ack: Ack, sent_at: u64, results: Vec<OpResult>, c: usize) {
         for (op, r) in ops.into_iter().zip(results) {
             match (op, r) {
-                (Op::Write { key, write }, Ok(Reply::Written)) => self.ledger.acked.push(Acked {
-                    key,
-                    write,
-                    all: ack == Ack::All,
-                    at: self.now,
-                }),
+                (Op::Write { key, write }, Ok(Reply::Written)) => {
+                    let all = ack == Ack::All;
+                    self.ledger.history.acknowledge(key, write, all, self.now)
+                }
                 (Op::Get { key, .. } | Op::GetAll { key, .. }, Ok(Reply::Value(None)))
                     if sent_at >= KILL_AT && self.ledger.written_before_kill.contains(&key) =>
                 {
@@ -351,12 +315,6 @@ fn seeds(me: usize) -> Vec<String> {
 
 fn key(k: usize) -> Bytes {
     Bytes::from(format!("key{k}"))
-}
-
-/// `a` is contained in `b`: merging `a` into `b` changes nothing.
-fn contained(a: &Value, b: &Value) -> bool {
-    let mut x = b.clone();
-    x.merge(a.clone()) == Ok(false)
 }
 
 fn run(seed: u64) -> Result<(), String> {
@@ -459,7 +417,13 @@ fn run(seed: u64) -> Result<(), String> {
             }
         }
         if now == KILL_AT {
-            w.ledger.written_before_kill = w.ledger.acked.iter().map(|a| a.key.clone()).collect();
+            w.ledger.written_before_kill = w
+                .ledger
+                .history
+                .acked
+                .iter()
+                .map(|a| a.key.clone())
+                .collect();
             if w.up(killed) {
                 let (n, net, rng) = (&mut w.nodes[killed], &mut w.net, &mut w.rng);
                 n.crash(now, net, rng);
@@ -597,66 +561,29 @@ fn must_survive(a: &Acked, nodes: &[Node], crashes: &[(usize, u64, u64)], durabl
     })
 }
 
-/// Where an acknowledged write ran and when, for a failure's message.
-fn history(
-    nodes: &[Node],
-    ledger: &Ledger,
-    key: &Bytes,
-    write: &Write,
-    crashes: &[(usize, u64, u64)],
-) -> String {
-    let acked: Vec<(u64, bool)> = ledger
-        .acked
-        .iter()
-        .filter(|a| a.key == *key && a.write == *write)
-        .map(|a| (a.at, a.all))
-        .collect();
-    let ran: Vec<(usize, u64)> = nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| {
-            n.ran
-                .iter()
-                .filter(|(_, k, w)| k == key && w == write)
-                .map(move |(t, _, _)| (i, *t))
-        })
-        .collect();
+/// What happened to the nodes, for a failure's message.
+fn faults(nodes: &[Node], crashes: &[(usize, u64, u64)]) -> String {
     let crashed: Vec<(usize, Vec<u64>)> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| (i, n.crashed_at.clone()))
         .filter(|(_, c)| !c.is_empty())
         .collect();
+    let ran: Vec<usize> = nodes.iter().map(|n| n.ran.len()).collect();
     format!(
-        "acknowledged (at, all) {acked:?}; ran (node, at) {ran:?}; crashes {crashes:?}; crashed {crashed:?}; up {:?}",
+        "crashes (node, at, back) {crashes:?}; crashed {crashed:?}; up {:?}; writes run per node {ran:?}",
         nodes.iter().map(|n| n.up).collect::<Vec<_>>()
     )
 }
 
 fn check(w: &mut World, crashes: &[(usize, u64, u64)], durable: bool) -> Result<(), String> {
-    let nodes = &mut w.nodes;
-    let ledger = &w.ledger;
-    let survivor = |key: &Bytes| {
-        ledger
-            .acked
-            .iter()
-            .any(|a| a.key == *key && must_survive(a, nodes, crashes, durable))
-    };
-    let missed: Vec<&(u64, Bytes, usize)> =
-        ledger.missed.iter().filter(|m| survivor(&m.1)).collect();
-    if let Some((at, key, c)) = missed.first() {
-        return Err(format!(
-            "a read sent at {at} ms by client {c} answered not found for {key:?}, which has acknowledged writes ({} such reads)",
-            missed.len()
-        ));
-    }
     // Every node up must agree on the owners, and every owner on the value.
-    let up: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].up).collect();
+    let up: Vec<usize> = (0..NODES).filter(|&i| w.nodes[i].up).collect();
     let views: Vec<Vec<String>> = up
         .iter()
-        .map(|&i| &nodes[i])
-        .map(|n| {
-            n.agent
+        .map(|&i| {
+            w.nodes[i]
+                .agent
                 .members()
                 .into_iter()
                 .filter(|m| m.status.owns_keys())
@@ -667,87 +594,42 @@ fn check(w: &mut World, crashes: &[(usize, u64, u64)], durable: bool) -> Result<
     if views.iter().any(|v| *v != views[0]) {
         return Err(format!("membership views differ after quiet: {views:?}"));
     }
-    for (key, everything) in &ledger.applied {
-        let owners = nodes[up[0]].agent.owners(key);
+    let mut held: Vec<(Bytes, Option<Value>)> = Vec::new();
+    let keys: Vec<Bytes> = w.ledger.history.keys().cloned().collect();
+    for key in keys {
+        let owners = w.nodes[up[0]].agent.owners(&key);
         let values: Vec<Option<Value>> = owners
             .iter()
-            .map(|o| nodes[index(o)].store.value(key))
+            .map(|o| w.nodes[index(o)].store.value(&key))
             .collect();
-        let first = values[0]
-            .clone()
-            .ok_or_else(|| format!("owner {} lacks key {key:?}", owners[0]))?;
         for (o, v) in owners.iter().zip(&values) {
-            if v.as_ref() != Some(&first) {
+            if *v != values[0] {
                 return Err(format!(
-                    "key {key:?}: owners disagree: {o} has {v:?}, {} has {first:?}",
-                    owners[0]
+                    "key {key:?}: owners disagree: {o} has {v:?}, {} has {:?}",
+                    owners[0], values[0]
                 ));
             }
         }
-        if !contained(&first, everything) {
-            return Err(format!(
-                "key {key:?} holds something never written: {first:?}"
-            ));
-        }
-        let (mut must_sum, mut must_members) = (0i128, Vec::new());
-        for a in ledger
-            .acked
-            .iter()
-            .filter(|a| a.key == *key && must_survive(a, nodes, crashes, durable))
-        {
-            match &a.write {
-                Write::Increment(by) => must_sum += i128::from(*by),
-                Write::OrSetAdd(ms) => must_members.extend(ms.iter().cloned()),
-                Write::Lww(v) => {
-                    let delta = ledger
-                        .registers
-                        .get(v)
-                        .ok_or_else(|| format!("acknowledged {v:?} was never applied"))?;
-                    if !contained(delta, &first) {
-                        return Err(format!(
-                            "key {key:?}: acknowledged register write {v:?} (at {} ms) lost: {first:?}",
-                            a.at
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        match first.read(false) {
-            Some(ReadValue::Counter { value }) => {
-                let most = ledger.sums.get(key).copied().unwrap_or(0);
-                if value < must_sum || value > most {
-                    return Err(format!(
-                        "key {key:?}: counter {value}, acknowledged {must_sum}, attempted {most}"
-                    ));
-                }
-            }
-            Some(ReadValue::OrSet { members }) => {
-                if let Some(m) = must_members.iter().find(|m| !members.contains(m)) {
-                    return Err(format!(
-                        "key {key:?}: acknowledged member {m:?} missing from {members:?}\n  {}",
-                        history(
-                            nodes,
-                            ledger,
-                            key,
-                            &Write::OrSetAdd(vec![m.clone()]),
-                            crashes
-                        )
-                    ));
-                }
-                let asked = ledger.members.get(key);
-                if let Some(m) = members
-                    .iter()
-                    .find(|m| !asked.is_some_and(|a| a.contains(*m)))
-                {
-                    return Err(format!("key {key:?}: member {m:?} was never added"));
-                }
-            }
-            Some(ReadValue::Lww { value, .. }) if !ledger.registers.contains_key(&value) => {
-                return Err(format!("key {key:?}: register {value:?} was never written"));
-            }
-            _ => {}
-        }
+        held.push((key, values[0].clone()));
+    }
+    let (nodes, ledger) = (&w.nodes, &w.ledger);
+    let must = |a: &Acked| must_survive(a, nodes, crashes, durable);
+    let missed: Vec<&(u64, Bytes, usize)> = ledger
+        .missed
+        .iter()
+        .filter(|m| ledger.history.has_surviving_write(&m.1, must))
+        .collect();
+    if let Some((at, key, c)) = missed.first() {
+        return Err(format!(
+            "a read sent at {at} ms by client {c} answered not found for {key:?}, which has acknowledged writes ({} such reads)",
+            missed.len()
+        ));
+    }
+    for (key, value) in &held {
+        ledger
+            .history
+            .check(key, value.as_ref(), must)
+            .map_err(|e| format!("{e}\n  {}", faults(nodes, crashes)))?;
     }
     Ok(())
 }

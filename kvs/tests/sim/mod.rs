@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
