@@ -301,3 +301,44 @@ fn durability_names_parse() {
             .contains("memory, async or sync")
     );
 }
+
+/// A peer's merge (replication, anti-entropy, a hand-off) is answered only once the worker
+/// committed it to its log: the sender of a hand-off drops its copy on that answer, so a
+/// merge still in a queue must not be acknowledged (a `kill -9` would lose the key
+/// everywhere).
+#[test]
+fn a_merge_is_answered_only_once_the_log_holds_it() {
+    use calm_kvs::cluster::LocalStore;
+    let dir = tempfile::tempdir().unwrap();
+    // Async: the log is written at each commit and fsync'd later; nothing else writes it.
+    let node = calm_kvs::Node::start(config(dir.path(), Durability::Async, 1)).unwrap();
+    let mut pool = node.pool();
+    let log = dir.path().join("worker-0").join("wal.log");
+    let size = || std::fs::metadata(&log).map_or(0, |m| m.len());
+    // A delta as another node's worker would send it.
+    let ring = std::sync::Arc::new(calm_kvs::HashRing::new([0], 1));
+    let mut peer = calm_kvs::Worker::new(
+        0,
+        calm_lattice::ReplicaId(99),
+        ring,
+        calm_kvs::WorkerConfig::default(),
+    );
+    for round in 0..20 {
+        let key = Bytes::from(format!("handed/{round}"));
+        peer.handle_ops(
+            1,
+            [calm_kvs::Op::Write {
+                key: key.clone(),
+                write: Write::Lww(Bytes::from(vec![b'x'; 64 * 1024])),
+            }],
+        );
+        let delta = peer.value(&key).unwrap();
+        let before = size();
+        pool.merge_entries(1, vec![(key, delta)]);
+        assert!(
+            size() >= before + 64 * 1024,
+            "round {round}: the merge was answered before the log held it ({before} -> {} bytes)",
+            size()
+        );
+    }
+}
