@@ -281,6 +281,10 @@ pub struct ClusterAgent {
     replica_waits: BTreeMap<u64, ReplicaWait>,
     /// The ticket each replication message belongs to.
     replica_messages: HashMap<u64, u64>,
+    /// Hints in gossip messages not yet answered (writes kept here for keys this node does
+    /// not own): a message that fails queues them again, so they reach their owners a
+    /// gossip period after the owners are reachable — not at the next hand-off walk.
+    hints_in_flight: HashMap<u64, Vec<(Bytes, Value)>>,
     /// Tickets settled: reached enough replicas (`Ok`), or not (`Err(reached, wanted)`).
     replicated: VecDeque<(u64, Replicated)>,
     next_ticket: u64,
@@ -345,6 +349,7 @@ impl ClusterAgent {
             settle_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
             replica_waits: BTreeMap::new(),
             replica_messages: HashMap::new(),
+            hints_in_flight: HashMap::new(),
             replicated: VecDeque::new(),
             next_ticket: 1,
         };
@@ -661,6 +666,10 @@ impl ClusterAgent {
     /// Request `id` was lost (no answer will come): a node's shell reports what its
     /// transport gave up on.
     pub fn handle_failure(&mut self, id: u64) {
+        if let Some(hints) = self.hints_in_flight.remove(&id) {
+            // Queued again for the keys' owners as they are now.
+            self.on_local_changes(hints);
+        }
         if let Some(ticket) = self.replica_messages.remove(&id) {
             if let Some(w) = self.replica_waits.get_mut(&ticket) {
                 w.waiting.remove(&id);
@@ -778,6 +787,7 @@ impl ClusterAgent {
             self.probe = None;
         }
         self.draining.remove(&id);
+        self.hints_in_flight.remove(&id);
         if let Some(ticket) = self.replica_messages.remove(&id) {
             if let Some(w) = self.replica_waits.get_mut(&ticket)
                 && let Some(carried) = w.waiting.remove(&id)
@@ -901,7 +911,15 @@ impl ClusterAgent {
             for (to, entries) in std::mem::take(&mut self.pending) {
                 if self.ring_nodes.values().any(|a| *a == to) {
                     self.stats.delta_batches += 1;
-                    self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
+                    let hints: Vec<(Bytes, Value)> = entries
+                        .iter()
+                        .filter(|(k, _)| !self.owns(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let id = self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
+                    if !hints.is_empty() {
+                        self.hints_in_flight.insert(id, hints);
+                    }
                 }
             }
         }
@@ -1197,6 +1215,39 @@ mod test {
             }
         }
         (agents, stores, now)
+    }
+
+    #[test]
+    fn a_hint_whose_gossip_fails_is_sent_again_at_the_next_gossip() {
+        // n0 keeps a write for a key n1 and n2 own (a hint): a gossip message to them that
+        // fails must not drop it.
+        let (mut agents, mut stores, mut now) = three_that_met(2);
+        let key = (0..1000)
+            .map(|i| Bytes::from(format!("key{i}")))
+            .find(|k| !agents[0].owns(k))
+            .expect("some key is not n0's");
+        stores[0].collect_changes();
+        stores[0].handle_ops(
+            now,
+            [crate::Op::Write {
+                key: key.clone(),
+                write: Write::Increment(1),
+            }],
+        );
+        agents[0].on_local_changes(stores[0].take_changes());
+        let carries = |envelope: &PeerEnvelope| matches!(&envelope.body, PeerRequest::Deltas(d) if d.iter().any(|(k, _)| *k == key));
+        for round in 0..3 {
+            now += 200;
+            agents[0].handle_tick(now, &mut stores[0]);
+            let mut sent = 0;
+            while let Some(out) = agents[0].poll_outgoing() {
+                if carries(&out.envelope) {
+                    sent += 1;
+                    agents[0].handle_failure(out.id);
+                }
+            }
+            assert_eq!(sent, 2, "round {round}: the hint goes to both owners again");
+        }
     }
 
     #[test]
