@@ -285,6 +285,10 @@ pub struct ClusterAgent {
     /// not own): a message that fails queues them again, so they reach their owners a
     /// gossip period after the owners are reachable — not at the next hand-off walk.
     hints_in_flight: HashMap<u64, Vec<(Bytes, Value)>>,
+    /// Gossip messages of deltas not yet answered, and to whom: a peer with none gets the
+    /// deltas of new writes at once (an idle link replicates eagerly); a busy one gets them
+    /// batched, when its message is answered or at the next gossip period.
+    deltas_in_flight: HashMap<u64, NodeAddr>,
     /// Tickets settled: reached enough replicas (`Ok`), or not (`Err(reached, wanted)`).
     replicated: VecDeque<(u64, Replicated)>,
     next_ticket: u64,
@@ -350,6 +354,7 @@ impl ClusterAgent {
             replica_waits: BTreeMap::new(),
             replica_messages: HashMap::new(),
             hints_in_flight: HashMap::new(),
+            deltas_in_flight: HashMap::new(),
             replicated: VecDeque::new(),
             next_ticket: 1,
         };
@@ -606,8 +611,49 @@ impl ClusterAgent {
         self.outbox.pop_front()
     }
 
-    /// Queues deltas of writes merged here for the keys' other owners.
+    /// Sends the deltas queued for `to` (if it still owns keys), remembering the hints among
+    /// them (see `hints_in_flight`).
+    fn send_deltas(&mut self, to: NodeAddr, entries: HashMap<Bytes, Value>) {
+        if entries.is_empty() || !self.ring_nodes.values().any(|a| *a == to) {
+            return;
+        }
+        self.stats.delta_batches += 1;
+        let hints: Vec<(Bytes, Value)> = entries
+            .iter()
+            .filter(|(k, _)| !self.owns(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let id = self.send(
+            to.clone(),
+            PeerRequest::Deltas(entries.into_iter().collect()),
+        );
+        if !hints.is_empty() {
+            self.hints_in_flight.insert(id, hints);
+        }
+        self.deltas_in_flight.insert(id, to);
+    }
+
+    /// Queues deltas of writes merged here for the keys' other owners, and sends them at
+    /// once to an owner with no deltas in flight (an idle link replicates eagerly; a busy
+    /// one batches).
     pub fn on_local_changes(&mut self, changes: Vec<(Bytes, Value)>) {
+        self.queue_changes(changes);
+        let idle: Vec<NodeAddr> = self
+            .pending
+            .keys()
+            .filter(|to| !self.deltas_in_flight.values().any(|a| a == *to))
+            .cloned()
+            .collect();
+        for to in idle {
+            if let Some(entries) = self.pending.remove(&to) {
+                self.send_deltas(to, entries);
+            }
+        }
+    }
+
+    /// Queues deltas of writes merged here for the keys' other owners (sent at the next
+    /// gossip period, or when the link is free).
+    fn queue_changes(&mut self, changes: Vec<(Bytes, Value)>) {
         for (key, delta) in changes {
             for owner in self.owners(&key) {
                 if owner == self.me {
@@ -647,7 +693,7 @@ impl ClusterAgent {
                     .push((key.clone(), delta.clone()));
             }
         }
-        self.on_local_changes(changes);
+        self.queue_changes(changes);
         let mut wait = ReplicaWait {
             keys,
             waiting: BTreeMap::new(),
@@ -666,9 +712,11 @@ impl ClusterAgent {
     /// Request `id` was lost (no answer will come): a node's shell reports what its
     /// transport gave up on.
     pub fn handle_failure(&mut self, id: u64) {
+        self.deltas_in_flight.remove(&id);
         if let Some(hints) = self.hints_in_flight.remove(&id) {
-            // Queued again for the keys' owners as they are now.
-            self.on_local_changes(hints);
+            // Queued again for the keys' owners as they are now, for the next gossip period
+            // (not at once: an owner still cut off would fail it again at once).
+            self.queue_changes(hints);
         }
         if let Some(ticket) = self.replica_messages.remove(&id) {
             if let Some(w) = self.replica_waits.get_mut(&ticket) {
@@ -788,6 +836,12 @@ impl ClusterAgent {
         }
         self.draining.remove(&id);
         self.hints_in_flight.remove(&id);
+        if let Some(to) = self.deltas_in_flight.remove(&id) {
+            // The link is free: what piled up meanwhile goes now.
+            if let Some(entries) = self.pending.remove(&to) {
+                self.send_deltas(to, entries);
+            }
+        }
         if let Some(ticket) = self.replica_messages.remove(&id) {
             if let Some(w) = self.replica_waits.get_mut(&ticket)
                 && let Some(carried) = w.waiting.remove(&id)
@@ -909,18 +963,7 @@ impl ClusterAgent {
         if now_ms >= self.next_gossip_ms {
             self.next_gossip_ms = now_ms + self.config.gossip_period_ms;
             for (to, entries) in std::mem::take(&mut self.pending) {
-                if self.ring_nodes.values().any(|a| *a == to) {
-                    self.stats.delta_batches += 1;
-                    let hints: Vec<(Bytes, Value)> = entries
-                        .iter()
-                        .filter(|(k, _)| !self.owns(k))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    let id = self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
-                    if !hints.is_empty() {
-                        self.hints_in_flight.insert(id, hints);
-                    }
-                }
+                self.send_deltas(to, entries);
             }
         }
         if now_ms >= self.next_anti_entropy_ms {
@@ -1215,6 +1258,48 @@ mod test {
             }
         }
         (agents, stores, now)
+    }
+
+    #[test]
+    fn an_idle_link_replicates_at_once_and_a_busy_one_batches() {
+        let (mut agents, mut stores, now) = three_that_met(2);
+        let key = (0..1000)
+            .map(|i| Bytes::from(format!("key{i}")))
+            .find(|k| agents[0].owners(k) == vec!["n0".to_string(), "n1".to_string()])
+            .expect("some key is n0's and n1's");
+        stores[0].collect_changes();
+        let mut write = |agents: &mut Vec<ClusterAgent>, stores: &mut Vec<Worker>| {
+            stores[0].handle_ops(
+                now,
+                [crate::Op::Write {
+                    key: key.clone(),
+                    write: Write::Increment(1),
+                }],
+            );
+            agents[0].on_local_changes(stores[0].take_changes());
+            let mut deltas = Vec::new();
+            while let Some(out) = agents[0].poll_outgoing() {
+                if matches!(out.envelope.body, PeerRequest::Deltas(_)) {
+                    deltas.push(out);
+                }
+            }
+            deltas
+        };
+        // No tick in between: the write goes at once.
+        let first = write(&mut agents, &mut stores);
+        assert_eq!(first.len(), 1, "the idle link to n1 carries the write at once");
+        // While that message is in flight, writes wait, merged per key.
+        assert!(write(&mut agents, &mut stores).is_empty());
+        assert!(write(&mut agents, &mut stores).is_empty());
+        // Its answer frees the link: what piled up goes in one message.
+        let out = first.into_iter().next().unwrap();
+        let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+        agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+        let next: Vec<Outgoing> = std::iter::from_fn(|| agents[0].poll_outgoing())
+            .filter(|o| matches!(o.envelope.body, PeerRequest::Deltas(_)))
+            .collect();
+        assert_eq!(next.len(), 1);
+        assert!(matches!(&next[0].envelope.body, PeerRequest::Deltas(d) if d.len() == 1));
     }
 
     #[test]

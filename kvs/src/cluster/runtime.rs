@@ -212,14 +212,18 @@ enum Input {
     },
     Leave(oneshot::Sender<()>),
     SetReplication(bytes::Bytes, super::replication::Factors),
+    /// Deltas of local writes are waiting (sent when the buffer was empty: a busy node's
+    /// writes pile up and go with the next wake-up, an idle node's go at once).
+    Wake,
 }
 
 /// A node's handle on its cluster agent. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
     inbox: mpsc::Sender<Input>,
-    /// Deltas of local writes, picked up by the agent at its next wake-up (within its 10 ms
-    /// tick): writes do not wake the agent's thread one by one.
+    /// Deltas of local writes, picked up by the agent at its next wake-up: the first into an
+    /// empty buffer wakes it, the rest wait for it (writes do not wake the agent's thread
+    /// one by one).
     changes: Arc<Mutex<Changes>>,
     view: Arc<RwLock<Arc<ClusterView>>>,
     peers: Arc<Peers>,
@@ -314,7 +318,8 @@ impl Cluster {
                             let _ = done.send(());
                             continue;
                         }
-                        Err(RecvTimeoutError::Timeout) => {}
+                        // The local writes waiting are taken below.
+                        Ok(Input::Wake) | Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
                     while let Some((ticket, outcome)) = agent.poll_replicated() {
@@ -436,11 +441,17 @@ impl Cluster {
 
     /// Hands the deltas of local writes to the agent, to send to the keys' other owners.
     pub fn local_changes(&self, changes: Changes) {
-        if !changes.is_empty() {
-            self.changes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(changes);
+        if changes.is_empty() {
+            return;
+        }
+        let was_empty = {
+            let mut buffer = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = buffer.is_empty();
+            buffer.extend(changes);
+            was_empty
+        };
+        if was_empty {
+            let _ = self.inbox.send(Input::Wake);
         }
     }
 
