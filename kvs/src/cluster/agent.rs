@@ -1287,7 +1287,11 @@ mod test {
         };
         // No tick in between: the write goes at once.
         let first = write(&mut agents, &mut stores);
-        assert_eq!(first.len(), 1, "the idle link to n1 carries the write at once");
+        assert_eq!(
+            first.len(),
+            1,
+            "the idle link to n1 carries the write at once"
+        );
         // While that message is in flight, writes wait, merged per key.
         assert!(write(&mut agents, &mut stores).is_empty());
         assert!(write(&mut agents, &mut stores).is_empty());
