@@ -1268,7 +1268,7 @@ mod test {
             .find(|k| agents[0].owners(k) == vec!["n0".to_string(), "n1".to_string()])
             .expect("some key is n0's and n1's");
         stores[0].collect_changes();
-        let mut write = |agents: &mut Vec<ClusterAgent>, stores: &mut Vec<Worker>| {
+        let write = |agents: &mut Vec<ClusterAgent>, stores: &mut Vec<Worker>| {
             stores[0].handle_ops(
                 now,
                 [crate::Op::Write {
