@@ -65,7 +65,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `serde` | yes | `Serialize`/`Deserialize` for every type |
-//! | `laws` | no | the [`laws`] module: checkers for the lattice laws, for your own types' tests |
+//! | `laws` | no | the `laws` module: checkers for the lattice laws, for your own types' tests |
 //! | `crdts` | no | the `crdts_interop` module: use `crdts` types through these traits, and conversions |
 #![deny(missing_docs)]
 #![warn(rustdoc::broken_intra_doc_links)]
@@ -160,7 +160,7 @@ pub use calm_lattice_derive::Lattice;
 /// `Other` is usually `Self`, but may be a different representation of the same lattice
 /// (a single-element delta merged into a full set, say).
 ///
-/// Laws (checked for every type by [`laws`]): merge is associative, commutative and
+/// Laws (checked for every type by the `laws` module): merge is associative, commutative and
 /// idempotent, and the returned `bool` is `true` exactly when `self` changed.
 pub trait Merge<Other = Self> {
     /// Joins `other` into `self`; returns `true` exactly when `self` changed.

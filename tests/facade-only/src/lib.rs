@@ -1,0 +1,37 @@
+//! A crate that depends on `calm` alone, as a user's does: `#[derive(Lattice)]` through
+//! the facade must not need `calm-lattice` as a second dependency.
+
+use calm::lattice::{Lattice, Max, SetUnionBTreeSet};
+
+/// A shopping cart as a product lattice: items ever added, and the largest quantity seen.
+#[derive(Lattice, Default, Clone, Debug, PartialEq, Eq)]
+pub struct Cart {
+    /// Items ever added.
+    pub items: SetUnionBTreeSet<String>,
+    /// The largest quantity seen.
+    pub most: Max<u64>,
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use calm::lattice::{IsBot, Merge};
+
+    #[test]
+    fn a_derived_lattice_merges_through_the_facade() {
+        let mut a = Cart {
+            items: SetUnionBTreeSet::new_from(["apple".to_string()]),
+            most: Max::new(2),
+        };
+        let b = Cart {
+            items: SetUnionBTreeSet::new_from(["pear".to_string()]),
+            most: Max::new(5),
+        };
+        assert!(a.merge(b.clone()));
+        assert_eq!(a.items.len(), Max::new(2));
+        assert_eq!(a.most, Max::new(5));
+        assert!(!a.merge(b.clone()), "merging again changes nothing");
+        assert!(b < a);
+        assert!(Cart::default().is_bot());
+    }
+}
