@@ -15,6 +15,8 @@
 //! assert!(m.merge(Max::new(2)));
 //! ```
 
+/// The byte strings keys, values and members are made of.
+pub use bytes::{self, Bytes};
 pub use calm_kvs as kvs;
 pub use calm_lattice as lattice;
 

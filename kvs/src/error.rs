@@ -20,8 +20,11 @@ pub enum KvsError {
         reason: String,
     },
     /// The connection broke while a request was in flight; the request may or may not have
-    /// been applied (writes are merges, so retrying is safe).
-    #[error("connection lost: {0}; writes merge, so retrying is safe")]
+    /// been applied. Retrying a register, set, max or priority write is safe (it merges to
+    /// the same value); a counter increment retried may count twice.
+    #[error(
+        "connection lost: {0}; the request may or may not have been applied (register, set and max writes are safe to retry; a counter increment retried may count twice)"
+    )]
     ConnectionLost(String),
     /// The node refused a request it could not read.
     #[error("the node refused the request: {0}")]

@@ -47,6 +47,8 @@ pub mod value;
 pub mod wire;
 pub mod worker;
 
+/// The byte strings keys, values and members are made of.
+pub use bytes::{self, Bytes};
 pub use client::Client;
 pub use cluster_client::ClusterClient;
 pub use error::KvsError;

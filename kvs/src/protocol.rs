@@ -46,7 +46,85 @@ pub enum Op {
     },
 }
 
+/// Constructors for the common operations:
+///
+/// ```
+/// use calm_kvs::{Op, Write};
+///
+/// let batch = [
+///     Op::put("greeting", "hello"),
+///     Op::incr("visits", 1),
+///     Op::orset_add("tags", ["new", "red"]),
+///     Op::get("greeting"),
+/// ];
+/// assert_eq!(batch[1], Op::Write { key: "visits".into(), write: Write::Increment(1) });
+/// assert_eq!(batch[3].key().as_ref(), b"greeting");
+/// ```
 impl Op {
+    /// Reads `key`.
+    pub fn get(key: impl Into<Bytes>) -> Op {
+        Op::Get {
+            key: key.into(),
+            meta: false,
+        }
+    }
+
+    /// Sets `key` to `value` (last writer wins).
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
+        Op::write(key, Write::Lww(value.into()))
+    }
+
+    /// Adds `by` to the counter `key` (negative to subtract).
+    pub fn incr(key: impl Into<Bytes>, by: i64) -> Op {
+        Op::write(key, Write::Increment(by))
+    }
+
+    /// Adds `members` to the grow-only set `key`.
+    pub fn set_add<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::SetAdd(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Adds `members` to the add-wins set `key`.
+    pub fn orset_add<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::OrSetAdd(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Removes `members` from the add-wins set `key` (as far as its replica has seen them).
+    pub fn orset_remove<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::OrSetRemove(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Applies `write` to `key`.
+    pub fn write(key: impl Into<Bytes>, write: Write) -> Op {
+        Op::Write {
+            key: key.into(),
+            write,
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Bytes>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
     /// The key this operation is about.
     pub fn key(&self) -> &Bytes {
         match self {
@@ -173,17 +251,20 @@ pub enum OpError {
         node: String,
     },
     /// The node could not read or write its disk. A write that answers this was applied in
-    /// memory but may not be durable.
+    /// memory but may not be durable; retrying it is safe except for a counter increment,
+    /// which would count twice.
     #[error(
-        "the node's storage failed: {reason}; a write may be applied in memory but not on disk (writes merge, so retrying is safe)"
+        "the node's storage failed: {reason}; the write is applied in memory but may not be on disk (register, set and max writes are safe to retry; a counter increment retried would count twice)"
     )]
     Storage {
         /// What failed.
         reason: String,
     },
-    /// With ack `all`: the write was merged where it reached, but not on every replica.
+    /// With ack `all`: the write was merged where it reached, but not on every replica; it
+    /// spreads from there. Retrying is safe except for a counter increment, which would
+    /// count twice.
     #[error(
-        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread, or retry (writes merge, so retrying is safe)"
+        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread (register, set and max writes are safe to retry; a counter increment retried would count twice)"
     )]
     ReplicationIncomplete {
         /// Replicas that merged the write.

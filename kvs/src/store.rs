@@ -120,8 +120,9 @@ pub trait Store: Send + Sync {
     fn set_add(
         &self,
         key: impl Into<Bytes>,
-        members: Vec<Bytes>,
+        members: impl IntoIterator<Item = impl Into<Bytes>>,
     ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        let members = members.into_iter().map(Into::into).collect();
         self.write(key, Write::SetAdd(members))
     }
 
@@ -129,8 +130,9 @@ pub trait Store: Send + Sync {
     fn orset_add(
         &self,
         key: impl Into<Bytes>,
-        members: Vec<Bytes>,
+        members: impl IntoIterator<Item = impl Into<Bytes>>,
     ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        let members = members.into_iter().map(Into::into).collect();
         self.write(key, Write::OrSetAdd(members))
     }
 
@@ -138,8 +140,9 @@ pub trait Store: Send + Sync {
     fn orset_remove(
         &self,
         key: impl Into<Bytes>,
-        members: Vec<Bytes>,
+        members: impl IntoIterator<Item = impl Into<Bytes>>,
     ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        let members = members.into_iter().map(Into::into).collect();
         self.write(key, Write::OrSetRemove(members))
     }
 

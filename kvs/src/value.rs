@@ -268,6 +268,38 @@ pub enum ReadValue {
 }
 
 impl ReadValue {
+    /// The bytes of a last-writer-wins register, or of a priority register's winner.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match self {
+            ReadValue::Lww { value, .. } | ReadValue::Priority { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// A counter's value.
+    pub fn as_counter(&self) -> Option<i128> {
+        match self {
+            ReadValue::Counter { value } => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// A max register's value.
+    pub fn as_max(&self) -> Option<i64> {
+        match self {
+            ReadValue::Max { value } => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// A set's members (grow-only or add-wins), in order.
+    pub fn members(&self) -> Option<&[Bytes]> {
+        match self {
+            ReadValue::Set { members } | ReadValue::OrSet { members } => Some(members),
+            _ => None,
+        }
+    }
+
     /// The kind of value read.
     pub fn kind(&self) -> Kind {
         match self {
@@ -505,6 +537,30 @@ impl Value {
 
 #[cfg(test)]
 mod test {
+    #[test]
+    fn read_values_answer_what_they_hold() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let lww = ReadValue::Lww {
+            value: b("v"),
+            stamp: None,
+        };
+        assert_eq!(lww.as_bytes(), Some(&b("v")));
+        assert_eq!(lww.as_counter(), None);
+        assert_eq!(lww.members(), None);
+        let set = ReadValue::OrSet {
+            members: vec![b("a"), b("b")],
+        };
+        assert_eq!(set.members(), Some(&[b("a"), b("b")][..]));
+        assert_eq!(set.as_bytes(), None);
+        assert_eq!(ReadValue::Counter { value: -3 }.as_counter(), Some(-3));
+        assert_eq!(ReadValue::Max { value: 9 }.as_max(), Some(9));
+        let winner = ReadValue::Priority {
+            priority: 1,
+            value: b("w"),
+        };
+        assert_eq!(winner.as_bytes(), Some(&b("w")));
+    }
+
     use calm_lattice::Hlc;
 
     use super::*;

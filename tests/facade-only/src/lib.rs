@@ -1,5 +1,6 @@
-//! A crate that depends on `calm` alone, as a user's does: `#[derive(Lattice)]` through
-//! the facade must not need `calm-lattice` as a second dependency.
+//! A crate that depends on `calm` alone, as a user's does: `#[derive(Lattice)]` and the
+//! store's vocabulary (`Op`, `ReadValue`, `Bytes`) through the facade must not need a
+//! second dependency.
 
 use calm::lattice::{Lattice, Max, SetUnionBTreeSet};
 
@@ -16,6 +17,17 @@ pub struct Cart {
 mod test {
     use super::*;
     use calm::lattice::{IsBot, Merge};
+
+    #[test]
+    fn the_store_s_vocabulary_comes_through_the_facade() {
+        use calm::Bytes;
+        use calm::kvs::{Op, ReadValue, Write};
+        let op = Op::orset_add("tags", ["a", "b"]);
+        let members = vec![Bytes::from("a"), Bytes::from("b")];
+        assert_eq!(op, Op::write("tags", Write::OrSetAdd(members.clone())));
+        let read = ReadValue::OrSet { members };
+        assert_eq!(read.members().map(<[Bytes]>::len), Some(2));
+    }
 
     #[test]
     fn a_derived_lattice_merges_through_the_facade() {
