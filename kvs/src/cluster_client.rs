@@ -135,6 +135,13 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
+    /// Connects to the cluster a cluster file describes (`calm-data/cluster.toml` after
+    /// `calm up`; see [`cluster_file`](crate::cluster_file)).
+    pub async fn connect_file(path: impl AsRef<Path>) -> Result<ClusterClient, KvsError> {
+        let file = crate::cluster_file::ClusterFile::read(path.as_ref())?;
+        ClusterClient::connect(file.nodes, &file.ca).await
+    }
+
     /// Connects through any of `nodes`, trusting the CA certificate at `ca_cert`.
     pub async fn connect(
         nodes: Vec<SocketAddr>,

@@ -19,6 +19,9 @@ pub enum KvsError {
         /// Why it failed.
         reason: String,
     },
+    /// The cluster file could not be read.
+    #[error(transparent)]
+    ClusterFile(#[from] crate::cluster_file::ClusterFileError),
     /// The connection broke while a request was in flight; the request may or may not have
     /// been applied. Retrying a register, set, max or priority write is safe (it merges to
     /// the same value); a counter increment retried may count twice.

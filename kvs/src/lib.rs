@@ -25,6 +25,7 @@ pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod cluster_client;
+pub mod cluster_file;
 pub mod coordinator;
 pub mod error;
 pub mod fault_proxy;

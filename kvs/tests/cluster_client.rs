@@ -148,9 +148,15 @@ async fn a_stale_table_is_corrected_by_redirects() {
     let a = start(dir.path(), None, 1);
     let b = start(dir.path(), Some(a.advertised), 1);
     wait_alive(&a, 2).await;
-    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
-        .await
-        .unwrap();
+    // Connected from a cluster file, as applications find `calm up`'s cluster.
+    let file = dir.path().join("cluster.toml");
+    calm_kvs::cluster_file::ClusterFile {
+        nodes: vec![a.addr],
+        ca: a.ca.cert.clone(),
+    }
+    .write(&file)
+    .unwrap();
+    let client = ClusterClient::connect_file(&file).await.unwrap();
     write_all(&client, 200, 1).await;
     assert_eq!(client.redirects(), 0);
 

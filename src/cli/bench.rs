@@ -601,7 +601,7 @@ async fn contention(args: ContentionArgs) -> CliResult<()> {
 
 async fn failures(args: FailuresArgs) -> CliResult<()> {
     use calm_bench::failures::{FailuresConfig, check, run_load};
-    let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+    let file = super::target::read_cluster_file(&args.cluster)?;
     let seed = std::process::id() as u64;
     let config = FailuresConfig {
         nodes: file.nodes,
@@ -668,7 +668,7 @@ async fn staleness(args: StalenessArgs) -> CliResult<()> {
             ));
         }
     }
-    let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+    let file = super::target::read_cluster_file(&args.cluster)?;
     eprintln!("timing {} writes...", args.trials);
     let s = calm_bench::consistency::staleness(
         file.nodes,
@@ -755,7 +755,7 @@ async fn run_workload(args: RunArgs) -> CliResult<()> {
             .await?
         }
         "cluster" => {
-            let file = calm::cluster_file::ClusterFile::read(&args.cluster)?;
+            let file = super::target::read_cluster_file(&args.cluster)?;
             let client = ClusterClient::connect(file.nodes, &file.ca)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -246,7 +246,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
             nodes: vec![advertised],
             ca: PathBuf::from("ca").join("ca.pem"),
         };
-        file.write(&cluster_path)?;
+        file.write(&cluster_path).map_err(|e| e.to_string())?;
     }
     tracing::info!(%addr, %advertised, threads, executors = args.executors, joining = ?args.join, "node listening (QUIC)");
     let resp = running

@@ -3,11 +3,23 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use calm::cluster_file::ClusterFile;
+use calm::cluster_file::{ClusterFile, ClusterFileError};
 use calm_kvs::Client;
 use clap::Args;
 
 use super::CliResult;
+
+/// Reads a cluster file for a command; a missing one says how to name another.
+pub fn read_cluster_file(path: &std::path::Path) -> CliResult<ClusterFile> {
+    ClusterFile::read(path).map_err(|e| match e {
+        ClusterFileError::NotFound(_) => {
+            format!(
+                "{e}; or name one with --cluster FILE, or a node with --addr HOST:PORT --ca FILE"
+            )
+        }
+        e => e.to_string(),
+    })
+}
 
 /// Which cluster to talk to.
 #[derive(Args, Debug, Clone)]
@@ -41,7 +53,7 @@ impl Target {
             }
             (None, Some(_)) => Err("--ca goes with --addr HOST:PORT".into()),
             _ => {
-                let file = ClusterFile::read(&self.cluster)?;
+                let file = read_cluster_file(&self.cluster)?;
                 Ok((file.nodes, file.ca))
             }
         }

@@ -101,6 +101,7 @@ impl Nodes {
             ca: PathBuf::from("ca").join("ca.pem"),
         }
         .write(&self.args.data_dir.join("cluster.toml"))
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -835,7 +835,15 @@ impl ClusterAgent {
             self.probe = None;
         }
         self.draining.remove(&id);
-        self.hints_in_flight.remove(&id);
+        // A node that has left takes what it is sent and answers, but it will not keep it:
+        // it is no replica of a write, and hints sent to it go to the owners that stay.
+        let gone = matches!(&reply, PeerReply::Ack { membership }
+            if membership.get(from).is_some_and(|m| m.status == Status::Left));
+        if let Some(hints) = self.hints_in_flight.remove(&id)
+            && gone
+        {
+            self.queue_changes(hints);
+        }
         if let Some(to) = self.deltas_in_flight.remove(&id) {
             // The link is free: what piled up meanwhile goes now.
             if let Some(entries) = self.pending.remove(&to) {
@@ -845,6 +853,7 @@ impl ClusterAgent {
         if let Some(ticket) = self.replica_messages.remove(&id) {
             if let Some(w) = self.replica_waits.get_mut(&ticket)
                 && let Some(carried) = w.waiting.remove(&id)
+                && !gone
             {
                 for key in carried {
                     if let Some((_, reached)) = w.keys.get_mut(&key) {
@@ -1337,6 +1346,34 @@ mod test {
             }
             assert_eq!(sent, 2, "round {round}: the hint goes to both owners again");
         }
+    }
+
+    #[test]
+    fn a_node_that_left_is_no_replica_of_a_write() {
+        // n1 owns the key with n0 but has announced its leave (its hand-over is done): it
+        // still answers what it is sent, and must not count as the write's second replica.
+        let (mut agents, mut stores, now) = three_that_met(2);
+        let key = (0..1000)
+            .map(|i| Bytes::from(format!("key{i}")))
+            .find(|k| agents[0].owners(k) == vec!["n0".to_string(), "n1".to_string()])
+            .expect("some key is n0's and n1's");
+        agents[1].leave();
+        stores[0].collect_changes();
+        stores[0].handle_ops(
+            now,
+            [crate::Op::Write {
+                key,
+                write: Write::Increment(1),
+            }],
+        );
+        let ticket = agents[0].replicate(stores[0].take_changes(), usize::MAX);
+        while let Some(out) = agents[0].poll_outgoing() {
+            if out.to == "n1" {
+                let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+                agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+            }
+        }
+        assert_eq!(agents[0].poll_replicated(), Some((ticket, Err((1, 2)))));
     }
 
     #[test]
