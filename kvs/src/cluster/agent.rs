@@ -885,6 +885,9 @@ impl ClusterAgent {
                     waiting.remove(&owner);
                     if waiting.is_empty()
                         && let Some((value, _)) = self.handoff.sent.remove(&key)
+                        // An owner again (the ring changed while the key was on its way:
+                        // a leaving node handed it here): it keeps its copy.
+                        && !self.owns(&key)
                     {
                         done.push((key, value));
                     }
