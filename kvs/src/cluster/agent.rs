@@ -1272,13 +1272,36 @@ mod test {
         (agents, stores, now)
     }
 
+    /// A key `agent` sees owned by `owners`, in that order.
+    fn key_owned_by(agent: &ClusterAgent, owners: &[&str]) -> Bytes {
+        (0..1000)
+            .map(|i| Bytes::from(format!("key{i}")))
+            .find(|k| agent.owners(k).iter().eq(owners))
+            .expect("some key has these owners")
+    }
+
+    /// Increments `keys` on `store`; the deltas.
+    fn increment(
+        store: &mut Worker,
+        now: u64,
+        keys: impl IntoIterator<Item = Bytes>,
+    ) -> crate::worker::Changes {
+        store.collect_changes();
+        let ops: Vec<crate::Op> = keys
+            .into_iter()
+            .map(|key| crate::Op::Write {
+                key,
+                write: Write::Increment(1),
+            })
+            .collect();
+        store.handle_ops(now, ops);
+        store.take_changes()
+    }
+
     #[test]
     fn an_idle_link_replicates_at_once_and_a_busy_one_batches() {
         let (mut agents, mut stores, now) = three_that_met(2);
-        let key = (0..1000)
-            .map(|i| Bytes::from(format!("key{i}")))
-            .find(|k| agents[0].owners(k) == vec!["n0".to_string(), "n1".to_string()])
-            .expect("some key is n0's and n1's");
+        let key = key_owned_by(&agents[0], &["n0", "n1"]);
         stores[0].collect_changes();
         let write = |agents: &mut Vec<ClusterAgent>, stores: &mut Vec<Worker>| {
             stores[0].handle_ops(
@@ -1356,20 +1379,10 @@ mod test {
         // n1 owns the key with n0 but has announced its leave (its hand-over is done): it
         // still answers what it is sent, and must not count as the write's second replica.
         let (mut agents, mut stores, now) = three_that_met(2);
-        let key = (0..1000)
-            .map(|i| Bytes::from(format!("key{i}")))
-            .find(|k| agents[0].owners(k) == vec!["n0".to_string(), "n1".to_string()])
-            .expect("some key is n0's and n1's");
+        let key = key_owned_by(&agents[0], &["n0", "n1"]);
         agents[1].leave();
-        stores[0].collect_changes();
-        stores[0].handle_ops(
-            now,
-            [crate::Op::Write {
-                key,
-                write: Write::Increment(1),
-            }],
-        );
-        let ticket = agents[0].replicate(stores[0].take_changes(), usize::MAX);
+        let changes = increment(&mut stores[0], now, [key]);
+        let ticket = agents[0].replicate(changes, usize::MAX);
         while let Some(out) = agents[0].poll_outgoing() {
             if out.to == "n1" {
                 let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
@@ -1384,22 +1397,10 @@ mod test {
         // Two keys n0 owns, one with n1 and one with n2: n1 merging its key must not count
         // as a second replica of the other.
         let (mut agents, mut stores, now) = three_that_met(2);
-        let with = |agents: &Vec<ClusterAgent>, other: &str| {
-            (0..1000)
-                .map(|i| Bytes::from(format!("key{i}")))
-                .find(|k| agents[0].owners(k) == vec!["n0".to_string(), other.to_string()])
-                .expect("some key has these owners")
-        };
-        let (k1, k2) = (with(&agents, "n1"), with(&agents, "n2"));
-        stores[0].collect_changes();
-        stores[0].handle_ops(
-            now,
-            [k1, k2].map(|key| crate::Op::Write {
-                key,
-                write: Write::Increment(1),
-            }),
-        );
-        let ticket = agents[0].replicate(stores[0].take_changes(), usize::MAX);
+        let k1 = key_owned_by(&agents[0], &["n0", "n1"]);
+        let k2 = key_owned_by(&agents[0], &["n0", "n2"]);
+        let changes = increment(&mut stores[0], now, [k1, k2]);
+        let ticket = agents[0].replicate(changes, usize::MAX);
         while let Some(out) = agents[0].poll_outgoing() {
             if out.to == "n1" {
                 let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
