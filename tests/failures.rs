@@ -26,12 +26,15 @@ fn start(data: &std::path::Path, base: u16, resp: u16, extra: &[&str]) -> Up {
     Up::start_with_resp(NODES, data, base, resp, &args)
 }
 
-/// Kills a random node with SIGKILL; returns which, if one was running.
+/// Kills a random running node with SIGKILL; returns which, if one was running.
 fn kill_one(up: &Up, rng: &mut impl Rng) -> Option<usize> {
-    let i = rng.random_range(0..NODES as usize);
-    let (_, pid) = up.node_status(i);
-    let pid = pid?;
-    signal(pid as u32, "-KILL").then_some(i)
+    let first = rng.random_range(0..NODES as usize);
+    (0..NODES as usize)
+        .map(|k| (first + k) % NODES as usize)
+        .find_map(|i| {
+            let pid = up.node_status(i).1?;
+            signal(pid as u32, "-KILL").then_some(i)
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +82,8 @@ async fn kill_restart_and_check(ack: Ack, extra: &[&str], run: Duration) {
     let started = Instant::now();
     let mut kills = 0;
     let mut restarted = false;
-    while started.elapsed() < run {
+    // At least `run`, and until 3 kills happened (a slow machine restarts nodes slowly).
+    while started.elapsed() < run || (kills < 3 && started.elapsed() < 3 * run) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(7_000..9_000))).await;
         if !restarted && started.elapsed() > Duration::from_secs(20) {
             // The whole cluster stops (Ctrl-C) and comes back on its data.
