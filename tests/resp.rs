@@ -450,22 +450,142 @@ fn bad_input_is_refused_and_other_clients_carry_on() {
     assert_eq!(cli(p, &["GET", "greeting-after-flood"]), "");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calm_up_serves_redis_clients_on_every_node() {
+#[test]
+fn calm_up_reads_your_writes_through_any_node() {
     let dir = tempfile::tempdir().unwrap();
     let base = common::free_base_port(3);
     let up = Up::start(3, &dir.path().join("data"), base, &["--threads", "1"]);
-    assert_eq!(cli(up.resp[0], &["SET", "a", "1"]), "OK");
-    // Any node answers for any key: node 2 forwards to the key's owners.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cli(up.resp[2], &["GET", "a"]) != "1" {
-        assert!(Instant::now() < deadline, "node 2 never read the write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The README's example, with redis-cli: a write through node 0, a read through node 2.
+    for i in 0..20 {
+        let key = format!("readme:{i}");
+        assert_eq!(cli(up.resp[0], &["SET", &key, "1"]), "OK");
+        assert_eq!(
+            cli(up.resp[2], &["GET", &key]),
+            "1",
+            "{key} read through node 2"
+        );
     }
-    assert_eq!(cli(up.resp[1], &["INCRBY", "n", "5"]), "5");
+    // Through the redis crate: each write goes through one node and is read at once through
+    // another, for keys every node owns, some and none of; counters and sets too.
+    let mut cons: Vec<redis::Connection> = up
+        .resp
+        .iter()
+        .map(|p| {
+            redis::Client::open(format!("redis://127.0.0.1:{p}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap()
+        })
+        .collect();
+    let mut stale = Vec::new();
+    for i in 0..300usize {
+        let (w, r) = (i % 3, (i + 1 + i / 3 % 2) % 3);
+        let key = format!("ryw:{i}");
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query(&mut cons[w])
+            .unwrap();
+        let got: Option<String> = redis::cmd("GET").arg(&key).query(&mut cons[r]).unwrap();
+        if got != Some(i.to_string()) {
+            stale.push(format!("{key} written via {w}, read via {r}: {got:?}"));
+        }
+        let n: i64 = redis::cmd("INCRBY")
+            .arg("ryw:n")
+            .arg(1)
+            .query(&mut cons[w])
+            .unwrap();
+        let seen: i64 = redis::cmd("GET").arg("ryw:n").query(&mut cons[r]).unwrap();
+        if seen < n {
+            stale.push(format!("counter {n} written via {w}, read via {r}: {seen}"));
+        }
+        let _: i64 = redis::cmd("SADD")
+            .arg("ryw:s")
+            .arg(i)
+            .query(&mut cons[w])
+            .unwrap();
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg("ryw:s")
+            .arg(i)
+            .query(&mut cons[r])
+            .unwrap();
+        if !member {
+            stale.push(format!("member {i} added via {w}, not seen via {r}"));
+        }
+    }
+    assert!(stale.is_empty(), "{} stale reads: {stale:?}", stale.len());
+}
+
+#[test]
+fn a_deleted_key_takes_any_type_and_racing_types_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = Up::start(3, &dir.path().join("data"), base, &["--threads", "1"]);
+    let p = up.resp[0];
+    assert_eq!(cli(p, &["SADD", "x", "a"]), "1");
+    assert_eq!(cli(p, &["DEL", "x"]), "1");
+    assert_eq!(cli(up.resp[1], &["SET", "x", "v"]), "OK");
+    for port in &up.resp {
+        assert_eq!(cli(*port, &["GET", "x"]), "v");
+        assert_eq!(cli(*port, &["TYPE", "x"]), "string");
+    }
+    assert!(
+        cli(p, &["SADD", "x", "b"]).contains("WRONGTYPE"),
+        "a live string stays one"
+    );
+    assert_eq!(cli(p, &["DEL", "x"]), "1");
+    assert_eq!(cli(p, &["INCRBY", "x", "4"]), "4");
+
+    // Two writers on two nodes race on the same keys: one deletes and writes a string,
+    // the other deletes and increments. Every node ends with the same type and value for
+    // each key, one of the two writers' (the later type change wins).
+    let keys: Vec<String> = (0..40).map(|i| format!("race:{i}")).collect();
+    for k in &keys {
+        assert_eq!(cli(p, &["SADD", k, "m"]), "1");
+    }
+    let writer = |port: u16, keys: Vec<String>, string: bool| {
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            for k in keys {
+                let _: i64 = redis::cmd("DEL").arg(&k).query(&mut con).unwrap();
+                let r: redis::RedisResult<redis::Value> = if string {
+                    redis::cmd("SET").arg(&k).arg("s").query(&mut con)
+                } else {
+                    redis::cmd("INCR").arg(&k).query(&mut con)
+                };
+                // The other writer's type may have won already: that is the refusal.
+                if let Err(e) = r {
+                    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+                }
+            }
+        })
+    };
+    let a = writer(up.resp[1], keys.clone(), true);
+    let b = writer(up.resp[2], keys.clone(), false);
+    a.join().unwrap();
+    b.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cli(up.resp[0], &["GET", "n"]) != "5" {
-        assert!(Instant::now() < deadline, "node 0 never read the counter");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for k in &keys {
+        loop {
+            let seen: Vec<(String, String)> = up
+                .resp
+                .iter()
+                .map(|port| (cli(*port, &["TYPE", k]), cli(*port, &["GET", k])))
+                .collect();
+            let agreed = seen.iter().all(|s| *s == seen[0]);
+            if agreed {
+                assert!(
+                    seen[0] == ("string".into(), "s".into())
+                        || seen[0] == ("string".into(), "1".into()),
+                    "{k}: {seen:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{k} never converged: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -424,14 +424,7 @@ impl Store for Client {
     ) -> impl Future<Output = Result<Vec<OpResult>, KvsError>> + Send {
         let expected = ops.len();
         async move {
-            match self
-                .request(RequestBody::Batch {
-                    ops,
-                    ack: crate::protocol::Ack::One,
-                    route: crate::protocol::Route::Coordinate,
-                })
-                .await?
-            {
+            match self.request(RequestBody::ops(ops)).await? {
                 ResponseBody::Results(results) if results.len() == expected => Ok(results),
                 other => Err(KvsError::UnexpectedReply(format!(
                     "asked for {expected} results, got {other:?}"

@@ -289,7 +289,10 @@ pub enum OpError {
 /// How many replicas must merge a write before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Ack {
-    /// The first replica (fast; the write spreads by gossip within a period).
+    /// The first replica (fastest; the other owners get the write within about a
+    /// millisecond at low load, within a gossip period under load). A read through another
+    /// owner may miss it for that long: for the routing client, whose reads go to a key's
+    /// first owner too.
     #[default]
     One,
     /// Every replica of the key (survives the loss of all but one of them).
@@ -297,6 +300,12 @@ pub enum Ack {
     /// At least this many replicas of the key, counting the first (survives the loss of
     /// one fewer).
     Replicas(u8),
+    /// The first replica, once every other owner of the key seen alive merged the write
+    /// too, so that a read through any node finds it while no owner fails. An owner that
+    /// does not answer (it is down but not yet declared so) neither fails the write nor
+    /// holds it up for longer than the peer timeout; it gets the write from the hints and
+    /// anti-entropy as with `One`. What the Redis port and [`RequestBody::ops`] use.
+    Visible,
 }
 
 impl From<KindMismatch> for OpError {
@@ -309,12 +318,13 @@ impl From<KindMismatch> for OpError {
 }
 
 impl RequestBody {
-    /// A batch as most clients send it: writes acknowledged by one replica, routed by the
-    /// node that receives it.
+    /// A batch as most clients send it: routed by the node that receives it, writes
+    /// acknowledged once every owner seen alive holds them ([`Ack::Visible`]: a read
+    /// through any node finds them).
     pub fn ops(ops: Vec<Op>) -> RequestBody {
         RequestBody::Batch {
             ops,
-            ack: Ack::One,
+            ack: Ack::Visible,
             route: Route::Coordinate,
         }
     }

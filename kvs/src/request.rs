@@ -11,8 +11,9 @@
 //!   [`forwarded`](BatchRun::forwarded) and what became of it ([`Outcome`]);
 //! - [`Action::Gossip`]: hand the deltas of local writes acknowledged by one replica to the
 //!   cluster agent, which replicates them in the background; no answer;
-//! - [`Action::Replicate`]: have `need` owners merge the deltas before the writes are
-//!   acknowledged (ack `all` or `replicas`); answer with [`replicated`](BatchRun::replicated);
+//! - [`Action::Replicate`]: have the owners `need` asks for merge the deltas before the
+//!   writes are acknowledged (ack `all`, `replicas` or `visible`); answer with
+//!   [`replicated`](BatchRun::replicated);
 //! - [`Action::Inspect`]: read one holder's stored copy of a key (for a read merged over
 //!   every replica, `GetAll`, and for a key this node misses while it settles after a ring
 //!   change); answer with [`inspected`](BatchRun::inspected).
@@ -29,7 +30,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::cluster::{ClusterView, NodeAddr, Status};
+use crate::cluster::{ClusterView, Need, NodeAddr, Status};
 use crate::coordinator::{self, Coordinator, Outcome, Target};
 use crate::protocol::{Ack, Op, OpError, OpResult, Reply, Route};
 use crate::value::Value;
@@ -61,14 +62,14 @@ pub enum Action {
     },
     /// Hand these deltas to the cluster agent's gossip.
     Gossip(Changes),
-    /// Have `need` owners of each key (counting this node) merge the deltas.
+    /// Have the owners `need` asks for merge the deltas.
     Replicate {
         /// Answer with this.
         ticket: u64,
         /// The deltas.
         changes: Changes,
-        /// How many owners must hold them (`usize::MAX`: every owner).
-        need: usize,
+        /// Which owners must hold them.
+        need: Need,
     },
     /// Read the stored copy of `key` on `at`.
     Inspect {
@@ -259,12 +260,13 @@ impl BatchRun {
             replicating: None,
         };
         let need = match self.ack {
-            Ack::One => 1,
-            Ack::All => usize::MAX,
-            Ack::Replicas(k) => usize::from(k),
+            Ack::One | Ack::Replicas(0 | 1) => None,
+            Ack::All => Some(Need::Owners(usize::MAX)),
+            Ack::Replicas(k) => Some(Need::Owners(usize::from(k))),
+            Ack::Visible => Some(Need::Live),
         };
         if view.is_some() && !changes.is_empty() {
-            if need > 1 {
+            if let Some(need) = need {
                 let ticket = self.ticket(Ticket::Replicate(group));
                 local.replicating = Some(ticket);
                 self.actions.push_back(Action::Replicate {
@@ -392,9 +394,20 @@ impl BatchRun {
         let mut asks = Vec::new();
         if let Some(view) = view.filter(|v| v.settling(now_ms)) {
             let local = &self.locals[i];
+            // Every holder's copy, this node's included, may hold the group's own later
+            // writes: a read followed by a write of its key in the group (as Redis's `SADD`
+            // runs) keeps what it found here, which is what came before them.
+            let written_after = |j: usize, key: &Bytes| {
+                local.positions[j + 1..].iter().any(|&p| {
+                    self.coordinator
+                        .op(p)
+                        .is_some_and(|op| coordinator::is_write(op) && op.key() == key)
+                })
+            };
             for (j, (&p, r)) in local.positions.iter().zip(&local.results).enumerate() {
                 if let (Some(Op::Get { key, meta }), Ok(Reply::Value(None))) =
                     (self.coordinator.op(p), r)
+                    && !written_after(j, key)
                 {
                     let others = view.other_holders(key);
                     if !others.is_empty() {
@@ -458,7 +471,8 @@ impl BatchRun {
     /// Plans a round and queues its groups.
     fn plan(&mut self, view: Option<&ClusterView>) {
         let (ack, route) = (self.ack, self.route);
-        let hints = ack == Ack::One && !self.left;
+        // Writes acknowledged by one replica are kept here when no owner takes them.
+        let hints = matches!(ack, Ack::One | Ack::Visible) && !self.left;
         let sends = self
             .coordinator
             .plan(|_, op| candidates(view, hints, route, self.left, op));
@@ -649,7 +663,7 @@ mod test {
         let Some(Action::Replicate { ticket, need, .. }) = run.poll_action() else {
             panic!("ack all replicates before answering");
         };
-        assert_eq!(need, usize::MAX);
+        assert_eq!(need, Need::Owners(usize::MAX));
         assert!(!run.is_done(), "no answer before the replicas merged");
         let refused = OpError::ReplicationIncomplete {
             reached: 1,
@@ -761,6 +775,43 @@ mod test {
             let results = run.into_results();
             assert_eq!(counter(&results[0]), Some(5), "{results:?}");
         }
+    }
+
+    #[test]
+    fn a_miss_followed_by_a_write_of_its_key_keeps_what_it_found() {
+        // `SADD` reads the set, then adds: while the node settles, asking the holders
+        // would find the batch's own addition (here at once, elsewhere once replicated).
+        let v = view("n4", &["n1", "n2", "n3", "n4"], Some(&["n1", "n2", "n3"]));
+        let (mine, _) = keys(&v);
+        let mut run = BatchRun::new(
+            vec![get(&mine), incr(&mine)],
+            Ack::One,
+            Route::Forwarded,
+            Some(&v),
+        );
+        let Some(Action::Run { group, .. }) = run.poll_action() else {
+            panic!("runs here");
+        };
+        run.ran(
+            group,
+            Ok((
+                vec![Ok(Reply::Value(None)), Ok(Reply::Written)],
+                vec![(mine.clone(), copy(&mine, 1, 1))],
+            )),
+            Some(&v),
+            500,
+        );
+        while let Some(a) = run.poll_action() {
+            assert!(
+                matches!(a, Action::Gossip(_)),
+                "no read of other holders: {a:?}"
+            );
+        }
+        assert!(run.is_done());
+        assert_eq!(
+            run.into_results(),
+            vec![Ok(Reply::Value(None)), Ok(Reply::Written)]
+        );
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //!
 //! A write concurrent with an observed reset survives it (add-wins); a read of a deleted or
 //! emptied key says "not found", never an empty value.
+//!
+//! A key's kind is fixed by its first write, and again by the first write after it was
+//! deleted or emptied: a write of another kind to a key that reads as absent starts a new
+//! *generation* ([`Value::Generation`]) of its own kind, stamped with the write's HLC
+//! stamp. A newer generation replaces an older one wholesale wherever they meet, so replicas
+//! converge whatever order they see them in; writes of the older generation that were
+//! concurrent with the change (made on a replica that had not yet seen it) are dropped,
+//! as a last-writer-wins overwrite drops the writes it follows. Two generations started
+//! at once on two replicas: the later stamp wins.
 
 use std::fmt;
 use std::str::FromStr;
@@ -124,6 +133,16 @@ pub enum Value {
     SingleCausal(SingleKeyCausal<Option<Bytes>>),
     /// Concurrent writes kept with their dependencies; `None` versions are deletes.
     MultiCausal(MultiKeyCausal<Bytes, Option<Bytes>>),
+    /// A key whose kind changed after it was deleted: `value` (never itself a generation)
+    /// holds what was written since `since`. It replaces every value of an earlier
+    /// generation (a value of any other variant is generation zero) and merges with values
+    /// of its own (see the [module docs](self)).
+    Generation {
+        /// The stamp of the write that changed the kind.
+        since: Stamp,
+        /// What this generation holds.
+        value: Box<Value>,
+    },
 }
 
 /// A write of one kind met a key of another; nothing was changed.
@@ -341,12 +360,42 @@ impl Value {
             Value::Priority(_) => Kind::Priority,
             Value::SingleCausal(_) => Kind::SingleCausal,
             Value::MultiCausal(_) => Kind::MultiCausal,
+            Value::Generation { value, .. } => value.kind(),
         }
     }
 
-    /// Merges a value of the same kind; refuses (changing nothing) a value of another kind.
+    /// When the key's current kind took over after a delete (`None`: with its first write).
+    pub fn generation(&self) -> Option<Stamp> {
+        match self {
+            Value::Generation { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// The value of the key's current generation.
+    pub fn inner(&self) -> &Value {
+        match self {
+            Value::Generation { value, .. } => value,
+            other => other,
+        }
+    }
+
+    /// Merges a value: of a newer generation, it replaces this one; of an older, it changes
+    /// nothing; of the same, it merges if it is of the same kind and is refused (changing
+    /// nothing) if not.
     pub fn merge(&mut self, other: Value) -> Result<bool, KindMismatch> {
+        match self.generation().cmp(&other.generation()) {
+            std::cmp::Ordering::Less => {
+                *self = other;
+                return Ok(true);
+            }
+            std::cmp::Ordering::Greater => return Ok(false),
+            std::cmp::Ordering::Equal => {}
+        }
         Ok(match (self, other) {
+            (Value::Generation { value: a, .. }, Value::Generation { value: b, .. }) => {
+                a.merge(*b)?
+            }
             (Value::Lww(a), Value::Lww(b)) => a.merge(b),
             (Value::Set(a), Value::Set(b)) => a.merge(b),
             (Value::OrSet(a), Value::OrSet(b)) => a.merge(b),
@@ -383,8 +432,27 @@ impl Value {
     }
 
     /// Applies `write` and returns its delta (what to ship to other replicas). A write of
-    /// another kind is refused and changes nothing.
+    /// another kind is refused and changes nothing, unless the key reads as absent (deleted
+    /// or emptied): then the write starts a new generation of its kind (see the
+    /// [module docs](self)), and the delta carries it.
     pub fn apply(&mut self, write: Write, ctx: WriteCtx) -> Result<Value, KindMismatch> {
+        // A removal creates nothing: it never starts a generation.
+        let creates = !matches!(write, Write::Merge(_) | Write::OrSetRemove(_));
+        if creates && write.kind() != self.kind() && !self.is_visible() {
+            *self = Value::Generation {
+                since: ctx.stamp,
+                value: Box::new(Value::empty(write.kind())),
+            };
+        }
+        if let (Value::Generation { since, value }, false) =
+            (&mut *self, matches!(write, Write::Merge(_)))
+        {
+            let delta = value.apply(write, ctx)?;
+            return Ok(Value::Generation {
+                since: *since,
+                value: Box::new(delta),
+            });
+        }
         let attempted = write.kind();
         let mismatch = |stored: Kind| KindMismatch { stored, attempted };
         let r = ctx.replica;
@@ -446,6 +514,10 @@ impl Value {
         }
         let r = ctx.replica;
         Some(match self {
+            Value::Generation { since, value } => Value::Generation {
+                since: *since,
+                value: Box::new(value.delete(ctx)?),
+            },
             Value::Lww(v) => Value::Lww(v.write(ctx.stamp, None)),
             Value::Set(v) => Value::Set(v.remove(&())),
             Value::OrSet(v) => Value::OrSet(v.clear()),
@@ -472,6 +544,7 @@ impl Value {
             Value::Priority(v) => v.context().has_seen(replica),
             Value::SingleCausal(v) => v.clock().get(replica) > 0,
             Value::MultiCausal(v) => v.clock().get(replica) > 0,
+            Value::Generation { value, .. } => value.written_by(replica),
         }
     }
 
@@ -486,6 +559,7 @@ impl Value {
             Value::Priority(v) => v.contains_key(&()),
             Value::SingleCausal(v) => v.values().any(Option::is_some),
             Value::MultiCausal(v) => v.values().any(Option::is_some),
+            Value::Generation { value, .. } => value.is_visible(),
         }
     }
 
@@ -498,6 +572,7 @@ impl Value {
             vals.filter_map(Clone::clone).collect()
         };
         Some(match self {
+            Value::Generation { value, .. } => return value.read(meta),
             Value::Lww(v) => ReadValue::Lww {
                 value: v.get().cloned().flatten()?,
                 stamp: if meta { v.stamp() } else { None },
@@ -690,5 +765,82 @@ mod test {
         assert!(conflict.is_some());
         c.merge_replicated(a0);
         assert_eq!(a, c);
+    }
+
+    #[test]
+    fn a_deleted_key_takes_any_kind() {
+        // SADD x a; DEL x; SET x v — and then INCR on the string is refused again.
+        let mut v = Value::empty(Kind::OrSet);
+        v.apply(Write::OrSetAdd(vec![b("a")]), ctx(1, 1)).unwrap();
+        v.delete(ctx(1, 2)).unwrap();
+        let delta = v.apply(Write::Lww(b("v")), ctx(1, 3)).unwrap();
+        assert_eq!(v.kind(), Kind::Lww);
+        assert_eq!(
+            v.read(false).and_then(|r| r.as_bytes().cloned()),
+            Some(b("v"))
+        );
+        assert_eq!(delta.generation(), Some(ctx(1, 3).stamp));
+        let err = v.apply(Write::Increment(1), ctx(1, 4)).unwrap_err();
+        assert_eq!(err.stored, Kind::Lww);
+        // A removal from the deleted string creates nothing.
+        v.delete(ctx(1, 5)).unwrap();
+        v.apply(Write::OrSetRemove(vec![b("a")]), ctx(1, 6))
+            .unwrap_err();
+        assert_eq!(v.kind(), Kind::Lww);
+        // Deleted again, it takes a counter: a newer generation.
+        let d = v.apply(Write::Increment(2), ctx(1, 7)).unwrap();
+        assert_eq!(d.generation(), Some(ctx(1, 7).stamp));
+        assert_eq!(v.read(false).and_then(|r| r.as_counter()), Some(2));
+    }
+
+    #[test]
+    fn generations_converge_in_any_order() {
+        // Three replicas hold set x. Replica 1 deletes it and writes a string; replica 2,
+        // concurrently, deletes it and increments a counter (a later stamp); replica 3,
+        // not having seen either, adds a member. Every order of delivery ends in replica
+        // 2's counter, and an old generation's delta arriving late changes nothing.
+        let mut base = Value::empty(Kind::OrSet);
+        let first = base
+            .apply(Write::OrSetAdd(vec![b("a")]), ctx(3, 1))
+            .unwrap();
+        let mut deltas = Vec::new();
+        let mut r1 = base.clone();
+        deltas.push(r1.delete(ctx(1, 10)).unwrap());
+        deltas.push(r1.apply(Write::Lww(b("s")), ctx(1, 11)).unwrap());
+        let mut r2 = base.clone();
+        deltas.push(r2.delete(ctx(2, 12)).unwrap());
+        deltas.push(r2.apply(Write::Increment(5), ctx(2, 13)).unwrap());
+        let mut r3 = base.clone();
+        deltas.push(
+            r3.apply(Write::OrSetAdd(vec![b("late")]), ctx(3, 14))
+                .unwrap(),
+        );
+        deltas.push(first);
+        let mut outcomes = Vec::new();
+        let n = deltas.len();
+        // Every rotation and its reverse.
+        for start in 0..n {
+            for reverse in [false, true] {
+                let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+                if reverse {
+                    order.reverse();
+                }
+                let mut v = Value::empty(Kind::OrSet);
+                for i in order {
+                    v.merge_replicated(deltas[i].clone());
+                }
+                outcomes.push(v);
+            }
+        }
+        for (i, v) in outcomes.iter().enumerate() {
+            assert_eq!(v.kind(), Kind::Counter, "order {i}");
+            assert_eq!(v.read(false).and_then(|r| r.as_counter()), Some(5));
+            assert_eq!(v, &outcomes[0], "order {i} converges");
+        }
+        // Whole states merge to the same value too.
+        for (mut a, b_) in [(r1.clone(), r2.clone()), (r2.clone(), r1.clone()), (r3, r2)] {
+            a.merge_replicated(b_);
+            assert_eq!(a.read(false), outcomes[0].read(false));
+        }
     }
 }

@@ -261,9 +261,15 @@ impl Worker {
                 max: self.config.max_value_bytes,
             });
         }
-        // Removing members from a set that does not exist changes nothing, and must not
-        // create the key.
-        if matches!(write, Write::OrSetRemove(_)) && !self.store.contains(&key) {
+        // Removing members from a set that does not exist (or was deleted) changes nothing,
+        // and must not create the key.
+        if matches!(write, Write::OrSetRemove(_))
+            && !self
+                .store
+                .get(&key)
+                .map_err(storage_error)?
+                .is_some_and(Value::is_visible)
+        {
             return Ok(Reply::Written);
         }
         let ctx = WriteCtx {
@@ -274,7 +280,7 @@ impl Worker {
             .store
             .get_or_insert(&key, write.kind())
             .map_err(storage_error)?;
-        if let (Write::Increment(by), Value::Counter(_)) = (&write, &*value)
+        if let (Write::Increment(by), Value::Counter(_)) = (&write, value.inner())
             && let Some(crate::value::ReadValue::Counter { value: now }) = value.read(false)
             && i64::try_from(now + i128::from(*by)).is_err()
         {
@@ -381,11 +387,14 @@ impl Worker {
 
     fn merge_entries_inner(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
         for (key, value) in entries {
-            if let Value::Lww(lww) = &value
+            // Later local writes must be stamped after what we have seen; a stamp from too
+            // far in the future is still merged, but not adopted.
+            if let Some(stamp) = value.generation() {
+                let _ = self.clock.observe(stamp.hlc, now_ms);
+            }
+            if let Value::Lww(lww) = value.inner()
                 && let Some(stamp) = lww.stamp()
             {
-                // Later local writes must be stamped after what we have seen; a stamp from
-                // too far in the future is still merged, but not adopted.
                 let _ = self.clock.observe(stamp.hlc, now_ms);
             }
             let watched =

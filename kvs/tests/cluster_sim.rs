@@ -472,10 +472,10 @@ fn run(seed: u64) -> Result<(), String> {
                             }
                         })
                         .collect();
-                    let ack = if w.rng.random_bool(0.5) {
-                        Ack::All
-                    } else {
-                        Ack::One
+                    let ack = match w.rng.random_range(0..3) {
+                        0 => Ack::All,
+                        1 => Ack::Visible,
+                        _ => Ack::One,
                     };
                     let via = if c == 0 { w.random_up() } else { None };
                     if c == 1 || via.is_some() {
@@ -529,12 +529,13 @@ fn run(seed: u64) -> Result<(), String> {
     check(&mut w, &crashes, durable)
 }
 
-/// The bursts client writes every key node `c` leads through it (ack `one`).
+/// The bursts client writes every key node `c` leads through it (ack `visible`, as the Redis
+/// port does).
 fn burst(w: &mut World, clients: &mut [Client], c: usize) {
     for k in 0..KEYS {
         if w.nodes[c].agent.owners(&key(k)).first() == Some(&addr(c)) {
             let op = w.write(k);
-            w.start(clients, 2, vec![op], Ack::One, Some(c));
+            w.start(clients, 2, vec![op], Ack::Visible, Some(c));
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct ServerArgs {
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
+    /// When Redis clients' writes are answered: `visible` once every owner seen alive holds
+    /// them (a read through any node finds them); `one` once the first owner does (faster;
+    /// a read through another node may miss the write for about a millisecond).
+    #[arg(long, value_name = "WHEN", default_value = "visible", value_parser = ["visible", "one"], requires = "resp")]
+    pub resp_ack: String,
     /// Function executor threads next to this node's cache (0: no executors).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub executors: u16,
@@ -202,6 +207,11 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         resp: args.resp,
         resp_config: calm_kvs::resp::RespConfig {
             password: args.resp_password.clone(),
+            ack: if args.resp_ack == "one" {
+                calm_kvs::protocol::Ack::One
+            } else {
+                calm_kvs::protocol::Ack::Visible
+            },
         },
     })
     .map_err(|e| e.to_string())?;

@@ -48,6 +48,11 @@ pub struct UpArgs {
     /// Redis clients must AUTH with this password.
     #[arg(long, value_name = "PASSWORD")]
     resp_password: Option<String>,
+    /// When Redis clients' writes are answered: `visible` once every owner seen alive holds
+    /// them (a read through any node finds them); `one` once the first owner does (faster;
+    /// a read through another node may miss the write for about a millisecond).
+    #[arg(long, value_name = "WHEN", default_value = "visible", value_parser = ["visible", "one"])]
+    resp_ack: String,
     /// Folder for the CA, node certificates, cluster.toml and every node's keys (a second
     /// `calm up` on the same folder brings the data back).
     #[arg(long, default_value = "calm-data", value_name = "DIR")]
@@ -300,6 +305,7 @@ fn spawn_node(
         let i = addr.port() - args.base_port;
         cmd.arg("--resp")
             .arg(SocketAddr::from(([127, 0, 0, 1], args.resp_port + i)).to_string());
+        cmd.arg("--resp-ack").arg(&args.resp_ack);
         if let Some(p) = &args.resp_password {
             cmd.arg("--resp-password").arg(p);
         }

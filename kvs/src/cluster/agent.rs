@@ -279,11 +279,15 @@ pub struct ClusterAgent {
     settle_until_ms: u64,
     /// Writes waiting for their replicas, by ticket.
     replica_waits: BTreeMap<u64, ReplicaWait>,
-    /// The ticket each replication message belongs to.
-    replica_messages: HashMap<u64, u64>,
+    /// Per owner, the tickets whose writes wait in `pending` for the next deltas message to
+    /// it (which takes them along in `message_tickets`).
+    awaiting: HashMap<NodeAddr, Vec<u64>>,
+    /// The tickets each deltas message answers for, and its owner.
+    message_tickets: HashMap<u64, (NodeAddr, Vec<u64>)>,
     /// Hints in gossip messages not yet answered (writes kept here for keys this node does
-    /// not own): a message that fails queues them again, so they reach their owners a
-    /// gossip period after the owners are reachable — not at the next hand-off walk.
+    /// not own): a message that fails, or reaches a node that has left, queues them again,
+    /// so they reach their owners a gossip period after the owners are reachable — not at
+    /// the next hand-off walk.
     hints_in_flight: HashMap<u64, Vec<(Bytes, Value)>>,
     /// Gossip messages of deltas not yet answered, and to whom: a peer with none gets the
     /// deltas of new writes at once (an idle link replicates eagerly); a busy one gets them
@@ -297,13 +301,34 @@ pub struct ClusterAgent {
 /// Whether writes reached the replicas asked for (`Err((reached, wanted))`: too few).
 pub type Replicated = Result<(), (usize, usize)>;
 
-/// Writes waiting for their replicas (ack `all` or k): per key, how many replicas it needs
-/// and how many hold it (this node counts), and the messages not yet answered with the keys
-/// each carries. Counted per key: a batch whose keys have different owners is acknowledged
-/// only when every key reached its replicas.
+/// Writes waiting for their replicas (ack `all`, k or `visible`): per key, how many
+/// replicas it needs and how many hold it (this node counts), and the owners not yet heard
+/// from with the keys each is sent. Counted per key: a batch whose keys have different
+/// owners is acknowledged only when every key reached its replicas.
 struct ReplicaWait {
     keys: BTreeMap<Bytes, (usize, usize)>,
-    waiting: BTreeMap<u64, BTreeSet<Bytes>>,
+    /// The owners whose answer is awaited, with the keys they are sent.
+    owed: BTreeMap<NodeAddr, BTreeSet<Bytes>>,
+    /// Whether replicas that could not be reached fail the writes (`Need::Owners`) or
+    /// not (`Need::Live`).
+    strict: bool,
+}
+
+/// Deltas messages a node keeps in flight to one owner while clients wait for their writes
+/// to reach it: a client's write goes out at once unless this many are unanswered (then in
+/// the next one, with every write that arrives meanwhile). Background gossip keeps one.
+const WAITED_DELTAS_IN_FLIGHT: usize = 4;
+
+/// Which owners must merge writes before a client is answered (see
+/// [`ClusterAgent::replicate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// At least this many replicas of each key, counting this node (`usize::MAX`: every
+    /// owner); if fewer take them, the writes fail.
+    Owners(usize),
+    /// Every owner seen alive, so that a read through any node finds the writes. An owner
+    /// that does not answer does not fail them: it gets them later, as with ack `one`.
+    Live,
 }
 
 impl ClusterAgent {
@@ -352,7 +377,8 @@ impl ClusterAgent {
             ring_changed_ms: now_ms,
             settle_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
             replica_waits: BTreeMap::new(),
-            replica_messages: HashMap::new(),
+            awaiting: HashMap::new(),
+            message_tickets: HashMap::new(),
             hints_in_flight: HashMap::new(),
             deltas_in_flight: HashMap::new(),
             replicated: VecDeque::new(),
@@ -614,7 +640,9 @@ impl ClusterAgent {
     /// Sends the deltas queued for `to` (if it still owns keys), remembering the hints among
     /// them (see `hints_in_flight`).
     fn send_deltas(&mut self, to: NodeAddr, entries: HashMap<Bytes, Value>) {
+        let tickets = self.awaiting.remove(&to).unwrap_or_default();
         if entries.is_empty() || !self.ring_nodes.values().any(|a| *a == to) {
+            self.owner_answered(&to, tickets, false);
             return;
         }
         self.stats.delta_batches += 1;
@@ -630,7 +658,27 @@ impl ClusterAgent {
         if !hints.is_empty() {
             self.hints_in_flight.insert(id, hints);
         }
+        if !tickets.is_empty() {
+            self.message_tickets.insert(id, (to.clone(), tickets));
+        }
         self.deltas_in_flight.insert(id, to);
+    }
+
+    /// `owner` merged (`merged`), or will not be heard from about, the writes of `tickets`.
+    fn owner_answered(&mut self, owner: &str, tickets: Vec<u64>, merged: bool) {
+        for ticket in tickets {
+            if let Some(w) = self.replica_waits.get_mut(&ticket)
+                && let Some(keys) = w.owed.remove(owner)
+                && merged
+            {
+                for key in keys {
+                    if let Some((_, reached)) = w.keys.get_mut(&key) {
+                        *reached += 1;
+                    }
+                }
+            }
+            self.settle_replication(ticket);
+        }
     }
 
     /// Queues deltas of writes merged here for the keys' other owners, and sends them at
@@ -672,39 +720,59 @@ impl ClusterAgent {
         }
     }
 
-    /// Sends writes merged here to every other owner of their keys now (not at the next
-    /// gossip period), for a client that asked for `need` replicas (counting this one;
-    /// `usize::MAX`: all of them). Returns a ticket; [`poll_replicated`](Self::poll_replicated)
-    /// says when enough owners merged them, or that too few did once every owner answered
-    /// or failed ([`handle_failure`](Self::handle_failure)). The deltas also join the next
-    /// gossip, so an owner missed now is repaired.
-    pub fn replicate(&mut self, changes: Vec<(Bytes, Value)>, need: usize) -> u64 {
+    /// Sends writes merged here to their other owners for a client waiting until the owners
+    /// `need` asks for merged them: at once, unless [`WAITED_DELTAS_IN_FLIGHT`] deltas
+    /// messages to the owner are unanswered (then with the next one, sent when one is
+    /// answered), so a busy link carries many clients' writes in one message. Returns a ticket;
+    /// [`poll_replicated`](Self::poll_replicated) says when enough owners merged them, or
+    /// what became of them once every owner answered or failed
+    /// ([`handle_failure`](Self::handle_failure)).
+    pub fn replicate(&mut self, changes: Vec<(Bytes, Value)>, need: Need) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let mut per_owner: BTreeMap<NodeAddr, Vec<(Bytes, Value)>> = BTreeMap::new();
-        let mut keys = BTreeMap::new();
-        for (key, delta) in &changes {
-            let owners = self.owners(key);
-            keys.insert(key.clone(), (need.min(owners.len().max(1)), 1));
-            for o in owners.into_iter().filter(|o| *o != self.me) {
-                per_owner
-                    .entry(o)
-                    .or_default()
-                    .push((key.clone(), delta.clone()));
+        let mut wait = ReplicaWait {
+            keys: BTreeMap::new(),
+            owed: BTreeMap::new(),
+            strict: matches!(need, Need::Owners(_)),
+        };
+        for (key, _) in &changes {
+            let others: Vec<NodeAddr> = self
+                .owners(key)
+                .into_iter()
+                .filter(|o| *o != self.me)
+                .collect();
+            let wanted = match need {
+                Need::Owners(k) => {
+                    let owners = others.len() + usize::from(self.owns(key));
+                    k.min(owners.max(1))
+                }
+                Need::Live => {
+                    1 + others
+                        .iter()
+                        .filter(|o| {
+                            self.membership
+                                .get(o)
+                                .is_some_and(|m| m.status == Status::Alive)
+                        })
+                        .count()
+                }
+            };
+            wait.keys.insert(key.clone(), (wanted, 1));
+            for o in others {
+                wait.owed.entry(o).or_default().insert(key.clone());
             }
         }
         self.queue_changes(changes);
-        let mut wait = ReplicaWait {
-            keys,
-            waiting: BTreeMap::new(),
-        };
-        for (owner, entries) in per_owner {
-            let carried = entries.iter().map(|(k, _)| k.clone()).collect();
-            let id = self.send(owner, PeerRequest::Deltas(entries));
-            wait.waiting.insert(id, carried);
-            self.replica_messages.insert(id, ticket);
-        }
+        let owners: Vec<NodeAddr> = wait.owed.keys().cloned().collect();
         self.replica_waits.insert(ticket, wait);
+        for o in owners {
+            self.awaiting.entry(o.clone()).or_default().push(ticket);
+            let in_flight = self.deltas_in_flight.values().filter(|a| **a == o).count();
+            if in_flight < WAITED_DELTAS_IN_FLIGHT {
+                let entries = self.pending.remove(&o).unwrap_or_default();
+                self.send_deltas(o, entries);
+            }
+        }
         self.settle_replication(ticket);
         ticket
     }
@@ -718,11 +786,8 @@ impl ClusterAgent {
             // (not at once: an owner still cut off would fail it again at once).
             self.queue_changes(hints);
         }
-        if let Some(ticket) = self.replica_messages.remove(&id) {
-            if let Some(w) = self.replica_waits.get_mut(&ticket) {
-                w.waiting.remove(&id);
-            }
-            self.settle_replication(ticket);
+        if let Some((owner, tickets)) = self.message_tickets.remove(&id) {
+            self.owner_answered(&owner, tickets, false);
         }
     }
 
@@ -744,14 +809,11 @@ impl ClusterAgent {
             .min_by_key(|(need, reached)| (*reached, std::cmp::Reverse(*need)));
         let outcome = match short {
             None => Ok(()),
-            Some(&(need, reached)) if w.waiting.is_empty() => Err((reached, need)),
+            Some(_) if w.owed.is_empty() && !w.strict => Ok(()),
+            Some(&(need, reached)) if w.owed.is_empty() => Err((reached, need)),
             Some(_) => return,
         };
-        if let Some(w) = self.replica_waits.remove(&ticket) {
-            for id in w.waiting.into_keys() {
-                self.replica_messages.remove(&id);
-            }
-        }
+        self.replica_waits.remove(&ticket);
         self.replicated.push_back((ticket, outcome));
     }
 
@@ -850,18 +912,8 @@ impl ClusterAgent {
                 self.send_deltas(to, entries);
             }
         }
-        if let Some(ticket) = self.replica_messages.remove(&id) {
-            if let Some(w) = self.replica_waits.get_mut(&ticket)
-                && let Some(carried) = w.waiting.remove(&id)
-                && !gone
-            {
-                for key in carried {
-                    if let Some((_, reached)) = w.keys.get_mut(&key) {
-                        *reached += 1;
-                    }
-                }
-            }
-            self.settle_replication(ticket);
+        if let Some((owner, tickets)) = self.message_tickets.remove(&id) {
+            self.owner_answered(&owner, tickets, !gone);
         }
         if let Some((key, _, factors, _, _)) = self.widening.remove(&id)
             && !self.widening.values().any(|w| w.0 == key)
@@ -964,6 +1016,8 @@ impl ClusterAgent {
             {
                 self.membership.record(&addr, m.incarnation, Status::Dead);
                 self.pending.remove(&addr);
+                let tickets = self.awaiting.remove(&addr).unwrap_or_default();
+                self.owner_answered(&addr, tickets, false);
             }
         }
         self.rebuild_ring(now_ms);
@@ -1181,7 +1235,13 @@ impl ClusterAgent {
             .record(&self.me, self.incarnation, Status::Left);
         // Writes acknowledged here but not yet gossiped go out now.
         for (to, entries) in std::mem::take(&mut self.pending) {
-            self.send(to, PeerRequest::Deltas(entries.into_iter().collect()));
+            let id = self.send(
+                to.clone(),
+                PeerRequest::Deltas(entries.into_iter().collect()),
+            );
+            if let Some(tickets) = self.awaiting.remove(&to) {
+                self.message_tickets.insert(id, (to, tickets));
+            }
         }
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);
@@ -1382,7 +1442,7 @@ mod test {
         let key = key_owned_by(&agents[0], &["n0", "n1"]);
         agents[1].leave();
         let changes = increment(&mut stores[0], now, [key]);
-        let ticket = agents[0].replicate(changes, usize::MAX);
+        let ticket = agents[0].replicate(changes, Need::Owners(usize::MAX));
         while let Some(out) = agents[0].poll_outgoing() {
             if out.to == "n1" {
                 let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
@@ -1400,7 +1460,7 @@ mod test {
         let k1 = key_owned_by(&agents[0], &["n0", "n1"]);
         let k2 = key_owned_by(&agents[0], &["n0", "n2"]);
         let changes = increment(&mut stores[0], now, [k1, k2]);
-        let ticket = agents[0].replicate(changes, usize::MAX);
+        let ticket = agents[0].replicate(changes, Need::Owners(usize::MAX));
         while let Some(out) = agents[0].poll_outgoing() {
             if out.to == "n1" {
                 let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
@@ -1447,16 +1507,108 @@ mod test {
             }
             (ticket, agents[0].poll_replicated())
         };
-        let (t, outcome) = run(&mut agents, &mut stores, usize::MAX);
+        let (t, outcome) = run(&mut agents, &mut stores, Need::Owners(usize::MAX));
         assert_eq!(
             outcome,
             Some((t, Err((2, 3)))),
             "two of three replicas hold it"
         );
-        let (t, outcome) = run(&mut agents, &mut stores, 2);
+        let (t, outcome) = run(&mut agents, &mut stores, Need::Owners(2));
         assert_eq!(outcome, Some((t, Ok(()))), "two replicas were asked for");
         assert!(stores[1].value(b"k").is_some(), "n1 merged the write");
         assert!(agents[0].poll_replicated().is_none());
+    }
+
+    #[test]
+    fn visible_writes_wait_for_every_owner_seen_alive_and_never_fail() {
+        // Ack `visible`: n0's write to a key all three own is answered only once n1 and n2
+        // merged it (or their messages failed, which does not fail it); a suspected owner
+        // is not waited for.
+        let (mut agents, mut stores, now) = three_that_met(3);
+        let changes = increment(&mut stores[0], now, [Bytes::from_static(b"k")]);
+        let ticket = agents[0].replicate(changes.clone(), Need::Live);
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| agents[0].poll_outgoing()).collect();
+        assert_eq!(
+            sent.len(),
+            2,
+            "both other owners are sent the write at once"
+        );
+        for out in sent {
+            assert!(agents[0].poll_replicated().is_none(), "answered too early");
+            if out.to == "n1" {
+                let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+                agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+            } else {
+                agents[0].handle_failure(out.id);
+            }
+        }
+        assert_eq!(agents[0].poll_replicated(), Some((ticket, Ok(()))));
+        assert!(stores[1].value(b"k").is_some(), "n1 merged the write");
+
+        // n2 suspected: the write is answered once n1 merged it.
+        let incarnation = agents[0].membership.get("n2").unwrap().incarnation;
+        agents[0]
+            .membership
+            .record("n2", incarnation, Status::Suspect);
+        let ticket = agents[0].replicate(changes, Need::Live);
+        for out in std::iter::from_fn(|| agents[0].poll_outgoing()).collect::<Vec<_>>() {
+            if out.to == "n1" {
+                let reply = agents[1].handle_request(now, out.envelope, &mut stores[1]);
+                agents[0].handle_reply(now, out.id, "n1", reply, &mut stores[0]);
+            }
+        }
+        assert_eq!(
+            agents[0].poll_replicated(),
+            Some((ticket, Ok(()))),
+            "n2's answer is not waited for"
+        );
+    }
+
+    #[test]
+    fn waiting_writes_share_a_busy_link() {
+        // Clients' writes go to n1 at once while fewer than WAITED_DELTAS_IN_FLIGHT messages
+        // are unanswered; then the next ones wait and share the message that follows the
+        // first answer. Each write is answered when the message carrying it is.
+        let (mut agents, mut stores, now) = three_that_met(2);
+        let key = key_owned_by(&agents[0], &["n0", "n1"]);
+        let mut tickets = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..WAITED_DELTAS_IN_FLIGHT {
+            let changes = increment(&mut stores[0], now, [key.clone()]);
+            tickets.push(agents[0].replicate(changes, Need::Live));
+            sent.push(agents[0].poll_outgoing().expect("sent at once"));
+        }
+        let later: Vec<u64> = (0..2)
+            .map(|_| {
+                let changes = increment(&mut stores[0], now, [key.clone()]);
+                agents[0].replicate(changes, Need::Live)
+            })
+            .collect();
+        assert!(agents[0].poll_outgoing().is_none(), "the busy link batches");
+        for (i, m) in sent.into_iter().enumerate() {
+            let reply = agents[1].handle_request(now, m.envelope, &mut stores[1]);
+            agents[0].handle_reply(now, m.id, "n1", reply, &mut stores[0]);
+            assert_eq!(agents[0].poll_replicated(), Some((tickets[i], Ok(()))));
+        }
+        assert!(
+            agents[0].poll_replicated().is_none(),
+            "the later writes are not merged yet"
+        );
+        let next = agents[0].poll_outgoing().expect("an answer frees the link");
+        assert!(
+            agents[0].poll_outgoing().is_none(),
+            "one message for both later writes"
+        );
+        let reply = agents[1].handle_request(now, next.envelope, &mut stores[1]);
+        agents[0].handle_reply(now, next.id, "n1", reply, &mut stores[0]);
+        for t in later {
+            assert_eq!(agents[0].poll_replicated(), Some((t, Ok(()))));
+        }
+        assert_eq!(
+            stores[1].value(&key).and_then(|v| v.read(false)),
+            stores[0].value(&key).and_then(|v| v.read(false)),
+            "n1 holds every increment"
+        );
     }
 
     #[test]

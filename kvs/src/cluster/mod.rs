@@ -10,8 +10,8 @@ pub mod runtime;
 pub mod view;
 
 pub use agent::{
-    AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Outgoing, OwnerFilter,
-    PeerEnvelope, PeerReply, PeerRequest, Replicated, bucket,
+    AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Need, Outgoing,
+    OwnerFilter, PeerEnvelope, PeerReply, PeerRequest, Replicated, bucket,
 };
 pub use membership::{Member, Membership, NodeAddr, Status, node_id};
 pub use replication::{Factors, ReplicationTable};

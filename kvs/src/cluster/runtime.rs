@@ -207,7 +207,7 @@ enum Input {
     /// Writes to send to their other owners now; the answer says whether enough took them.
     Replicate {
         changes: Changes,
-        need: usize,
+        need: super::Need,
         reply: oneshot::Sender<Result<(), OpError>>,
     },
     Leave(oneshot::Sender<()>),
@@ -455,11 +455,11 @@ impl Cluster {
         }
     }
 
-    /// Sends deltas to every other owner of their keys now, and waits until they merged
-    /// them: success once `need` replicas hold each write, counting this one (`usize::MAX`:
-    /// all of them). The agent sends them ([`ClusterAgent::replicate`]), as every message
-    /// between nodes, and they join its gossip too, so owners missed now are repaired.
-    pub async fn replicate_now(&self, changes: Changes, need: usize) -> Result<(), OpError> {
+    /// Sends deltas to every other owner of their keys now, and waits until the owners
+    /// `need` asks for merged them. The agent sends them ([`ClusterAgent::replicate`]), as
+    /// every message between nodes; a message that fails queues them for its gossip, so
+    /// owners missed now are repaired.
+    pub async fn replicate_now(&self, changes: Changes, need: super::Need) -> Result<(), OpError> {
         let (reply, rx) = oneshot::channel();
         self.inbox
             .send(Input::Replicate {

@@ -38,10 +38,24 @@ use commands::{Finish, Session, Step};
 use framing::{Framed, Limits};
 
 /// How the RESP front-end behaves.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RespConfig {
     /// Clients must `AUTH` with this password first (`requirepass` in Redis).
     pub password: Option<String>,
+    /// When writes are answered: [`Ack::Visible`] (the default) once every owner seen alive
+    /// holds them, so a read through any node finds them; [`Ack::One`] once the first
+    /// owner does (faster writes; a read through another node may miss a write for about a
+    /// millisecond).
+    pub ack: Ack,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            password: None,
+            ack: Ack::Visible,
+        }
+    }
 }
 
 /// Commands run as one batch at most; their replies are written before more are read.
@@ -255,7 +269,7 @@ impl Connection {
         if waiting.is_empty() {
             return Ok(());
         }
-        let results = execute(&self.service, std::mem::take(ops), Ack::One).await;
+        let results = execute(&self.service, std::mem::take(ops), self.config.ack).await;
         let mut at = 0;
         for (n, finish) in waiting.drain(..) {
             let reply = commands::finish(finish, &results[at..at + n], self.session.proto);

@@ -374,7 +374,7 @@ impl Tiered {
         hot.dirty = true;
         hot.disk_hash = None;
         let before = hot.size;
-        hot.size = if matches!(delta, Value::Lww(_)) {
+        hot.size = if matches!(delta.inner(), Value::Lww(_)) {
             key.len() + len
         } else {
             hot.size + len
