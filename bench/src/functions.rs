@@ -119,7 +119,7 @@ async fn bed(n: u8, config: ExecutorConfig) -> Result<Bed, String> {
         let ex = Executor::start(node.advertised, client, config)
             .await
             .map_err(fail)?;
-        node.node
+        node.server
             .services()
             .register(api::SERVICE, Arc::new(ExecService(ex.clone())));
         executors.push(ex);

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
-use crate::protocol::{Op, OpResult, Reply, Request, RequestBody, Response, ResponseBody};
+use crate::op::{Ack, Op, OpError, OpResult, Reply};
+use crate::protocol::{Request, RequestBody, Response, ResponseBody, Route};
 use crate::store::Store;
 use crate::subscribe::{Fetched, PUSH_ID, Pushed};
 use crate::tls;
@@ -243,14 +244,14 @@ impl Client {
     pub async fn execute_with_ack(
         &self,
         ops: Vec<Op>,
-        ack: crate::protocol::Ack,
+        ack: Ack,
     ) -> Result<Vec<OpResult>, KvsError> {
         let expected = ops.len();
         match self
             .request(RequestBody::Batch {
                 ops,
                 ack,
-                route: crate::protocol::Route::Coordinate,
+                route: Route::Coordinate,
             })
             .await?
         {
@@ -283,8 +284,8 @@ impl Client {
         match self
             .request(RequestBody::Batch {
                 ops,
-                ack: crate::protocol::Ack::One,
-                route: crate::protocol::Route::Forwarded,
+                ack: Ack::One,
+                route: Route::Forwarded,
             })
             .await?
         {
@@ -311,13 +312,13 @@ impl Client {
 
     /// Subscribes this connection to changes of `keys` (each with the fingerprint of the
     /// copy held, if any) for `lease_ms`, or renews the lease. Per key: its value, or
-    /// unchanged, or [`OpError::NotOwner`](crate::protocol::OpError::NotOwner) when this node does not own it. Changes then go
+    /// unchanged, or [`OpError::NotOwner`] when this node does not own it. Changes then go
     /// to the [push sink](Self::set_push_sink).
     pub async fn subscribe(
         &self,
         keys: Vec<(bytes::Bytes, Option<u64>)>,
         lease_ms: u32,
-    ) -> Result<Vec<Result<Fetched, crate::protocol::OpError>>, KvsError> {
+    ) -> Result<Vec<Result<Fetched, OpError>>, KvsError> {
         let expected = keys.len();
         match self
             .request(RequestBody::Subscribe { keys, lease_ms })

@@ -19,15 +19,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
-use crate::cluster::runtime::join_all;
 use crate::cluster::{Status, node_id};
 use crate::coordinator::{Coordinator, Item, Outcome, Target};
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
-use crate::protocol::{Ack, Op, OpError, OpResult, RequestBody, ResponseBody, RoutingTable};
+use crate::op::{Ack, Op, OpError, OpResult};
+use crate::protocol::{RequestBody, ResponseBody, Route, RoutingTable};
 use crate::ring::HashRing;
 use crate::store::Store;
 use crate::subscribe::{Fetched, Pushed};
+use crate::tasks::join_all;
 use crate::tls;
 use bytes::Bytes;
 
@@ -396,7 +397,7 @@ impl ClusterClient {
                     .start_request(RequestBody::Batch {
                         ops: batch,
                         ack,
-                        route: crate::protocol::Route::Direct,
+                        route: Route::Direct,
                     })
                     .await
                 {

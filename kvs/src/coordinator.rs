@@ -20,7 +20,7 @@
 //! - When every candidate failed an operation, the next round tries its first candidate
 //!   again; after `max_rounds` rounds it answers [`OpError::Unavailable`].
 
-use crate::protocol::{Op, OpError, Reply};
+use crate::op::{Op, OpError, Reply};
 
 /// What a coordinator routes: an operation, or a key to subscribe to.
 pub trait Item: Clone {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::protocol::{OpError, ProtocolError};
+use crate::op::OpError;
+use crate::protocol::ProtocolError;
 use crate::wire::WireError;
 
 /// Everything that can go wrong talking to a store, embedded or over the network.

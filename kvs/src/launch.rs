@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cluster::{Cluster, ClusterConfig, Peers};
+use crate::cluster::ClusterConfig;
+use crate::cluster_runtime::{Cluster, Peers};
 use crate::error::KvsError;
 use crate::node::{Node, NodeConfig};
 use crate::resp::{RespConfig, RespServer};

@@ -26,13 +26,16 @@ pub mod client;
 pub mod cluster;
 pub mod cluster_client;
 pub mod cluster_file;
+pub mod cluster_runtime;
 pub mod coordinator;
+pub mod embedded;
 pub mod error;
 pub mod fault_proxy;
 pub mod hot_keys;
 pub mod launch;
 pub mod metrics;
 pub mod node;
+pub mod op;
 pub mod policy;
 pub mod protocol;
 pub mod request;
@@ -43,6 +46,7 @@ pub mod service;
 pub mod storage;
 pub mod store;
 pub mod subscribe;
+pub mod tasks;
 pub mod tls;
 pub mod value;
 pub mod wire;
@@ -52,14 +56,15 @@ pub mod worker;
 pub use bytes::{self, Bytes};
 pub use client::Client;
 pub use cluster_client::ClusterClient;
+pub use embedded::EmbeddedStore;
 pub use error::KvsError;
 pub use metrics::{Metrics, OpStats, StatsSnapshot, WorkerStats};
 pub use node::{Node, NodeConfig};
+pub use op::{Ack, Op, OpError, OpKind, OpResult, Reply};
 pub use protocol::{
-    Ack, MemberStatus, Op, OpError, OpKind, OpResult, ProtocolError, Reply, Request, RequestBody,
-    Response, ResponseBody, RoutingTable,
+    MemberStatus, ProtocolError, Request, RequestBody, Response, ResponseBody, RoutingTable,
 };
 pub use ring::HashRing;
-pub use store::{EmbeddedStore, Store};
+pub use store::Store;
 pub use value::{Kind, KindMismatch, ReadValue, Value, Write};
 pub use worker::{GossipBatch, Worker, WorkerConfig};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::OpKind;
+use crate::op::OpKind;
 
 /// A node's operation counters and per-kind latency histograms (microseconds, measured
 /// from the moment a batch reaches the node until its results are ready).

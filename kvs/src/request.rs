@@ -32,7 +32,8 @@ use bytes::Bytes;
 
 use crate::cluster::{ClusterView, Need, NodeAddr, Status};
 use crate::coordinator::{self, Coordinator, Outcome, Target};
-use crate::protocol::{Ack, Op, OpError, OpResult, Reply, Route};
+use crate::op::{Ack, Op, OpError, OpResult, Reply};
+use crate::protocol::Route;
 use crate::value::Value;
 use crate::worker::Changes;
 

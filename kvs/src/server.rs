@@ -19,22 +19,26 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::cluster::{Cluster, ClusterView, PeerFailure};
+use crate::cluster::ClusterView;
+use crate::cluster_runtime::{Cluster, PeerFailure};
 use crate::coordinator::{Outcome, Target};
 use crate::error::KvsError;
 use crate::node::{Changes, Node};
+use crate::op::{Ack, Op, OpError, OpResult, Reply};
 use crate::protocol::{
-    Ack, Op, OpError, OpResult, ProtocolError, Reply, Request, RequestBody, Response, ResponseBody,
-    Route, RoutingTable,
+    ProtocolError, Request, RequestBody, Response, ResponseBody, Route, RoutingTable,
 };
 use crate::request::{Action, BatchRun};
+use crate::service::Services;
 use crate::subscribe::{Fetched, PUSH_ID, PushSink, Pushed, SubscriberId, fingerprint};
 use crate::wire::{WireError, decode_body, encode_frame, read_frame};
 
-/// What a listener serves: the node's workers, and its cluster agent when it has one.
-pub(crate) struct Service {
+/// What a listener serves: the node's workers, its cluster agent when it has one, and the
+/// other request handlers registered with it.
+pub(crate) struct Backend {
     pub(crate) node: Arc<Node>,
     pub(crate) cluster: Option<Cluster>,
+    pub(crate) services: Services,
 }
 
 /// A listener bound to its address, not yet serving.
@@ -52,7 +56,12 @@ impl BoundServer {
     /// Starts serving `node` (as a member of `cluster`, if given).
     pub fn serve(self, node: Arc<Node>, cluster: Option<Cluster>) -> Server {
         let accepting = self.endpoint.clone();
-        let service = Arc::new(Service { node, cluster });
+        let services = Services::default();
+        let service = Arc::new(Backend {
+            node,
+            cluster,
+            services: services.clone(),
+        });
         let accept_task = tokio::spawn(async move {
             while let Some(incoming) = accepting.accept().await {
                 tokio::spawn(serve_connection(incoming, service.clone()));
@@ -62,6 +71,7 @@ impl BoundServer {
             endpoint: self.endpoint,
             local_addr: self.local_addr,
             accept_task,
+            services,
         }
     }
 }
@@ -71,9 +81,17 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     accept_task: JoinHandle<()>,
+    services: Services,
 }
 
 impl Server {
+    /// The request handlers served next to the store, by name (the function executors
+    /// register theirs here); clients reach them with
+    /// [`Client::call_service`](crate::Client::call_service).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     /// Listens on `listen` with the TLS configuration `config`, serving `node` alone.
     pub fn start(
         node: Arc<Node>,
@@ -125,7 +143,7 @@ impl Server {
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, service: Arc<Service>) {
+async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -151,7 +169,7 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Service>) {
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    service: Arc<Service>,
+    service: Arc<Backend>,
 ) {
     let node = service.node.clone();
     let limit = node.config().max_in_flight_per_stream;
@@ -278,7 +296,7 @@ async fn serve_stream(
                 drop(permit);
             }
             RequestBody::Service { name, body } => {
-                let call = node.services().call(&name, body);
+                let call = service.services.call(&name, body);
                 tokio::spawn(async move {
                     let answer = call.await;
                     reply(&tx, id, ResponseBody::Service(answer)).await;
@@ -336,7 +354,7 @@ impl PushSink for StreamSink {
 /// change falls in between), and answers each with its value, or unchanged when the
 /// fingerprint matches, or not owner.
 fn subscribe(
-    service: &Arc<Service>,
+    service: &Arc<Backend>,
     sub: SubscriberId,
     keys: Vec<(bytes::Bytes, Option<u64>)>,
     lease_ms: u32,
@@ -399,7 +417,7 @@ fn subscribe(
 /// is assembled in a task.
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
-    service: &Arc<Service>,
+    service: &Arc<Backend>,
     id: u64,
     ops: Vec<Op>,
     ack: Ack,
@@ -418,7 +436,7 @@ async fn dispatch(
 
 /// Runs a batch as a client of this node would have it run (other front-ends use this):
 /// one result per operation, in order.
-pub(crate) async fn execute(service: &Arc<Service>, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
+pub(crate) async fn execute(service: &Arc<Backend>, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
     let batch = start_batch(service, ops, ack, Route::Coordinate).await;
     finish_batch(service, batch).await
 }
@@ -441,12 +459,12 @@ enum Answer {
     Inspected(u64, Option<OpResult>),
 }
 
-fn view(service: &Service) -> Option<Arc<ClusterView>> {
+fn view(service: &Backend) -> Option<Arc<ClusterView>> {
     service.cluster.as_ref().map(|c| c.view())
 }
 
 /// Starts a batch and hands its first actions out.
-async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, route: Route) -> InFlight {
+async fn start_batch(service: &Arc<Backend>, ops: Vec<Op>, ack: Ack, route: Route) -> InFlight {
     let view = view(service);
     let run = BatchRun::new(ops, ack, route, view.as_deref());
     let mut batch = InFlight {
@@ -459,7 +477,7 @@ async fn start_batch(service: &Arc<Service>, ops: Vec<Op>, ack: Ack, route: Rout
 
 /// Does what the batch asks: runs groups on this node's workers at once (so batches keep
 /// their arrival order), sends groups to other nodes, and queues what to await.
-async fn hand_out(service: &Arc<Service>, batch: &mut InFlight) {
+async fn hand_out(service: &Arc<Backend>, batch: &mut InFlight) {
     while let Some(action) = batch.run.poll_action() {
         let waiting: Waiting = match action {
             Action::Run { group, ops } => {
@@ -568,7 +586,7 @@ async fn hand_out(service: &Arc<Service>, batch: &mut InFlight) {
 
 /// Awaits what a batch handed out, feeds it back, and hands out what follows, until every
 /// operation has its result; one result per operation, in order.
-async fn finish_batch(service: &Arc<Service>, mut batch: InFlight) -> Vec<OpResult> {
+async fn finish_batch(service: &Arc<Backend>, mut batch: InFlight) -> Vec<OpResult> {
     while let Some(waiting) = batch.waiting.pop_front() {
         let answer = waiting.await;
         let view = view(service);

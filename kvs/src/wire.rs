@@ -152,7 +152,8 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::protocol::{Op, Request, RequestBody};
+    use crate::op::Op;
+    use crate::protocol::{Request, RequestBody};
 
     fn request() -> Request {
         Request {

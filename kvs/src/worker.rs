@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable, bucket};
 use crate::hot_keys::HotKeys;
 use crate::metrics::WorkerStats;
-use crate::protocol::{Op, OpError, OpResult, Reply};
+use crate::op::{Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
 
 /// The deltas of writes, per key, as a worker hands them on for replication.

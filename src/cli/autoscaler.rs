@@ -87,16 +87,9 @@ pub async fn record(addrs: &[SocketAddr], ca: &std::path::Path, now_ms: u64, lin
     }
 }
 
-/// Reads a policy file: fields left out keep their defaults.
-pub fn read_policy(path: &PathBuf) -> CliResult<PolicyConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 pub async fn run(args: AutoscalerArgs) -> CliResult<()> {
     let config = match &args.policy {
-        Some(p) => read_policy(p)?,
+        Some(p) => super::shared::read_policy(p)?,
         None => PolicyConfig::default(),
     };
     let (mut addrs, ca) = args.target.resolve()?;
@@ -115,7 +108,7 @@ pub async fn run(args: AutoscalerArgs) -> CliResult<()> {
     let mut controller = Controller::new(config);
     loop {
         tokio::select! {
-            _ = super::server::wait_for_stop() => return Ok(()),
+            _ = super::shared::wait_for_stop() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(args.period_ms)) => {}
         }
         // Follow the membership: nodes come and go.

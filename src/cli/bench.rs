@@ -326,7 +326,7 @@ async fn autoscale(args: AutoscaleArgs) -> CliResult<()> {
         return Err("--duration must be at least 10s and --period-ms 100 to 60000".into());
     }
     let config = match &args.policy {
-        Some(p) => super::autoscaler::read_policy(p)?,
+        Some(p) => super::shared::read_policy(p)?,
         None => PolicyConfig {
             slo_p99_us: 300,
             busy: 0.02,

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod func;
 pub mod kv;
 pub mod server;
+pub mod shared;
 pub mod status;
 pub mod target;
 pub mod up;

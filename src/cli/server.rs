@@ -174,7 +174,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         config.autoscale_period_ms = args.autoscale_ms;
     }
     if let Some(path) = &args.policy {
-        config.policy = super::autoscaler::read_policy(path)?;
+        config.policy = super::shared::read_policy(path)?;
     }
     // One node per process: its processor time is the node's, for the load samples.
     config.own_process = true;
@@ -241,7 +241,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         let executor = Executor::start(advertised, client, config)
             .await
             .map_err(|e| format!("cannot start the executors: {e}"))?;
-        running.node.services().register(
+        running.server.services().register(
             calm_executor::api::SERVICE,
             Arc::new(ExecService(executor.clone())),
         );
@@ -269,36 +269,13 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         cluster_path.display()
     );
 
-    wait_for_stop().await;
+    super::shared::wait_for_stop().await;
     tracing::info!("leaving the cluster and stopping");
     if let Some(executor) = executor {
         executor.shutdown();
     }
     running.stop().await;
     Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
 
     let policy = match &args.policy {
         Some(path) => {
-            let mut config = super::autoscaler::read_policy(path)?;
+            let mut config = super::shared::read_policy(path)?;
             let text = std::fs::read_to_string(path).unwrap_or_default();
             if !text.contains("min_nodes") {
                 config.min_nodes = n;
@@ -241,7 +241,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     {
         let stopping = stopping.clone();
         tokio::spawn(async move {
-            super::server::wait_for_stop().await;
+            super::shared::wait_for_stop().await;
             stopping.notify_one();
         });
     }

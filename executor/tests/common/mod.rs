@@ -39,7 +39,7 @@ pub async fn cluster(n: u8, config: ExecutorConfig) -> Cluster {
         let executor = Executor::start(node.advertised, client, config)
             .await
             .unwrap();
-        node.node
+        node.server
             .services()
             .register(api::SERVICE, Arc::new(ExecService(executor.clone())));
         executors.push(executor);

@@ -14,7 +14,10 @@
 //!   longer than the suspicion timeout makes it *dead*. A node that hears it is suspected
 //!   raises its incarnation, which refutes the suspicion. Membership rides on every message.
 //! - **Replication**: deltas of local writes are merged per key and sent to the key's other
-//!   owners once per gossip period, one batch per destination.
+//!   owners at once when no deltas are in flight to them, else together when the message
+//!   in flight is answered or at the next gossip period, one batch per destination. Writes
+//!   whose client waits for their replicas ([`replicate`](ClusterAgent::replicate)) ride
+//!   the same messages.
 //! - **Anti-entropy**: each period the agent sends one peer a digest (per bucket of keys both
 //!   own, a hash of keys and values); the peer answers with its entries of the buckets that
 //!   differ, and the agent pushes its own. This repairs whatever gossip lost, and fills a
@@ -30,6 +33,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::membership::{Member, Membership, NodeAddr, Status, node_id};
+use super::messages::{PeerEnvelope, PeerReply, PeerRequest};
 use super::replication::ReplicationTable;
 use crate::ring::{HashRing, key_hash};
 use crate::value::Value;
@@ -138,51 +142,6 @@ pub trait LocalStore {
     fn key_count(&mut self) -> usize;
 }
 
-/// A request from one node's agent to another's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerEnvelope {
-    /// The sender.
-    pub from: NodeAddr,
-    /// The sender's view of the membership.
-    pub membership: Membership,
-    /// The sender's table of per-key replication factors.
-    pub replication: ReplicationTable,
-    /// The sender's picture of every node's load.
-    pub load: crate::policy::LoadTable,
-    /// What it asks.
-    pub body: PeerRequest,
-}
-
-/// What one agent asks another.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PeerRequest {
-    /// Are you there? (Answered with the membership.)
-    Ping,
-    /// Merge these deltas (keys you own).
-    Deltas(Vec<(Bytes, Value)>),
-    /// My digest of the keys we both own; send me what differs.
-    Digest(BTreeMap<u16, u64>),
-}
-
-/// An agent's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PeerReply {
-    /// Received (and merged, for deltas).
-    Ack {
-        /// The answering node's view of the membership.
-        membership: Membership,
-    },
-    /// My entries of the buckets that differ.
-    Repair {
-        /// The answering node's view of the membership.
-        membership: Membership,
-        /// Its entries in the differing buckets (up to the batch limit).
-        entries: Vec<(Bytes, Value)>,
-        /// The buckets that differ.
-        mismatched: Vec<u16>,
-    },
-}
-
 /// A request to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -223,12 +182,26 @@ struct Probe {
     deadline_ms: u64,
 }
 
-/// A copy sent to an owner a key gains: the key, its value, the factors it gets once every
-/// copy was taken, to whom and when.
-type Widening = (Bytes, Value, super::replication::Factors, NodeAddr, u64);
+/// A copy sent to an owner a key gains when its replication widens.
+struct Widening {
+    key: Bytes,
+    value: Value,
+    /// The factors the key gets once every gained owner took its copy.
+    factors: super::replication::Factors,
+    owner: NodeAddr,
+    sent_ms: u64,
+}
 
-/// A hand-over message of a graceful leave: to whom, what, and when it was sent.
-type HandOver = (NodeAddr, Vec<(Bytes, Value)>, u64);
+/// How long a widening copy or a hand-over message waits for its answer before it is sent
+/// again (lost on the way).
+const RESEND_AFTER_MS: u64 = 1_000;
+
+/// A hand-over message of a graceful leave.
+struct HandOver {
+    owner: NodeAddr,
+    entries: Vec<(Bytes, Value)>,
+    sent_ms: u64,
+}
 
 /// One node's cluster agent. See the [module docs](self).
 pub struct ClusterAgent {
@@ -317,7 +290,7 @@ struct ReplicaWait {
 /// Deltas messages a node keeps in flight to one owner while clients wait for their writes
 /// to reach it: a client's write goes out at once unless this many are unanswered (then in
 /// the next one, with every write that arrives meanwhile). Background gossip keeps one.
-const WAITED_DELTAS_IN_FLIGHT: usize = 4;
+pub const WAITED_DELTAS_IN_FLIGHT: usize = 4;
 
 /// Which owners must merge writes before a client is answered (see
 /// [`ClusterAgent::replicate`]).
@@ -481,7 +454,7 @@ impl ClusterAgent {
             }
             return;
         };
-        if self.widening.values().any(|w| w.0 == key) {
+        if self.widening.values().any(|w| w.key == key) {
             return;
         }
         let rf = factors
@@ -505,8 +478,16 @@ impl ClusterAgent {
                 owner.clone(),
                 PeerRequest::Deltas(vec![(key.clone(), value.clone())]),
             );
-            self.widening
-                .insert(id, (key.clone(), value.clone(), factors, owner, now_ms));
+            self.widening.insert(
+                id,
+                Widening {
+                    key: key.clone(),
+                    value: value.clone(),
+                    factors,
+                    owner,
+                    sent_ms: now_ms,
+                },
+            );
         }
     }
 
@@ -516,17 +497,22 @@ impl ClusterAgent {
         let late: Vec<u64> = self
             .widening
             .iter()
-            .filter(|(_, w)| now_ms.saturating_sub(w.4) >= 1_000)
+            .filter(|(_, w)| now_ms.saturating_sub(w.sent_ms) >= RESEND_AFTER_MS)
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            if let Some((key, value, factors, owner, _)) = self.widening.remove(&id) {
+            if let Some(w) = self.widening.remove(&id) {
                 let id = self.send(
-                    owner.clone(),
-                    PeerRequest::Deltas(vec![(key.clone(), value.clone())]),
+                    w.owner.clone(),
+                    PeerRequest::Deltas(vec![(w.key.clone(), w.value.clone())]),
                 );
-                self.widening
-                    .insert(id, (key, value, factors, owner, now_ms));
+                self.widening.insert(
+                    id,
+                    Widening {
+                        sent_ms: now_ms,
+                        ..w
+                    },
+                );
             }
         }
     }
@@ -915,8 +901,8 @@ impl ClusterAgent {
         if let Some((owner, tickets)) = self.message_tickets.remove(&id) {
             self.owner_answered(&owner, tickets, !gone);
         }
-        if let Some((key, _, factors, _, _)) = self.widening.remove(&id)
-            && !self.widening.values().any(|w| w.0 == key)
+        if let Some(Widening { key, factors, .. }) = self.widening.remove(&id)
+            && !self.widening.values().any(|w| w.key == key)
         {
             // Every gained owner holds the value: now clients may go there.
             self.set_replication(now_ms, key, factors);
@@ -981,6 +967,38 @@ impl ClusterAgent {
             .filter(|m| m.addr != self.me && m.status.owns_keys())
             .map(|m| m.addr)
             .collect()
+    }
+
+    /// When [`handle_tick`](Self::handle_tick) next has something to do (a probe, a
+    /// probe's timeout, a suspect's end, a gossip or anti-entropy round, a copy to send
+    /// again): the shell may sleep until then unless a message arrives. `None`: nothing is
+    /// scheduled (a node that has left).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let widening = self
+            .widening
+            .values()
+            .map(|w| w.sent_ms + RESEND_AFTER_MS)
+            .min();
+        if self.left {
+            return widening;
+        }
+        let probe = self.probe.as_ref().map(|p| p.deadline_ms);
+        let suspects = self
+            .suspect_since
+            .values()
+            .map(|since| since + self.config.suspect_timeout_ms)
+            .min();
+        [
+            Some(self.next_probe_ms),
+            Some(self.next_gossip_ms),
+            Some(self.next_anti_entropy_ms),
+            widening,
+            probe,
+            suspects,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Lets time pass: probes, suspicion timeouts, delta batches, anti-entropy.
@@ -1202,7 +1220,14 @@ impl ClusterAgent {
         }
         for (owner, entries) in per_owner {
             let id = self.send(owner.clone(), PeerRequest::Deltas(entries.clone()));
-            self.draining.insert(id, (owner, entries, now_ms));
+            self.draining.insert(
+                id,
+                HandOver {
+                    owner,
+                    entries,
+                    sent_ms: now_ms,
+                },
+            );
         }
         count
     }
@@ -1212,13 +1237,19 @@ impl ClusterAgent {
         let late: Vec<u64> = self
             .draining
             .iter()
-            .filter(|(_, (_, _, at))| now_ms.saturating_sub(*at) >= after_ms)
+            .filter(|(_, h)| now_ms.saturating_sub(h.sent_ms) >= after_ms)
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            if let Some((owner, entries, _)) = self.draining.remove(&id) {
-                let id = self.send(owner.clone(), PeerRequest::Deltas(entries.clone()));
-                self.draining.insert(id, (owner, entries, now_ms));
+            if let Some(h) = self.draining.remove(&id) {
+                let id = self.send(h.owner.clone(), PeerRequest::Deltas(h.entries.clone()));
+                self.draining.insert(
+                    id,
+                    HandOver {
+                        sent_ms: now_ms,
+                        ..h
+                    },
+                );
             }
         }
     }
@@ -1609,6 +1640,36 @@ mod test {
             stores[0].value(&key).and_then(|v| v.read(false)),
             "n1 holds every increment"
         );
+    }
+
+    #[test]
+    fn nothing_happens_between_the_deadlines_the_agent_gives() {
+        // The shell sleeps until next_deadline_ms: a tick before it must have nothing to
+        // do, and the agent must still probe its peers as often as configured.
+        let (mut agents, mut stores, mut now) = three_that_met(2);
+        let mut probes = 0;
+        let start = now;
+        while now < start + 10_000 {
+            let due = agents[0]
+                .next_deadline_ms()
+                .expect("a member has work scheduled");
+            assert!(due > now, "the deadline {due} is not after {now}");
+            agents[0].handle_tick(due - 1, &mut stores[0]);
+            assert!(
+                agents[0].poll_outgoing().is_none(),
+                "a tick before the deadline sent something"
+            );
+            now = due;
+            agents[0].handle_tick(now, &mut stores[0]);
+            for out in std::iter::from_fn(|| agents[0].poll_outgoing()).collect::<Vec<_>>() {
+                probes += usize::from(matches!(out.envelope.body, PeerRequest::Ping));
+                let i: usize = out.to[1..].parse().unwrap();
+                let reply = agents[i].handle_request(now, out.envelope, &mut stores[i]);
+                agents[0].handle_reply(now, out.id, &out.to, reply, &mut stores[0]);
+            }
+        }
+        let period = ClusterConfig::default().probe_period_ms as usize;
+        assert!(probes + 1 >= 10_000 / period, "{probes} probes in 10 s");
     }
 
     #[test]

@@ -167,3 +167,14 @@ mod test {
         );
     }
 }
+
+/// One member of the cluster as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member.
+    pub member: Member,
+    /// Its share of primary ownership of the key space, in parts per thousand.
+    pub ring_share_permille: u32,
+    /// Whether this is the node that answered.
+    pub is_self: bool,
+}

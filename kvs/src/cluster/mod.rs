@@ -5,15 +5,15 @@
 
 pub mod agent;
 pub mod membership;
+pub mod messages;
 pub mod replication;
-pub mod runtime;
 pub mod view;
 
 pub use agent::{
     AgentStats, ClusterAgent, ClusterConfig, DIGEST_BUCKETS, LocalStore, Need, Outgoing,
-    OwnerFilter, PeerEnvelope, PeerReply, PeerRequest, Replicated, bucket,
+    OwnerFilter, Replicated, bucket,
 };
-pub use membership::{Member, Membership, NodeAddr, Status, node_id};
+pub use membership::{Member, MemberStatus, Membership, NodeAddr, Status, node_id};
+pub use messages::{PeerEnvelope, PeerReply, PeerRequest};
 pub use replication::{Factors, ReplicationTable};
-pub use runtime::{Cluster, PeerFailure, Peers};
 pub use view::ClusterView;

@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::membership::{Member, NodeAddr, Status, node_id};
+use super::membership::{Member, MemberStatus, NodeAddr, Status, node_id};
 use super::replication::ReplicationTable;
-use crate::protocol::MemberStatus;
 use crate::ring::HashRing;
 
 /// What the request path needs of the cluster: who owns what, as of the last change.

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use crate::protocol::{Op, OpError, OpResult, Reply};
+use crate::op::{Op, OpError, OpResult, Reply};
 use crate::value::{ReadValue, Write};
 
 /// A reply, before it is encoded for the connection's protocol version.

@@ -27,11 +27,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::cluster::Cluster;
+use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
-use crate::protocol::{Ack, Op};
-use crate::server::{Service, execute};
+use crate::op::{Ack, Op};
+use crate::server::{Backend, execute};
 
 pub use commands::{COMMANDS, Out, REDIS_VERSION};
 use commands::{Finish, Session, Step};
@@ -92,7 +92,12 @@ impl RespServer {
         std_listener.set_nonblocking(true).map_err(cannot)?;
         let listener = TcpListener::from_std(std_listener).map_err(cannot)?;
         let local_addr = listener.local_addr().map_err(|e| KvsError::io("RESP", e))?;
-        let service = Arc::new(Service { node, cluster });
+        // Redis clients call no services: the registry stays empty.
+        let service = Arc::new(Backend {
+            node,
+            cluster,
+            services: Default::default(),
+        });
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
         let ids = Arc::new(AtomicU64::new(1));
@@ -143,7 +148,7 @@ impl RespServer {
 }
 
 struct Connection {
-    service: Arc<Service>,
+    service: Arc<Backend>,
     config: Arc<RespConfig>,
     session: Session,
 }

@@ -9,16 +9,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::agent::{ClusterAgent, ClusterConfig, LocalStore, Outgoing, PeerEnvelope, PeerReply};
-use super::membership::{NodeAddr, Status, node_id};
-use super::view::ClusterView;
 use crate::client::Client;
+use crate::cluster::{
+    ClusterAgent, ClusterConfig, ClusterView, LocalStore, NodeAddr, Outgoing, PeerEnvelope,
+    PeerReply, Status, node_id,
+};
 use crate::error::KvsError;
 use crate::node::{Changes, WorkerPool};
-use crate::protocol::{OpError, RequestBody, ResponseBody};
+use crate::op::OpError;
+use crate::protocol::{RequestBody, ResponseBody};
 
 /// How long a message to another node may take before it counts as lost.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest the agent's thread sleeps with nothing due.
+const MAX_IDLE: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -207,11 +212,11 @@ enum Input {
     /// Writes to send to their other owners now; the answer says whether enough took them.
     Replicate {
         changes: Changes,
-        need: super::Need,
+        need: crate::cluster::Need,
         reply: oneshot::Sender<Result<(), OpError>>,
     },
     Leave(oneshot::Sender<()>),
-    SetReplication(bytes::Bytes, super::replication::Factors),
+    SetReplication(bytes::Bytes, crate::cluster::Factors),
     /// Deltas of local writes are waiting (sent when the buffer was empty: a busy node's
     /// writes pile up and go with the next wake-up, an idle node's go at once).
     Wake,
@@ -269,7 +274,19 @@ impl Cluster {
                 let mut replica_waiters: HashMap<u64, oneshot::Sender<Result<(), OpError>>> =
                     HashMap::new();
                 loop {
-                    match rx.recv_timeout(Duration::from_millis(10)) {
+                    // Sleep until the agent or the autopilot has something due, or an input
+                    // arrives.
+                    let due = [
+                        agent.next_deadline_ms(),
+                        autopilot.as_ref().map(|a| a.next_ms),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let wait = due.map_or(MAX_IDLE, |d| {
+                        Duration::from_millis(d.saturating_sub(now_ms())).min(MAX_IDLE)
+                    });
+                    match rx.recv_timeout(wait) {
                         Ok(Input::Request { envelope, reply }) => {
                             let r = agent.handle_request(now_ms(), envelope, &mut pool);
                             let _ = reply.send(r);
@@ -459,7 +476,11 @@ impl Cluster {
     /// `need` asks for merged them. The agent sends them ([`ClusterAgent::replicate`]), as
     /// every message between nodes; a message that fails queues them for its gossip, so
     /// owners missed now are repaired.
-    pub async fn replicate_now(&self, changes: Changes, need: super::Need) -> Result<(), OpError> {
+    pub async fn replicate_now(
+        &self,
+        changes: Changes,
+        need: crate::cluster::Need,
+    ) -> Result<(), OpError> {
         let (reply, rx) = oneshot::channel();
         self.inbox
             .send(Input::Replicate {
@@ -475,7 +496,7 @@ impl Cluster {
     pub fn set_replication(
         &self,
         key: bytes::Bytes,
-        factor: super::replication::Factors,
+        factor: crate::cluster::Factors,
     ) -> Result<(), KvsError> {
         self.inbox
             .send(Input::SetReplication(key, factor))
@@ -532,23 +553,6 @@ fn hand_over_all(
         }
     }
     handed
-}
-
-/// Runs futures concurrently on the runtime and collects their outputs in order (a task
-/// that panicked is left out).
-pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// The autoscaling policy on a node's cluster thread: every period it reads the node's own
@@ -671,7 +675,7 @@ impl Autopilot {
         let alive: Vec<String> = agent
             .members()
             .iter()
-            .filter(|m| m.status == super::Status::Alive)
+            .filter(|m| m.status == Status::Alive)
             .map(|m| m.addr.clone())
             .collect();
         let samples = agent.load().fresh(now, self.period_ms * 3, &alive);
@@ -688,7 +692,7 @@ impl Autopilot {
                     agent.widen_replication(
                         now,
                         key.clone(),
-                        super::replication::Factors {
+                        crate::cluster::Factors {
                             global: Some(*factor),
                             local: None,
                         },
@@ -708,7 +712,7 @@ impl Autopilot {
                     agent.set_replication(
                         now,
                         key.clone(),
-                        super::replication::Factors {
+                        crate::cluster::Factors {
                             global: Some(*factor),
                             local: Some(*workers),
                         },
@@ -719,7 +723,7 @@ impl Autopilot {
                     )
                 }
                 Decision::Restore { key, reason } => {
-                    agent.set_replication(now, key.clone(), super::replication::Factors::default());
+                    agent.set_replication(now, key.clone(), crate::cluster::Factors::default());
                     format!(
                         "back to default replication for {:?}: {reason}",
                         String::from_utf8_lossy(key)

@@ -1,0 +1,321 @@
+//! The vocabulary every layer speaks: one operation on one key ([`Op`]), what became of it
+//! ([`Reply`], [`OpError`], [`OpResult`]), the kinds metrics count ([`OpKind`]) and how
+//! many replicas acknowledge a write ([`Ack`]). Nothing here depends on anything above it.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::value::{Kind, KindMismatch, ReadValue, Write};
+
+/// One operation on one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// Also return version metadata (timestamp, vector clock).
+        meta: bool,
+    },
+    /// Change a key.
+    Write {
+        /// The key.
+        key: Bytes,
+        /// The change.
+        write: Write,
+    },
+    /// Delete a key (as far as its replica has seen it).
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Read a key as the merge of every replica's value (slower than [`Op::Get`], but it
+    /// sees every write any replica has merged).
+    GetAll {
+        /// The key.
+        key: Bytes,
+        /// Also return version metadata.
+        meta: bool,
+    },
+    /// The stored lattice value of a key on this replica, deletions included (used by
+    /// [`Op::GetAll`]).
+    Raw {
+        /// The key.
+        key: Bytes,
+    },
+}
+
+/// Constructors for the common operations:
+///
+/// ```
+/// use calm_kvs::{Op, Write};
+///
+/// let batch = [
+///     Op::put("greeting", "hello"),
+///     Op::incr("visits", 1),
+///     Op::orset_add("tags", ["new", "red"]),
+///     Op::get("greeting"),
+/// ];
+/// assert_eq!(batch[1], Op::Write { key: "visits".into(), write: Write::Increment(1) });
+/// assert_eq!(batch[3].key().as_ref(), b"greeting");
+/// ```
+impl Op {
+    /// Reads `key`.
+    pub fn get(key: impl Into<Bytes>) -> Op {
+        Op::Get {
+            key: key.into(),
+            meta: false,
+        }
+    }
+
+    /// Sets `key` to `value` (last writer wins).
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
+        Op::write(key, Write::Lww(value.into()))
+    }
+
+    /// Adds `by` to the counter `key` (negative to subtract).
+    pub fn incr(key: impl Into<Bytes>, by: i64) -> Op {
+        Op::write(key, Write::Increment(by))
+    }
+
+    /// Adds `members` to the grow-only set `key`.
+    pub fn set_add<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::SetAdd(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Adds `members` to the add-wins set `key`.
+    pub fn orset_add<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::OrSetAdd(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Removes `members` from the add-wins set `key` (as far as its replica has seen them).
+    pub fn orset_remove<M: Into<Bytes>>(
+        key: impl Into<Bytes>,
+        members: impl IntoIterator<Item = M>,
+    ) -> Op {
+        Op::write(
+            key,
+            Write::OrSetRemove(members.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// Applies `write` to `key`.
+    pub fn write(key: impl Into<Bytes>, write: Write) -> Op {
+        Op::Write {
+            key: key.into(),
+            write,
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Bytes>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
+    /// The key this operation is about.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Op::Get { key, .. }
+            | Op::Write { key, .. }
+            | Op::Delete { key }
+            | Op::GetAll { key, .. }
+            | Op::Raw { key } => key,
+        }
+    }
+
+    /// The kind of operation, for metrics.
+    pub fn op_kind(&self) -> OpKind {
+        match self {
+            Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } => OpKind::Get,
+            Op::Write { .. } => OpKind::Write,
+            Op::Delete { .. } => OpKind::Delete,
+        }
+    }
+}
+
+/// The kinds of operation, as counted by metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Reads.
+    Get,
+    /// Writes of every value kind.
+    Write,
+    /// Deletes.
+    Delete,
+}
+
+impl OpKind {
+    /// Every kind of operation.
+    pub const ALL: [OpKind; 3] = [OpKind::Get, OpKind::Write, OpKind::Delete];
+
+    /// Its name in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Write => "write",
+            OpKind::Delete => "delete",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The outcome of one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A read: the value, or `None` when the key is not found.
+    Value(Option<ReadValue>),
+    /// A write was merged.
+    Written,
+    /// A replica's stored value (for [`Op::Raw`]).
+    Raw(Option<crate::value::Value>),
+    /// A delete; `existed` says whether there was a visible value.
+    Deleted {
+        /// Whether the key had a visible value.
+        existed: bool,
+    },
+}
+
+/// Why one operation failed. Other operations of the same batch are unaffected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// The key holds another kind of value; nothing was changed.
+    #[error(
+        "key holds a {stored} value; a {attempted} write cannot change it (delete the key first, or use a new key)"
+    )]
+    KindMismatch {
+        /// The kind the key holds.
+        stored: Kind,
+        /// The kind of the refused write.
+        attempted: Kind,
+    },
+    /// The key is empty.
+    #[error("empty key; keys are 1 to {max} bytes")]
+    EmptyKey {
+        /// The longest key allowed.
+        max: usize,
+    },
+    /// The key is too long.
+    #[error("key of {len} bytes is longer than the limit of {max} bytes")]
+    KeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is too large.
+    #[error("value of {len} bytes is larger than the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The node is shutting down and did not run the operation.
+    #[error("the node is shutting down; retry on another node")]
+    ShuttingDown,
+    /// No node that owns the key could be reached.
+    #[error("no replica of the key is reachable ({reason}); retry shortly")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// This node does not own the key (the client's routing table is stale).
+    #[error("this node does not own the key; its owners are {owners:?}")]
+    NotOwner {
+        /// The key's owners as this node sees them.
+        owners: Vec<String>,
+    },
+    /// The node a write was forwarded to did not answer in time: the write may or may not
+    /// have been applied, so it is not silently run elsewhere.
+    #[error(
+        "{node} did not answer in time; the write may or may not have been applied (lww, set and max writes are safe to retry; a counter retried may count twice)"
+    )]
+    Timeout {
+        /// The node that did not answer.
+        node: String,
+    },
+    /// The node could not read or write its disk. A write that answers this was applied in
+    /// memory but may not be durable; retrying it is safe except for a counter increment,
+    /// which would count twice.
+    #[error(
+        "the node's storage failed: {reason}; the write is applied in memory but may not be on disk (register, set and max writes are safe to retry; a counter increment retried would count twice)"
+    )]
+    Storage {
+        /// What failed.
+        reason: String,
+    },
+    /// With ack `all`: the write was merged where it reached, but not on every replica; it
+    /// spreads from there. Retrying is safe except for a counter increment, which would
+    /// count twice.
+    #[error(
+        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread (register, set and max writes are safe to retry; a counter increment retried would count twice)"
+    )]
+    ReplicationIncomplete {
+        /// Replicas that merged the write.
+        reached: usize,
+        /// Replicas that own the key.
+        wanted: usize,
+    },
+    /// A counter increment that would take the counter, as the replica that ran it sees it,
+    /// past the range of a 64-bit integer; nothing was changed. (Concurrent increments on
+    /// different replicas are each checked only against what their replica had seen.)
+    #[error(
+        "increment or decrement would overflow (the counter is {value}; adding {by} leaves the 64-bit range)"
+    )]
+    Overflow {
+        /// The counter as this replica sees it.
+        value: i128,
+        /// The increment refused.
+        by: i64,
+    },
+}
+
+/// How many replicas must merge a write before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ack {
+    /// The first replica (fastest; the other owners get the write within about a
+    /// millisecond at low load, within a gossip period under load). A read through another
+    /// owner may miss it for that long: for the routing client, whose reads go to a key's
+    /// first owner too.
+    #[default]
+    One,
+    /// Every replica of the key (survives the loss of all but one of them).
+    All,
+    /// At least this many replicas of the key, counting the first (survives the loss of
+    /// one fewer).
+    Replicas(u8),
+    /// The first replica, once every other owner of the key seen alive merged the write
+    /// too, so that a read through any node finds it while no owner fails. An owner that
+    /// does not answer (it is down but not yet declared so) neither fails the write nor
+    /// holds it up for longer than the peer timeout; it gets the write from the hints and
+    /// anti-entropy as with `One`. What the Redis port and
+    /// [`RequestBody::ops`](crate::protocol::RequestBody::ops) use.
+    Visible,
+}
+
+impl From<KindMismatch> for OpError {
+    fn from(m: KindMismatch) -> Self {
+        OpError::KindMismatch {
+            stored: m.stored,
+            attempted: m.attempted,
+        }
+    }
+}
+
+/// The result of one operation.
+pub type OpResult = Result<Reply, OpError>;
