@@ -1,0 +1,189 @@
+//! The QUIC listener of a node: accepts connections, reads request frames, runs them on the
+//! node's workers, writes response frames.
+//!
+//! Each bidirectional stream carries request frames one way and response frames the other.
+//! Many requests may be in flight on a stream (responses carry the request id); at most
+//! `max_in_flight_per_stream` are, after which the node stops reading that stream until
+//! answers drain, so a client that sends without reading holds bounded memory and stalls
+//! only itself. A frame the node cannot read is answered with a typed
+//! [`ProtocolError`](crate::protocol::ProtocolError) and the stream is closed; the connection, other
+//! streams and other clients carry on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::cluster_runtime::Cluster;
+use crate::error::KvsError;
+use crate::node::Node;
+use crate::protocol::{Response, ResponseBody};
+use crate::service::Services;
+use crate::wire::{WireError, encode_frame};
+
+mod batch;
+mod stream;
+
+pub(crate) use batch::execute;
+use stream::serve_stream;
+
+/// What a listener serves: the node's workers, its cluster agent when it has one, and the
+/// other request handlers registered with it.
+pub(crate) struct Backend {
+    pub(crate) node: Arc<Node>,
+    pub(crate) cluster: Option<Cluster>,
+    pub(crate) services: Services,
+}
+
+/// A listener bound to its address, not yet serving.
+pub struct BoundServer {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+}
+
+impl BoundServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts serving `node` (as a member of `cluster`, if given).
+    pub fn serve(self, node: Arc<Node>, cluster: Option<Cluster>) -> Server {
+        let accepting = self.endpoint.clone();
+        let services = Services::default();
+        let service = Arc::new(Backend {
+            node,
+            cluster,
+            services: services.clone(),
+        });
+        let accept_task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                tokio::spawn(serve_connection(incoming, service.clone()));
+            }
+        });
+        Server {
+            endpoint: self.endpoint,
+            local_addr: self.local_addr,
+            accept_task,
+            services,
+        }
+    }
+}
+
+/// A running listener.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    accept_task: JoinHandle<()>,
+    services: Services,
+}
+
+impl Server {
+    /// The request handlers served next to the store, by name (the function executors
+    /// register theirs here); clients reach them with
+    /// [`Client::call_service`](crate::Client::call_service).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Listens on `listen` with the TLS configuration `config`, serving `node` alone.
+    pub fn start(
+        node: Arc<Node>,
+        listen: SocketAddr,
+        config: quinn::ServerConfig,
+    ) -> Result<Server, KvsError> {
+        Server::start_in_cluster(node, None, listen, config)
+    }
+
+    /// Listens on `listen`, serving `node` as a member of `cluster`: operations on keys
+    /// this node does not own are forwarded to an owner, and peers' messages reach the
+    /// cluster agent.
+    pub fn start_in_cluster(
+        node: Arc<Node>,
+        cluster: Option<Cluster>,
+        listen: SocketAddr,
+        config: quinn::ServerConfig,
+    ) -> Result<Server, KvsError> {
+        Ok(Server::bind(listen, config)?.serve(node, cluster))
+    }
+
+    /// Binds the listener without serving yet, so the bound address (with port 0, the one
+    /// the system picked) can name the node before its cluster agent starts.
+    pub fn bind(listen: SocketAddr, config: quinn::ServerConfig) -> Result<BoundServer, KvsError> {
+        let endpoint = quinn::Endpoint::server(config, listen).map_err(|e| KvsError::Connect {
+            addr: listen.to_string(),
+            reason: format!("cannot listen: {e}"),
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|e| KvsError::Connect {
+            addr: listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(BoundServer {
+            endpoint,
+            local_addr,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection, and waits until the peers are told.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        self.accept_task.abort();
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+    };
+    let peer = conn.remote_address();
+    tracing::debug!(%peer, "client connected");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(send, recv, service.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, "connection closed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: the clock the cluster agent's settling time uses.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {
+    match encode_frame(&Response { id, body }) {
+        Ok(frame) => {
+            let _ = tx.send(frame).await;
+        }
+        Err(e) => tracing::error!("cannot encode a response: {e}"),
+    }
+}
+
+/// Tells the client why its frame was refused (when it can still be told).
+async fn refuse(tx: &mpsc::Sender<Vec<u8>>, error: &WireError, metrics: &crate::Metrics) {
+    if let Some(reason) = error.to_protocol_error() {
+        metrics.add_refused_frame();
+        tracing::debug!("refusing a frame: {reason}");
+        reply(tx, 0, ResponseBody::Refused(reason)).await;
+    } else {
+        tracing::debug!("stream ended: {error}");
+    }
+}
