@@ -10,7 +10,8 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("plot: {e}")
 }
 
-fn check_svg(path: &Path) -> Result<(), String> {
+/// Refuses a plot path that does not end in `.svg` (plots are SVG files).
+pub fn check_svg(path: &Path) -> Result<(), String> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => Ok(()),
         _ => Err(format!(

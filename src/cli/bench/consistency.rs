@@ -1,53 +1,14 @@
-//! `calm bench`: run a workload against calm or Redis and report throughput and latency.
+//! `calm bench consistency`: staleness, contention, partitions, failures and Retwis
+//! against a running cluster.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use calm_bench::{CalmTarget, Machine, Mix, RedisTarget, Report, RunConfig, ValueKind, Workload};
-use calm_kvs::{ClusterClient, EmbeddedStore, NodeConfig};
+use calm_bench::Machine;
 use clap::{Args, Subcommand};
 
-use super::CliResult;
-
-/// Benchmarks.
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Run a YCSB-style workload against a target and report ops/s and latency percentiles.
-    Run(RunArgs),
-    /// Consistency experiments against a running cluster.
-    #[command(subcommand)]
-    Consistency(ConsistencyCommand),
-    /// The autoscaling timeline: a cluster in this process starting with one node, load
-    /// rising then falling while its hot spot moves, the policy on; per second throughput,
-    /// p99, nodes and hot keys' replicas.
-    Autoscale(AutoscaleArgs),
-    /// Function experiments (in-process clusters): `composition` times square(increment(x));
-    /// `locality` sums 8 MB arrays passed by reference, cache cold vs hot and placement with
-    /// vs without locality; `freshness` times writes until a subscribed cache serves them.
-    Functions(FunctionsArgs),
-}
-
-/// `calm bench autoscale`.
-#[derive(Args, Debug)]
-pub struct AutoscaleArgs {
-    /// How long the timeline runs.
-    #[arg(long, default_value = "80s", value_parser = parse_duration)]
-    duration: Duration,
-    /// How often nodes sample their load and the policy runs, milliseconds.
-    #[arg(long, default_value_t = 1_000)]
-    period_ms: u64,
-    /// The policy's knobs as TOML (defaults here: server p99 target 300 µs, busy 2%, idle
-    /// 1%, sustain 3 s, grace 8 s, cool 8 s, 1 to 3 nodes: the workers of an in-process
-    /// node are a small part of its work, which is mostly QUIC).
-    #[arg(long, value_name = "FILE.toml")]
-    policy: Option<PathBuf>,
-    /// Write every figure to this JSON file.
-    #[arg(long, value_name = "FILE.json")]
-    out: Option<PathBuf>,
-    /// Plot the timeline to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
-}
+use super::{parse_duration, write_json};
+use crate::cli::CliResult;
 
 /// `calm bench consistency retwis`.
 #[derive(Args, Debug)]
@@ -55,26 +16,6 @@ pub struct RetwisArgs {
     /// Tweets (each with one reply and one timeline read) per mode.
     #[arg(long, default_value_t = 500)]
     rounds: u64,
-    /// Write every figure to this JSON file.
-    #[arg(long, value_name = "FILE.json")]
-    out: Option<PathBuf>,
-}
-
-/// `calm bench functions`.
-#[derive(Args, Debug)]
-pub struct FunctionsArgs {
-    /// composition, locality or freshness (how far a cached copy runs behind its owner).
-    #[arg(value_parser = ["composition", "locality", "freshness"])]
-    experiment: String,
-    /// Calls measured per series (after warm-up).
-    #[arg(long, default_value_t = 1000)]
-    calls: u64,
-    /// Bytes of each array for `locality`.
-    #[arg(long, default_value_t = 8_000_000)]
-    array_bytes: usize,
-    /// The folder of the example functions (WebAssembly text).
-    #[arg(long, default_value = "examples/functions", value_name = "DIR")]
-    examples: PathBuf,
     /// Write every figure to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
@@ -225,157 +166,7 @@ pub struct StalenessArgs {
     plot: Option<PathBuf>,
 }
 
-/// `calm bench run`.
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// embedded (a store in this process), cluster (the nodes of --cluster, through the
-    /// routing client) or redis://HOST:PORT (Redis, or a calm node's --resp port).
-    #[arg(long, value_name = "TARGET")]
-    target: String,
-    /// YCSB workload: a (50% updates), b (5% updates), c (reads), d (read latest), f
-    /// (read-modify-write). e needs range scans, which calm does not offer.
-    #[arg(long, default_value = "a")]
-    workload: Mix,
-    /// Keys loaded before the run.
-    #[arg(long, default_value_t = 100_000)]
-    keys: u64,
-    /// The share of reads (0 to 1), instead of the workload's own mix.
-    #[arg(long, value_name = "F")]
-    read_fraction: Option<f64>,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
-    /// Zipf skew of key choice (0 = uniform).
-    #[arg(long, default_value_t = 0.99)]
-    zipf: f64,
-    /// The values' lattice: lww, counter or set.
-    #[arg(long, default_value = "lww")]
-    kind: ValueKind,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16)]
-    clients: usize,
-    /// Open loop at this many operations per second in total (default: closed loop).
-    #[arg(long, value_name = "OPS")]
-    rate: Option<f64>,
-    /// Measured time (e.g. 10s, 500ms, 2m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Time before measuring starts.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// Seed of the operation traces.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Skip loading the keys (they are already there).
-    #[arg(long)]
-    no_load: bool,
-    /// Write every figure, the configuration and the machine to this JSON file.
-    #[arg(long, value_name = "FILE.json")]
-    out: Option<PathBuf>,
-    /// Plot throughput and p99 latency over time to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
-    /// Storage workers of the embedded store (default: one per core).
-    #[arg(long, value_name = "T")]
-    threads: Option<usize>,
-    /// The cluster file, with --target cluster.
-    #[arg(long, default_value = "calm-data/cluster.toml", value_name = "FILE")]
-    cluster: PathBuf,
-}
-
-/// A duration: a number with a unit (ms, s, m), or seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let n: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write e.g. 10s, 500ms or 2m"))?;
-    if !(n.is_finite() && n > 0.0) {
-        return Err(format!("{text:?}: a duration must be positive"));
-    }
-    Ok(Duration::from_secs_f64(n * scale))
-}
-
-/// Runs `calm bench ...`.
-pub async fn run(cmd: BenchCommand) -> CliResult<()> {
-    match cmd {
-        BenchCommand::Run(args) => run_workload(args).await,
-        BenchCommand::Consistency(ConsistencyCommand::Staleness(args)) => staleness(args).await,
-        BenchCommand::Consistency(ConsistencyCommand::Contention(args)) => contention(args).await,
-        BenchCommand::Consistency(ConsistencyCommand::Partition(args)) => partition(args).await,
-        BenchCommand::Consistency(ConsistencyCommand::Failures(args)) => failures(args).await,
-        BenchCommand::Functions(args) => functions(args).await,
-        BenchCommand::Autoscale(args) => autoscale(args).await,
-        BenchCommand::Consistency(ConsistencyCommand::Retwis(args)) => retwis(args).await,
-    }
-}
-
-async fn autoscale(args: AutoscaleArgs) -> CliResult<()> {
-    use calm_kvs::policy::PolicyConfig;
-    check_svg_name(&args.plot)?;
-    if args.duration < Duration::from_secs(10) || !(100..=60_000).contains(&args.period_ms) {
-        return Err("--duration must be at least 10s and --period-ms 100 to 60000".into());
-    }
-    let config = match &args.policy {
-        Some(p) => super::shared::read_policy(p)?,
-        None => PolicyConfig {
-            slo_p99_us: 300,
-            busy: 0.02,
-            idle: 0.01,
-            sustain_ms: 3_000,
-            grace_ms: 8_000,
-            cool_ms: 8_000,
-            min_nodes: 1,
-            max_nodes: 3,
-            ..PolicyConfig::default()
-        },
-    };
-    eprintln!(
-        "running the autoscaling timeline for {:?}...",
-        args.duration
-    );
-    let timeline = calm_bench::autoscale::timeline(args.duration, args.period_ms, config).await?;
-    println!(
-        "{:>4} {:>7} {:>8} {:>9} {:>6} {:>8} {:>5} {:>5} {:>5}",
-        "s", "clients", "ops/s", "p99 ms", "busy%", "srv p99", "nodes", "rf a", "rf b"
-    );
-    for s in &timeline.seconds {
-        println!(
-            "{:>4} {:>7} {:>8} {:>9.3} {:>6.1} {:>8} {:>5} {:>5} {:>5}",
-            s.t,
-            s.clients,
-            s.ops,
-            s.p99_us as f64 / 1000.0,
-            s.occupancy * 100.0,
-            s.server_p99_us,
-            s.nodes,
-            s.rf_a,
-            s.rf_b
-        );
-    }
-    for (t, a) in &timeline.actions {
-        println!("at {t} s: {a}");
-    }
-    if let Some(out) = &args.out {
-        write_json(out, &timeline)?;
-    }
-    if let Some(plot) = &args.plot {
-        calm_bench::autoscale::plot(&timeline, plot)?;
-        eprintln!("wrote {}", plot.display());
-    }
-    Ok(())
-}
-
-async fn retwis(args: RetwisArgs) -> CliResult<()> {
+pub(super) async fn retwis(args: RetwisArgs) -> CliResult<()> {
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
@@ -401,63 +192,10 @@ async fn retwis(args: RetwisArgs) -> CliResult<()> {
     Ok(())
 }
 
-async fn functions(args: FunctionsArgs) -> CliResult<()> {
-    use calm_bench::functions;
-    if args.calls == 0 {
-        return Err("--calls must be at least 1".into());
+pub(super) async fn partition(args: PartitionArgs) -> CliResult<()> {
+    if let Some(p) = &args.plot {
+        calm_bench::plot::check_svg(p)?;
     }
-    if !(8..=8 << 20).contains(&args.array_bytes) {
-        return Err("--array-bytes must be between 8 and 8388608 (the store's value limit)".into());
-    }
-    eprintln!(
-        "running the {} experiment ({} calls per series)...",
-        args.experiment, args.calls
-    );
-    let report = match args.experiment.as_str() {
-        "composition" => functions::composition(args.calls, &args.examples).await?,
-        "freshness" => functions::freshness(args.calls).await?,
-        _ => functions::locality(args.calls, args.array_bytes, &args.examples).await?,
-    };
-    println!("{}", functions::header());
-    for s in &report.series {
-        println!("{}", s.line());
-    }
-    for (name, r) in &report.ratios {
-        println!("{name}: {r:.2}x");
-    }
-    for (name, v) in &report.notes {
-        if name.starts_with("calls") {
-            println!("{name}: {:.0}%", v * 100.0);
-        } else {
-            println!("{name}: {v}");
-        }
-    }
-    if let Some(out) = &args.out {
-        write_json(out, &report)?;
-    }
-    Ok(())
-}
-
-/// Writes a report as pretty JSON, and says so on stderr.
-fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> CliResult<()> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
-}
-
-fn check_svg_name(plot: &Option<PathBuf>) -> CliResult<()> {
-    match plot {
-        Some(p) if p.extension().and_then(|e| e.to_str()) != Some("svg") => Err(format!(
-            "{}: plots are SVG files; name it with .svg",
-            p.display()
-        )),
-        _ => Ok(()),
-    }
-}
-
-async fn partition(args: PartitionArgs) -> CliResult<()> {
-    check_svg_name(&args.plot)?;
     println!(
         "{:>10} {:>14} {:>22} {:>6}",
         "gossip ms", "acknowledged", "converged after heal", "lost"
@@ -506,9 +244,11 @@ async fn partition(args: PartitionArgs) -> CliResult<()> {
     Ok(())
 }
 
-async fn contention(args: ContentionArgs) -> CliResult<()> {
+pub(super) async fn contention(args: ContentionArgs) -> CliResult<()> {
     use calm_bench::contention::{ContentionConfig, ContentionPoint, Setting};
-    check_svg_name(&args.plot)?;
+    if let Some(p) = &args.plot {
+        calm_bench::plot::check_svg(p)?;
+    }
     let nodes = usize::from(args.nodes);
     let config = ContentionConfig {
         exe: std::env::current_exe().map_err(|e| format!("cannot find the calm binary: {e}"))?,
@@ -599,9 +339,9 @@ async fn contention(args: ContentionArgs) -> CliResult<()> {
     Ok(())
 }
 
-async fn failures(args: FailuresArgs) -> CliResult<()> {
+pub(super) async fn failures(args: FailuresArgs) -> CliResult<()> {
     use calm_bench::failures::{FailuresConfig, check, run_load};
-    let file = super::target::read_cluster_file(&args.cluster)?;
+    let file = crate::cli::target::read_cluster_file(&args.cluster)?;
     let seed = std::process::id() as u64;
     let config = FailuresConfig {
         nodes: file.nodes,
@@ -658,7 +398,7 @@ async fn failures(args: FailuresArgs) -> CliResult<()> {
     Ok(())
 }
 
-async fn staleness(args: StalenessArgs) -> CliResult<()> {
+pub(super) async fn staleness(args: StalenessArgs) -> CliResult<()> {
     if let Some(p) = &args.plot {
         // Refuse a bad plot name before the experiment runs.
         if p.extension().and_then(|e| e.to_str()) != Some("svg") {
@@ -668,7 +408,7 @@ async fn staleness(args: StalenessArgs) -> CliResult<()> {
             ));
         }
     }
-    let file = super::target::read_cluster_file(&args.cluster)?;
+    let file = crate::cli::target::read_cluster_file(&args.cluster)?;
     eprintln!("timing {} writes...", args.trials);
     let s = calm_bench::consistency::staleness(
         file.nodes,
@@ -710,145 +450,4 @@ async fn staleness(args: StalenessArgs) -> CliResult<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-async fn run_workload(args: RunArgs) -> CliResult<()> {
-    let workload = Workload {
-        mix: args.workload,
-        keys: args.keys,
-        value_size: args.value_size,
-        zipf: args.zipf,
-        kind: args.kind,
-        seed: args.seed,
-        read_fraction: args.read_fraction,
-    };
-    workload.validate()?;
-    if let Some(p) = &args.plot
-        && p.extension().and_then(|e| e.to_str()) != Some("svg")
-    {
-        return Err(format!(
-            "{}: plots are SVG files; name it with .svg",
-            p.display()
-        ));
-    }
-    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err("--rate must be positive".into());
-    }
-    let config = RunConfig {
-        clients: args.clients,
-        duration: args.duration,
-        warmup: args.warmup,
-        rate: args.rate,
-    };
-    let measured = match args.target.as_str() {
-        "embedded" => {
-            let mut node = NodeConfig::default();
-            if let Some(t) = args.threads {
-                node.threads = t;
-            }
-            let store = EmbeddedStore::start(node).map_err(|e| e.to_string())?;
-            let target = CalmTarget::new(store, args.kind, args.value_size);
-            drive(&args, &workload, &config, |_| {
-                let t = target.clone();
-                async move { Ok(t) }
-            })
-            .await?
-        }
-        "cluster" => {
-            let file = super::target::read_cluster_file(&args.cluster)?;
-            let client = ClusterClient::connect(file.nodes, &file.ca)
-                .await
-                .map_err(|e| e.to_string())?;
-            let target = CalmTarget::new(client, args.kind, args.value_size);
-            drive(&args, &workload, &config, |_| {
-                let t = target.clone();
-                async move { Ok(t) }
-            })
-            .await?
-        }
-        url if url.starts_with("redis://") => {
-            let first = RedisTarget::connect(url, args.kind, args.value_size).await?;
-            drive(&args, &workload, &config, |i| {
-                let first = first.clone();
-                async move {
-                    if i == 0 {
-                        Ok(first)
-                    } else {
-                        first.reconnect(url).await
-                    }
-                }
-            })
-            .await?
-        }
-        other => {
-            return Err(format!(
-                "unknown target {other:?}; use embedded, cluster or redis://HOST:PORT"
-            ));
-        }
-    };
-    let report = Report {
-        target: args.target.clone(),
-        workload,
-        run: config,
-        machine: Machine::here(),
-        measured,
-    };
-    println!("{}", report.summary());
-    if let Some(path) = &args.plot {
-        calm_bench::plot::run_timeline(&report, path)?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &args.out {
-        write_json(path, &report)?;
-    }
-    Ok(())
-}
-
-async fn drive<T, F, Fut>(
-    args: &RunArgs,
-    workload: &Workload,
-    config: &RunConfig,
-    make: F,
-) -> CliResult<calm_bench::Measured>
-where
-    T: calm_bench::Target,
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    if !args.no_load {
-        eprintln!("loading {} keys...", workload.keys);
-        make(0).await?.load(workload.keys).await?;
-    }
-    let bar = indicatif::ProgressBar::new(1000);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {percent}% {msg}")
-            .map_err(|e| e.to_string())?
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!(
-        "workload {:?}, {} clients, {:?} (+{:?} warm-up)",
-        workload.mix, config.clients, config.duration, config.warmup
-    ));
-    let measured = calm_bench::run(workload, config, make, |done| {
-        bar.set_position((done * 1000.0) as u64);
-    })
-    .await;
-    bar.finish_and_clear();
-    measured
-}
-
-#[cfg(test)]
-mod test {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 }
