@@ -1,5 +1,5 @@
 //! Anti-entropy: digests of the keys two nodes share, compared bucket by bucket, and the
-//! entries of the buckets that differ sent both ways; and the hand-off of entries this
+//! entries of the buckets that differ sent both ways; and the return of entries this
 //! node holds but no longer owns to their owners.
 
 use super::*;
@@ -11,27 +11,28 @@ use super::*;
 pub(super) const ANTI_ENTROPY_KEYS_PER_SECOND: u64 = 25_000;
 /// A node looks for entries it holds but does not own at least every this many
 /// anti-entropy rounds, even when nothing suggests there are any.
-pub(super) const HANDOFF_SWEEP_ROUNDS: u32 = 30;
+pub(super) const UNOWNED_SWEEP_ROUNDS: u32 = 30;
 
-/// Entries being handed to their owners: what was sent, and which owners have not yet
-/// acknowledged each key.
+/// Entries this node holds but does not own, being returned to their owners (a routine of
+/// anti-entropy; not a graceful leave's hand-over, `moves.rs`): what was sent, and which
+/// owners have not yet acknowledged each key.
 #[derive(Default)]
-pub(super) struct Handoff {
+pub(super) struct Returning {
     pub(super) sent: HashMap<Bytes, (Value, BTreeSet<NodeAddr>)>,
     pub(super) requests: HashMap<u64, (NodeAddr, Vec<Bytes>)>,
 }
 
 impl ClusterAgent {
-    /// An owner took entries handed off to it: those every owner took are dropped here
-    /// (unless they changed meanwhile).
-    pub(super) fn handed_off(
+    /// An owner took unowned entries returned to it: those every owner took are dropped
+    /// here (unless they changed meanwhile).
+    pub(super) fn unowned_returned(
         &mut self,
         now_ms: u64,
         id: u64,
         reply: &PeerReply,
         store: &mut impl LocalStore,
     ) {
-        let Some((owner, keys)) = self.handoff.requests.remove(&id) else {
+        let Some((owner, keys)) = self.returning.requests.remove(&id) else {
             return;
         };
         // Learn first whether the owner is still one: a node that is leaving takes what
@@ -43,12 +44,12 @@ impl ClusterAgent {
         let mut done = Vec::new();
         for key in keys {
             let still_owner = self.owners(&key).contains(&owner);
-            if let Some((_, waiting)) = self.handoff.sent.get_mut(&key)
+            if let Some((_, waiting)) = self.returning.sent.get_mut(&key)
                 && still_owner
             {
                 waiting.remove(&owner);
                 if waiting.is_empty()
-                    && let Some((value, _)) = self.handoff.sent.remove(&key)
+                    && let Some((value, _)) = self.returning.sent.remove(&key)
                     // An owner again (the ring changed while the key was on its way:
                     // a leaving node handed it here): it keeps its copy.
                     && !self.owns(&key)
@@ -96,7 +97,7 @@ impl ClusterAgent {
         store: &mut impl LocalStore,
     ) {
         self.stats.repaired_entries += entries.len() as u64;
-        self.handoff_due |= !self.owns_all(&entries);
+        self.unowned_walk_due |= !self.owns_all(&entries);
         store.merge_entries(now_ms, entries);
         if !mismatched.is_empty() {
             // Push our side of the differing buckets.
@@ -126,7 +127,7 @@ impl ClusterAgent {
                 .max(keys.saturating_mul(1000) / ANTI_ENTROPY_KEYS_PER_SECOND)
         };
         self.next_anti_entropy_ms = now_ms + period;
-        self.hand_off(store);
+        self.return_unowned(store);
         // Only peers this node shares keys with: the others have nothing to compare.
         let peers: Vec<NodeAddr> = self
             .live_peers()
@@ -147,17 +148,17 @@ impl ClusterAgent {
 
     /// Sends entries this node holds but does not own to their owners (a new round each
     /// anti-entropy period; a round whose answers were lost is simply sent again).
-    pub(super) fn hand_off(&mut self, store: &mut impl LocalStore) {
+    pub(super) fn return_unowned(&mut self, store: &mut impl LocalStore) {
         // Walking every key is the expensive part: only when something may have left
         // entries here that another node owns (the ring or the table changed, entries came
         // from peers, the last round sent some), and once in a while anyway.
-        self.rounds_since_handoff += 1;
-        if !self.handoff_due && self.rounds_since_handoff < HANDOFF_SWEEP_ROUNDS {
+        self.rounds_since_unowned_walk += 1;
+        if !self.unowned_walk_due && self.rounds_since_unowned_walk < UNOWNED_SWEEP_ROUNDS {
             return;
         }
-        self.handoff_due = false;
-        self.rounds_since_handoff = 0;
-        self.handoff = Handoff::default();
+        self.unowned_walk_due = false;
+        self.rounds_since_unowned_walk = 0;
+        self.returning = Returning::default();
         if self.ring_nodes.is_empty() {
             return;
         }
@@ -180,14 +181,14 @@ impl ClusterAgent {
                     .or_default()
                     .push((key.clone(), value.clone()));
             }
-            self.handoff.sent.insert(key, (value, owners));
+            self.returning.sent.insert(key, (value, owners));
         }
         // Until a round finds nothing, the next one looks again (answers may be lost).
-        self.handoff_due |= !per_owner.is_empty();
+        self.unowned_walk_due |= !per_owner.is_empty();
         for (owner, entries) in per_owner {
             let keys = entries.iter().map(|(k, _)| k.clone()).collect();
             let id = self.send(owner.clone(), PeerRequest::Deltas(entries));
-            self.handoff.requests.insert(id, (owner, keys));
+            self.returning.requests.insert(id, (owner, keys));
         }
     }
 

@@ -24,7 +24,7 @@
 //! - **Anti-entropy** (`anti_entropy.rs`): each period the agent sends one peer a digest (per bucket of keys both
 //!   own, a hash of keys and values); the peer answers with its entries of the buckets that
 //!   differ, and the agent pushes its own. This repairs whatever gossip lost, and fills a
-//!   node that restarted empty. Entries a node holds but no longer owns are handed off.
+//!   node that restarted empty. Entries a node holds but no longer owns are returned to their owners.
 //! - **Keys moving on purpose** (`moves.rs`): a hot key's replication widened (copies go to
 //!   the owners it gains before clients are sent there), and a graceful leave.
 
@@ -44,7 +44,7 @@ mod replication;
 #[cfg(test)]
 mod tests;
 
-use anti_entropy::Handoff;
+use anti_entropy::Returning;
 use detection::Probe;
 use moves::{HandOver, RESEND_AFTER_MS, Widening};
 use replication::ReplicaWait;
@@ -142,8 +142,8 @@ pub trait LocalStore {
     /// Up to `limit` entries this node holds but does not own (`mine` matches the keys it
     /// owns): they must be handed to their owners.
     fn entries_not_owned(&mut self, mine: &OwnerFilter, limit: usize) -> Vec<(Bytes, Value)>;
-    /// Drops entries handed off to every owner, unless they changed since (a write that
-    /// arrived meanwhile must be handed off too).
+    /// Drops entries returned to every owner, unless they changed since (a write that
+    /// arrived meanwhile must be returned too).
     fn drop_if_unchanged(&mut self, entries: Vec<(Bytes, Value)>);
     /// The value of `key`, if this node holds it.
     fn value_of(&mut self, key: &[u8]) -> Option<Value>;
@@ -173,7 +173,7 @@ pub struct AgentStats {
     pub repaired_entries: u64,
     /// Times this node refuted a suspicion about itself.
     pub refutations: u64,
-    /// Entries handed off to their owners and dropped here.
+    /// Entries returned to their owners and dropped here.
     pub handed_off: u64,
 }
 
@@ -208,11 +208,12 @@ pub struct ClusterAgent {
     rng: StdRng,
     stats: AgentStats,
     left: bool,
-    handoff: Handoff,
-    /// Whether the next anti-entropy round must look for entries to hand off.
-    handoff_due: bool,
+    /// Unowned entries on their way back to their owners.
+    returning: Returning,
+    /// Whether the next anti-entropy round must look for entries this node does not own.
+    unowned_walk_due: bool,
     /// Rounds since the last look.
-    rounds_since_handoff: u32,
+    rounds_since_unowned_walk: u32,
     /// Until then, anti-entropy runs every gossip period: a node that (re)started empty
     /// catches up from its peers quickly.
     catch_up_until_ms: u64,
@@ -234,7 +235,7 @@ pub struct ClusterAgent {
     /// Hints in gossip messages not yet answered (writes kept here for keys this node does
     /// not own): a message that fails, or reaches a node that has left, queues them again,
     /// so they reach their owners a gossip period after the owners are reachable — not at
-    /// the next hand-off walk.
+    /// the next walk for unowned entries.
     hints_in_flight: HashMap<u64, Vec<(Bytes, Value)>>,
     /// Gossip messages of deltas not yet answered, and to whom: a peer with none gets the
     /// deltas of new writes at once (an idle link replicates eagerly); a busy one gets them
@@ -283,9 +284,9 @@ impl ClusterAgent {
             rng: StdRng::seed_from_u64(rng_seed),
             stats: AgentStats::default(),
             left: false,
-            handoff: Handoff::default(),
-            handoff_due: true,
-            rounds_since_handoff: 0,
+            returning: Returning::default(),
+            unowned_walk_due: true,
+            rounds_since_unowned_walk: 0,
             catch_up_until_ms: now_ms + 5 * config.anti_entropy_period_ms,
             previous_ring: None,
             ring_changed_ms: now_ms,
@@ -392,7 +393,7 @@ impl ClusterAgent {
             if !self.ring_nodes.is_empty() {
                 self.previous_ring = Some((old, self.ring_nodes.clone()));
             }
-            self.handoff_due = true;
+            self.unowned_walk_due = true;
             // Owners that gained keys fetch them from their peers quickly, and until they
             // have, a key they miss is looked up at its other and previous owners.
             self.ring_changed_ms = now_ms;
@@ -472,7 +473,7 @@ impl ClusterAgent {
         self.absorb(now_ms, envelope.membership);
         if envelope.replication != *self.table {
             Arc::make_mut(&mut self.table).merge(envelope.replication);
-            self.handoff_due = true;
+            self.unowned_walk_due = true;
         }
         calm_lattice::Merge::merge(&mut self.load, envelope.load);
         match envelope.body {
@@ -480,7 +481,7 @@ impl ClusterAgent {
                 membership: self.membership.clone(),
             },
             PeerRequest::Deltas(entries) => {
-                self.handoff_due |= !self.owns_all(&entries);
+                self.unowned_walk_due |= !self.owns_all(&entries);
                 store.merge_entries(now_ms, entries);
                 PeerReply::Ack {
                     membership: self.membership.clone(),
@@ -509,7 +510,7 @@ impl ClusterAgent {
             if membership.get(from).is_some_and(|m| m.status == Status::Left));
         self.deltas_answered(id, gone);
         self.widening_answered(now_ms, id);
-        self.handed_off(now_ms, id, &reply, store);
+        self.unowned_returned(now_ms, id, &reply, store);
         match reply {
             PeerReply::Ack { membership } => self.absorb(now_ms, membership),
             PeerReply::Repair {

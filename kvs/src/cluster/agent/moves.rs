@@ -34,7 +34,7 @@ impl ClusterAgent {
             calm_lattice::ReplicaId(u64::from(node_id(&self.me))),
         );
         Arc::make_mut(&mut self.table).set(key, factors, stamp);
-        self.handoff_due = true;
+        self.unowned_walk_due = true;
         // Tell everyone now rather than at the next probe.
         for peer in self.live_peers() {
             self.send(peer, PeerRequest::Ping);
