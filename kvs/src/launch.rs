@@ -142,8 +142,106 @@ impl RunningNode {
             resp.shutdown();
         }
         self.cluster.leave().await;
+        self.cluster.stop();
         self.server.shutdown().await;
         self.node.shutdown();
+    }
+
+    /// Stops at once, without leaving the cluster (as if the process ended).
+    pub fn abort(self) {
+        if let Some(resp) = self.resp {
+            resp.shutdown();
+        }
+        self.cluster.stop();
+        self.server.close();
+        self.node.shutdown();
+    }
+}
+
+/// A cluster for an application's own tests: `n` nodes in this process on 127.0.0.1, on
+/// ports the system picks, in memory, their certificates in a temporary folder. Dropping
+/// it stops every node and removes the folder; [`stop`](TestCluster::stop) also has the
+/// nodes leave one by one first.
+///
+/// ```
+/// use calm_kvs::launch::TestCluster;
+/// use calm_kvs::{ReadValue, Store};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cluster = TestCluster::start(3).await.unwrap();
+/// let client = cluster.client().await.unwrap();
+/// client.increment("visits", 2).await.unwrap();
+/// assert_eq!(client.get("visits").await.unwrap(), Some(ReadValue::Counter { value: 2 }));
+/// drop(cluster); // every node stops
+/// # });
+/// ```
+pub struct TestCluster {
+    nodes: Vec<RunningNode>,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes (at least one) and returns once the first sees every one alive.
+    pub async fn start(n: u8) -> Result<TestCluster, KvsError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "calm-test-cluster-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| KvsError::io("the test cluster's folder", e))?;
+        let localhost = |_| std::net::IpAddr::from([127, 0, 0, 1]);
+        match launch_local_cluster(n.max(1), 20, localhost, None, 0, &dir).await {
+            Ok(nodes) => Ok(TestCluster { nodes, dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The nodes' addresses (for [`ClusterClient::connect`](crate::ClusterClient::connect)
+    /// or [`Client::connect`](crate::Client::connect)).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.advertised).collect()
+    }
+
+    /// The cluster CA's certificate, which clients trust.
+    pub fn ca_cert(&self) -> &std::path::Path {
+        &self.nodes[0].ca.cert
+    }
+
+    /// A client that sends each operation to its key's owners.
+    pub async fn client(&self) -> Result<crate::ClusterClient, KvsError> {
+        crate::ClusterClient::connect(self.addrs(), self.ca_cert()).await
+    }
+
+    /// The running nodes (to stop one, read one's stats, ...).
+    pub fn nodes(&self) -> &[RunningNode] {
+        &self.nodes
+    }
+
+    /// Stops node `i` at once, as if its process ended; the others declare it dead.
+    pub fn kill(&mut self, i: usize) {
+        if i < self.nodes.len() {
+            self.nodes.remove(i).abort();
+        }
+    }
+
+    /// Has every node leave the cluster and stop, one by one.
+    pub async fn stop(mut self) {
+        for node in std::mem::take(&mut self.nodes) {
+            node.stop().await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.drain(..) {
+            node.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -77,9 +77,9 @@ impl AgentThread {
                     let _ = done.send(());
                     continue;
                 }
+                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
             }
             self.after_input();
         }
@@ -122,7 +122,7 @@ impl AgentThread {
                 self.flush();
             }
             // The local writes waiting are taken after every input.
-            Input::Wake | Input::Leave(_) => {}
+            Input::Wake | Input::Leave(_) | Input::Stop => {}
         }
     }
 

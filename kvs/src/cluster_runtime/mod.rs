@@ -54,6 +54,8 @@ pub(super) enum Input {
     /// Deltas of local writes are waiting (sent when the buffer was empty: a busy node's
     /// writes pile up and go with the next wake-up, an idle node's go at once).
     Wake,
+    /// The node stops: the agent's thread ends.
+    Stop,
 }
 
 /// A node's handle on its cluster agent. Cheap to clone.
@@ -142,6 +144,12 @@ impl Cluster {
             peers,
             me,
         })
+    }
+
+    /// Ends the agent's thread (without leaving: see [`leave`](Self::leave)); the node
+    /// no longer takes part in the cluster.
+    pub fn stop(&self) {
+        let _ = self.inbox.send(Input::Stop);
     }
 
     /// This node's address.

@@ -132,9 +132,15 @@ impl Server {
 
     /// Stops accepting, closes every connection, and waits until the peers are told.
     pub async fn shutdown(self) {
+        self.close();
+        self.endpoint.wait_idle().await;
+    }
+
+    /// Stops accepting and closes every connection, without waiting for the peers to be
+    /// told.
+    pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"node shutting down");
         self.accept_task.abort();
-        self.endpoint.wait_idle().await;
     }
 }
 
