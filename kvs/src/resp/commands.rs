@@ -66,6 +66,8 @@ pub struct Session {
 pub enum Finish {
     /// `GET`.
     Get,
+    /// `STRLEN`: the length of the string (0 when missing).
+    StrLen,
     /// A write answered `+OK`.
     Ok,
     /// `DEL`: keys that existed.
@@ -154,7 +156,9 @@ pub const COMMANDS: &[&str] = &[
     "get",
     "set",
     "del",
+    "unlink",
     "exists",
+    "strlen",
     "mget",
     "mset",
     "incr",
@@ -252,6 +256,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ("INFO", _) => Step::Info,
         ("DBSIZE", 0) => Step::DbSize,
         ("GET", 1) => Step::Data(vec![get(&a[0])], Finish::Get),
+        ("STRLEN", 1) => Step::Data(vec![get(&a[0])], Finish::StrLen),
         ("SET", 2) => Step::Data(vec![write(&a[0], Write::Lww(a[1].clone()))], Finish::Ok),
         ("SET", n) if n > 2 => {
             let option = String::from_utf8_lossy(&a[2]).to_ascii_uppercase();
@@ -273,7 +278,8 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             Finish::Ok,
         ),
         ("MGET", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::MGet),
-        ("DEL", n) if n >= 1 => Step::Data(
+        // calm frees a deleted key's memory in the background anyway: UNLINK is DEL.
+        ("DEL" | "UNLINK", n) if n >= 1 => Step::Data(
             a.iter().map(|k| Op::Delete { key: k.clone() }).collect(),
             Finish::Deleted,
         ),
@@ -547,6 +553,10 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
         Finish::Get => match read(&r[0])? {
             None => Out::Null,
             Some(v) => Out::Bulk(as_string(v)?),
+        },
+        Finish::StrLen => match read(&r[0])? {
+            None => Out::Int(0),
+            Some(v) => Out::Int(as_string(v)?.len() as i64),
         },
         Finish::Ok => {
             for x in r {
