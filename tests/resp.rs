@@ -141,6 +141,21 @@ fn redis_cli_runs_every_command() {
     // Every connection of redis-cli is new: a name is per connection, as in Redis.
     assert!(cli(p, &["INFO"]).contains("redis_version:"));
     assert!(cli(p, &["INFO"]).contains("db0:keys="));
+    // Sections by name, with Redis's field names: what monitoring tools read.
+    let memory = cli(p, &["INFO", "memory"]);
+    assert!(memory.starts_with("# Memory"), "{memory}");
+    assert!(!memory.contains("# Server"), "{memory}");
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no numeric {name} in {text}"))
+    };
+    assert!(field(&memory, "used_memory") > 0, "{memory}");
+    assert!(field(&memory, "used_memory_rss") > field(&memory, "used_memory"));
+    assert!(field(&memory, "used_memory_peak") >= field(&memory, "used_memory"));
+    assert!(field(&cli(p, &["INFO", "clients"]), "connected_clients") >= 1);
+    assert!(field(&cli(p, &["INFO", "stats"]), "total_commands_processed") > 0);
     assert_eq!(cli(p, &["QUIT"]), "OK");
     // RESP3.
     let hello = cli(p, &["-3", "HELLO", "3"]);
@@ -533,7 +548,11 @@ fn a_deleted_key_takes_any_type_and_racing_types_converge() {
     assert_eq!(cli(p, &["DEL", "x"]), "1");
     assert_eq!(cli(up.resp[1], &["SET", "x", "v"]), "OK");
     for port in &up.resp {
-        assert_eq!(cli(*port, &["GET", "x"]), "v");
+        let got = cli(*port, &["GET", "x"]);
+        if got != "v" {
+            let later: Vec<String> = up.resp.iter().map(|p| cli(*p, &["GET", "x"])).collect();
+            panic!("GET x through {port}: {got:?} (then, through each node: {later:?})");
+        }
         assert_eq!(cli(*port, &["TYPE", "x"]), "string");
     }
     assert!(

@@ -181,7 +181,7 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `n` nodes (at least one) and returns once the first sees every one alive.
+    /// Starts `n` nodes (at least one) and returns once every one sees every one alive.
     pub async fn start(n: u8) -> Result<TestCluster, KvsError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -248,8 +248,8 @@ impl Drop for TestCluster {
 /// Starts `n` nodes in this process, node `i` listening on `ip_of(i)` at `port` (known as
 /// `advertise_of(i)` if given, e.g. behind a fault proxy), each with one storage worker, in
 /// memory, with gossip every `gossip_ms`; the first starts the cluster and the others join
-/// it. Returns once the first node sees every node alive (or fails after 30 s). For
-/// benchmarks and experiments.
+/// it. Returns once every node sees every node alive (or fails after 30 s). For
+/// benchmarks, experiments and [`TestCluster`].
 pub async fn launch_local_cluster(
     n: u8,
     gossip_ms: u64,
@@ -279,26 +279,32 @@ pub async fn launch_local_cluster(
             resp_config: RespConfig::default(),
         })?);
     }
-    let client = crate::Client::connect(nodes[0].addr, &nodes[0].ca.cert).await?;
+    // Every node must see every node alive: until then a node may not know all of a key's
+    // owners.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let alive = client
-            .members()
-            .await?
+        let fewest = nodes
             .iter()
-            .filter(|m| m.member.status == crate::cluster::Status::Alive)
-            .count();
-        if alive == usize::from(n) {
+            .map(|node| {
+                node.cluster
+                    .view()
+                    .members
+                    .iter()
+                    .filter(|m| m.status == crate::cluster::Status::Alive)
+                    .count()
+            })
+            .min()
+            .unwrap_or(0);
+        if fewest == usize::from(n) {
             break;
         }
         if std::time::Instant::now() > deadline {
             return Err(KvsError::Config(format!(
-                "only {alive} of {n} nodes joined within 30 s"
+                "the nodes did not all see each other within 30 s (one sees {fewest} of {n})"
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    client.close().await;
     Ok(nodes)
 }
 

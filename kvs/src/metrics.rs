@@ -185,7 +185,7 @@ pub struct WorkerStats {
 }
 
 /// A node's statistics at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     /// The node's operating-system process id.
     pub pid: u32,

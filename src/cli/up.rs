@@ -186,24 +186,31 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
             .push((addrs[i], spawn_node(&exe, &args, addrs[i], &join)?));
     }
 
-    // Wait until the first node sees every node alive.
+    // Wait until every node sees every node alive: until then a node may not know all of
+    // a key's owners, and a write through it may not reach one that another node reads.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let alive = match Client::connect(addrs[0], &ca.cert).await {
-            Ok(c) => {
-                let m = c.members().await.unwrap_or_default();
-                c.close().await;
-                m.iter()
-                    .filter(|m| m.member.status == Status::Alive)
-                    .count()
-            }
-            Err(_) => 0,
-        };
-        if alive == n {
+        let mut fewest = n;
+        for addr in &addrs {
+            let alive = match Client::connect(*addr, &ca.cert).await {
+                Ok(c) => {
+                    let m = c.members().await.unwrap_or_default();
+                    c.close().await;
+                    m.iter()
+                        .filter(|m| m.member.status == Status::Alive)
+                        .count()
+                }
+                Err(_) => 0,
+            };
+            fewest = fewest.min(alive);
+        }
+        if fewest == n {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {alive} of {n} nodes joined within 30 s"));
+            return Err(format!(
+                "the nodes did not all see each other within 30 s (one sees {fewest} of {n})"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -110,8 +110,9 @@ pub enum Step {
     Data(Vec<Op>, Finish),
     /// `DBSIZE`: needs the node's figures.
     DbSize,
-    /// `INFO`: needs the node's figures.
-    Info,
+    /// `INFO [section ...]`: needs the node's figures; the sections asked for, lowercase
+    /// (none: the default ones).
+    Info(Vec<String>),
     /// `QUIT`: answer `+OK` and close.
     Quit,
 }
@@ -253,7 +254,17 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             3 => Out::Map(vec![]),
             _ => Out::Array(vec![]),
         }),
-        ("INFO", _) => Step::Info,
+        ("INFO", _) => Step::Info(
+            a.iter()
+                .flat_map(|s| {
+                    String::from_utf8_lossy(s)
+                        .split(',')
+                        .map(|p| p.trim().to_ascii_lowercase())
+                        .filter(|p| !p.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        ),
         ("DBSIZE", 0) => Step::DbSize,
         ("GET", 1) => Step::Data(vec![get(&a[0])], Finish::Get),
         ("STRLEN", 1) => Step::Data(vec![get(&a[0])], Finish::StrLen),

@@ -15,6 +15,7 @@
 
 mod commands;
 mod framing;
+mod info;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,7 @@ impl RespServer {
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
         let ids = Arc::new(AtomicU64::new(1));
+        let clients = Arc::new(info::Clients::default());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -111,6 +113,7 @@ impl RespServer {
                 let conn = Connection {
                     service: service.clone(),
                     config: config.clone(),
+                    clients: clients.clone(),
                     session: Session {
                         id,
                         proto: 2,
@@ -150,6 +153,7 @@ impl RespServer {
 struct Connection {
     service: Arc<Backend>,
     config: Arc<RespConfig>,
+    clients: Arc<info::Clients>,
     session: Session,
 }
 
@@ -164,6 +168,8 @@ impl Connection {
     }
 
     async fn serve(mut self, stream: TcpStream) {
+        let clients = self.clients.clone();
+        let _connected = clients.connected();
         let (mut rd, mut wr) = stream.into_split();
         let limits = self.limits();
         let mut buf = BytesMut::with_capacity(16 << 10);
@@ -251,8 +257,13 @@ impl Connection {
                     Ok(s) => Out::Int(s.workers.iter().map(|w| w.keys).sum::<u64>() as i64),
                     Err(e) => Out::err(format!("ERR {e}")),
                 },
-                Step::Info => match self.service.node.stats().await {
-                    Ok(s) => Out::Bulk(Bytes::from(info(&s, self.service.cluster.is_some()))),
+                Step::Info(sections) => match self.service.node.stats().await {
+                    Ok(s) => Out::Bulk(Bytes::from(info::render(
+                        &sections,
+                        &s,
+                        &self.clients,
+                        self.service.cluster.as_ref(),
+                    ))),
                     Err(e) => Out::err(format!("ERR {e}")),
                 },
                 Step::Data(..) => unreachable!("handled above"),
@@ -377,16 +388,4 @@ fn to_resp3(o: &Out) -> Frame3 {
             attributes: None,
         },
     }
-}
-
-fn info(s: &crate::metrics::StatsSnapshot, cluster: bool) -> String {
-    let keys: u64 = s.workers.iter().map(|w| w.keys).sum();
-    let ops: u64 = s.ops.iter().map(|o| o.count).sum();
-    format!(
-        "# Server\r\nredis_version:{REDIS_VERSION}\r\ncalm_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n# Replication\r\nrole:master\r\ncalm_cluster:{}\r\n\r\n# Stats\r\ntotal_commands_processed:{ops}\r\n\r\n# Keyspace\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n",
-        env!("CARGO_PKG_VERSION"),
-        s.pid,
-        s.uptime_ms / 1000,
-        if cluster { "yes" } else { "no" },
-    )
 }

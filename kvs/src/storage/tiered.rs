@@ -64,6 +64,8 @@ pub struct TierStats {
     pub memory_keys: u64,
     /// Approximate bytes of values in memory.
     pub memory_bytes: u64,
+    /// The most `memory_bytes` has been, as of the end of a batch.
+    pub memory_peak_bytes: u64,
     /// Keys only on disk.
     pub disk_keys: u64,
     /// Bytes in the write-ahead log.
@@ -89,6 +91,8 @@ pub struct Tiered {
     /// This worker's share of the memory budget.
     budget: Option<usize>,
     hot_bytes: usize,
+    /// The most `hot_bytes` has been at the end of a batch.
+    hot_peak: usize,
     clock: u64,
     /// Records not yet handed to the disk.
     log_buf: Vec<u8>,
@@ -147,6 +151,7 @@ impl Tiered {
             },
             budget: None,
             hot_bytes: 0,
+            hot_peak: 0,
             clock: 0,
             log_buf: Vec::new(),
             log_len: 0,
@@ -510,6 +515,7 @@ impl Tiered {
     /// Keeps the tiers in shape after a batch: demotes keys while memory is over budget,
     /// and writes a checkpoint once the log is long (or after a disk error).
     pub fn maintain(&mut self) {
+        self.hot_peak = self.hot_peak.max(self.hot_bytes);
         if self.disk.is_none() {
             return;
         }
@@ -696,6 +702,7 @@ impl Tiered {
         TierStats {
             memory_keys: self.hot.len() as u64,
             memory_bytes: self.hot_bytes as u64,
+            memory_peak_bytes: self.hot_peak.max(self.hot_bytes) as u64,
             disk_keys: self.cold.len() as u64,
             log_bytes: self.log_len + self.log_buf.len() as u64,
             ..self.stats.clone()
