@@ -206,13 +206,17 @@ fn run(seed: u64) -> Result<(), String> {
                     break c;
                 }
             };
-            let owners: Vec<usize> = nodes[coordinator]
-                .agent
-                .owners(&k)
-                .iter()
-                .map(|a| index(a))
-                .filter(|&o| nodes[o].up)
-                .collect();
+            // The owners of `k` that node `n` sees, and that are up.
+            let up_owners = |n: usize| -> Vec<usize> {
+                nodes[n]
+                    .agent
+                    .owners(&k)
+                    .iter()
+                    .map(|a| index(a))
+                    .filter(|&o| nodes[o].up)
+                    .collect()
+            };
+            let owners = up_owners(coordinator);
             if owners.is_empty() {
                 continue;
             }
@@ -225,14 +229,7 @@ fn run(seed: u64) -> Result<(), String> {
             };
             // A node that announced its leave forwards to the owners it sees.
             if matches!(nodes[target].leaving, Some((_, true))) {
-                let theirs: Vec<usize> = nodes[target]
-                    .agent
-                    .owners(&k)
-                    .iter()
-                    .map(|a| index(a))
-                    .filter(|&o| nodes[o].up)
-                    .collect();
-                match theirs.first() {
+                match up_owners(target).first() {
                     Some(&t) => target = t,
                     None => continue,
                 }
