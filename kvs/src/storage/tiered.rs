@@ -354,7 +354,9 @@ impl Tiered {
     /// Appends a record to the log buffer; its payload length.
     fn log(&mut self, record: LogRecordRef<'_>) -> usize {
         if self.disk.is_none() || self.replaying {
-            return 0;
+            // Nothing to write, but the record's size still counts toward the memory tier
+            // (without it a store in memory, or one just recovered, counts keys only).
+            return encoded_len(&record);
         }
         let start = self.log_buf.len();
         self.log_buf.extend_from_slice(&[0; wal::HEADER]);
@@ -708,4 +710,20 @@ impl Tiered {
             ..self.stats.clone()
         }
     }
+}
+/// The size of `record` encoded as the log encodes it, counted without writing it.
+fn encoded_len(record: &LogRecordRef<'_>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = bincode::serde::encode_into_std_write(record, &mut count, bincode::config::standard());
+    count.0
 }
