@@ -353,10 +353,15 @@ impl Tiered {
 
     /// Appends a record to the log buffer; its payload length.
     fn log(&mut self, record: LogRecordRef<'_>) -> usize {
-        if self.disk.is_none() || self.replaying {
-            // Nothing to write, but the record's size still counts toward the memory tier
-            // (without it a store in memory, or one just recovered, counts keys only).
+        if self.replaying {
+            // Nothing to write, but a recovered value's size counts toward the memory
+            // tier (without it a store just recovered counts its keys only).
             return encoded_len(&record);
+        }
+        if self.disk.is_none() {
+            // Without a disk there is no budget to hold to: a store in memory does not
+            // pay for encoding every change to count it, and counts its keys only.
+            return 0;
         }
         let start = self.log_buf.len();
         self.log_buf.extend_from_slice(&[0; wal::HEADER]);
