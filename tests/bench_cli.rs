@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn bench(args: &[&str], out: &std::path::Path) -> serde_json::Value {
     let run = Command::new(env!("CARGO_BIN_EXE_calm"))
@@ -82,31 +81,12 @@ fn bench_run_against_the_embedded_store_writes_a_report() {
 #[test]
 fn bench_run_against_redis_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_tcp_base_port(1);
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/test installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let redis = common::RedisServer::start();
+    let port = redis.port;
     let url = format!("redis://127.0.0.1:{port}");
     let out = dir.path().join("r.json");
     let report = bench(&["--target", &url, "--workload", "a"], &out);
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
     check(&report, &url);
 }
 

@@ -217,6 +217,9 @@ pub fn value_size(value: &Option<ReadValue>) -> usize {
                     .map(|(k, c)| k.len() + c.iter().count() * 16)
                     .sum::<usize>()
         }
+        Some(ReadValue::Hash { fields }) => {
+            fields.iter().map(|(f, v)| f.len() + v.len() + 16).sum()
+        }
     }
 }
 

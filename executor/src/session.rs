@@ -83,7 +83,8 @@ pub struct Session {
 
 /// The bytes a function sees for a stored value: lww and priority values as they are;
 /// causal registers their greatest concurrent value; counters and max registers in
-/// decimal; sets their members one per line.
+/// decimal; sets their members one per line; hashes one field per line, its name, a tab
+/// and its value.
 pub fn value_bytes(value: &ReadValue) -> Bytes {
     let lines = |ms: &[Bytes]| {
         Bytes::from(
@@ -101,6 +102,12 @@ pub fn value_bytes(value: &ReadValue) -> Bytes {
         ReadValue::Counter { value } => Bytes::from(value.to_string()),
         ReadValue::Max { value } => Bytes::from(value.to_string()),
         ReadValue::Set { members } | ReadValue::OrSet { members } => lines(members),
+        ReadValue::Hash { fields } => lines(
+            &fields
+                .iter()
+                .map(|(f, v)| Bytes::from([&f[..], b"\t", &v[..]].concat()))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 

@@ -283,6 +283,10 @@ pub enum OpError {
         /// The increment refused.
         by: i64,
     },
+    /// An increment of a hash field that holds bytes that are not an integer; nothing was
+    /// changed.
+    #[error("hash value is not an integer")]
+    NotInteger,
 }
 
 /// How many replicas must merge a write before it is acknowledged.

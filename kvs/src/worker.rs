@@ -33,7 +33,7 @@ use crate::ring::HashRing;
 /// The deltas of writes, per key, as a worker hands them on for replication.
 pub type Changes = Vec<(Bytes, Value)>;
 use crate::storage::{StorageError, Tiered};
-use crate::value::{Value, Write, WriteCtx};
+use crate::value::{IncrementRefused, Value, Write, WriteCtx};
 
 /// How a worker behaves; the same for every worker of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,9 +261,10 @@ impl Worker {
                 max: self.config.max_value_bytes,
             });
         }
-        // Removing members from a set that does not exist (or was deleted) changes nothing,
-        // and must not create the key.
-        if matches!(write, Write::OrSetRemove(_))
+        // Removing members or fields from a key that does not exist (or was deleted)
+        // changes nothing, and must not create the key.
+        if !write.creates()
+            && !matches!(write, Write::Merge(_))
             && !self
                 .store
                 .get(&key)
@@ -280,14 +281,12 @@ impl Worker {
             .store
             .get_or_insert(&key, write.kind())
             .map_err(storage_error)?;
-        if let (Write::Increment(by), Value::Counter(_)) = (&write, value.inner())
-            && let Some(crate::value::ReadValue::Counter { value: now }) = value.read(false)
-            && i64::try_from(now + i128::from(*by)).is_err()
-        {
-            return Err(OpError::Overflow {
-                value: now,
-                by: *by,
-            });
+        match value.check_increment(&write) {
+            Ok(()) => {}
+            Err(IncrementRefused::Overflow { value, by }) => {
+                return Err(OpError::Overflow { value, by });
+            }
+            Err(IncrementRefused::NotInteger) => return Err(OpError::NotInteger),
         }
         let delta = value.apply(write, ctx)?;
         self.store.changed(&key, &delta);

@@ -47,12 +47,33 @@ async fn write_every_kind(store: &EmbeddedStore) {
         )
         .await
         .unwrap();
+    store
+        .write(
+            "hash",
+            Write::HashSet(vec![(b("f"), b("v")), (b("n"), b("1"))]),
+        )
+        .await
+        .unwrap();
+    store
+        .write(
+            "hash",
+            Write::HashIncr {
+                field: b("n"),
+                by: 4,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .write("hash", Write::HashDel(vec![b("f")]))
+        .await
+        .unwrap();
     store.put("deleted", "gone").await.unwrap();
     assert!(store.delete("deleted").await.unwrap());
 }
 
-const KEYS: [&str; 9] = [
-    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "deleted",
+const KEYS: [&str; 10] = [
+    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "hash", "deleted",
 ];
 
 async fn read_all(store: &EmbeddedStore) -> Vec<Option<ReadValue>> {
@@ -70,8 +91,15 @@ async fn a_restarted_node_has_every_kind_back() {
         let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
         write_every_kind(&store).await;
         let before = read_all(&store).await;
-        assert!(before.iter().take(8).all(Option::is_some), "{before:?}");
-        assert_eq!(before[8], None, "a deleted key reads as missing");
+        assert!(before.iter().take(9).all(Option::is_some), "{before:?}");
+        assert_eq!(
+            before[8]
+                .as_ref()
+                .and_then(|h| h.fields())
+                .map(<[_]>::to_vec),
+            Some(vec![(b("n"), b("5"))])
+        );
+        assert_eq!(before[9], None, "a deleted key reads as missing");
         store.node().shutdown();
         drop(store);
 

@@ -219,6 +219,73 @@ mod test {
         }
     }
 
+    /// The map calm's store keeps for a Redis hash: each field the bytes last set and the
+    /// increments made since (a set replaces both).
+    type Hash = OrMap<u8, crate::Pair<crate::Lww<u8>, PNCounter>>;
+
+    #[derive(Clone, Debug)]
+    enum HashOp {
+        Set(usize, u8, u8),
+        Incr(usize, u8, u8),
+        Remove(usize, u8),
+        Sync(usize, usize),
+    }
+
+    fn hash_ops() -> impl Strategy<Value = Vec<HashOp>> {
+        proptest::collection::vec(
+            prop_oneof![
+                (0usize..3, 0u8..3, 0u8..4).prop_map(|(r, k, v)| HashOp::Set(r, k, v)),
+                (0usize..3, 0u8..3, 1u8..4).prop_map(|(r, k, n)| HashOp::Incr(r, k, n)),
+                (0usize..3, 0u8..3).prop_map(|(r, k)| HashOp::Remove(r, k)),
+                (0usize..3, 0usize..3).prop_map(|(a, b)| HashOp::Sync(a, b)),
+            ],
+            0..10,
+        )
+    }
+
+    fn replay_hash(ops: &[HashOp]) -> Vec<Hash> {
+        let mut replicas = vec![Hash::default(); 3];
+        for (time, op) in ops.iter().enumerate() {
+            match *op {
+                HashOp::Set(r, k, v) => {
+                    let id = ReplicaId(r as u64);
+                    let stamp = crate::Stamp::new(crate::Hlc::new(time as u64, 0), id);
+                    replicas[r].update(id, k, |f| {
+                        *f = crate::Pair::new(crate::Lww::new(stamp, v), PNCounter::default());
+                    });
+                }
+                HashOp::Incr(r, k, n) => {
+                    let id = ReplicaId(r as u64);
+                    replicas[r].update(id, k, |f| {
+                        f.b.increment(id, u64::from(n));
+                    });
+                }
+                HashOp::Remove(r, k) => {
+                    replicas[r].remove(&k);
+                }
+                HashOp::Sync(a, b) => {
+                    let from = replicas[b].clone();
+                    replicas[a].merge(from);
+                }
+            }
+        }
+        replicas
+    }
+
+    proptest! {
+        #[test]
+        fn hash_of_counting_registers_laws(ops in hash_ops(), r in 0u64..3, k in 0u8..3) {
+            let items = replay_hash(&ops);
+            laws::check_all(&items);
+            laws::check_atomize(&items);
+            let id = ReplicaId(r);
+            for m in &items {
+                laws::check_delta(m, &items, |m| m.update(id, k, |f| { f.b.increment(id, 1); }));
+                laws::check_delta(m, &items, |m| m.remove(&k));
+            }
+        }
+    }
+
     #[test]
     fn remove_wins_over_what_it_observed() {
         let a = ReplicaId(1);

@@ -43,7 +43,8 @@ enum KvCommand {
         #[arg(long, allow_negative_numbers = true)]
         priority: Option<i64>,
     },
-    /// Print a key's value (a set prints one member a line). Exit status 2 if not found.
+    /// Print a key's value (a set prints one member a line, a hash one field a line: its
+    /// name, a tab, its value). Exit status 2 if not found.
     Get {
         /// The key.
         key: String,
@@ -176,6 +177,9 @@ fn read_json(key: &str, value: &ReadValue) -> Json {
             "values": values.iter().map(bytes_json).collect::<Vec<_>>(),
             "clock": clock.as_ref().map(|c| c.iter().map(|(r, n)| (r.0.to_string(), Json::from(n))).collect::<serde_json::Map<_, _>>()),
         }),
+        ReadValue::Hash { fields } => json!({
+            "fields": fields.iter().map(|(f, v)| json!({"field": bytes_json(f), "value": bytes_json(v)})).collect::<Vec<_>>(),
+        }),
     };
     if let (Some(d), Json::Object(e)) = (doc.as_object_mut(), extra) {
         d.extend(e);
@@ -200,6 +204,9 @@ fn print_text(value: &ReadValue) {
         ReadValue::SingleCausal { values, .. } | ReadValue::MultiCausal { values, .. } => {
             values.iter().for_each(|v| line(v))
         }
+        ReadValue::Hash { fields } => fields
+            .iter()
+            .for_each(|(f, v)| line(&[&f[..], b"\t", &v[..]].concat())),
     }
 }
 

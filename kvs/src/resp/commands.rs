@@ -99,6 +99,35 @@ pub enum Finish {
     Kind,
     /// `CALM.VERSIONS`: every concurrent version of a causal key.
     Versions,
+    /// `HSET`/`HDEL`: read, then write; the fields added (or removed).
+    FieldChange {
+        /// The distinct fields named.
+        fields: BTreeSet<Bytes>,
+        /// Setting (else removing).
+        add: bool,
+    },
+    /// `HGET` (and `HSTRLEN` when `len`).
+    Field {
+        /// The field.
+        field: Bytes,
+        /// Answer its length instead.
+        len: bool,
+    },
+    /// `HMGET`.
+    Fields(Vec<Bytes>),
+    /// `HEXISTS`.
+    FieldExists(Bytes),
+    /// `HGETALL`, `HKEYS`, `HVALS` (which halves).
+    Hash {
+        /// Include the field names.
+        names: bool,
+        /// Include the values.
+        values: bool,
+    },
+    /// `HLEN`.
+    HashLen,
+    /// `HINCRBY`: write, then read the field.
+    FieldCounter(Bytes),
 }
 
 /// What running a command takes.
@@ -185,6 +214,18 @@ pub const COMMANDS: &[&str] = &[
     "config",
     "ttl",
     "pttl",
+    "hset",
+    "hmset",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hdel",
+    "hexists",
+    "hlen",
+    "hkeys",
+    "hvals",
+    "hstrlen",
+    "hincrby",
     "calm.max",
     "calm.priority",
     "calm.causal",
@@ -319,6 +360,70 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
                 Finish::SetChange { members, add },
             )
         }
+        ("HSET" | "HMSET", n) if n >= 3 && n % 2 == 1 => {
+            let pairs: Vec<(Bytes, Bytes)> = a[1..]
+                .chunks(2)
+                .map(|fv| (fv[0].clone(), fv[1].clone()))
+                .collect();
+            let fields: BTreeSet<Bytes> = pairs.iter().map(|(f, _)| f.clone()).collect();
+            let w = write(&a[0], Write::HashSet(pairs));
+            if name == "HMSET" {
+                Step::Data(vec![w], Finish::Ok)
+            } else {
+                Step::Data(
+                    vec![get(&a[0]), w],
+                    Finish::FieldChange { fields, add: true },
+                )
+            }
+        }
+        ("HDEL", n) if n >= 2 => {
+            let fields: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
+            let w = Write::HashDel(fields.iter().cloned().collect());
+            Step::Data(
+                vec![get(&a[0]), write(&a[0], w)],
+                Finish::FieldChange { fields, add: false },
+            )
+        }
+        ("HGET" | "HSTRLEN", 2) => Step::Data(
+            vec![get(&a[0])],
+            Finish::Field {
+                field: a[1].clone(),
+                len: name == "HSTRLEN",
+            },
+        ),
+        ("HMGET", n) if n >= 2 => Step::Data(vec![get(&a[0])], Finish::Fields(a[1..].to_vec())),
+        ("HEXISTS", 2) => Step::Data(vec![get(&a[0])], Finish::FieldExists(a[1].clone())),
+        ("HGETALL" | "HKEYS" | "HVALS", 1) => Step::Data(
+            vec![get(&a[0])],
+            Finish::Hash {
+                names: name != "HVALS",
+                values: name != "HKEYS",
+            },
+        ),
+        ("HLEN", 1) => Step::Data(vec![get(&a[0])], Finish::HashLen),
+        ("HINCRBY", 3) => match int_arg(&a[2]) {
+            Some(by) => Step::Data(
+                vec![
+                    write(
+                        &a[0],
+                        Write::HashIncr {
+                            field: a[1].clone(),
+                            by,
+                        },
+                    ),
+                    get(&a[0]),
+                ],
+                Finish::FieldCounter(a[1].clone()),
+            ),
+            None => not_integer(),
+        },
+        ("HSETNX", _) => refuse_uncoordinated(
+            &name,
+            "whether the field exists depends on every replica at once",
+        ),
+        ("HINCRBYFLOAT", _) => Step::Reply(Out::err(
+            "ERR HINCRBYFLOAT is not supported yet: calm's hash counters are integers (HINCRBY)",
+        )),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
@@ -366,7 +471,8 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             "GET" | "SET" | "MSET" | "MGET" | "DEL" | "EXISTS" | "INCR" | "DECR" | "INCRBY"
             | "DECRBY" | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "TYPE" | "TTL"
             | "PTTL" | "DBSIZE" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX" | "CALM.PRIORITY"
-            | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND",
+            | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND" | "HSET" | "HMSET" | "HDEL" | "HGET"
+            | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS" | "HLEN" | "HINCRBY",
             _,
         ) => wrong_args(&name),
         _ => {
@@ -523,8 +629,25 @@ fn as_string(v: &ReadValue) -> Result<Bytes, Out> {
                 ))),
             }
         }
-        ReadValue::Set { .. } | ReadValue::OrSet { .. } => Err(wrongtype(v, "a string")),
+        ReadValue::Set { .. } | ReadValue::OrSet { .. } | ReadValue::Hash { .. } => {
+            Err(wrongtype(v, "a string"))
+        }
     }
+}
+
+/// A hash's fields (none when the key is not found).
+fn fields(v: Option<&ReadValue>) -> Result<&[(Bytes, Bytes)], Out> {
+    match v {
+        None => Ok(&[]),
+        Some(ReadValue::Hash { fields }) => Ok(fields),
+        Some(other) => Err(wrongtype(other, "a hash")),
+    }
+}
+
+fn field<'a>(all: &'a [(Bytes, Bytes)], name: &Bytes) -> Option<&'a Bytes> {
+    all.binary_search_by(|(f, _)| f.cmp(name))
+        .ok()
+        .map(|i| &all[i].1)
 }
 
 fn members(v: &ReadValue) -> Result<&[Bytes], Out> {
@@ -642,6 +765,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
         Finish::Type => Out::simple(match read(&r[0])? {
             None => "none",
             Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
+            Some(ReadValue::Hash { .. }) => "hash",
             Some(_) => "string",
         }),
         Finish::Ttl => Out::Int(if read(&r[0])?.is_some() { -1 } else { -2 }),
@@ -649,6 +773,55 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             None => Out::Null,
             Some(v) => Out::simple(v.kind().name()),
         },
+        Finish::FieldChange { fields: named, add } => {
+            let before = fields(read(&r[0])?)?;
+            written(&r[1])?;
+            let changed = named
+                .iter()
+                .filter(|f| field(before, f).is_some() != add)
+                .count();
+            Out::Int(changed as i64)
+        }
+        Finish::Field { field: name, len } => match (field(fields(read(&r[0])?)?, &name), len) {
+            (Some(v), false) => Out::Bulk(v.clone()),
+            (None, false) => Out::Null,
+            (v, true) => Out::Int(v.map_or(0, |v| v.len() as i64)),
+        },
+        Finish::Fields(names) => {
+            let all = fields(read(&r[0])?)?;
+            Out::Array(
+                names
+                    .iter()
+                    .map(|n| field(all, n).map_or(Out::Null, |v| Out::Bulk(v.clone())))
+                    .collect(),
+            )
+        }
+        Finish::FieldExists(name) => {
+            Out::Int(i64::from(field(fields(read(&r[0])?)?, &name).is_some()))
+        }
+        Finish::Hash { names, values } => {
+            let all = fields(read(&r[0])?)?;
+            match (names, values) {
+                (true, true) => Out::Map(
+                    all.iter()
+                        .map(|(f, v)| (Out::Bulk(f.clone()), Out::Bulk(v.clone())))
+                        .collect(),
+                ),
+                (true, false) => {
+                    Out::Array(all.iter().map(|(f, _)| Out::Bulk(f.clone())).collect())
+                }
+                _ => Out::Array(all.iter().map(|(_, v)| Out::Bulk(v.clone())).collect()),
+            }
+        }
+        Finish::HashLen => Out::Int(fields(read(&r[0])?)?.len() as i64),
+        Finish::FieldCounter(name) => {
+            written(&r[0])?;
+            match field(fields(read(&r[1])?)?, &name).map(|v| crate::value::parse_int(v)) {
+                Some(Some(n)) => Out::Int(n),
+                Some(None) => return Err(Out::err("ERR hash value is not an integer")),
+                None => Out::Int(0),
+            }
+        }
         Finish::Versions => match read(&r[0])? {
             None => Out::Array(vec![]),
             Some(
