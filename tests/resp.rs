@@ -231,6 +231,71 @@ fn same_replies_as_redis_server() {
         &["EXISTS", "h"],
         &["HSET", "h", "again", "1"],
         &["HGETALL", "h"],
+        // Sorted sets.
+        &["ZADD", "z", "1", "a", "2", "b", "3", "c"],
+        &["ZADD", "z", "1.5", "a", "4", "d", "2.5", "a"],
+        &["ZADD", "z", "CH", "2.5", "a", "-1", "b", "9", "e"],
+        &["ZADD", "z", "x", "a"],
+        &["ZADD", "z", "1", "a", "2"],
+        &["ZADD", "z", "nan", "a"],
+        &["ZADD", "z", "INCR", "1", "a", "2", "b"],
+        &["ZSCORE", "z", "a"],
+        &["ZSCORE", "z", "nope"],
+        &["ZSCORE", "nokey", "a"],
+        &["ZMSCORE", "z", "a", "nope", "e"],
+        &["ZCARD", "z"],
+        &["ZCARD", "nokey"],
+        &["ZINCRBY", "z", "0.25", "a"],
+        &["ZINCRBY", "z", "5", "new"],
+        &["ZINCRBY", "z", "x", "a"],
+        &["ZADD", "z", "INCR", "-0.75", "a"],
+        &["ZRANGE", "z", "0", "-1"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["ZRANGE", "z", "1", "2"],
+        &["ZRANGE", "z", "-2", "-1"],
+        &["ZRANGE", "z", "5", "1"],
+        &["ZRANGE", "z", "0", "100"],
+        &["ZRANGE", "z", "0", "-1", "REV"],
+        &["ZRANGE", "z", "2", "5", "BYSCORE"],
+        &["ZRANGE", "z", "(2", "+inf", "BYSCORE", "WITHSCORES"],
+        &[
+            "ZRANGE", "z", "+inf", "-inf", "BYSCORE", "REV", "LIMIT", "1", "2",
+        ],
+        &["ZRANGE", "z", "0", "-1", "LIMIT", "1", "2"],
+        &["ZRANGE", "z", "x", "1"],
+        &["ZRANGE", "z", "0", "1", "BOGUS"],
+        &["ZRANGEBYSCORE", "z", "-inf", "(3"],
+        &[
+            "ZRANGEBYSCORE",
+            "z",
+            "-inf",
+            "+inf",
+            "WITHSCORES",
+            "LIMIT",
+            "0",
+            "3",
+        ],
+        &["ZRANGEBYSCORE", "z", "a", "b"],
+        &["ZREVRANGE", "z", "0", "1", "WITHSCORES"],
+        &["ZREVRANGEBYSCORE", "z", "+inf", "2"],
+        &["ZCOUNT", "z", "2", "(5"],
+        &["ZCOUNT", "z", "-inf", "+inf"],
+        &["ZRANK", "z", "e"],
+        &["ZRANK", "z", "nope"],
+        &["ZREVRANK", "z", "e"],
+        &["ZREM", "z", "a", "nope", "a"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["ZADD", "z", "-inf", "low", "inf", "high"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["ZINCRBY", "z", "-inf", "high"],
+        &["TYPE", "z"],
+        &["GET", "z"],
+        &["ZADD", "s", "1", "a"],
+        &["ZRANGE", "s", "0", "1"],
+        &["ZREM", "z", "b", "c", "d", "e", "new", "low", "high"],
+        &["EXISTS", "z"],
+        &["ZADD", "z", "1", "back"],
+        &["ZRANGE", "z", "0", "-1"],
         // A deleted hash takes any type.
         &["DEL", "h"],
         &["SET", "h", "string now"],
@@ -590,7 +655,7 @@ fn calm_up_reads_your_writes_through_any_node() {
         );
     }
     // Through the redis crate: each write goes through one node and is read at once through
-    // another, for keys every node owns, some and none of; counters, sets and hashes too.
+    // another, for keys every node owns, some and none of; counters, sets, hashes and sorted sets too.
     let mut cons: Vec<redis::Connection> = up
         .resp
         .iter()
@@ -651,6 +716,23 @@ fn calm_up_reads_your_writes_through_any_node() {
             stale.push(format!(
                 "field {} set to {i} via {w}, read via {r}: {field:?}",
                 i % 7
+            ));
+        }
+        let _: i64 = redis::cmd("ZADD")
+            .arg("ryw:z")
+            .arg(i)
+            .arg(i % 5)
+            .query(&mut cons[w])
+            .unwrap();
+        let score: Option<String> = redis::cmd("ZSCORE")
+            .arg("ryw:z")
+            .arg(i % 5)
+            .query(&mut cons[r])
+            .unwrap();
+        if score != Some(i.to_string()) {
+            stale.push(format!(
+                "member {} scored {i} via {w}, read via {r}: {score:?}",
+                i % 5
             ));
         }
     }

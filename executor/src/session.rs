@@ -84,7 +84,7 @@ pub struct Session {
 /// The bytes a function sees for a stored value: lww and priority values as they are;
 /// causal registers their greatest concurrent value; counters and max registers in
 /// decimal; sets their members one per line; hashes one field per line, its name, a tab
-/// and its value.
+/// and its value; sorted sets one member per line by score, the member, a tab and its score.
 pub fn value_bytes(value: &ReadValue) -> Bytes {
     let lines = |ms: &[Bytes]| {
         Bytes::from(
@@ -106,6 +106,12 @@ pub fn value_bytes(value: &ReadValue) -> Bytes {
             &fields
                 .iter()
                 .map(|(f, v)| Bytes::from([&f[..], b"\t", &v[..]].concat()))
+                .collect::<Vec<_>>(),
+        ),
+        ReadValue::SortedSet { members } => lines(
+            &members
+                .iter()
+                .map(|(m, s)| Bytes::from([&m[..], b"\t", s.to_string().as_bytes()].concat()))
                 .collect::<Vec<_>>(),
         ),
     }

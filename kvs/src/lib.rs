@@ -66,5 +66,5 @@ pub use protocol::{
 };
 pub use ring::HashRing;
 pub use store::Store;
-pub use value::{Kind, KindMismatch, ReadValue, Value, Write};
+pub use value::{Kind, KindMismatch, ReadValue, Score, Value, Write};
 pub use worker::{GossipBatch, Worker, WorkerConfig};

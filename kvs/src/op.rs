@@ -287,6 +287,10 @@ pub enum OpError {
     /// changed.
     #[error("hash value is not an integer")]
     NotInteger,
+    /// An increment of a sorted set member's score that would make it NaN (infinity added
+    /// to its opposite); nothing was changed.
+    #[error("resulting score is not a number (NaN)")]
+    NotANumber,
 }
 
 /// How many replicas must merge a write before it is acknowledged.

@@ -287,6 +287,7 @@ impl Worker {
                 return Err(OpError::Overflow { value, by });
             }
             Err(IncrementRefused::NotInteger) => return Err(OpError::NotInteger),
+            Err(IncrementRefused::NotANumber) => return Err(OpError::NotANumber),
         }
         let delta = value.apply(write, ctx)?;
         self.store.changed(&key, &delta);

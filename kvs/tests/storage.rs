@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use calm_kvs::storage::{Durability, wal};
-use calm_kvs::{EmbeddedStore, NodeConfig, ReadValue, Store, Write};
+use calm_kvs::{EmbeddedStore, NodeConfig, ReadValue, Score, Store, Write};
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -20,6 +20,10 @@ fn config(dir: &Path, durability: Durability, threads: usize) -> NodeConfig {
     };
     c.storage.durability = durability;
     c
+}
+
+fn score(x: f64) -> Score {
+    Score::new(x).unwrap()
 }
 
 /// Writes one key of every kind.
@@ -68,12 +72,30 @@ async fn write_every_kind(store: &EmbeddedStore) {
         .write("hash", Write::HashDel(vec![b("f")]))
         .await
         .unwrap();
+    store
+        .write(
+            "zset",
+            Write::ZAdd(vec![(b("a"), score(1.5)), (b("b"), score(-2.0))]),
+        )
+        .await
+        .unwrap();
+    store
+        .write(
+            "zset",
+            Write::ZIncr {
+                member: b("a"),
+                by: score(0.25),
+            },
+        )
+        .await
+        .unwrap();
     store.put("deleted", "gone").await.unwrap();
     assert!(store.delete("deleted").await.unwrap());
 }
 
-const KEYS: [&str; 10] = [
-    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "hash", "deleted",
+const KEYS: [&str; 11] = [
+    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "hash", "zset",
+    "deleted",
 ];
 
 async fn read_all(store: &EmbeddedStore) -> Vec<Option<ReadValue>> {
@@ -91,7 +113,7 @@ async fn a_restarted_node_has_every_kind_back() {
         let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
         write_every_kind(&store).await;
         let before = read_all(&store).await;
-        assert!(before.iter().take(9).all(Option::is_some), "{before:?}");
+        assert!(before.iter().take(10).all(Option::is_some), "{before:?}");
         assert_eq!(
             before[8]
                 .as_ref()
@@ -99,7 +121,14 @@ async fn a_restarted_node_has_every_kind_back() {
                 .map(<[_]>::to_vec),
             Some(vec![(b("n"), b("5"))])
         );
-        assert_eq!(before[9], None, "a deleted key reads as missing");
+        assert_eq!(
+            before[9]
+                .as_ref()
+                .and_then(|z| z.scored())
+                .map(<[_]>::to_vec),
+            Some(vec![(b("b"), score(-2.0)), (b("a"), score(1.75))])
+        );
+        assert_eq!(before[10], None, "a deleted key reads as missing");
         store.node().shutdown();
         drop(store);
 

@@ -44,7 +44,8 @@ enum KvCommand {
         priority: Option<i64>,
     },
     /// Print a key's value (a set prints one member a line, a hash one field a line: its
-    /// name, a tab, its value). Exit status 2 if not found.
+    /// name, a tab, its value; a sorted set one member a line by score: the member, a tab,
+    /// its score). Exit status 2 if not found.
     Get {
         /// The key.
         key: String,
@@ -180,6 +181,9 @@ fn read_json(key: &str, value: &ReadValue) -> Json {
         ReadValue::Hash { fields } => json!({
             "fields": fields.iter().map(|(f, v)| json!({"field": bytes_json(f), "value": bytes_json(v)})).collect::<Vec<_>>(),
         }),
+        ReadValue::SortedSet { members } => json!({
+            "members": members.iter().map(|(m, s)| json!({"member": bytes_json(m), "score": s.get()})).collect::<Vec<_>>(),
+        }),
     };
     if let (Some(d), Json::Object(e)) = (doc.as_object_mut(), extra) {
         d.extend(e);
@@ -207,6 +211,9 @@ fn print_text(value: &ReadValue) {
         ReadValue::Hash { fields } => fields
             .iter()
             .for_each(|(f, v)| line(&[&f[..], b"\t", &v[..]].concat())),
+        ReadValue::SortedSet { members } => members
+            .iter()
+            .for_each(|(m, s)| line(&[&m[..], b"\t", s.to_string().as_bytes()].concat())),
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use crate::op::{Op, OpError, OpResult, Reply};
-use crate::value::{ReadValue, Write};
+use crate::value::{ReadValue, Score, Write};
 
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,6 +128,90 @@ pub enum Finish {
     HashLen,
     /// `HINCRBY`: write, then read the field.
     FieldCounter(Bytes),
+    /// `ZADD`: read, then write; the members added (and, with `changed`, those whose score
+    /// changed).
+    ZAdd {
+        /// Each distinct member named, with the score it was given.
+        scores: Vec<(Bytes, Score)>,
+        /// `CH`: count changed scores too.
+        changed: bool,
+    },
+    /// `ZREM`: read, then write; the members removed.
+    ZRem(BTreeSet<Bytes>),
+    /// `ZSCORE` (or, after a write, `ZINCRBY` and `ZADD ... INCR`): the member's score.
+    Score {
+        /// The member.
+        member: Bytes,
+        /// Whether a write comes first.
+        after_write: bool,
+    },
+    /// `ZMSCORE`.
+    Scores(Vec<Bytes>),
+    /// `ZCARD`.
+    ZCard,
+    /// `ZRANGE` and its older forms.
+    ZRange(Range),
+    /// `ZCOUNT`.
+    ZCount(Bound, Bound),
+    /// `ZRANK` and `ZREVRANK`.
+    ZRank {
+        /// The member.
+        member: Bytes,
+        /// Count from the greatest score.
+        rev: bool,
+    },
+}
+
+/// A score bound of `ZRANGE ... BYSCORE`, `ZCOUNT` and friends: `1.5`, `(1.5`, `-inf`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    value: f64,
+    exclusive: bool,
+}
+
+impl Bound {
+    fn parse(b: &[u8]) -> Option<Bound> {
+        let (exclusive, rest) = match b.strip_prefix(b"(") {
+            Some(rest) => (true, rest),
+            None => (false, b),
+        };
+        Some(Bound {
+            value: float_arg(rest)?.get(),
+            exclusive,
+        })
+    }
+
+    fn below(self, score: f64) -> bool {
+        if self.exclusive {
+            self.value < score
+        } else {
+            self.value <= score
+        }
+    }
+
+    fn above(self, score: f64) -> bool {
+        if self.exclusive {
+            score < self.value
+        } else {
+            score <= self.value
+        }
+    }
+}
+
+/// Which members of a sorted set `ZRANGE` answers.
+#[derive(Debug)]
+pub struct Range {
+    by: RangeBy,
+    rev: bool,
+    /// Offset and count (a negative count: all).
+    limit: Option<(i64, i64)>,
+    with_scores: bool,
+}
+
+#[derive(Debug)]
+enum RangeBy {
+    Index(i64, i64),
+    Score(Bound, Bound),
 }
 
 /// What running a command takes.
@@ -226,6 +310,19 @@ pub const COMMANDS: &[&str] = &[
     "hvals",
     "hstrlen",
     "hincrby",
+    "zadd",
+    "zincrby",
+    "zscore",
+    "zmscore",
+    "zcard",
+    "zrem",
+    "zrange",
+    "zrangebyscore",
+    "zrevrange",
+    "zrevrangebyscore",
+    "zcount",
+    "zrank",
+    "zrevrank",
     "calm.max",
     "calm.priority",
     "calm.causal",
@@ -424,6 +521,63 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ("HINCRBYFLOAT", _) => Step::Reply(Out::err(
             "ERR HINCRBYFLOAT is not supported yet: calm's hash counters are integers (HINCRBY)",
         )),
+        ("ZADD", n) if n >= 3 => zadd(&a[0], &a[1..]),
+        ("ZINCRBY", 3) => match float_arg(&a[1]) {
+            Some(by) => Step::Data(
+                vec![
+                    write(
+                        &a[0],
+                        Write::ZIncr {
+                            member: a[2].clone(),
+                            by,
+                        },
+                    ),
+                    get(&a[0]),
+                ],
+                Finish::Score {
+                    member: a[2].clone(),
+                    after_write: true,
+                },
+            ),
+            None => not_float(),
+        },
+        ("ZSCORE", 2) => Step::Data(
+            vec![get(&a[0])],
+            Finish::Score {
+                member: a[1].clone(),
+                after_write: false,
+            },
+        ),
+        ("ZMSCORE", n) if n >= 2 => Step::Data(vec![get(&a[0])], Finish::Scores(a[1..].to_vec())),
+        ("ZCARD", 1) => Step::Data(vec![get(&a[0])], Finish::ZCard),
+        ("ZREM", n) if n >= 2 => {
+            let members: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
+            let w = Write::ZRem(members.iter().cloned().collect());
+            Step::Data(vec![get(&a[0]), write(&a[0], w)], Finish::ZRem(members))
+        }
+        ("ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE", n) if n >= 3 => {
+            match zrange(&name, &a[1..]) {
+                Ok(range) => Step::Data(vec![get(&a[0])], Finish::ZRange(range)),
+                Err(e) => Step::Reply(e),
+            }
+        }
+        ("ZCOUNT", 3) => match (Bound::parse(&a[1]), Bound::parse(&a[2])) {
+            (Some(min), Some(max)) => Step::Data(vec![get(&a[0])], Finish::ZCount(min, max)),
+            _ => Step::Reply(Out::err("ERR min or max is not a float")),
+        },
+        ("ZRANK" | "ZREVRANK", 2) => Step::Data(
+            vec![get(&a[0])],
+            Finish::ZRank {
+                member: a[1].clone(),
+                rev: name == "ZREVRANK",
+            },
+        ),
+        ("ZPOPMIN" | "ZPOPMAX" | "BZPOPMIN" | "BZPOPMAX" | "ZMPOP" | "BZMPOP", _) => {
+            refuse_uncoordinated(
+                &name,
+                "a pop needs one winner among clients racing on different replicas",
+            )
+        }
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
@@ -488,6 +642,185 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             )))
         }
     }
+}
+
+fn not_float() -> Step {
+    Step::Reply(Out::err("ERR value is not a valid float"))
+}
+
+/// A score argument as Redis reads one: a decimal or `inf`, `+inf`, `-inf`; never NaN.
+fn float_arg(b: &[u8]) -> Option<Score> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.starts_with(|c: char| c.is_whitespace()) {
+        return None;
+    }
+    Score::new(s.parse().ok()?)
+}
+
+/// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]`.
+fn zadd(key: &Bytes, a: &[Bytes]) -> Step {
+    let (mut changed, mut incr, mut i) = (false, false, 0);
+    while let Some(flag) = a.get(i) {
+        match flag.to_ascii_uppercase().as_slice() {
+            b"CH" => changed = true,
+            b"INCR" => incr = true,
+            f @ (b"NX" | b"XX" | b"GT" | b"LT") => {
+                return refuse_uncoordinated(
+                    &format!("ZADD ... {}", String::from_utf8_lossy(f)),
+                    "it depends on the member's current score at every replica at once",
+                );
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    let rest = &a[i..];
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return Step::Reply(Out::err("ERR syntax error"));
+    }
+    let mut given = Vec::new();
+    for pair in rest.chunks(2) {
+        match float_arg(&pair[0]) {
+            Some(score) => given.push((pair[1].clone(), score)),
+            None => return not_float(),
+        }
+    }
+    if incr {
+        let [(member, by)] = given.as_slice() else {
+            return Step::Reply(Out::err(
+                "ERR INCR option supports a single increment-element pair",
+            ));
+        };
+        return Step::Data(
+            vec![
+                write(
+                    key,
+                    Write::ZIncr {
+                        member: member.clone(),
+                        by: *by,
+                    },
+                ),
+                get(key),
+            ],
+            Finish::Score {
+                member: member.clone(),
+                after_write: true,
+            },
+        );
+    }
+    // A member named twice takes its last score.
+    let scores: Vec<(Bytes, Score)> = given
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    Step::Data(
+        vec![get(key), write(key, Write::ZAdd(scores.clone()))],
+        Finish::ZAdd { scores, changed },
+    )
+}
+
+/// The arguments of `ZRANGE`, `ZRANGEBYSCORE`, `ZREVRANGE` and `ZREVRANGEBYSCORE` after the
+/// key.
+fn zrange(name: &str, a: &[Bytes]) -> Result<Range, Out> {
+    let syntax = || Out::err("ERR syntax error");
+    let (mut by_score, mut rev, mut limit, mut with_scores) = (false, false, None, false);
+    match name {
+        "ZRANGEBYSCORE" => by_score = true,
+        "ZREVRANGE" => rev = true,
+        "ZREVRANGEBYSCORE" => (by_score, rev) = (true, true),
+        _ => {}
+    }
+    let mut i = 2;
+    while let Some(option) = a.get(i) {
+        match option.to_ascii_uppercase().as_slice() {
+            b"WITHSCORES" => with_scores = true,
+            b"BYSCORE" if name == "ZRANGE" => by_score = true,
+            b"REV" if name == "ZRANGE" => rev = true,
+            b"BYLEX" if name == "ZRANGE" => {
+                return Err(Out::err(
+                    "ERR ZRANGE ... BYLEX is not supported yet by calm",
+                ));
+            }
+            b"LIMIT" if name != "ZREVRANGE" => {
+                let (Some(offset), Some(count)) = (
+                    a.get(i + 1).and_then(|x| int_arg(x)),
+                    a.get(i + 2).and_then(|x| int_arg(x)),
+                ) else {
+                    return Err(if a.len() < i + 3 {
+                        syntax()
+                    } else {
+                        Out::err("ERR value is not an integer or out of range")
+                    });
+                };
+                limit = Some((offset, count));
+                i += 2;
+            }
+            _ => return Err(syntax()),
+        }
+        i += 1;
+    }
+    if limit.is_some() && !by_score {
+        return Err(Out::err(
+            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ));
+    }
+    let by = if by_score {
+        // Reversed ranges name the greater bound first.
+        let (lo, hi) = if rev { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
+        match (Bound::parse(lo), Bound::parse(hi)) {
+            (Some(min), Some(max)) => RangeBy::Score(min, max),
+            _ => return Err(Out::err("ERR min or max is not a float")),
+        }
+    } else {
+        match (int_arg(&a[0]), int_arg(&a[1])) {
+            (Some(start), Some(stop)) => RangeBy::Index(start, stop),
+            _ => return Err(Out::err("ERR value is not an integer or out of range")),
+        }
+    };
+    Ok(Range {
+        by,
+        rev,
+        limit,
+        with_scores,
+    })
+}
+
+/// The members `range` selects, in the order it answers them.
+fn select<'a>(all: &'a [(Bytes, Score)], range: &Range) -> Vec<&'a (Bytes, Score)> {
+    let ordered: Vec<&(Bytes, Score)> = if range.rev {
+        all.iter().rev().collect()
+    } else {
+        all.iter().collect()
+    };
+    match range.by {
+        RangeBy::Index(start, stop) => {
+            let n = ordered.len() as i64;
+            let start = if start < 0 { (start + n).max(0) } else { start };
+            let stop = if stop < 0 { stop + n } else { stop.min(n - 1) };
+            if start > stop || start >= n {
+                return vec![];
+            }
+            ordered[start as usize..=stop as usize].to_vec()
+        }
+        RangeBy::Score(min, max) => {
+            let within = ordered
+                .into_iter()
+                .filter(|(_, s)| min.below(s.get()) && max.above(s.get()));
+            match range.limit {
+                Some((offset, _)) if offset < 0 => vec![],
+                Some((offset, count)) => within
+                    .skip(offset as usize)
+                    .take(usize::try_from(count).unwrap_or(usize::MAX))
+                    .collect(),
+                None => within.collect(),
+            }
+        }
+    }
+}
+
+fn score_out(score: Score) -> Out {
+    Out::bulk(score.to_string())
 }
 
 fn counter(key: &Bytes, by: i64) -> Step {
@@ -629,9 +962,10 @@ fn as_string(v: &ReadValue) -> Result<Bytes, Out> {
                 ))),
             }
         }
-        ReadValue::Set { .. } | ReadValue::OrSet { .. } | ReadValue::Hash { .. } => {
-            Err(wrongtype(v, "a string"))
-        }
+        ReadValue::Set { .. }
+        | ReadValue::OrSet { .. }
+        | ReadValue::Hash { .. }
+        | ReadValue::SortedSet { .. } => Err(wrongtype(v, "a string")),
     }
 }
 
@@ -642,6 +976,19 @@ fn fields(v: Option<&ReadValue>) -> Result<&[(Bytes, Bytes)], Out> {
         Some(ReadValue::Hash { fields }) => Ok(fields),
         Some(other) => Err(wrongtype(other, "a hash")),
     }
+}
+
+/// A sorted set's members by score (none when the key is not found).
+fn scored(v: Option<&ReadValue>) -> Result<&[(Bytes, Score)], Out> {
+    match v {
+        None => Ok(&[]),
+        Some(ReadValue::SortedSet { members }) => Ok(members),
+        Some(other) => Err(wrongtype(other, "a sorted set")),
+    }
+}
+
+fn score_of(all: &[(Bytes, Score)], member: &Bytes) -> Option<Score> {
+    all.iter().find(|(m, _)| m == member).map(|(_, s)| *s)
 }
 
 fn field<'a>(all: &'a [(Bytes, Bytes)], name: &Bytes) -> Option<&'a Bytes> {
@@ -766,6 +1113,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             None => "none",
             Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
             Some(ReadValue::Hash { .. }) => "hash",
+            Some(ReadValue::SortedSet { .. }) => "zset",
             Some(_) => "string",
         }),
         Finish::Ttl => Out::Int(if read(&r[0])?.is_some() { -1 } else { -2 }),
@@ -820,6 +1168,85 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Some(Some(n)) => Out::Int(n),
                 Some(None) => return Err(Out::err("ERR hash value is not an integer")),
                 None => Out::Int(0),
+            }
+        }
+        Finish::ZAdd { scores, changed } => {
+            let before = scored(read(&r[0])?)?;
+            written(&r[1])?;
+            let counted = scores
+                .iter()
+                .filter(|(m, s)| match score_of(before, m) {
+                    None => true,
+                    Some(old) => changed && old != *s,
+                })
+                .count();
+            Out::Int(counted as i64)
+        }
+        Finish::ZRem(named) => {
+            let before = scored(read(&r[0])?)?;
+            written(&r[1])?;
+            Out::Int(
+                named
+                    .iter()
+                    .filter(|m| score_of(before, m).is_some())
+                    .count() as i64,
+            )
+        }
+        Finish::Score {
+            member,
+            after_write,
+        } => {
+            let at = if after_write {
+                written(&r[0])?;
+                1
+            } else {
+                0
+            };
+            score_of(scored(read(&r[at])?)?, &member).map_or(Out::Null, score_out)
+        }
+        Finish::Scores(members) => {
+            let all = scored(read(&r[0])?)?;
+            Out::Array(
+                members
+                    .iter()
+                    .map(|m| score_of(all, m).map_or(Out::Null, score_out))
+                    .collect(),
+            )
+        }
+        Finish::ZCard => Out::Int(scored(read(&r[0])?)?.len() as i64),
+        Finish::ZRange(range) => {
+            let all = scored(read(&r[0])?)?;
+            let chosen = select(all, &range);
+            match (range.with_scores, proto) {
+                (false, _) => {
+                    Out::Array(chosen.iter().map(|(m, _)| Out::Bulk(m.clone())).collect())
+                }
+                (true, 3) => Out::Array(
+                    chosen
+                        .iter()
+                        .map(|(m, s)| Out::Array(vec![Out::Bulk(m.clone()), score_out(*s)]))
+                        .collect(),
+                ),
+                (true, _) => Out::Array(
+                    chosen
+                        .iter()
+                        .flat_map(|(m, s)| [Out::Bulk(m.clone()), score_out(*s)])
+                        .collect(),
+                ),
+            }
+        }
+        Finish::ZCount(min, max) => Out::Int(
+            scored(read(&r[0])?)?
+                .iter()
+                .filter(|(_, s)| min.below(s.get()) && max.above(s.get()))
+                .count() as i64,
+        ),
+        Finish::ZRank { member, rev } => {
+            let all = scored(read(&r[0])?)?;
+            match all.iter().position(|(m, _)| *m == member) {
+                Some(i) if rev => Out::Int((all.len() - 1 - i) as i64),
+                Some(i) => Out::Int(i as i64),
+                None => Out::Null,
             }
         }
         Finish::Versions => match read(&r[0])? {
