@@ -296,6 +296,52 @@ fn same_replies_as_redis_server() {
         &["EXISTS", "z"],
         &["ZADD", "z", "1", "back"],
         &["ZRANGE", "z", "0", "-1"],
+        // Times to live (long ones: the replies must not depend on the moment).
+        &["SET", "t", "v", "EX", "1000"],
+        &["TTL", "t"],
+        &["EXPIRE", "t", "2000"],
+        &["TTL", "t"],
+        &["PERSIST", "t"],
+        &["TTL", "t"],
+        &["PERSIST", "t"],
+        &["EXPIRE", "nokey", "10"],
+        &["TTL", "nokey"],
+        &["PTTL", "nokey"],
+        &["SETEX", "t2", "1000", "v"],
+        &["TTL", "t2"],
+        &["SETEX", "t2", "0", "v"],
+        &["PSETEX", "t2", "-5", "v"],
+        &["SET", "t3", "v", "EX", "0"],
+        &["SET", "t3", "v", "EX", "x"],
+        &["SET", "t3", "v", "EX"],
+        &["SET", "t3", "v", "PX", "100000"],
+        &["TTL", "t3"],
+        &["EXPIRE", "t3", "x"],
+        &["SET", "t3", "w"],
+        &["TTL", "t3"],
+        &["EXPIREAT", "t3", "4102444800"],
+        &["EXPIRETIME", "t3"],
+        &["PEXPIRETIME", "t3"],
+        &["TTL", "nokey"],
+        &["EXPIRETIME", "t"],
+        &["INCR", "tc"],
+        &["EXPIRE", "tc", "1000"],
+        &["INCR", "tc"],
+        &["TTL", "tc"],
+        &["HSET", "th", "f", "v"],
+        &["PEXPIRE", "th", "1000000"],
+        &["HSET", "th", "g", "w"],
+        &["TTL", "th"],
+        &["EXPIRE", "t3", "-1"],
+        &["GET", "t3"],
+        &["TTL", "t3"],
+        &["EXISTS", "t3"],
+        &["PEXPIREAT", "th", "1"],
+        &["HGETALL", "th"],
+        &["TYPE", "th"],
+        &["SET", "t3", "again"],
+        &["TTL", "t3"],
+        &["GET", "t3"],
         // A deleted hash takes any type.
         &["DEL", "h"],
         &["SET", "h", "string now"],
@@ -814,5 +860,65 @@ fn a_deleted_key_takes_any_type_and_racing_types_converge() {
             assert!(Instant::now() < deadline, "{k} never converged: {seen:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Times to live across `calm up`: a key set with `PX` through one node reads through every
+/// node until its deadline and as absent after it, everywhere; its `TTL` counts down; a
+/// counter given a deadline starts again from nothing once it passed; `PERSIST` keeps a key.
+#[test]
+fn keys_expire_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = Up::start(3, &dir.path().join("data"), base, &["--threads", "1"]);
+    let (w, others) = (up.resp[0], [up.resp[1], up.resp[2]]);
+    let keys: Vec<String> = (0..20).map(|i| format!("ttl:{i}")).collect();
+    for k in &keys {
+        assert_eq!(cli(w, &["SET", k, "v", "PX", "1500"]), "OK");
+    }
+    assert_eq!(cli(w, &["INCRBY", "ttl:counter", "5"]), "5");
+    assert_eq!(cli(w, &["PEXPIRE", "ttl:counter", "1500"]), "1");
+    assert_eq!(cli(w, &["SET", "ttl:kept", "v", "PX", "1500"]), "OK");
+    assert_eq!(cli(others[0], &["PERSIST", "ttl:kept"]), "1");
+    let start = Instant::now();
+    for k in &keys {
+        for p in others {
+            let got = cli(p, &["GET", k]);
+            // Reads right after the write see it, unless the deadline already passed.
+            if start.elapsed() < Duration::from_millis(1_200) {
+                assert_eq!(got, "v", "{k} through port {p}");
+            }
+        }
+    }
+    let ttl: i64 = cli(others[1], &["PTTL", "ttl:counter"]).parse().unwrap();
+    assert!((0..=1_500).contains(&ttl), "PTTL {ttl}");
+    std::thread::sleep(Duration::from_millis(1_600));
+    for p in up.resp.iter().copied() {
+        for k in &keys {
+            assert_eq!(cli(p, &["GET", k]), "", "{k} expired, through port {p}");
+            assert_eq!(cli(p, &["TTL", k]), "-2");
+        }
+        assert_eq!(cli(p, &["GET", "ttl:kept"]), "v", "PERSIST kept it");
+        assert_eq!(cli(p, &["TTL", "ttl:kept"]), "-1");
+    }
+    // Each node collected its copies (20 keys and the counter, replication 2 of 3 nodes).
+    std::thread::sleep(Duration::from_millis(500));
+    let collected: u64 = up
+        .resp
+        .iter()
+        .map(|p| {
+            cli(*p, &["INFO", "stats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("expired_keys:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .expect("expired_keys in INFO stats")
+        })
+        .sum();
+    assert_eq!(collected, 2 * 21, "copies collected");
+    // A counter that expired starts from nothing, through any node.
+    assert_eq!(cli(others[1], &["INCR", "ttl:counter"]), "1");
+    for p in up.resp.iter().copied() {
+        assert_eq!(cli(p, &["GET", "ttl:counter"]), "1");
+        assert_eq!(cli(p, &["TTL", "ttl:counter"]), "-1");
     }
 }

@@ -30,11 +30,7 @@ pub struct Picture {
 }
 
 /// Milliseconds since the Unix epoch (the clock load samples are stamped with).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::tasks::now_ms;
 
 /// Asks the node behind `client` for the cluster's picture (nodes gossip their samples to
 /// each other: any node has all of them); samples older than `max_age_ms` are left out.

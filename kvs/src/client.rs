@@ -292,7 +292,10 @@ impl Client {
             ResponseBody::Results(mut results) if results.len() == expected => {
                 for (i, meta) in reads {
                     if let Ok(Reply::Raw(copy)) = &results[i] {
-                        results[i] = Ok(Reply::Value(copy.as_ref().and_then(|v| v.read(meta))));
+                        results[i] = Ok(Reply::Value(
+                            copy.as_ref()
+                                .and_then(|v| v.read_at(crate::tasks::now_ms(), meta)),
+                        ));
                     }
                 }
                 Ok(results)

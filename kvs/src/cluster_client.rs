@@ -371,7 +371,7 @@ impl ClusterClient {
                     owners[..alive].rotate_left((turn % alive as u64) as usize);
                 }
             }
-            Op::Write { .. } | Op::Delete { .. } => {
+            Op::Write { .. } | Op::Delete { .. } | Op::Expire { .. } => {
                 if own.len() >= OWN_WRITES_KEPT {
                     own.retain(|_, t| t.elapsed() < OWN_WRITE_WINDOW);
                 }

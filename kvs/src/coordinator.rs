@@ -298,7 +298,7 @@ pub fn candidates<A: Clone + PartialEq>(
 
 /// Whether an operation changes state (and so must not run twice).
 pub fn is_write(op: &Op) -> bool {
-    matches!(op, Op::Write { .. } | Op::Delete { .. })
+    matches!(op, Op::Write { .. } | Op::Delete { .. } | Op::Expire { .. })
 }
 
 #[cfg(test)]

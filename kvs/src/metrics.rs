@@ -182,6 +182,8 @@ pub struct WorkerStats {
     /// Times it took a new replica id after dropping copies it had written (handed to
     /// their owners).
     pub replica_changes: u64,
+    /// Expired keys it collected.
+    pub expired: u64,
 }
 
 /// A node's statistics at one moment.

@@ -43,6 +43,14 @@ pub enum Op {
         /// The key.
         key: Bytes,
     },
+    /// Give a key a deadline, or (`None`) take its deadline away. A key that is not found
+    /// is left alone.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds since the Unix epoch at which the key expires.
+        at_ms: Option<u64>,
+    },
 }
 
 /// Constructors for the common operations:
@@ -131,7 +139,8 @@ impl Op {
             | Op::Write { key, .. }
             | Op::Delete { key }
             | Op::GetAll { key, .. }
-            | Op::Raw { key } => key,
+            | Op::Raw { key }
+            | Op::Expire { key, .. } => key,
         }
     }
 
@@ -139,7 +148,7 @@ impl Op {
     pub fn op_kind(&self) -> OpKind {
         match self {
             Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } => OpKind::Get,
-            Op::Write { .. } => OpKind::Write,
+            Op::Write { .. } | Op::Expire { .. } => OpKind::Write,
             Op::Delete { .. } => OpKind::Delete,
         }
     }
@@ -187,6 +196,12 @@ pub enum Reply {
     Deleted {
         /// Whether the key had a visible value.
         existed: bool,
+    },
+    /// An [`Op::Expire`]: whether it changed the key's deadline (a key not found, or
+    /// `None` for a key without a deadline, changes nothing).
+    Expiry {
+        /// Whether the deadline was set or taken away.
+        changed: bool,
     },
 }
 

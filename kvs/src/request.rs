@@ -319,8 +319,15 @@ impl BatchRun {
         self.look_elsewhere(group, view, now_ms);
     }
 
-    /// What holder `ticket` answered for a key's stored copy: `None` when it did not answer.
-    pub fn inspected(&mut self, ticket: u64, answer: Option<OpResult>, view: Option<&ClusterView>) {
+    /// What holder `ticket` answered for a key's stored copy at `now_ms`: `None` when it
+    /// did not answer.
+    pub fn inspected(
+        &mut self,
+        ticket: u64,
+        answer: Option<OpResult>,
+        view: Option<&ClusterView>,
+        now_ms: u64,
+    ) {
         let Some(Ticket::Inspect(read)) = self.take_ticket(ticket) else {
             return;
         };
@@ -344,7 +351,7 @@ impl BatchRun {
             _ => {}
         }
         if self.reads.iter().all(|r| r.waiting == 0) {
-            self.finish_reads(view);
+            self.finish_reads(view, now_ms);
         }
     }
 
@@ -432,15 +439,18 @@ impl BatchRun {
         }
     }
 
-    /// Every read has its answers: each goes where it was asked for.
-    fn finish_reads(&mut self, view: Option<&ClusterView>) {
+    /// Every read has its answers: each goes where it was asked for (a key whose deadline
+    /// has passed at `now_ms` is not found).
+    fn finish_reads(&mut self, view: Option<&ClusterView>, now_ms: u64) {
         for r in std::mem::take(&mut self.reads) {
             let result = match (r.error, r.answered) {
                 (Some(e), _) => Err(e),
                 (None, 0) => Err(OpError::Unavailable {
                     reason: "no replica of the key answered".into(),
                 }),
-                (None, _) => Ok(Reply::Value(r.merged.and_then(|v| v.read(r.meta)))),
+                (None, _) => Ok(Reply::Value(
+                    r.merged.and_then(|v| v.read_at(now_ms, r.meta)),
+                )),
             };
             match r.to {
                 ReadFor::Batch(i) => self.results[i] = Some(result),
@@ -770,7 +780,7 @@ mod test {
                     Target::Node(_) if i == 2 => Some(Ok(Reply::Raw(Some(copy(&mine, 3, 8))))),
                     Target::Node(_) => None,
                 };
-                run.inspected(ticket, answer, Some(&v));
+                run.inspected(ticket, answer, Some(&v), 1);
             }
             assert!(run.is_done());
             let results = run.into_results();
@@ -871,6 +881,7 @@ mod test {
                 ticket,
                 Some(Ok(Reply::Raw(Some(copy(&other, n, n as u64))))),
                 Some(&v),
+                1,
             );
         }
         assert_eq!(n, 2);

@@ -172,6 +172,26 @@ pub trait Store: Send + Sync {
             }
         }
     }
+
+    /// Gives a key a deadline (milliseconds since the Unix epoch) after which it reads as
+    /// absent, or with `None` takes its deadline away; returns whether the deadline changed
+    /// (a key not found changes nothing).
+    fn expire(
+        &self,
+        key: impl Into<Bytes>,
+        at_ms: Option<u64>,
+    ) -> impl Future<Output = Result<bool, KvsError>> + Send {
+        let op = Op::Expire {
+            key: key.into(),
+            at_ms,
+        };
+        async move {
+            match self.run(op).await? {
+                Reply::Expiry { changed } => Ok(changed),
+                other => Err(unexpected(&other)),
+            }
+        }
+    }
 }
 
 fn unexpected(reply: &Reply) -> KvsError {

@@ -1,4 +1,12 @@
-//! Running tokio tasks side by side.
+//! Running tokio tasks side by side, and the wall clock the shells read.
+
+/// Milliseconds since the Unix epoch, by this machine's clock: what the shells hand the
+/// sans-IO cores as "now" (HLC stamps, deadlines, timers).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Runs futures concurrently on the runtime and collects their outputs in order (a task
 /// that panicked is left out).

@@ -26,6 +26,21 @@
 //! concurrent with the change (made on a replica that had not yet seen it) are dropped,
 //! as a last-writer-wins overwrite drops the writes it follows. Two generations started
 //! at once on two replicas: the later stamp wins.
+//!
+//! # Expiry
+//!
+//! A key can be given a deadline ([`Value::expire`], Redis's `EXPIRE`): a last-writer-wins
+//! register of milliseconds since the Unix epoch, stamped by the HLC like any write, kept
+//! beside the value ([`Value::Expiring`]). `SET` (an lww write) and a delete remove it,
+//! other writes keep it (and carry it in their deltas), `PERSIST` writes "none". Once the
+//! deadline has passed by a node's clock, that node reads the key as absent
+//! ([`Value::read_at`]) and a write to it starts a new generation, as after a delete: the
+//! old value, and any write of it that arrives late, is gone for good. Expired keys are
+//! collected by each replica on its own: dropping an expired copy changes no other
+//! replica (merging nothing is merging bottom), so it can never undo a write elsewhere —
+//! in particular a `PERSIST` or `SET` that reached another replica before the deadline
+//! and this one not yet keeps the key alive, and comes back to this replica with
+//! anti-entropy. Nodes whose clocks differ see a key expire that much apart.
 
 use std::fmt;
 use std::str::FromStr;
@@ -331,6 +346,16 @@ pub enum Value {
         /// What this generation holds.
         value: Box<Value>,
     },
+    /// A key that was given a time to live (see [Expiry](self#expiry)): `value` (neither a
+    /// generation nor expiring itself) with a deadline. Once the deadline passes, the key
+    /// reads as absent and a write to it starts a new generation.
+    Expiring {
+        /// Milliseconds since the Unix epoch at which the key expires (`None`: it does
+        /// not, since a `PERSIST` or a `SET`), last writer wins by HLC stamp.
+        deadline: Lww<Option<u64>>,
+        /// What the key holds.
+        value: Box<Value>,
+    },
 }
 
 /// A write of one kind met a key of another; nothing was changed.
@@ -621,7 +646,7 @@ impl Value {
             Value::MultiCausal(_) => Kind::MultiCausal,
             Value::Hash(_) => Kind::Hash,
             Value::SortedSet(_) => Kind::SortedSet,
-            Value::Generation { value, .. } => value.kind(),
+            Value::Generation { value, .. } | Value::Expiring { value, .. } => value.kind(),
         }
     }
 
@@ -633,12 +658,85 @@ impl Value {
         }
     }
 
-    /// The value of the key's current generation.
+    /// The value of the key's current generation, without its deadline.
     pub fn inner(&self) -> &Value {
         match self {
-            Value::Generation { value, .. } => value,
+            Value::Generation { value, .. } => value.inner(),
+            Value::Expiring { value, .. } => value,
             other => other,
         }
+    }
+
+    /// When the key expires (milliseconds since the Unix epoch), if it was given a time to
+    /// live.
+    pub fn deadline(&self) -> Option<u64> {
+        match self {
+            Value::Generation { value, .. } => value.deadline(),
+            Value::Expiring { deadline, .. } => deadline.get().copied().flatten(),
+            _ => None,
+        }
+    }
+
+    /// Whether the key's deadline has passed at `now_ms`: it then reads as absent.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.deadline().is_some_and(|d| d <= now_ms)
+    }
+
+    /// Whether a read at `now_ms` would find something.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.is_visible() && !self.expired(now_ms)
+    }
+
+    /// The visible value at `now_ms` (`None` once expired): [`read`](Self::read) with the
+    /// clock.
+    pub fn read_at(&self, now_ms: u64, meta: bool) -> Option<ReadValue> {
+        if self.expired(now_ms) {
+            None
+        } else {
+            self.read(meta)
+        }
+    }
+
+    /// Starts a new, empty generation of `kind` at the write's stamp: for a write to a key
+    /// that expired, which finds it absent as a write after a delete does.
+    pub fn restart(&mut self, kind: Kind, ctx: WriteCtx) {
+        *self = Value::Generation {
+            since: ctx.stamp,
+            value: Box::new(Value::empty(kind)),
+        };
+    }
+
+    /// Sets (or, with `None`, removes) the key's deadline as far as this replica has seen
+    /// it; returns the delta, or `None` when there was nothing visible to expire.
+    pub fn expire(&mut self, at_ms: Option<u64>, ctx: WriteCtx) -> Option<Value> {
+        if !self.is_visible() {
+            return None;
+        }
+        Some(match self {
+            Value::Generation { since, value } => Value::Generation {
+                since: *since,
+                value: Box::new(value.expire(at_ms, ctx)?),
+            },
+            Value::Expiring { deadline, value } => {
+                deadline.write(ctx.stamp, at_ms);
+                Value::Expiring {
+                    deadline: deadline.clone(),
+                    value: Box::new(Value::empty(value.kind())),
+                }
+            }
+            plain => {
+                let kind = plain.kind();
+                let value = std::mem::replace(plain, Value::Lww(Lww::default()));
+                *plain = Value::Expiring {
+                    deadline: Lww::new(ctx.stamp, at_ms),
+                    value: Box::new(value),
+                };
+                Value::Expiring {
+                    deadline: Lww::new(ctx.stamp, at_ms),
+                    value: Box::new(Value::empty(kind)),
+                }
+            }
+        })
     }
 
     /// Merges a value: of a newer generation, it replaces this one; of an older, it changes
@@ -653,9 +751,35 @@ impl Value {
             std::cmp::Ordering::Greater => return Ok(false),
             std::cmp::Ordering::Equal => {}
         }
+        if self.kind() != other.kind() {
+            return Err(KindMismatch {
+                stored: self.kind(),
+                attempted: other.kind(),
+            });
+        }
         Ok(match (self, other) {
             (Value::Generation { value: a, .. }, Value::Generation { value: b, .. }) => {
                 a.merge(*b)?
+            }
+            (
+                Value::Expiring {
+                    deadline: d1,
+                    value: a,
+                },
+                Value::Expiring {
+                    deadline: d2,
+                    value: b,
+                },
+            ) => {
+                let later = d1.merge(d2);
+                a.merge(*b)? || later
+            }
+            (Value::Expiring { value: a, .. }, b) => a.merge(b)?,
+            (me, Value::Expiring { deadline, value: b }) => {
+                let mut value = Box::new(std::mem::replace(me, Value::Lww(Lww::default())));
+                value.merge(*b)?;
+                *me = Value::Expiring { deadline, value };
+                true
             }
             (Value::Lww(a), Value::Lww(b)) => a.merge(b),
             (Value::Set(a), Value::Set(b)) => a.merge(b),
@@ -712,6 +836,22 @@ impl Value {
             let delta = value.apply(write, ctx)?;
             return Ok(Value::Generation {
                 since: *since,
+                value: Box::new(delta),
+            });
+        }
+        // A write to a key with a deadline carries the deadline, so that a delta arriving
+        // after the key expired (and was collected) there expires too; a `SET` (an lww
+        // write) removes the deadline, as in Redis.
+        if let (Value::Expiring { deadline, value }, false) =
+            (&mut *self, matches!(write, Write::Merge(_)))
+        {
+            let clears = matches!(write, Write::Lww(_));
+            let delta = value.apply(write, ctx)?;
+            if clears {
+                deadline.write(ctx.stamp, None);
+            }
+            return Ok(Value::Expiring {
+                deadline: deadline.clone(),
                 value: Box::new(delta),
             });
         }
@@ -800,6 +940,16 @@ impl Value {
                 since: *since,
                 value: Box::new(value.delete(ctx)?),
             },
+            // A delete takes the deadline with it: the next write makes a key that does
+            // not expire.
+            Value::Expiring { deadline, value } => {
+                let delta = value.delete(ctx)?;
+                deadline.write(ctx.stamp, None);
+                Value::Expiring {
+                    deadline: deadline.clone(),
+                    value: Box::new(delta),
+                }
+            }
             Value::Lww(v) => Value::Lww(v.write(ctx.stamp, None)),
             Value::Set(v) => Value::Set(v.remove(&())),
             Value::OrSet(v) => Value::OrSet(v.clear()),
@@ -830,7 +980,9 @@ impl Value {
             Value::MultiCausal(v) => v.clock().get(replica) > 0,
             Value::Hash(v) => v.context().has_seen(replica),
             Value::SortedSet(v) => v.context().has_seen(replica),
-            Value::Generation { value, .. } => value.written_by(replica),
+            Value::Generation { value, .. } | Value::Expiring { value, .. } => {
+                value.written_by(replica)
+            }
         }
     }
 
@@ -847,7 +999,7 @@ impl Value {
             Value::MultiCausal(v) => v.values().any(Option::is_some),
             Value::Hash(v) => !v.is_empty(),
             Value::SortedSet(v) => !v.is_empty(),
-            Value::Generation { value, .. } => value.is_visible(),
+            Value::Generation { value, .. } | Value::Expiring { value, .. } => value.is_visible(),
         }
     }
 
@@ -860,7 +1012,9 @@ impl Value {
             vals.filter_map(Clone::clone).collect()
         };
         Some(match self {
-            Value::Generation { value, .. } => return value.read(meta),
+            Value::Generation { value, .. } | Value::Expiring { value, .. } => {
+                return value.read(meta);
+            }
             Value::Lww(v) => ReadValue::Lww {
                 value: v.get().cloned().flatten()?,
                 stamp: if meta { v.stamp() } else { None },
@@ -1387,6 +1541,75 @@ mod test {
             calm_lattice::laws::check_all(&items);
             calm_lattice::laws::check_atomize(&items);
         }
+    }
+
+    /// Expiry: a deadline is a last-writer-wins register beside the value; a `SET` and a
+    /// delete take it away, other writes keep it and carry it; the key reads as absent once
+    /// it has passed; a write after that starts a new generation, which a late write of the
+    /// old one cannot come back into.
+    #[test]
+    fn deadlines_merge_and_expire() {
+        let mut v = Value::empty(Kind::Counter);
+        let mut deltas = vec![v.apply(Write::Increment(5), ctx(1, 1)).unwrap()];
+        deltas.push(v.expire(Some(100), ctx(1, 2)).unwrap());
+        assert_eq!(v.deadline(), Some(100));
+        // An increment keeps the deadline, and its delta carries it.
+        let inc = v.apply(Write::Increment(1), ctx(1, 3)).unwrap();
+        assert_eq!(inc.deadline(), Some(100));
+        deltas.push(inc);
+        assert_eq!(v.read_at(99, false).and_then(|r| r.as_counter()), Some(6));
+        assert_eq!(v.read_at(100, false), None);
+        assert!(!v.is_live(100) && v.is_live(99));
+        // Every order of the deltas gives the same, expiring value.
+        for order in orders(deltas.len()) {
+            let mut w = Value::empty(Kind::Counter);
+            for i in order {
+                w.merge(deltas[i].clone()).unwrap();
+            }
+            assert_eq!(w, v);
+        }
+        // A delta arriving alone (where the key was collected) expires as the key did.
+        let mut lone = Value::empty(Kind::Counter);
+        lone.merge(deltas[2].clone()).unwrap();
+        assert_eq!(lone.read_at(100, false), None);
+        // A later PERSIST beats the EXPIRE in any order; an earlier one loses.
+        let mut a = v.clone();
+        let persist = a.expire(None, ctx(2, 4)).unwrap();
+        let mut c = v.clone();
+        let again = c.expire(Some(50), ctx(3, 3)).unwrap();
+        for (mut x, d1, d2) in [
+            (v.clone(), persist.clone(), again.clone()),
+            (v.clone(), again.clone(), persist.clone()),
+        ] {
+            x.merge(d1).unwrap();
+            x.merge(d2).unwrap();
+            assert_eq!(x.deadline(), None);
+        }
+        // A SET takes the deadline away; a delete too.
+        let mut s = Value::empty(Kind::Lww);
+        s.apply(Write::Lww(b("x")), ctx(1, 1)).unwrap();
+        s.expire(Some(10), ctx(1, 2)).unwrap();
+        let set = s.apply(Write::Lww(b("y")), ctx(1, 3)).unwrap();
+        assert_eq!((s.deadline(), set.deadline()), (None, None));
+        s.expire(Some(10), ctx(1, 4)).unwrap();
+        s.delete(ctx(1, 5)).unwrap();
+        assert_eq!(s.deadline(), None);
+        // After the deadline, a write restarts the key: the old value's late writes (and
+        // its deadline) stay out of it.
+        let mut e = v.clone();
+        let late = {
+            let mut other = v.clone();
+            other.apply(Write::Increment(100), ctx(2, 50)).unwrap()
+        };
+        e.restart(Kind::Counter, ctx(1, 200));
+        let fresh = e.apply(Write::Increment(1), ctx(1, 200)).unwrap();
+        e.merge(late).unwrap();
+        assert_eq!(e.read_at(300, false).and_then(|r| r.as_counter()), Some(1));
+        assert_eq!(e.deadline(), None);
+        let mut old = v.clone();
+        old.merge(fresh).unwrap();
+        assert_eq!(old.read_at(300, false), e.read_at(300, false));
+        assert_eq!(old.generation(), e.generation());
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! The thread shell in [`node`](crate::node) moves messages between workers; tests and the
 //! cluster simulation drive the same code directly.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -99,6 +99,8 @@ pub struct Worker {
     hot: HotKeys,
     /// Keys some cache subscribed to (see [`subscribe`](crate::subscribe)).
     watched: HashSet<Bytes>,
+    /// Deadlines to collect expired keys at, and the keys collected lately.
+    expiry: Expiry,
     /// Watched keys changed since the last [`take_dirty`](Self::take_dirty).
     dirty: HashSet<Bytes>,
 }
@@ -138,7 +140,18 @@ impl Worker {
             hot: HotKeys::new(4096, 16, 100_000),
             watched: HashSet::new(),
             dirty: HashSet::new(),
+            expiry: Expiry::default(),
         }
+        .watching_recovered()
+    }
+
+    /// Watches the deadlines of the keys recovered from the disk (keys held in memory; a
+    /// key on the disk tier reads as absent once expired, and is collected when touched).
+    fn watching_recovered(mut self) -> Self {
+        for (at, key) in self.store.deadlines() {
+            self.expiry.watch(at, &key);
+        }
+        self
     }
 
     /// The number of local replicas of `key`.
@@ -228,14 +241,38 @@ impl Worker {
                 self.store
                     .get(&key)
                     .map_err(storage_error)?
-                    .and_then(|v| v.read(meta)),
+                    .and_then(|v| v.read_at(now_ms, meta)),
             )),
+            Op::Expire { key, at_ms } => {
+                let Some(value) = self.store.get_mut(&key).map_err(storage_error)? else {
+                    return Ok(Reply::Expiry { changed: false });
+                };
+                if !value.is_live(now_ms) || (at_ms.is_none() && value.deadline().is_none()) {
+                    return Ok(Reply::Expiry { changed: false });
+                }
+                let ctx = WriteCtx {
+                    replica: self.replica,
+                    stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
+                };
+                let Some(delta) = value.expire(at_ms, ctx) else {
+                    return Ok(Reply::Expiry { changed: false });
+                };
+                self.store.changed(&key, &delta);
+                if let Some(at) = at_ms {
+                    self.expiry.watch(at, &key);
+                }
+                self.replicate(now_ms, &key, delta);
+                Ok(Reply::Expiry { changed: true })
+            }
             Op::Write { key, write } => self.write(now_ms, key, write),
             Op::Raw { key } => Ok(Reply::Raw(self.store.peek(&key).map_err(storage_error)?)),
             Op::Delete { key } => {
                 let Some(value) = self.store.get_mut(&key).map_err(storage_error)? else {
                     return Ok(Reply::Deleted { existed: false });
                 };
+                if value.expired(now_ms) {
+                    return Ok(Reply::Deleted { existed: false });
+                }
                 let stamp = Stamp::new(self.clock.tick(now_ms), self.replica);
                 let ctx = WriteCtx {
                     replica: self.replica,
@@ -269,7 +306,7 @@ impl Worker {
                 .store
                 .get(&key)
                 .map_err(storage_error)?
-                .is_some_and(Value::is_visible)
+                .is_some_and(|v| v.is_live(now_ms))
         {
             return Ok(Reply::Written);
         }
@@ -277,10 +314,19 @@ impl Worker {
             replica: self.replica,
             stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
         };
+        let swept = self.expiry.take_swept(&key);
         let value = self
             .store
             .get_or_insert(&key, write.kind())
             .map_err(storage_error)?;
+        // A write to a key that expired here, or that this worker collected when it expired,
+        // finds it absent, as after a delete: it starts a new generation, which replaces the
+        // old value wherever they meet. (After a collection, a plain first write would
+        // repeat this worker's old dots and counts, which replicas still holding the old
+        // value would take for writes they have seen.)
+        if write.creates() && (value.expired(now_ms) || (swept && !value.is_visible())) {
+            value.restart(write.kind(), ctx);
+        }
         match value.check_increment(&write) {
             Ok(()) => {}
             Err(IncrementRefused::Overflow { value, by }) => {
@@ -399,7 +445,13 @@ impl Worker {
             }
             let watched =
                 (!self.watched.is_empty() && self.watched.contains(&key)).then(|| key.clone());
+            let expiring = value.deadline().is_some().then(|| key.clone());
             let merged = self.store.merge(key, value);
+            if let (Some(key), Ok((true, _))) = (expiring, &merged)
+                && let Ok(Some(at)) = self.store.get(&key).map(|v| v.and_then(Value::deadline))
+            {
+                self.expiry.watch(at, &key);
+            }
             if let (Some(key), Ok((true, _))) = (watched, &merged) {
                 self.dirty.insert(key);
             }
@@ -422,9 +474,11 @@ impl Worker {
         }
     }
 
-    /// Lets time pass: once per gossip period, pending deltas become batches to send.
+    /// Lets time pass: once per gossip period, pending deltas become batches to send;
+    /// expired keys are collected.
     pub fn handle_tick(&mut self, now_ms: u64) {
         self.store.handle_tick(now_ms);
+        self.collect_expired(now_ms);
         if self.next_gossip_ms.is_some_and(|t| now_ms >= t) {
             self.next_gossip_ms = None;
             for (to, entries) in std::mem::take(&mut self.pending) {
@@ -435,6 +489,27 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// Drops the keys whose deadline has passed, here only: dropping a copy changes no
+    /// other replica, so a `PERSIST` or `SET` this replica has not seen yet survives it
+    /// and comes back (see [Expiry](crate::value#expiry)).
+    fn collect_expired(&mut self, now_ms: u64) {
+        for key in self.expiry.due(now_ms) {
+            let Ok(Some(value)) = self.store.get(&key) else {
+                continue;
+            };
+            if !value.expired(now_ms) {
+                continue;
+            }
+            let mine = value.written_by(self.replica);
+            self.store.remove(&key);
+            self.stats.expired += 1;
+            if mine {
+                self.expiry.swept(key, now_ms);
+            }
+        }
+        self.expiry.prune(now_ms);
     }
 
     /// The next gossip batch to send, if any.
@@ -448,10 +523,14 @@ impl Worker {
 
     /// When [`handle_tick`](Self::handle_tick) next has work to do, if ever.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        match (self.next_gossip_ms, self.store.next_deadline_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_gossip_ms,
+            self.store.next_deadline_ms(),
+            self.expiry.next_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Counts time the worker's shell spent handling its messages (the worker has no clock
@@ -483,6 +562,67 @@ impl Worker {
     /// for the node about it (digests, repair, handoff), so local copies count once.
     fn is_local_primary(&self, key: &[u8]) -> bool {
         self.ring.primary(key) == Some(self.id)
+    }
+}
+
+/// How long a worker remembers that it collected an expired key it had written (so that
+/// its next write there starts a new generation). Replicas whose clocks lag collect the
+/// key themselves well within it.
+const SWEPT_MEMORY_MS: u64 = 60_000;
+
+/// The deadlines a worker collects expired keys at, and the keys it collected lately.
+#[derive(Debug, Default)]
+struct Expiry {
+    /// (deadline, key), soonest first; a key may appear more than once.
+    due: BinaryHeap<Reverse<(u64, Bytes)>>,
+    /// Keys collected that this worker had written, until when they are remembered.
+    swept: HashMap<Bytes, u64>,
+    /// The same, in the order they were collected.
+    swept_order: VecDeque<(u64, Bytes)>,
+}
+
+impl Expiry {
+    fn watch(&mut self, at: u64, key: &Bytes) {
+        self.due.push(Reverse((at, key.clone())));
+    }
+
+    /// The keys whose deadline has come (to check: a deadline may have moved since).
+    fn due(&mut self, now_ms: u64) -> Vec<Bytes> {
+        let mut keys = Vec::new();
+        while let Some(Reverse((at, _))) = self.due.peek()
+            && *at <= now_ms
+        {
+            let Reverse((_, key)) = self.due.pop().expect("peeked");
+            keys.push(key);
+        }
+        keys
+    }
+
+    fn next_ms(&self) -> Option<u64> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn swept(&mut self, key: Bytes, now_ms: u64) {
+        let until = now_ms.saturating_add(SWEPT_MEMORY_MS);
+        self.swept.insert(key.clone(), until);
+        self.swept_order.push_back((until, key));
+    }
+
+    /// Whether this worker collected `key` lately (and forgets it: the next write restarts
+    /// the key).
+    fn take_swept(&mut self, key: &[u8]) -> bool {
+        !self.swept.is_empty() && self.swept.remove(key).is_some()
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        while let Some((until, _)) = self.swept_order.front()
+            && *until <= now_ms
+        {
+            let (until, key) = self.swept_order.pop_front().expect("peeked");
+            if self.swept.get(&key) == Some(&until) {
+                self.swept.remove(&key);
+            }
+        }
     }
 }
 
@@ -614,6 +754,117 @@ mod test {
             key: b(key),
             meta: false,
         }
+    }
+
+    fn expire(key: &str, at_ms: Option<u64>) -> Op {
+        Op::Expire { key: b(key), at_ms }
+    }
+
+    fn incr(key: &str, by: i64) -> Op {
+        Op::Write {
+            key: b(key),
+            write: Write::Increment(by),
+        }
+    }
+
+    fn counter(w: &mut Worker, now: u64, key: &str) -> Option<i128> {
+        match w.handle_ops(now, [get(key)]).remove(0) {
+            Ok(Reply::Value(v)) => v.and_then(|v| v.as_counter()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Two workers replicate a counter that is given a time to live. Once it passes, it
+    /// reads as absent on both; each collects its copy on its own at its next tick; a write
+    /// after that starts afresh (at 1, not at the old count), also on the replica that
+    /// still held the old value and on one that receives a late write of the old one.
+    #[test]
+    fn expired_keys_read_as_absent_are_collected_and_start_afresh() {
+        let config = WorkerConfig {
+            local_replication: 2,
+            gossip_period_ms: 0,
+            ..WorkerConfig::default()
+        };
+        let mut ws = workers(2, config);
+        let gossip = |ws: &mut Vec<Worker>, now: u64| {
+            for i in 0..2 {
+                ws[i].handle_tick(now);
+                while let Some(batch) = ws[i].poll_gossip() {
+                    let to = batch.to as usize;
+                    ws[to].handle_gossip(now, batch);
+                }
+            }
+        };
+        assert!(ws[0].handle_ops(10, [incr("c", 5)])[0].is_ok());
+        let set = ws[0].handle_ops(11, [expire("c", Some(1_000)), expire("none", Some(5))]);
+        assert_eq!(
+            set,
+            vec![
+                Ok(Reply::Expiry { changed: true }),
+                Ok(Reply::Expiry { changed: false })
+            ]
+        );
+        assert!(ws[0].handle_ops(12, [incr("c", 1)])[0].is_ok());
+        gossip(&mut ws, 20);
+        gossip(&mut ws, 30);
+        assert_eq!(counter(&mut ws[1], 999, "c"), Some(6));
+        assert_eq!(ws[1].next_deadline_ms(), Some(1_000));
+        // Replica 1's write made just before the deadline, delivered late.
+        let late = ws[1].handle_ops(999, [incr("c", 100)]);
+        assert!(late[0].is_ok());
+        ws[1].handle_tick(999);
+        let late: Vec<GossipBatch> = std::iter::from_fn(|| ws[1].poll_gossip()).collect();
+        assert!(!late.is_empty());
+        // At the deadline both read nothing, before any collection.
+        assert_eq!(counter(&mut ws[0], 1_000, "c"), None);
+        assert_eq!(counter(&mut ws[1], 1_000, "c"), None);
+        // Worker 0 collects its copy; worker 1 (its tick comes later) still holds one.
+        ws[0].handle_tick(1_000);
+        assert!(ws[0].value(b"c").is_none(), "collected");
+        assert_eq!(ws[0].stats().expired, 1);
+        assert!(ws[1].value(b"c").is_some());
+        // The late write arrives at worker 0, which collected the key: it stays expired.
+        for batch in late {
+            ws[0].handle_gossip(1_001, batch);
+        }
+        assert_eq!(counter(&mut ws[0], 1_001, "c"), None);
+        // A write after the deadline on worker 0 starts afresh, everywhere.
+        assert!(ws[0].handle_ops(1_002, [incr("c", 1)])[0].is_ok());
+        gossip(&mut ws, 1_003);
+        gossip(&mut ws, 1_004);
+        assert_eq!(counter(&mut ws[0], 1_005, "c"), Some(1));
+        assert_eq!(counter(&mut ws[1], 1_005, "c"), Some(1));
+        assert_eq!(ws[0].value(b"c"), ws[1].value(b"c"));
+        // A key the writer collected, written again before the other replica collected its
+        // copy: the write must not look like one the other has seen (it would repeat the
+        // writer's old dots).
+        assert!(ws[0].handle_ops(1_010, [incr("d", 7)])[0].is_ok());
+        assert!(ws[0].handle_ops(1_011, [expire("d", Some(2_000))])[0].is_ok());
+        gossip(&mut ws, 1_012);
+        ws[0].handle_tick(2_000);
+        assert!(ws[0].value(b"d").is_none(), "collected");
+        assert!(ws[0].handle_ops(2_001, [incr("d", 1)])[0].is_ok());
+        gossip(&mut ws, 2_002);
+        assert_eq!(counter(&mut ws[1], 2_003, "d"), Some(1));
+        assert_eq!(counter(&mut ws[0], 2_003, "d"), Some(1));
+        // PERSIST takes a deadline away (and answers whether there was one).
+        let p = ws[0].handle_ops(
+            1_006,
+            [
+                expire("c", Some(5_000)),
+                expire("c", None),
+                expire("c", None),
+            ],
+        );
+        assert_eq!(
+            p,
+            vec![
+                Ok(Reply::Expiry { changed: true }),
+                Ok(Reply::Expiry { changed: true }),
+                Ok(Reply::Expiry { changed: false })
+            ]
+        );
+        assert_eq!(counter(&mut ws[0], 10_000, "c"), Some(1));
     }
 
     /// A worker that handed a key off (and dropped its copy) and later writes the key again

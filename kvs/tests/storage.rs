@@ -91,6 +91,20 @@ async fn write_every_kind(store: &EmbeddedStore) {
         .unwrap();
     store.put("deleted", "gone").await.unwrap();
     assert!(store.delete("deleted").await.unwrap());
+    // Far in the future: the key keeps its deadline across the restart.
+    assert!(store.expire("hash", Some(FAR)).await.unwrap());
+    store.put("expired", "soon").await.unwrap();
+    assert!(store.expire("expired", Some(1)).await.unwrap());
+}
+
+/// A deadline in 2100.
+const FAR: u64 = 4_102_444_800_000;
+
+async fn deadline(store: &EmbeddedStore, key: &str) -> Option<u64> {
+    match store.run(calm_kvs::Op::Raw { key: b(key) }).await.unwrap() {
+        calm_kvs::Reply::Raw(v) => v.and_then(|v| v.deadline()),
+        other => panic!("{other:?}"),
+    }
 }
 
 const KEYS: [&str; 11] = [
@@ -129,11 +143,14 @@ async fn a_restarted_node_has_every_kind_back() {
             Some(vec![(b("b"), score(-2.0)), (b("a"), score(1.75))])
         );
         assert_eq!(before[10], None, "a deleted key reads as missing");
+        assert_eq!(store.get("expired").await.unwrap(), None, "expired");
         store.node().shutdown();
         drop(store);
 
         let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
         assert_eq!(read_all(&store).await, before, "{durability}");
+        assert_eq!(deadline(&store, "hash").await, Some(FAR), "{durability}");
+        assert_eq!(store.get("expired").await.unwrap(), None, "{durability}");
         let recovery = store.node().recovery().clone();
         assert_eq!(recovery.incarnation, 2);
         assert!(recovery.records() >= 8, "{recovery:?}");

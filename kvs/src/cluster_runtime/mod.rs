@@ -11,7 +11,7 @@ pub use peers::{PEER_TIMEOUT, PeerFailure, Peers};
 
 use std::sync::mpsc::{self};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -23,11 +23,7 @@ use crate::node::{Changes, WorkerPool};
 use crate::op::OpError;
 use crate::protocol::{RequestBody, ResponseBody};
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::tasks::now_ms;
 
 pub(super) enum Input {
     Request {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
@@ -81,11 +81,7 @@ pub(super) fn local_factor(table: &SharedTable, key: &[u8], default: usize) -> u
         .unwrap_or(default)
 }
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::tasks::now_ms;
 
 impl Node {
     /// Starts the workers. With a data dir and durability `async` or `sync`, each worker

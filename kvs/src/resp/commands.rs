@@ -93,8 +93,18 @@ pub enum Finish {
     Card,
     /// `TYPE`.
     Type,
-    /// `TTL`/`PTTL`: -2 missing, -1 present (calm keys do not expire).
-    Ttl,
+    /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME` from the key's stored copy: -2 when not
+    /// found, -1 without a deadline.
+    Ttl {
+        /// The reply in milliseconds (else seconds).
+        ms: bool,
+        /// The deadline itself (else the time left).
+        absolute: bool,
+        /// Now, by the node's clock.
+        now_ms: u64,
+    },
+    /// `EXPIRE`, `PERSIST` and friends: 1 when the deadline changed.
+    Expiry,
     /// `CALM.KIND`.
     Kind,
     /// `CALM.VERSIONS`: every concurrent version of a causal key.
@@ -298,6 +308,15 @@ pub const COMMANDS: &[&str] = &[
     "config",
     "ttl",
     "pttl",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "expiretime",
+    "pexpiretime",
+    "persist",
+    "setex",
+    "psetex",
     "hset",
     "hmset",
     "hget",
@@ -330,8 +349,9 @@ pub const COMMANDS: &[&str] = &[
     "calm.kind",
 ];
 
-/// Plans one command. `password` is the configured password, if any.
-pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> Step {
+/// Plans one command at `now_ms` (the node's clock, for times to live). `password` is the
+/// configured password, if any.
+pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_ms: u64) -> Step {
     let Some(name) = args.first() else {
         return Step::Reply(Out::err("ERR empty command"));
     };
@@ -407,19 +427,56 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ("GET", 1) => Step::Data(vec![get(&a[0])], Finish::Get),
         ("STRLEN", 1) => Step::Data(vec![get(&a[0])], Finish::StrLen),
         ("SET", 2) => Step::Data(vec![write(&a[0], Write::Lww(a[1].clone()))], Finish::Ok),
-        ("SET", n) if n > 2 => {
-            let option = String::from_utf8_lossy(&a[2]).to_ascii_uppercase();
-            match option.as_str() {
-                "NX" | "XX" | "GET" => refuse_uncoordinated(
-                    &format!("SET ... {option}"),
-                    "it depends on the key's current value at every replica at once",
+        ("SET", n) if n > 2 => set_with_options(&a[0], &a[1], &a[2..], now_ms),
+        ("SETEX" | "PSETEX", 3) => {
+            let unit = if name == "SETEX" { 1000 } else { 1 };
+            match int_arg(&a[1]).map(|t| (t > 0).then(|| deadline(now_ms, t, unit, false))) {
+                None => not_integer(),
+                Some(None | Some(None)) => invalid_expire(&name),
+                Some(Some(Some(at))) => Step::Data(
+                    vec![
+                        write(&a[0], Write::Lww(a[2].clone())),
+                        Op::Expire {
+                            key: a[0].clone(),
+                            at_ms: Some(at),
+                        },
+                    ],
+                    Finish::Ok,
                 ),
-                "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => Step::Reply(Out::err(
-                    "ERR calm keys do not expire: SET with a TTL is not supported",
-                )),
-                _ => Step::Reply(Out::err("ERR syntax error")),
             }
         }
+        ("EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT", n) if n >= 2 => {
+            if let Some(option) = a.get(2) {
+                let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+                return match option.as_str() {
+                    "NX" | "XX" | "GT" | "LT" if n == 3 => refuse_uncoordinated(
+                        &format!("{name} ... {option}"),
+                        "it depends on the key's current deadline at every replica at once",
+                    ),
+                    _ => Step::Reply(Out::err(format!("ERR Unsupported option {option}"))),
+                };
+            }
+            let unit = if name.contains("PEXPIRE") { 1 } else { 1000 };
+            let absolute = name.ends_with("AT");
+            match int_arg(&a[1]).map(|t| deadline(now_ms, t, unit, absolute)) {
+                None => not_integer(),
+                Some(None) => invalid_expire(&name),
+                Some(Some(at)) => Step::Data(
+                    vec![Op::Expire {
+                        key: a[0].clone(),
+                        at_ms: Some(at),
+                    }],
+                    Finish::Expiry,
+                ),
+            }
+        }
+        ("PERSIST", 1) => Step::Data(
+            vec![Op::Expire {
+                key: a[0].clone(),
+                at_ms: None,
+            }],
+            Finish::Expiry,
+        ),
         ("MSET", n) if n >= 2 && n % 2 == 0 => Step::Data(
             a.chunks(2)
                 .map(|kv| write(&kv[0], Write::Lww(kv[1].clone())))
@@ -582,7 +639,14 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
         ("TYPE", 1) => Step::Data(vec![get(&a[0])], Finish::Type),
-        ("TTL" | "PTTL", 1) => Step::Data(vec![get(&a[0])], Finish::Ttl),
+        ("TTL" | "PTTL" | "EXPIRETIME" | "PEXPIRETIME", 1) => Step::Data(
+            vec![Op::Raw { key: a[0].clone() }],
+            Finish::Ttl {
+                ms: name.starts_with('P'),
+                absolute: name.ends_with("TIME"),
+                now_ms,
+            },
+        ),
         ("CALM.MAX", 2) => match int_arg(&a[1]) {
             Some(n) => Step::Data(vec![write(&a[0], Write::Max(n))], Finish::Ok),
             None => not_integer(),
@@ -606,7 +670,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
         ),
         ("CALM.VERSIONS", 1) => Step::Data(vec![get(&a[0])], Finish::Versions),
         ("CALM.KIND", 1) => Step::Data(vec![get(&a[0])], Finish::Kind),
-        ("SETNX" | "GETSET" | "GETDEL" | "MSETNX" | "SETRANGE" | "APPEND", _) => {
+        ("SETNX" | "GETSET" | "GETDEL" | "GETEX" | "MSETNX" | "SETRANGE" | "APPEND", _) => {
             refuse_uncoordinated(&name, "it reads and writes a key's value in one step")
         }
         ("WATCH" | "UNWATCH", _) => refuse_uncoordinated(
@@ -614,9 +678,6 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             "transactions need every replica to agree on an order",
         ),
         ("MULTI", _) => wrong_args(&name),
-        ("EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "SETEX" | "PSETEX", _) => {
-            Step::Reply(Out::err("ERR calm keys do not expire"))
-        }
         ("FLUSHALL" | "FLUSHDB", _) => refuse_uncoordinated(
             &name,
             "emptying the store needs every replica to stop at the same moment",
@@ -626,7 +687,9 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             | "DECRBY" | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "TYPE" | "TTL"
             | "PTTL" | "DBSIZE" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX" | "CALM.PRIORITY"
             | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND" | "HSET" | "HMSET" | "HDEL" | "HGET"
-            | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS" | "HLEN" | "HINCRBY",
+            | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS" | "HLEN" | "HINCRBY"
+            | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST" | "SETEX" | "PSETEX"
+            | "EXPIRETIME" | "PEXPIRETIME",
             _,
         ) => wrong_args(&name),
         _ => {
@@ -642,6 +705,78 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>) -> St
             )))
         }
     }
+}
+
+fn invalid_expire(name: &str) -> Step {
+    Step::Reply(Out::err(format!(
+        "ERR invalid expire time in '{}' command",
+        name.to_ascii_lowercase()
+    )))
+}
+
+/// The deadline (milliseconds since the Unix epoch) of a time to live of `t` units of
+/// `unit` ms from `now_ms`, or at `t` units since the epoch when `absolute`; `None` when it
+/// overflows. A deadline in the past expires the key at once, as in Redis.
+fn deadline(now_ms: u64, t: i64, unit: i64, absolute: bool) -> Option<u64> {
+    let ms = t.checked_mul(unit)?;
+    let at = if absolute {
+        ms
+    } else {
+        i64::try_from(now_ms).ok()?.checked_add(ms)?
+    };
+    Some(u64::try_from(at).unwrap_or(0))
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+fn set_with_options(key: &Bytes, value: &Bytes, options: &[Bytes], now_ms: u64) -> Step {
+    let mut at = None;
+    let mut i = 0;
+    while let Some(option) = options.get(i) {
+        let option = String::from_utf8_lossy(option).to_ascii_uppercase();
+        let (unit, absolute) = match option.as_str() {
+            "NX" | "XX" | "GET" => {
+                return refuse_uncoordinated(
+                    &format!("SET ... {option}"),
+                    "it depends on the key's current value at every replica at once",
+                );
+            }
+            "KEEPTTL" => {
+                return Step::Reply(Out::err(
+                    "ERR SET ... KEEPTTL is not supported yet by calm (a SET removes the key's time to live)",
+                ));
+            }
+            "EX" => (1000, false),
+            "PX" => (1, false),
+            "EXAT" => (1000, true),
+            "PXAT" => (1, true),
+            _ => return Step::Reply(Out::err("ERR syntax error")),
+        };
+        let Some(t) = options.get(i + 1) else {
+            return Step::Reply(Out::err("ERR syntax error"));
+        };
+        if at.is_some() {
+            return Step::Reply(Out::err("ERR syntax error"));
+        }
+        let Some(t) = int_arg(t) else {
+            return not_integer();
+        };
+        if t <= 0 {
+            return invalid_expire("set");
+        }
+        match deadline(now_ms, t, unit, absolute) {
+            Some(d) => at = Some(d),
+            None => return invalid_expire("set"),
+        }
+        i += 2;
+    }
+    let mut ops = vec![write(key, Write::Lww(value.clone()))];
+    if let Some(at) = at {
+        ops.push(Op::Expire {
+            key: key.clone(),
+            at_ms: Some(at),
+        });
+    }
+    Step::Data(ops, Finish::Ok)
 }
 
 fn not_float() -> Step {
@@ -1116,7 +1251,38 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             Some(ReadValue::SortedSet { .. }) => "zset",
             Some(_) => "string",
         }),
-        Finish::Ttl => Out::Int(if read(&r[0])?.is_some() { -1 } else { -2 }),
+        Finish::Ttl {
+            ms,
+            absolute,
+            now_ms,
+        } => {
+            let stored = match &r[0] {
+                Ok(Reply::Raw(v)) => v.as_ref(),
+                Ok(other) => return Err(Out::err(format!("ERR unexpected result {other:?}"))),
+                Err(e) => return Err(op_error(e)),
+            };
+            Out::Int(match stored {
+                Some(v) if v.is_live(now_ms) => match v.deadline() {
+                    None => -1,
+                    Some(at) => {
+                        let (at, now) = (i128::from(at), i128::from(now_ms));
+                        let n = match (absolute, ms) {
+                            (true, true) => at,
+                            (true, false) => at / 1000,
+                            (false, true) => at - now,
+                            (false, false) => (at - now + 500) / 1000,
+                        };
+                        i64::try_from(n).unwrap_or(i64::MAX)
+                    }
+                },
+                _ => -2,
+            })
+        }
+        Finish::Expiry => match &r[0] {
+            Ok(Reply::Expiry { changed }) => Out::Int(i64::from(*changed)),
+            Ok(other) => return Err(Out::err(format!("ERR unexpected result {other:?}"))),
+            Err(e) => return Err(op_error(e)),
+        },
         Finish::Kind => match read(&r[0])? {
             None => Out::Null,
             Some(v) => Out::simple(v.kind().name()),

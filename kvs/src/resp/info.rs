@@ -158,7 +158,10 @@ fn stats(s: &StatsSnapshot, clients: &Clients) -> Vec<String> {
         field("total_net_input_bytes", s.bytes_in),
         field("total_net_output_bytes", s.bytes_out),
         field("rejected_connections", 0),
-        field("expired_keys", 0),
+        field(
+            "expired_keys",
+            s.workers.iter().map(|w| w.expired).sum::<u64>(),
+        ),
         field("evicted_keys", 0),
     ]
 }

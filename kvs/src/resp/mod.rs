@@ -240,7 +240,12 @@ impl Connection {
         let mut ops: Vec<Op> = Vec::new();
         let mut waiting: Vec<(usize, Finish)> = Vec::new();
         for args in requests {
-            let step = commands::plan(&mut self.session, &args, self.config.password.as_deref());
+            let step = commands::plan(
+                &mut self.session,
+                &args,
+                self.config.password.as_deref(),
+                crate::tasks::now_ms(),
+            );
             if let Step::Data(more, finish) = step {
                 waiting.push((more.len(), finish));
                 ops.extend(more);

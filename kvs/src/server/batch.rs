@@ -202,7 +202,7 @@ async fn finish_batch(service: &Arc<Backend>, mut batch: InFlight) -> Vec<OpResu
             Answer::Ran(group, a) => batch.run.ran(group, a, view, now_ms()),
             Answer::Forwarded(group, outcome) => batch.run.forwarded(group, outcome, view),
             Answer::Replicated(ticket, r) => batch.run.replicated(ticket, r, view, now_ms()),
-            Answer::Inspected(ticket, raw) => batch.run.inspected(ticket, raw, view),
+            Answer::Inspected(ticket, raw) => batch.run.inspected(ticket, raw, view, now_ms()),
         }
         hand_out(service, &mut batch).await;
     }

@@ -9,6 +9,7 @@
 //! [`ProtocolError`](crate::protocol::ProtocolError) and the stream is closed; the connection, other
 //! streams and other clients carry on.
 
+use crate::tasks::now_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -165,13 +166,6 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch: the clock the cluster agent's settling time uses.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

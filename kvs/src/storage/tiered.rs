@@ -438,6 +438,14 @@ impl Tiered {
         Ok(outcome)
     }
 
+    /// The deadlines of the keys held in memory that were given one, with the keys.
+    pub fn deadlines(&self) -> Vec<(u64, Bytes)> {
+        self.hot
+            .iter()
+            .filter_map(|(key, hot)| Some((hot.value.deadline()?, key.clone())))
+            .collect()
+    }
+
     /// Drops `key` from both tiers.
     pub fn remove(&mut self, key: &[u8]) {
         let key = match (self.hot.remove_entry(key), self.cold.remove_entry(key)) {

@@ -493,7 +493,7 @@ impl Node {
                         Target::Here => {
                             let answer = n.store.handle_ops(now, [raw]).pop();
                             let view = n.agent.view();
-                            running.run.inspected(ticket, answer, Some(&view));
+                            running.run.inspected(ticket, answer, Some(&view), now);
                         }
                         Target::Node(a) => {
                             let wait = Wait::Inspect { run: r, ticket };
@@ -512,7 +512,7 @@ impl Node {
                             );
                             if !sent {
                                 let view = n.agent.view();
-                                running.run.inspected(ticket, None, Some(&view));
+                                running.run.inspected(ticket, None, Some(&view), now);
                             }
                         }
                     }
@@ -556,7 +556,7 @@ impl Node {
             Wait::Inspect { run, ticket } => {
                 let answer = results.and_then(|mut r| r.pop());
                 if let Some(running) = n.runs.get_mut(&run) {
-                    running.run.inspected(ticket, answer, Some(&view));
+                    running.run.inspected(ticket, answer, Some(&view), cx.now);
                 }
                 run
             }
