@@ -342,3 +342,151 @@ impl From<KindMismatch> for OpError {
 
 /// The result of one operation.
 pub type OpResult = Result<Reply, OpError>;
+
+/// Which keys a listing (`KEYS`, `SCAN`) wants: names matching a glob-style pattern, of one
+/// kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyFilter {
+    /// Redis's glob-style pattern: `*` any run of bytes, `?` one byte, `[abc]`, `[^a]`,
+    /// `[a-z]` one of (or none of) a class, `\\` before a byte to take it literally.
+    /// `None`: every name.
+    pub pattern: Option<Bytes>,
+    /// Only keys of these kinds (`None`: of any kind).
+    pub kinds: Option<Vec<Kind>>,
+}
+
+impl KeyFilter {
+    /// Whether a key's name passes the pattern.
+    pub fn name_matches(&self, key: &[u8]) -> bool {
+        self.pattern.as_ref().is_none_or(|p| glob_match(p, key))
+    }
+
+    /// Whether a key of `kind` passes.
+    pub fn kind_matches(&self, kind: Kind) -> bool {
+        self.kinds.as_ref().is_none_or(|ks| ks.contains(&kind))
+    }
+}
+
+/// Redis's glob-style match of `text` against `pattern` (see [`KeyFilter::pattern`]).
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative, with one backtracking point for the last `*`: linear in practice and
+    // never recursive, whatever the pattern.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    let (matched, next) = class_match(pattern, p, text[t]);
+                    if matched {
+                        p = next;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {}
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, st)) => {
+                star = Some((sp, st + 1));
+                p = sp + 1;
+                t = st + 1;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class opening at `pattern[open]` (`[`): whether it matched and
+/// where the pattern goes on (a class that is not closed is a literal `[`).
+fn class_match(pattern: &[u8], open: usize, c: u8) -> (bool, usize) {
+    let mut i = open + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pattern.len() && (pattern[i] != b']' || first) {
+        first = false;
+        let lo = if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            i += 1;
+            pattern[i]
+        } else {
+            pattern[i]
+        };
+        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
+            let hi = pattern[i + 2];
+            let (lo, hi) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+    if i >= pattern.len() {
+        // Not closed: the `[` stands for itself.
+        return (c == b'[', open + 1);
+    }
+    (matched != negate, i + 1)
+}
+
+#[cfg(test)]
+mod glob_test {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_as_redis_matches_them() {
+        let yes = [
+            ("*", ""),
+            ("*", "anything"),
+            ("user:*", "user:42"),
+            ("h?llo", "hello"),
+            ("h[ae]llo", "hallo"),
+            ("h[^e]llo", "hallo"),
+            ("h[a-b]llo", "hbllo"),
+            ("*:*:end", "a:b:c:end"),
+            ("a\\*b", "a*b"),
+            ("*llo", "hello"),
+        ];
+        let no = [
+            ("user:*", "users"),
+            ("h?llo", "hllo"),
+            ("h[ae]llo", "hillo"),
+            ("h[^e]llo", "hello"),
+            ("a\\*b", "axb"),
+            ("*llo", "hell"),
+            ("", "x"),
+        ];
+        for (p, t) in yes {
+            assert!(glob_match(p.as_bytes(), t.as_bytes()), "{p} ~ {t}");
+        }
+        for (p, t) in no {
+            assert!(!glob_match(p.as_bytes(), t.as_bytes()), "{p} !~ {t}");
+        }
+    }
+}

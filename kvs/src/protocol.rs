@@ -99,6 +99,9 @@ pub enum RequestBody {
         /// The request, in the service's own encoding.
         body: Bytes,
     },
+    /// The keys this node holds that read as something and pass the filter (this node's
+    /// copies only: a listing of the cluster asks every node).
+    Keys(crate::op::KeyFilter),
 }
 
 /// The routing table: enough for a client to compute every key's owners as nodes do.
@@ -144,6 +147,8 @@ pub enum ResponseBody {
     Pushed(crate::subscribe::Pushed),
     /// A service's answer.
     Service(crate::service::ServiceResult),
+    /// Keys, in order, or why they could not be listed.
+    Keys(Result<Vec<Bytes>, OpError>),
 }
 
 /// A request the node could not read. The stream is closed after it is reported, since

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable, bucket};
 use crate::hot_keys::HotKeys;
 use crate::metrics::WorkerStats;
-use crate::op::{Op, OpError, OpResult, Reply};
+use crate::op::{KeyFilter, Op, OpError, OpResult, Reply};
 use crate::ring::HashRing;
 
 /// The deltas of writes, per key, as a worker hands them on for replication.
@@ -489,6 +489,15 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// The keys this worker holds that read as something at `now_ms` and pass `filter`.
+    pub fn live_keys(&mut self, now_ms: u64, filter: &KeyFilter) -> Result<Vec<Bytes>, OpError> {
+        self.store
+            .live_keys(now_ms, |k, v| {
+                filter.kind_matches(v.kind()) && filter.name_matches(k)
+            })
+            .map_err(storage_error)
     }
 
     /// Drops the keys whose deadline has passed, here only: dropping a copy changes no

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::cluster::ReplicationTable;
 use crate::error::KvsError;
 use crate::metrics::{Metrics, StatsSnapshot};
-use crate::op::{Op, OpResult};
+use crate::op::{KeyFilter, Op, OpResult};
 use crate::ring::HashRing;
 use crate::storage::{Durability, FileDisk, Recovery, Tiered};
 use crate::subscribe::{PushSink, SubscriberId, SubscriptionTable};
@@ -332,6 +332,20 @@ impl Node {
             workers.push(rx.await.map_err(|_| KvsError::ShutDown)?);
         }
         Ok(self.metrics.snapshot(workers))
+    }
+
+    /// The keys this node holds that read as something now and pass `filter`, once each
+    /// (workers holding copies of the same key count once), in order.
+    pub async fn keys(&self, filter: &KeyFilter) -> Result<Vec<Bytes>, KvsError> {
+        let mut keys = std::collections::BTreeSet::new();
+        for tx in &self.senders {
+            let (reply, rx) = oneshot::channel();
+            tx.send(WorkerMsg::Keys(filter.clone(), reply))
+                .map_err(|_| KvsError::ShutDown)?;
+            let held = rx.await.map_err(|_| KvsError::ShutDown)?;
+            keys.extend(held?);
+        }
+        Ok(keys.into_iter().collect())
     }
 
     /// Blocking access to the workers' data for the cluster agent's thread. From then on

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::cluster::{LocalStore, OwnerFilter, ReplicationTable};
 use crate::error::KvsError;
 use crate::metrics::{Metrics, WorkerStats};
-use crate::op::{Op, OpError, OpKind, OpResult, Reply};
+use crate::op::{KeyFilter, Op, OpError, OpKind, OpResult, Reply};
 use crate::ring::HashRing;
 use crate::subscribe::Pushed;
 use crate::value::Value;
@@ -34,6 +34,7 @@ pub(super) enum WorkerMsg {
     Stats(oneshot::Sender<WorkerStats>),
     Watch(Vec<Bytes>, bool),
     Value(Bytes, oneshot::Sender<Option<Value>>),
+    Keys(KeyFilter, oneshot::Sender<Result<Vec<Bytes>, OpError>>),
     TakeDirty(oneshot::Sender<Pushed>),
     Merge(Changes, Option<oneshot::Sender<()>>),
     Digest(OwnerFilter, oneshot::Sender<BTreeMap<u16, u64>>),
@@ -298,6 +299,9 @@ pub(super) fn run_worker(
                 WorkerMsg::Watch(keys, on) => worker.watch(keys, on),
                 WorkerMsg::Value(key, reply) => {
                     let _ = reply.send(worker.value(&key));
+                }
+                WorkerMsg::Keys(filter, reply) => {
+                    let _ = reply.send(worker.live_keys(now_ms(), &filter));
                 }
                 WorkerMsg::TakeDirty(reply) => {
                     let _ = reply.send(worker.take_dirty());

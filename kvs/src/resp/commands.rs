@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use crate::op::{Op, OpError, OpResult, Reply};
-use crate::value::{ReadValue, Score, Write};
+use crate::op::{KeyFilter, Op, OpError, OpResult, Reply};
+use crate::value::{Kind, ReadValue, Score, Write};
 
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +59,9 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// Inside `MULTI`: commands are queued, never run (see [`plan`]).
     pub multi: bool,
+    /// The keys of the `SCAN` under way on this connection: its filter and the keys it
+    /// pages through (listed when it started, at cursor 0).
+    pub scan: Option<(KeyFilter, Vec<Bytes>)>,
 }
 
 /// How a data command's reply is made from its operations' results.
@@ -224,6 +227,22 @@ enum RangeBy {
     Score(Bound, Bound),
 }
 
+/// What a listing of keys answers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `KEYS`: every key.
+    All,
+    /// `SCAN`: `count` keys from `cursor` on, and the next cursor.
+    Scan {
+        /// Where the page starts (0: a new scan).
+        cursor: u64,
+        /// How many keys a page has.
+        count: usize,
+    },
+    /// `DBSIZE`: how many keys.
+    Count,
+}
+
 /// What running a command takes.
 #[derive(Debug)]
 pub enum Step {
@@ -231,8 +250,8 @@ pub enum Step {
     Reply(Out),
     /// Operations to run with the others of the batch, and how to answer from their results.
     Data(Vec<Op>, Finish),
-    /// `DBSIZE`: needs the node's figures.
-    DbSize,
+    /// `KEYS`, `SCAN` and `DBSIZE`: a listing of the cluster's keys.
+    Keys(KeyFilter, Listing),
     /// `INFO [section ...]`: needs the node's figures; the sections asked for, lowercase
     /// (none: the default ones).
     Info(Vec<String>),
@@ -298,6 +317,8 @@ pub const COMMANDS: &[&str] = &[
     "echo",
     "info",
     "dbsize",
+    "keys",
+    "scan",
     "type",
     "command",
     "auth",
@@ -423,7 +444,15 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 })
                 .collect(),
         ),
-        ("DBSIZE", 0) => Step::DbSize,
+        ("DBSIZE", 0) => Step::Keys(KeyFilter::default(), Listing::Count),
+        ("KEYS", 1) => Step::Keys(
+            KeyFilter {
+                pattern: Some(a[0].clone()),
+                kinds: None,
+            },
+            Listing::All,
+        ),
+        ("SCAN", n) if n >= 1 => scan(a),
         ("GET", 1) => Step::Data(vec![get(&a[0])], Finish::Get),
         ("STRLEN", 1) => Step::Data(vec![get(&a[0])], Finish::StrLen),
         ("SET", 2) => Step::Data(vec![write(&a[0], Write::Lww(a[1].clone()))], Finish::Ok),
@@ -685,11 +714,11 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         (
             "GET" | "SET" | "MSET" | "MGET" | "DEL" | "EXISTS" | "INCR" | "DECR" | "INCRBY"
             | "DECRBY" | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "TYPE" | "TTL"
-            | "PTTL" | "DBSIZE" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX" | "CALM.PRIORITY"
-            | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND" | "HSET" | "HMSET" | "HDEL" | "HGET"
-            | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS" | "HLEN" | "HINCRBY"
-            | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST" | "SETEX" | "PSETEX"
-            | "EXPIRETIME" | "PEXPIRETIME",
+            | "PTTL" | "DBSIZE" | "KEYS" | "SCAN" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX"
+            | "CALM.PRIORITY" | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND" | "HSET" | "HMSET"
+            | "HDEL" | "HGET" | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS"
+            | "HLEN" | "HINCRBY" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST"
+            | "SETEX" | "PSETEX" | "EXPIRETIME" | "PEXPIRETIME",
             _,
         ) => wrong_args(&name),
         _ => {
@@ -703,6 +732,74 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 String::from_utf8_lossy(&args[0]),
                 start.join(" ")
             )))
+        }
+    }
+}
+
+/// The kinds Redis's `TYPE` name stands for in calm (`string` covers every kind `GET`
+/// reads).
+fn kinds_of_type(name: &[u8]) -> Vec<Kind> {
+    match name.to_ascii_lowercase().as_slice() {
+        b"string" => vec![
+            Kind::Lww,
+            Kind::Counter,
+            Kind::Max,
+            Kind::Priority,
+            Kind::SingleCausal,
+            Kind::MultiCausal,
+        ],
+        b"set" => vec![Kind::Set, Kind::OrSet],
+        b"hash" => vec![Kind::Hash],
+        b"zset" => vec![Kind::SortedSet],
+        _ => vec![],
+    }
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+fn scan(a: &[Bytes]) -> Step {
+    let Some(cursor) = std::str::from_utf8(&a[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Step::Reply(Out::err("ERR invalid cursor"));
+    };
+    let (mut filter, mut count) = (KeyFilter::default(), 10usize);
+    let mut rest = &a[1..];
+    while let [option, value, more @ ..] = rest {
+        match option.to_ascii_uppercase().as_slice() {
+            b"MATCH" => filter.pattern = Some(value.clone()),
+            b"COUNT" => match int_arg(value) {
+                Some(n) if n >= 1 => count = usize::try_from(n).unwrap_or(usize::MAX),
+                Some(_) => return Step::Reply(Out::err("ERR syntax error")),
+                None => return not_integer(),
+            },
+            b"TYPE" => filter.kinds = Some(kinds_of_type(value)),
+            _ => return Step::Reply(Out::err("ERR syntax error")),
+        }
+        rest = more;
+    }
+    if !rest.is_empty() {
+        return Step::Reply(Out::err("ERR syntax error"));
+    }
+    Step::Keys(filter, Listing::Scan { cursor, count })
+}
+
+/// The answer to a listing, from the keys that pass its filter (for a `SCAN`, the keys of
+/// the scan under way).
+pub fn listed(listing: &Listing, keys: &[Bytes]) -> Out {
+    match listing {
+        Listing::All => Out::Array(keys.iter().cloned().map(Out::Bulk).collect()),
+        Listing::Count => Out::Int(keys.len() as i64),
+        Listing::Scan { cursor, count } => {
+            let from = usize::try_from(*cursor)
+                .unwrap_or(usize::MAX)
+                .min(keys.len());
+            let to = from.saturating_add(*count).min(keys.len());
+            let next = if to >= keys.len() { 0 } else { to };
+            Out::Array(vec![
+                Out::bulk(next.to_string()),
+                Out::Array(keys[from..to].iter().cloned().map(Out::Bulk).collect()),
+            ])
         }
     }
 }

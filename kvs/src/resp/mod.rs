@@ -31,11 +31,11 @@ use tokio::sync::watch;
 use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
-use crate::op::{Ack, Op};
+use crate::op::{Ack, KeyFilter, Op};
 use crate::server::{Backend, execute};
 
 pub use commands::{COMMANDS, Out, REDIS_VERSION};
-use commands::{Finish, Session, Step};
+use commands::{Finish, Listing, Session, Step};
 use framing::{Framed, Limits};
 
 /// How the RESP front-end behaves.
@@ -120,6 +120,7 @@ impl RespServer {
                         authed: config.password.is_none(),
                         name: None,
                         multi: false,
+                        scan: None,
                     },
                 };
                 let mut stopped = stopped.clone();
@@ -258,10 +259,7 @@ impl Connection {
                     self.encode(&Out::ok(), out);
                     return Ok(true);
                 }
-                Step::DbSize => match self.service.node.stats().await {
-                    Ok(s) => Out::Int(s.workers.iter().map(|w| w.keys).sum::<u64>() as i64),
-                    Err(e) => Out::err(format!("ERR {e}")),
-                },
+                Step::Keys(filter, listing) => self.list_keys(filter, listing).await,
                 Step::Info(sections) => match self.service.node.stats().await {
                     Ok(s) => Out::Bulk(Bytes::from(info::render(
                         &sections,
@@ -277,6 +275,29 @@ impl Connection {
         }
         self.flush(&mut ops, &mut waiting, out, wr).await?;
         Ok(false)
+    }
+
+    /// Lists the cluster's keys for `KEYS`, `SCAN` or `DBSIZE`. A `SCAN` lists them when it
+    /// starts (cursor 0) and pages through that list: every key present for the whole scan
+    /// is returned once, as Redis promises.
+    async fn list_keys(&mut self, filter: KeyFilter, listing: Listing) -> Out {
+        if let Listing::Scan { cursor, .. } = listing
+            && cursor != 0
+            && let Some((scanning, keys)) = &self.session.scan
+            && *scanning == filter
+        {
+            return commands::listed(&listing, keys);
+        }
+        match self.service.cluster_keys(&filter).await {
+            Ok(keys) => {
+                let out = commands::listed(&listing, &keys);
+                if matches!(listing, Listing::Scan { .. }) {
+                    self.session.scan = Some((filter, keys));
+                }
+                out
+            }
+            Err(e) => Out::err(format!("ERR {e}")),
+        }
     }
 
     /// Runs the batched data commands and encodes their replies.

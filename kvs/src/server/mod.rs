@@ -9,9 +9,10 @@
 //! [`ProtocolError`](crate::protocol::ProtocolError) and the stream is closed; the connection, other
 //! streams and other clients carry on.
 
-use crate::tasks::now_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,8 +20,9 @@ use tokio::task::JoinHandle;
 use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
-use crate::protocol::{Response, ResponseBody};
+use crate::protocol::{RequestBody, Response, ResponseBody};
 use crate::service::Services;
+use crate::tasks::now_ms;
 use crate::wire::{WireError, encode_frame};
 
 mod batch;
@@ -35,6 +37,53 @@ pub(crate) struct Backend {
     pub(crate) node: Arc<Node>,
     pub(crate) cluster: Option<Cluster>,
     pub(crate) services: Services,
+}
+
+impl Backend {
+    /// The keys of the whole cluster that read as something and pass `filter`, once each,
+    /// in order: this node's, and those of every other node that owns keys, asked at once.
+    /// A node that does not answer is left out while fewer nodes than a key's replicas
+    /// fail (every key then has an owner that answered); beyond that the listing could
+    /// miss keys, and is refused.
+    pub(crate) async fn cluster_keys(
+        &self,
+        filter: &crate::op::KeyFilter,
+    ) -> Result<Vec<Bytes>, KvsError> {
+        let mut keys: std::collections::BTreeSet<Bytes> =
+            self.node.keys(filter).await?.into_iter().collect();
+        let Some(cluster) = &self.cluster else {
+            return Ok(keys.into_iter().collect());
+        };
+        let view = cluster.view();
+        let asks = view.nodes.values().filter(|a| **a != view.me).map(|addr| {
+            let (peers, addr, filter) = (cluster.peers().clone(), addr.clone(), filter.clone());
+            async move {
+                match peers.request(&addr, RequestBody::Keys(filter)).await {
+                    Ok(ResponseBody::Keys(Ok(keys))) => Ok(keys),
+                    Ok(other) => Err(format!("{addr} answered {other:?}")),
+                    Err(e) => Err(format!("{addr}: {e}")),
+                }
+            }
+        });
+        let mut failed = Vec::new();
+        for answer in crate::tasks::join_all(asks).await {
+            match answer {
+                Ok(theirs) => keys.extend(theirs),
+                Err(why) => failed.push(why),
+            }
+        }
+        if !failed.is_empty() && failed.len() >= view.replication {
+            return Err(KvsError::ConnectionLost(format!(
+                "{} nodes did not list their keys, as many as a key has replicas, so keys could be missing: {}",
+                failed.len(),
+                failed.join("; ")
+            )));
+        }
+        for why in failed {
+            tracing::warn!(%why, "a node did not list its keys; its keys' other owners did");
+        }
+        Ok(keys.into_iter().collect())
+    }
 }
 
 /// A listener bound to its address, not yet serving.

@@ -87,6 +87,7 @@ pub(super) async fn serve_stream(
             RequestBody::Unsubscribe { keys } => stream.unsubscribe(subscriber, keys).await,
             RequestBody::Service { name, body } => stream.service(&name, body),
             RequestBody::Members => stream.members().await,
+            RequestBody::Keys(filter) => stream.keys(filter),
         };
         if !open {
             break;
@@ -130,6 +131,16 @@ impl Answering<'_> {
     fn stats(self) -> bool {
         let node = self.service.node.clone();
         self.later(async move { node.stats().await.ok().map(ResponseBody::Stats) })
+    }
+
+    fn keys(self, filter: crate::op::KeyFilter) -> bool {
+        let node = self.service.node.clone();
+        self.later(async move {
+            let keys = node.keys(&filter).await.map_err(|e| OpError::Unavailable {
+                reason: e.to_string(),
+            });
+            Some(ResponseBody::Keys(keys))
+        })
     }
 
     /// A peer's message for the cluster agent. A node outside a cluster refuses it and

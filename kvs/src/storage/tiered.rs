@@ -438,6 +438,31 @@ impl Tiered {
         Ok(outcome)
     }
 
+    /// The keys `keep` accepts whose value reads as something at `now_ms`, from both
+    /// tiers (values on the disk are read for the keys `keep` accepts).
+    pub fn live_keys(
+        &mut self,
+        now_ms: u64,
+        keep: impl Fn(&[u8], &Value) -> bool,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        let mut keys: Vec<Bytes> = self
+            .hot
+            .iter()
+            .filter(|(k, h)| h.value.is_live(now_ms) && keep(k, &h.value))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let cold: Vec<Bytes> = self.cold.keys().cloned().collect();
+        for key in cold {
+            if let Some(value) = self.peek(&key)?
+                && value.is_live(now_ms)
+                && keep(&key, &value)
+            {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
     /// The deadlines of the keys held in memory that were given one, with the keys.
     pub fn deadlines(&self) -> Vec<(u64, Bytes)> {
         self.hot
