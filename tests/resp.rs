@@ -138,6 +138,50 @@ fn redis_cli_runs_every_command() {
         cli(p, &["COMMAND", "COUNT"]),
         calm_kvs::resp::COMMANDS.len().to_string()
     );
+    // What tools read: settings, command descriptions, the connections.
+    assert_eq!(cli(p, &["CONFIG", "GET", "maxmemory"]), "maxmemory\n0");
+    let max = cli(p, &["CONFIG", "GET", "maxmemory*"]);
+    assert!(max.contains("maxmemory-policy\nnoeviction"), "{max}");
+    assert_eq!(cli(p, &["CONFIG", "GET", "port"]), format!("port\n{p}"));
+    assert!(
+        cli(p, &["CONFIG", "SET", "maxmemory", "1"]).starts_with("ERR CONFIG SET is not supported")
+    );
+    let info = cli(p, &["COMMAND", "INFO", "get", "nosuch", "zadd"]);
+    assert!(
+        info.starts_with("get\n2\nreadonly\nfast\n1\n1\n1"),
+        "{info}"
+    );
+    assert!(info.contains("zadd\n-4\nwrite"), "{info}");
+    let docs = cli(p, &["COMMAND", "DOCS", "hset"]);
+    assert!(docs.contains("summary") && docs.contains("hash"), "{docs}");
+    assert_eq!(
+        cli(p, &["COMMAND", "LIST"]).lines().count(),
+        calm_kvs::resp::COMMANDS.len()
+    );
+    let mut named = redis::Client::open(format!("redis://127.0.0.1:{p}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("lister")
+        .query(&mut named)
+        .unwrap();
+    let list = cli(p, &["CLIENT", "LIST"]);
+    let line = list
+        .lines()
+        .find(|l| l.contains("name=lister"))
+        .unwrap_or_else(|| panic!("the named connection in {list}"));
+    assert!(
+        line.contains("addr=127.0.0.1:") && line.contains("cmd=client"),
+        "{line}"
+    );
+    assert_eq!(
+        list.lines().count(),
+        2,
+        "the named connection and redis-cli's: {list}"
+    );
+    drop(named);
     // Every connection of redis-cli is new: a name is per connection, as in Redis.
     assert!(cli(p, &["INFO"]).contains("redis_version:"));
     assert!(cli(p, &["INFO"]).contains("db0:keys="));

@@ -252,6 +252,10 @@ pub enum Step {
     Data(Vec<Op>, Finish),
     /// `KEYS`, `SCAN` and `DBSIZE`: a listing of the cluster's keys.
     Keys(KeyFilter, Listing),
+    /// `CONFIG GET pattern ...`: the settings whose names match (lowercase patterns).
+    Config(Vec<Bytes>),
+    /// `CLIENT LIST`: every connection of this node's Redis port.
+    ClientList,
     /// `INFO [section ...]`: needs the node's figures; the sections asked for, lowercase
     /// (none: the default ones).
     Info(Vec<String>),
@@ -294,81 +298,624 @@ fn write(key: &Bytes, w: Write) -> Op {
     }
 }
 
-/// The commands `COMMAND COUNT` reports.
-pub const COMMANDS: &[&str] = &[
-    "get",
-    "set",
-    "del",
-    "unlink",
-    "exists",
-    "strlen",
-    "mget",
-    "mset",
-    "incr",
-    "incrby",
-    "decr",
-    "decrby",
-    "sadd",
-    "srem",
-    "smembers",
-    "sismember",
-    "scard",
-    "ping",
-    "echo",
-    "info",
-    "dbsize",
-    "keys",
-    "scan",
-    "type",
-    "command",
-    "auth",
-    "hello",
-    "quit",
-    "client",
-    "select",
-    "config",
-    "ttl",
-    "pttl",
-    "expire",
-    "pexpire",
-    "expireat",
-    "pexpireat",
-    "expiretime",
-    "pexpiretime",
-    "persist",
-    "setex",
-    "psetex",
-    "hset",
-    "hmset",
-    "hget",
-    "hmget",
-    "hgetall",
-    "hdel",
-    "hexists",
-    "hlen",
-    "hkeys",
-    "hvals",
-    "hstrlen",
-    "hincrby",
-    "zadd",
-    "zincrby",
-    "zscore",
-    "zmscore",
-    "zcard",
-    "zrem",
-    "zrange",
-    "zrangebyscore",
-    "zrevrange",
-    "zrevrangebyscore",
-    "zcount",
-    "zrank",
-    "zrevrank",
-    "calm.max",
-    "calm.priority",
-    "calm.causal",
-    "calm.versions",
-    "calm.kind",
+/// A command calm answers, as `COMMAND INFO` and `COMMAND DOCS` describe it.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandSpec {
+    /// Its name, lowercase.
+    pub name: &'static str,
+    /// Its arity as Redis counts it: the arguments with the name; negative, at least that
+    /// many.
+    pub arity: i64,
+    /// Redis's flags (`write`, `readonly`, `fast`, ...).
+    pub flags: &'static [&'static str],
+    /// The first key argument, the last (-1: the last argument), and the step between
+    /// (0, 0, 0: none).
+    pub keys: (i64, i64, i64),
+    /// Redis's command group.
+    pub group: &'static str,
+    /// One line about what it does in calm.
+    pub summary: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+    group: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        keys,
+        group,
+        summary,
+    }
+}
+
+const R: &[&str] = &["readonly"];
+const RF: &[&str] = &["readonly", "fast"];
+const W: &[&str] = &["write"];
+const WF: &[&str] = &["write", "fast"];
+const F: &[&str] = &["fast"];
+const NONE: &[&str] = &[];
+const ONE: (i64, i64, i64) = (1, 1, 1);
+const ALL: (i64, i64, i64) = (1, -1, 1);
+const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
+
+/// The commands calm answers (`COMMAND COUNT`, `COMMAND INFO`, `COMMAND DOCS`).
+pub const COMMANDS: &[CommandSpec] = &[
+    spec(
+        "get",
+        2,
+        RF,
+        ONE,
+        "string",
+        "Returns the string value of a key.",
+    ),
+    spec(
+        "set",
+        -3,
+        W,
+        ONE,
+        "string",
+        "Sets the string value of a key (EX/PX/EXAT/PXAT give it a time to live).",
+    ),
+    spec(
+        "mget",
+        -2,
+        RF,
+        ALL,
+        "string",
+        "Returns the string values of keys.",
+    ),
+    spec(
+        "mset",
+        -3,
+        W,
+        (1, -1, 2),
+        "string",
+        "Sets the string values of keys.",
+    ),
+    spec(
+        "strlen",
+        2,
+        RF,
+        ONE,
+        "string",
+        "Returns the length of a string value.",
+    ),
+    spec("incr", 2, WF, ONE, "string", "Adds one to a counter."),
+    spec(
+        "incrby",
+        3,
+        WF,
+        ONE,
+        "string",
+        "Adds a number to a counter.",
+    ),
+    spec(
+        "decr",
+        2,
+        WF,
+        ONE,
+        "string",
+        "Subtracts one from a counter.",
+    ),
+    spec(
+        "decrby",
+        3,
+        WF,
+        ONE,
+        "string",
+        "Subtracts a number from a counter.",
+    ),
+    spec(
+        "setex",
+        4,
+        W,
+        ONE,
+        "string",
+        "Sets a string value with a time to live in seconds.",
+    ),
+    spec(
+        "psetex",
+        4,
+        W,
+        ONE,
+        "string",
+        "Sets a string value with a time to live in milliseconds.",
+    ),
+    spec("del", -2, W, ALL, "generic", "Deletes keys."),
+    spec("unlink", -2, WF, ALL, "generic", "Deletes keys."),
+    spec(
+        "exists",
+        -2,
+        RF,
+        ALL,
+        "generic",
+        "Counts the keys that exist.",
+    ),
+    spec(
+        "type",
+        2,
+        RF,
+        ONE,
+        "generic",
+        "Returns the type of a key's value.",
+    ),
+    spec(
+        "keys",
+        2,
+        R,
+        NO_KEYS,
+        "generic",
+        "Returns the keys of the whole cluster that match a pattern.",
+    ),
+    spec(
+        "scan",
+        -2,
+        R,
+        NO_KEYS,
+        "generic",
+        "Iterates over the keys of the whole cluster.",
+    ),
+    spec(
+        "expire",
+        -3,
+        WF,
+        ONE,
+        "generic",
+        "Gives a key a time to live in seconds.",
+    ),
+    spec(
+        "pexpire",
+        -3,
+        WF,
+        ONE,
+        "generic",
+        "Gives a key a time to live in milliseconds.",
+    ),
+    spec(
+        "expireat",
+        -3,
+        WF,
+        ONE,
+        "generic",
+        "Gives a key a deadline in Unix seconds.",
+    ),
+    spec(
+        "pexpireat",
+        -3,
+        WF,
+        ONE,
+        "generic",
+        "Gives a key a deadline in Unix milliseconds.",
+    ),
+    spec(
+        "expiretime",
+        2,
+        RF,
+        ONE,
+        "generic",
+        "Returns a key's deadline in Unix seconds.",
+    ),
+    spec(
+        "pexpiretime",
+        2,
+        RF,
+        ONE,
+        "generic",
+        "Returns a key's deadline in Unix milliseconds.",
+    ),
+    spec(
+        "persist",
+        2,
+        WF,
+        ONE,
+        "generic",
+        "Takes a key's time to live away.",
+    ),
+    spec(
+        "ttl",
+        2,
+        RF,
+        ONE,
+        "generic",
+        "Returns a key's time to live in seconds.",
+    ),
+    spec(
+        "pttl",
+        2,
+        RF,
+        ONE,
+        "generic",
+        "Returns a key's time to live in milliseconds.",
+    ),
+    spec("sadd", -3, WF, ONE, "set", "Adds members to a set."),
+    spec("srem", -3, WF, ONE, "set", "Removes members from a set."),
+    spec(
+        "smembers",
+        2,
+        R,
+        ONE,
+        "set",
+        "Returns every member of a set.",
+    ),
+    spec(
+        "sismember",
+        3,
+        RF,
+        ONE,
+        "set",
+        "Says whether a member is in a set.",
+    ),
+    spec(
+        "scard",
+        2,
+        RF,
+        ONE,
+        "set",
+        "Returns the number of members of a set.",
+    ),
+    spec("hset", -4, WF, ONE, "hash", "Sets fields of a hash."),
+    spec("hmset", -4, WF, ONE, "hash", "Sets fields of a hash."),
+    spec(
+        "hget",
+        3,
+        RF,
+        ONE,
+        "hash",
+        "Returns the value of a hash field.",
+    ),
+    spec(
+        "hmget",
+        -3,
+        RF,
+        ONE,
+        "hash",
+        "Returns the values of hash fields.",
+    ),
+    spec(
+        "hgetall",
+        2,
+        R,
+        ONE,
+        "hash",
+        "Returns every field and value of a hash.",
+    ),
+    spec("hkeys", 2, R, ONE, "hash", "Returns every field of a hash."),
+    spec("hvals", 2, R, ONE, "hash", "Returns every value of a hash."),
+    spec(
+        "hlen",
+        2,
+        RF,
+        ONE,
+        "hash",
+        "Returns the number of fields of a hash.",
+    ),
+    spec(
+        "hexists",
+        3,
+        RF,
+        ONE,
+        "hash",
+        "Says whether a hash has a field.",
+    ),
+    spec(
+        "hstrlen",
+        3,
+        RF,
+        ONE,
+        "hash",
+        "Returns the length of a hash field's value.",
+    ),
+    spec("hdel", -3, WF, ONE, "hash", "Removes fields of a hash."),
+    spec(
+        "hincrby",
+        4,
+        WF,
+        ONE,
+        "hash",
+        "Adds a number to a hash field.",
+    ),
+    spec(
+        "zadd",
+        -4,
+        WF,
+        ONE,
+        "sorted-set",
+        "Sets the scores of sorted set members.",
+    ),
+    spec(
+        "zincrby",
+        4,
+        WF,
+        ONE,
+        "sorted-set",
+        "Adds to a sorted set member's score.",
+    ),
+    spec(
+        "zscore",
+        3,
+        RF,
+        ONE,
+        "sorted-set",
+        "Returns a member's score.",
+    ),
+    spec(
+        "zmscore",
+        -3,
+        RF,
+        ONE,
+        "sorted-set",
+        "Returns members' scores.",
+    ),
+    spec(
+        "zcard",
+        2,
+        RF,
+        ONE,
+        "sorted-set",
+        "Returns the number of members of a sorted set.",
+    ),
+    spec(
+        "zrem",
+        -3,
+        WF,
+        ONE,
+        "sorted-set",
+        "Removes members of a sorted set.",
+    ),
+    spec(
+        "zrange",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members by rank or score.",
+    ),
+    spec(
+        "zrangebyscore",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members by score.",
+    ),
+    spec(
+        "zrevrange",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members by rank, highest first.",
+    ),
+    spec(
+        "zrevrangebyscore",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members by score, highest first.",
+    ),
+    spec(
+        "zcount",
+        4,
+        RF,
+        ONE,
+        "sorted-set",
+        "Counts members with scores in a range.",
+    ),
+    spec(
+        "zrank",
+        3,
+        RF,
+        ONE,
+        "sorted-set",
+        "Returns a member's rank.",
+    ),
+    spec(
+        "zrevrank",
+        3,
+        RF,
+        ONE,
+        "sorted-set",
+        "Returns a member's rank, highest first.",
+    ),
+    spec("ping", -1, F, NO_KEYS, "connection", "Answers PONG."),
+    spec("echo", 2, F, NO_KEYS, "connection", "Answers its argument."),
+    spec(
+        "auth",
+        -2,
+        F,
+        NO_KEYS,
+        "connection",
+        "Authenticates the connection.",
+    ),
+    spec(
+        "hello",
+        -1,
+        F,
+        NO_KEYS,
+        "connection",
+        "Chooses the protocol version and authenticates.",
+    ),
+    spec(
+        "client",
+        -2,
+        NONE,
+        NO_KEYS,
+        "connection",
+        "Names the connection and lists connections.",
+    ),
+    spec(
+        "select",
+        2,
+        F,
+        NO_KEYS,
+        "connection",
+        "Selects database 0 (calm has one keyspace).",
+    ),
+    spec(
+        "quit",
+        -1,
+        F,
+        NO_KEYS,
+        "connection",
+        "Closes the connection.",
+    ),
+    spec(
+        "info",
+        -1,
+        NONE,
+        NO_KEYS,
+        "server",
+        "Returns the node's figures, in Redis's sections.",
+    ),
+    spec(
+        "dbsize",
+        1,
+        R,
+        NO_KEYS,
+        "server",
+        "Counts the keys of the whole cluster.",
+    ),
+    spec(
+        "command",
+        -1,
+        NONE,
+        NO_KEYS,
+        "server",
+        "Describes the commands calm answers.",
+    ),
+    spec(
+        "config",
+        -2,
+        NONE,
+        NO_KEYS,
+        "server",
+        "Returns settings (CONFIG GET).",
+    ),
+    spec(
+        "multi",
+        1,
+        F,
+        NO_KEYS,
+        "transactions",
+        "Starts a transaction (EXEC refuses it: nothing inside is applied).",
+    ),
+    spec(
+        "exec",
+        1,
+        NONE,
+        NO_KEYS,
+        "transactions",
+        "Refuses the transaction: calm does not run them.",
+    ),
+    spec(
+        "discard",
+        1,
+        F,
+        NO_KEYS,
+        "transactions",
+        "Drops the transaction.",
+    ),
+    spec("calm.max", 3, WF, ONE, "calm", "Raises a max register."),
+    spec(
+        "calm.priority",
+        4,
+        WF,
+        ONE,
+        "calm",
+        "Offers a value at a priority (the lowest wins).",
+    ),
+    spec(
+        "calm.causal",
+        3,
+        WF,
+        ONE,
+        "calm",
+        "Writes a causal register (concurrent writes are all kept).",
+    ),
+    spec(
+        "calm.versions",
+        2,
+        R,
+        ONE,
+        "calm",
+        "Returns every concurrent version of a causal key.",
+    ),
+    spec(
+        "calm.kind",
+        2,
+        RF,
+        ONE,
+        "calm",
+        "Returns the calm kind of a key's value.",
+    ),
 ];
+
+fn command_spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// `COMMAND INFO`'s entry for a command.
+fn command_info(c: &CommandSpec) -> Out {
+    let (first, last, step) = c.keys;
+    Out::Array(vec![
+        Out::bulk(c.name),
+        Out::Int(c.arity),
+        Out::Set(c.flags.iter().map(|f| Out::simple(f)).collect()),
+        Out::Int(first),
+        Out::Int(last),
+        Out::Int(step),
+        Out::Array(vec![]),
+        Out::Array(vec![]),
+        Out::Array(vec![]),
+        Out::Array(vec![]),
+    ])
+}
+
+/// `COMMAND`, `COMMAND COUNT|LIST|INFO|DOCS`.
+fn command(a: &[Bytes]) -> Out {
+    let Some(sub) = a.first() else {
+        return Out::Array(COMMANDS.iter().map(command_info).collect());
+    };
+    let named = || -> Box<dyn Iterator<Item = Option<&'static CommandSpec>>> {
+        if a.len() > 1 {
+            Box::new(a[1..].iter().map(|n| command_spec(n)))
+        } else {
+            Box::new(COMMANDS.iter().map(Some))
+        }
+    };
+    match sub.to_ascii_uppercase().as_slice() {
+        b"COUNT" => Out::Int(COMMANDS.len() as i64),
+        b"LIST" => Out::Array(COMMANDS.iter().map(|c| Out::bulk(c.name)).collect()),
+        b"INFO" => Out::Array(named().map(|c| c.map_or(Out::Null, command_info)).collect()),
+        b"DOCS" => Out::Map(
+            named()
+                .flatten()
+                .map(|c| {
+                    let doc = Out::Map(vec![
+                        (Out::bulk("summary"), Out::bulk(c.summary)),
+                        (Out::bulk("since"), Out::bulk("1.0.0")),
+                        (Out::bulk("group"), Out::bulk(c.group)),
+                    ]);
+                    (Out::bulk(c.name), doc)
+                })
+                .collect(),
+        ),
+        other => Out::err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(other)
+        )),
+    }
+}
 
 /// Plans one command at `now_ms` (the node's clock, for times to live). `password` is the
 /// configured password, if any.
@@ -417,22 +964,23 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ("AUTH", 1 | 2) => Step::Reply(auth(session, a, password)),
         ("AUTH", _) => wrong_args(&name),
         ("HELLO", _) => Step::Reply(hello(session, a, password)),
+        ("CLIENT", 1) if a[0].eq_ignore_ascii_case(b"LIST") => Step::ClientList,
         ("CLIENT", n) if n >= 1 => Step::Reply(client(session, a)),
         ("SELECT", 1) if a[0].as_ref() == b"0" => Step::Reply(Out::ok()),
         ("SELECT", 1) => Step::Reply(Out::err(
             "ERR calm has one keyspace: only SELECT 0 is supported",
         )),
-        ("COMMAND", 0) => Step::Reply(Out::Array(vec![])),
-        ("COMMAND", _) => Step::Reply(match a[0].to_ascii_uppercase().as_slice() {
-            b"COUNT" => Out::Int(COMMANDS.len() as i64),
-            b"DOCS" => Out::Map(vec![]),
-            b"INFO" => Out::Array(vec![Out::Null; a.len() - 1]),
-            _ => Out::Array(vec![]),
-        }),
-        ("CONFIG", n) if n >= 1 => Step::Reply(match session.proto {
-            3 => Out::Map(vec![]),
-            _ => Out::Array(vec![]),
-        }),
+        ("COMMAND", _) => Step::Reply(command(a)),
+        ("CONFIG", n) if n >= 2 && a[0].eq_ignore_ascii_case(b"GET") => Step::Config(
+            a[1..]
+                .iter()
+                .map(|p| Bytes::from(p.to_ascii_lowercase()))
+                .collect(),
+        ),
+        ("CONFIG", n) if n >= 1 => Step::Reply(Out::err(format!(
+            "ERR CONFIG {} is not supported: calm's settings are the flags of `calm server` (see calm server --help); CONFIG GET reads them",
+            String::from_utf8_lossy(&a[0]).to_ascii_uppercase()
+        ))),
         ("INFO", _) => Step::Info(
             a.iter()
                 .flat_map(|s| {

@@ -1,35 +1,110 @@
 //! `INFO`: the node's figures in Redis's sections and field names, so the tools that read
 //! them (monitoring agents, `redis-cli --stat`) find what they look for.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::commands::REDIS_VERSION;
 use crate::cluster::Status;
 use crate::cluster_runtime::Cluster;
 use crate::metrics::StatsSnapshot;
 
-/// The Redis port's clients: connected now, and accepted since the node started.
+/// The Redis port's clients: connected now (with what `CLIENT LIST` shows of each), and
+/// accepted since the node started.
 #[derive(Debug, Default)]
 pub(super) struct Clients {
     connected: AtomicU64,
     total: AtomicU64,
+    list: Mutex<BTreeMap<u64, Client>>,
 }
 
-/// A connection being served: counted until dropped.
-pub(super) struct Connected<'a>(&'a Clients);
+/// What `CLIENT LIST` shows of a connection.
+#[derive(Debug)]
+struct Client {
+    peer: SocketAddr,
+    local: SocketAddr,
+    since: Instant,
+    last: Instant,
+    name: Option<Bytes>,
+    proto: u8,
+    cmd: String,
+}
+
+/// A connection being served: counted and listed until dropped.
+pub(super) struct Connected<'a> {
+    clients: &'a Clients,
+    id: u64,
+}
 
 impl Clients {
-    /// Counts a connection for as long as the guard lives.
-    pub(super) fn connected(&self) -> Connected<'_> {
+    /// Counts and lists a connection for as long as the guard lives.
+    pub(super) fn connected(&self, id: u64, peer: SocketAddr, local: SocketAddr) -> Connected<'_> {
         self.connected.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
-        Connected(self)
+        let now = Instant::now();
+        self.lock().insert(
+            id,
+            Client {
+                peer,
+                local,
+                since: now,
+                last: now,
+                name: None,
+                proto: 2,
+                cmd: String::new(),
+            },
+        );
+        Connected { clients: self, id }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Client>> {
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes a connection's last command (lowercase) and its name and protocol now.
+    pub(super) fn touch(&self, id: u64, cmd: &[u8], name: Option<&Bytes>, proto: u8) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            c.last = Instant::now();
+            c.cmd = String::from_utf8_lossy(cmd).to_ascii_lowercase();
+            c.name = name.cloned();
+            c.proto = proto;
+        }
+    }
+
+    /// `CLIENT LIST`: a line per connection, with Redis's field names.
+    pub(super) fn render_list(&self) -> String {
+        let now = Instant::now();
+        let mut out = String::new();
+        for (id, c) in self.lock().iter() {
+            out.push_str(&format!(
+                "id={id} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd={} user=default resp={}\n",
+                c.peer,
+                c.local,
+                c.name
+                    .as_ref()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default(),
+                now.duration_since(c.since).as_secs(),
+                now.duration_since(c.last).as_secs(),
+                if c.cmd.is_empty() { "NULL" } else { &c.cmd },
+                c.proto,
+            ));
+        }
+        out
     }
 }
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
-        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+        self.clients.connected.fetch_sub(1, Ordering::Relaxed);
+        self.clients.lock().remove(&self.id);
     }
 }
 
@@ -222,7 +297,8 @@ mod test {
     fn sections_are_chosen_by_name_and_named_as_redis_does() {
         let s = StatsSnapshot::default();
         let clients = Clients::default();
-        let _one = clients.connected();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let one = clients.connected(7, addr, addr);
         let all = render(&[], &s, &clients, None);
         for header in [
             "# Server",
@@ -236,6 +312,9 @@ mod test {
             assert!(all.contains(header), "{header} missing from {all}");
         }
         assert!(all.contains("connected_clients:1\r\n"));
+        assert!(clients.render_list().starts_with("id=7 addr=127.0.0.1:1 "));
+        drop(one);
+        assert_eq!(clients.render_list(), "");
         assert!(all.contains("cluster_enabled:0\r\n"));
         let memory = render(&["memory".into()], &s, &clients, None);
         assert!(

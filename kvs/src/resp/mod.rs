@@ -105,7 +105,7 @@ impl RespServer {
         let clients = Arc::new(info::Clients::default());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -122,6 +122,8 @@ impl RespServer {
                         multi: false,
                         scan: None,
                     },
+                    peer,
+                    local: local_addr,
                 };
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -156,6 +158,9 @@ struct Connection {
     config: Arc<RespConfig>,
     clients: Arc<info::Clients>,
     session: Session,
+    /// The client's address, and this port's.
+    peer: SocketAddr,
+    local: SocketAddr,
 }
 
 impl Connection {
@@ -170,7 +175,7 @@ impl Connection {
 
     async fn serve(mut self, stream: TcpStream) {
         let clients = self.clients.clone();
-        let _connected = clients.connected();
+        let _connected = clients.connected(self.session.id, self.peer, self.local);
         let (mut rd, mut wr) = stream.into_split();
         let limits = self.limits();
         let mut buf = BytesMut::with_capacity(16 << 10);
@@ -240,6 +245,7 @@ impl Connection {
     ) -> std::io::Result<bool> {
         let mut ops: Vec<Op> = Vec::new();
         let mut waiting: Vec<(usize, Finish)> = Vec::new();
+        let last = requests.last().and_then(|r| r.first()).cloned();
         for args in requests {
             let step = commands::plan(
                 &mut self.session,
@@ -260,6 +266,8 @@ impl Connection {
                     return Ok(true);
                 }
                 Step::Keys(filter, listing) => self.list_keys(filter, listing).await,
+                Step::Config(patterns) => self.config_get(&patterns),
+                Step::ClientList => Out::Bulk(Bytes::from(self.clients.render_list())),
                 Step::Info(sections) => match self.service.node.stats().await {
                     Ok(s) => Out::Bulk(Bytes::from(info::render(
                         &sections,
@@ -274,6 +282,14 @@ impl Connection {
             self.encode(&reply, out);
         }
         self.flush(&mut ops, &mut waiting, out, wr).await?;
+        if let Some(cmd) = last {
+            self.clients.touch(
+                self.session.id,
+                &cmd,
+                self.session.name.as_ref(),
+                self.session.proto,
+            );
+        }
         Ok(false)
     }
 
@@ -298,6 +314,60 @@ impl Connection {
             }
             Err(e) => Out::err(format!("ERR {e}")),
         }
+    }
+
+    /// `CONFIG GET`: calm's settings under the names Redis gives the closest ones.
+    fn config_get(&self, patterns: &[Bytes]) -> Out {
+        let node = self.service.node.config();
+        let storage = &node.storage;
+        let durable = storage.durability != crate::storage::Durability::Memory;
+        let settings: Vec<(&str, String)> = vec![
+            ("bind", self.local.ip().to_string()),
+            ("port", self.local.port().to_string()),
+            ("databases", "1".into()),
+            ("maxmemory", storage.memory_budget.unwrap_or(0).to_string()),
+            // Over its budget a node moves values to its disk; it never evicts.
+            ("maxmemory-policy", "noeviction".into()),
+            ("appendonly", if durable { "yes" } else { "no" }.into()),
+            (
+                "appendfsync",
+                match storage.durability {
+                    crate::storage::Durability::Sync => "always",
+                    crate::storage::Durability::Async => "everysec",
+                    crate::storage::Durability::Memory => "no",
+                }
+                .into(),
+            ),
+            ("save", String::new()),
+            (
+                "dir",
+                node.data_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("io-threads", node.threads.to_string()),
+            (
+                "proto-max-bulk-len",
+                node.worker.max_value_bytes.to_string(),
+            ),
+            (
+                "requirepass",
+                self.config.password.clone().unwrap_or_default(),
+            ),
+            ("cluster-enabled", "no".into()),
+            ("timeout", "0".into()),
+        ];
+        let chosen = settings
+            .into_iter()
+            .filter(|(name, _)| {
+                patterns
+                    .iter()
+                    .any(|p| crate::op::glob_match(p, name.as_bytes()))
+            })
+            .map(|(name, value)| (Out::Bulk(Bytes::from(name)), Out::Bulk(Bytes::from(value))))
+            .collect();
+        Out::Map(chosen)
     }
 
     /// Runs the batched data commands and encodes their replies.
