@@ -94,6 +94,18 @@ pub enum Finish {
     IsMember(Bytes),
     /// `SCARD`.
     Card,
+    /// `SMISMEMBER`.
+    AreMembers(Vec<Bytes>),
+    /// `SINTER`, `SUNION`, `SDIFF` (and `SINTERCARD`'s count, up to a limit) over the sets
+    /// read.
+    Combine {
+        /// How the sets combine.
+        how: SetOp,
+        /// Answer the count (at most this many; 0: no limit) instead of the members.
+        count: Option<usize>,
+    },
+    /// `GETRANGE`: the bytes from `start` to `end` (inclusive; negative from the end).
+    GetRange(i64, i64),
     /// `TYPE`.
     Type,
     /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME` from the key's stored copy: -2 when not
@@ -225,6 +237,17 @@ pub struct Range {
 enum RangeBy {
     Index(i64, i64),
     Score(Bound, Bound),
+}
+
+/// How `SINTER`, `SUNION` and `SDIFF` combine the sets they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOp {
+    /// Members of every set.
+    Inter,
+    /// Members of any set.
+    Union,
+    /// Members of the first set and of none of the others.
+    Diff,
 }
 
 /// What a listing of keys answers.
@@ -552,6 +575,71 @@ pub const COMMANDS: &[CommandSpec] = &[
         "set",
         "Says whether a member is in a set.",
     ),
+    spec(
+        "smismember",
+        -3,
+        RF,
+        ONE,
+        "set",
+        "Says for each member whether it is in a set.",
+    ),
+    spec(
+        "sinter",
+        -2,
+        R,
+        ALL,
+        "set",
+        "Returns the members of every set given.",
+    ),
+    spec(
+        "sunion",
+        -2,
+        R,
+        ALL,
+        "set",
+        "Returns the members of any set given.",
+    ),
+    spec(
+        "sdiff",
+        -2,
+        R,
+        ALL,
+        "set",
+        "Returns the members of the first set and of none of the others.",
+    ),
+    spec(
+        "sintercard",
+        -3,
+        R,
+        NO_KEYS,
+        "set",
+        "Counts the members of every set given.",
+    ),
+    spec(
+        "touch",
+        -2,
+        RF,
+        ALL,
+        "generic",
+        "Counts the keys that exist.",
+    ),
+    spec(
+        "getrange",
+        4,
+        R,
+        ONE,
+        "string",
+        "Returns part of a string value.",
+    ),
+    spec(
+        "substr",
+        4,
+        R,
+        ONE,
+        "string",
+        "Returns part of a string value.",
+    ),
+    spec("time", 1, F, NO_KEYS, "server", "Returns the node's time."),
     spec(
         "scard",
         2,
@@ -1215,6 +1303,57 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
+        ("SMISMEMBER", n) if n >= 2 => {
+            Step::Data(vec![get(&a[0])], Finish::AreMembers(a[1..].to_vec()))
+        }
+        ("SINTER" | "SUNION" | "SDIFF", n) if n >= 1 => Step::Data(
+            a.iter().map(get).collect(),
+            Finish::Combine {
+                how: match name.as_str() {
+                    "SINTER" => SetOp::Inter,
+                    "SUNION" => SetOp::Union,
+                    _ => SetOp::Diff,
+                },
+                count: None,
+            },
+        ),
+        ("SINTERCARD", n) if n >= 2 => {
+            let Some(keys) = int_arg(&a[0]) else {
+                return not_integer();
+            };
+            let numkeys = match usize::try_from(keys) {
+                Ok(k) if k >= 1 && k < n => k,
+                _ => {
+                    return Step::Reply(Out::err(
+                        "ERR numkeys should be greater than 0 and not more than the keys given",
+                    ));
+                }
+            };
+            let limit = match &a[1 + numkeys..] {
+                [] => 0,
+                [opt, l] if opt.eq_ignore_ascii_case(b"LIMIT") => match int_arg(l) {
+                    Some(l) if l >= 0 => usize::try_from(l).unwrap_or(usize::MAX),
+                    _ => return Step::Reply(Out::err("ERR LIMIT can't be negative")),
+                },
+                _ => return Step::Reply(Out::err("ERR syntax error")),
+            };
+            Step::Data(
+                a[1..=numkeys].iter().map(get).collect(),
+                Finish::Combine {
+                    how: SetOp::Inter,
+                    count: Some(limit),
+                },
+            )
+        }
+        ("TOUCH", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::Exists),
+        ("GETRANGE" | "SUBSTR", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
+            (Some(start), Some(end)) => Step::Data(vec![get(&a[0])], Finish::GetRange(start, end)),
+            _ => not_integer(),
+        },
+        ("TIME", 0) => Step::Reply(Out::Array(vec![
+            Out::bulk((now_ms / 1000).to_string()),
+            Out::bulk((now_ms % 1000 * 1000).to_string()),
+        ])),
         ("TYPE", 1) => Step::Data(vec![get(&a[0])], Finish::Type),
         ("TTL" | "PTTL" | "EXPIRETIME" | "PEXPIRETIME", 1) => Step::Data(
             vec![Op::Raw { key: a[0].clone() }],
@@ -1259,16 +1398,8 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             &name,
             "emptying the store needs every replica to stop at the same moment",
         ),
-        (
-            "GET" | "SET" | "MSET" | "MGET" | "DEL" | "EXISTS" | "INCR" | "DECR" | "INCRBY"
-            | "DECRBY" | "SADD" | "SREM" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "TYPE" | "TTL"
-            | "PTTL" | "DBSIZE" | "KEYS" | "SCAN" | "CLIENT" | "SELECT" | "CONFIG" | "CALM.MAX"
-            | "CALM.PRIORITY" | "CALM.CAUSAL" | "CALM.VERSIONS" | "CALM.KIND" | "HSET" | "HMSET"
-            | "HDEL" | "HGET" | "HSTRLEN" | "HMGET" | "HEXISTS" | "HGETALL" | "HKEYS" | "HVALS"
-            | "HLEN" | "HINCRBY" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "PERSIST"
-            | "SETEX" | "PSETEX" | "EXPIRETIME" | "PEXPIRETIME",
-            _,
-        ) => wrong_args(&name),
+        // A command calm answers, with arguments it does not take.
+        (known, _) if command_spec(known.as_bytes()).is_some() => wrong_args(&name),
         _ => {
             let start: Vec<String> = a
                 .iter()
@@ -1879,6 +2010,60 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Out::Set(list)
             } else {
                 Out::Array(list)
+            }
+        }
+        Finish::AreMembers(named) => {
+            let all = match read(&r[0])? {
+                Some(v) => members(v)?,
+                None => &[],
+            };
+            Out::Array(
+                named
+                    .iter()
+                    .map(|m| Out::Int(i64::from(all.contains(m))))
+                    .collect(),
+            )
+        }
+        Finish::Combine { how, count } => {
+            let mut sets = Vec::with_capacity(r.len());
+            for x in r {
+                sets.push(match read(x)? {
+                    Some(v) => members(v)?.iter().cloned().collect::<BTreeSet<Bytes>>(),
+                    None => BTreeSet::new(),
+                });
+            }
+            let mut sets = sets.into_iter();
+            let first = sets.next().unwrap_or_default();
+            let combined = sets.fold(first, |acc, s| match how {
+                SetOp::Inter => acc.intersection(&s).cloned().collect(),
+                SetOp::Union => acc.union(&s).cloned().collect(),
+                SetOp::Diff => acc.difference(&s).cloned().collect(),
+            });
+            match count {
+                Some(0) => Out::Int(combined.len() as i64),
+                Some(limit) => Out::Int(combined.len().min(limit) as i64),
+                None => {
+                    let list = combined.into_iter().map(Out::Bulk).collect();
+                    if proto == 3 {
+                        Out::Set(list)
+                    } else {
+                        Out::Array(list)
+                    }
+                }
+            }
+        }
+        Finish::GetRange(start, end) => {
+            let value = match read(&r[0])? {
+                Some(v) => as_string(v)?,
+                None => Bytes::new(),
+            };
+            let n = value.len() as i64;
+            let from = if start < 0 { (n + start).max(0) } else { start };
+            let to = if end < 0 { n + end } else { end.min(n - 1) };
+            if n == 0 || from > to || from >= n {
+                Out::bulk("")
+            } else {
+                Out::Bulk(value.slice(from as usize..=to as usize))
             }
         }
         Finish::IsMember(m) => match read(&r[0])? {
