@@ -321,6 +321,71 @@ fn write(key: &Bytes, w: Write) -> Op {
     }
 }
 
+/// Redis commands calm does not answer yet but will: they can be coordination-free.
+pub const NOT_YET: &[&str] = &[
+    "INCRBYFLOAT",
+    "LCS",
+    "HINCRBYFLOAT",
+    "HRANDFIELD",
+    "HSCAN",
+    "LPUSH",
+    "RPUSH",
+    "LPUSHX",
+    "RPUSHX",
+    "LRANGE",
+    "LLEN",
+    "LINDEX",
+    "LINSERT",
+    "LREM",
+    "LSET",
+    "LTRIM",
+    "LPOS",
+    "SRANDMEMBER",
+    "SSCAN",
+    "SINTERSTORE",
+    "SUNIONSTORE",
+    "SDIFFSTORE",
+    "ZRANGEBYLEX",
+    "ZREVRANGEBYLEX",
+    "ZLEXCOUNT",
+    "ZRANGESTORE",
+    "ZUNION",
+    "ZINTER",
+    "ZDIFF",
+    "ZUNIONSTORE",
+    "ZINTERSTORE",
+    "ZDIFFSTORE",
+    "ZINTERCARD",
+    "ZREMRANGEBYSCORE",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYLEX",
+    "ZRANDMEMBER",
+    "ZSCAN",
+    "RANDOMKEY",
+    "OBJECT",
+    "DUMP",
+    "RESTORE",
+    "SORT",
+    "SORT_RO",
+    "RESET",
+    "SAVE",
+    "BGSAVE",
+    "BGREWRITEAOF",
+    "LASTSAVE",
+    "SLOWLOG",
+    "LATENCY",
+    "MEMORY",
+    "ACL",
+    "ROLE",
+    "LOLWUT",
+    "PUBLISH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "PUBSUB",
+];
+
 /// A command calm answers, as `COMMAND INFO` and `COMMAND DOCS` describe it.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec {
@@ -1294,12 +1359,15 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 rev: name == "ZREVRANK",
             },
         ),
-        ("ZPOPMIN" | "ZPOPMAX" | "BZPOPMIN" | "BZPOPMAX" | "ZMPOP" | "BZMPOP", _) => {
-            refuse_uncoordinated(
-                &name,
-                "a pop needs one winner among clients racing on different replicas",
-            )
-        }
+        (
+            "ZPOPMIN" | "ZPOPMAX" | "BZPOPMIN" | "BZPOPMAX" | "ZMPOP" | "BZMPOP" | "LPOP" | "RPOP"
+            | "BLPOP" | "BRPOP" | "LMPOP" | "BLMPOP" | "LMOVE" | "BLMOVE" | "RPOPLPUSH"
+            | "BRPOPLPUSH" | "SPOP",
+            _,
+        ) => refuse_uncoordinated(
+            &name,
+            "a pop needs one winner among clients racing on different replicas",
+        ),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
@@ -1398,6 +1466,27 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             &name,
             "emptying the store needs every replica to stop at the same moment",
         ),
+        ("RENAME" | "RENAMENX" | "COPY" | "MOVE" | "SMOVE", _) => refuse_uncoordinated(
+            &name,
+            "it takes a value from one key to another in one step, which replicas of both keys would have to agree on",
+        ),
+        ("WAIT" | "WAITAOF", _) => refuse_uncoordinated(
+            &name,
+            "writes are answered once every replica seen alive holds them already (see --resp-ack)",
+        ),
+        ("SWAPDB" | "MIGRATE", _) => {
+            refuse_uncoordinated(&name, "calm has one keyspace, spread over the cluster")
+        }
+        (
+            "REPLICAOF" | "SLAVEOF" | "FAILOVER" | "PSYNC" | "SYNC" | "REPLCONF" | "SHUTDOWN"
+            | "MONITOR" | "DEBUG" | "MODULE",
+            _,
+        ) => Step::Reply(Out::err(format!(
+            "ERR {name} is not supported: calm replicates, stops and is watched its own way (calm status, calm server --help)"
+        ))),
+        (not_yet, _) if NOT_YET.contains(&not_yet) => Step::Reply(Out::err(format!(
+            "ERR {not_yet} is not supported yet by calm (see the compatibility table in calm-kvs's README)"
+        ))),
         // A command calm answers, with arguments it does not take.
         (known, _) if command_spec(known.as_bytes()).is_some() => wrong_args(&name),
         _ => {
@@ -2253,4 +2342,87 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             Some(v) => Out::Array(vec![Out::Bulk(as_string(v)?)]),
         },
     })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The compatibility table in `kvs/README.md` says, per Redis group, which commands calm
+    /// supports, refuses and has not yet; every one of them is checked here, and every
+    /// command calm answers must be in the table.
+    #[test]
+    fn the_compatibility_table_is_true() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| group | supported | refused | not yet |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(rows.len() >= 9, "the table has a row per group: {rows:?}");
+        let names = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let answer = |name: &str| -> Option<String> {
+            let mut session = Session {
+                id: 1,
+                proto: 2,
+                authed: true,
+                name: None,
+                multi: false,
+                scan: None,
+            };
+            let args: Vec<Bytes> = [name, "k", "1", "x", "y"]
+                .iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect();
+            match plan(&mut session, &args, None, 0) {
+                Step::Reply(Out::Error(e)) => Some(e),
+                _ => None,
+            }
+        };
+        let mut supported = Vec::new();
+        for row in rows {
+            let cells: Vec<&str> = row.split('|').collect();
+            let group = cells[1].trim();
+            for name in names(cells[2]) {
+                assert!(
+                    command_spec(name.as_bytes()).is_some(),
+                    "{group}: {name} is in the table as supported but not in COMMANDS"
+                );
+                let e = answer(&name).unwrap_or_default();
+                assert!(
+                    !e.contains("not supported yet") && !e.contains("unknown command"),
+                    "{name}: {e}"
+                );
+                supported.push(name.to_ascii_lowercase());
+            }
+            for name in names(cells[3]) {
+                let e = answer(&name).unwrap_or_default();
+                assert!(
+                    e.contains("is not supported:"),
+                    "{group}: {name} is in the table as refused, but answers {e:?}"
+                );
+            }
+            for name in names(cells[4]) {
+                let e = answer(&name).unwrap_or_default();
+                assert!(
+                    e.contains("not supported yet"),
+                    "{group}: {name} is in the table as not yet, but answers {e:?}"
+                );
+            }
+        }
+        for c in COMMANDS.iter().filter(|c| !c.name.starts_with("calm.")) {
+            assert!(
+                supported.iter().any(|s| s == c.name),
+                "{} is answered but not in the compatibility table",
+                c.name
+            );
+        }
+    }
 }
