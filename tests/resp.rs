@@ -460,6 +460,15 @@ fn same_replies_as_redis_server() {
             "{args:?}: calm answered {ours:?}"
         );
     }
+    // And everything goes.
+    for args in [
+        &["FLUSHALL"][..],
+        &["DBSIZE"],
+        &["KEYS", "*"],
+        &["GET", "s"],
+    ] {
+        assert_eq!(cli(calm.port, args), cli(redis.port, args), "{args:?}");
+    }
 }
 
 #[test]

@@ -279,6 +279,8 @@ pub enum Step {
     Config(Vec<Bytes>),
     /// `CLIENT LIST`: every connection of this node's Redis port.
     ClientList,
+    /// `FLUSHALL`/`FLUSHDB`: delete every key of the cluster, one by one.
+    Flush,
     /// `INFO [section ...]`: needs the node's figures; the sections asked for, lowercase
     /// (none: the default ones).
     Info(Vec<String>),
@@ -705,6 +707,22 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Returns part of a string value.",
     ),
     spec("time", 1, F, NO_KEYS, "server", "Returns the node's time."),
+    spec(
+        "flushall",
+        -1,
+        W,
+        NO_KEYS,
+        "server",
+        "Deletes every key of the cluster, as DEL would (not atomically).",
+    ),
+    spec(
+        "flushdb",
+        -1,
+        W,
+        NO_KEYS,
+        "server",
+        "Deletes every key of the cluster, as DEL would (not atomically).",
+    ),
     spec(
         "scard",
         2,
@@ -1462,10 +1480,15 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             "transactions need every replica to agree on an order",
         ),
         ("MULTI", _) => wrong_args(&name),
-        ("FLUSHALL" | "FLUSHDB", _) => refuse_uncoordinated(
-            &name,
-            "emptying the store needs every replica to stop at the same moment",
-        ),
+        // Not atomic: every key listed now is deleted as DEL deletes it (a write that
+        // races it survives), which needs no replica to wait for another.
+        ("FLUSHALL" | "FLUSHDB", 0) => Step::Flush,
+        ("FLUSHALL" | "FLUSHDB", 1)
+            if a[0].eq_ignore_ascii_case(b"SYNC") || a[0].eq_ignore_ascii_case(b"ASYNC") =>
+        {
+            Step::Flush
+        }
+        ("FLUSHALL" | "FLUSHDB", _) => Step::Reply(Out::err("ERR syntax error")),
         ("RENAME" | "RENAMENX" | "COPY" | "MOVE" | "SMOVE", _) => refuse_uncoordinated(
             &name,
             "it takes a value from one key to another in one step, which replicas of both keys would have to agree on",

@@ -268,6 +268,7 @@ impl Connection {
                 Step::Keys(filter, listing) => self.list_keys(filter, listing).await,
                 Step::Config(patterns) => self.config_get(&patterns),
                 Step::ClientList => Out::Bulk(Bytes::from(self.clients.render_list())),
+                Step::Flush => self.flush_all().await,
                 Step::Info(sections) => match self.service.node.stats().await {
                     Ok(s) => Out::Bulk(Bytes::from(info::render(
                         &sections,
@@ -314,6 +315,27 @@ impl Connection {
             }
             Err(e) => Out::err(format!("ERR {e}")),
         }
+    }
+
+    /// `FLUSHALL`: deletes every key the cluster lists now, as `DEL` would, a batch at a
+    /// time. Not atomic: a write racing it may survive, as it would a `DEL`.
+    async fn flush_all(&self) -> Out {
+        let keys = match self.service.cluster_keys(&KeyFilter::default()).await {
+            Ok(keys) => keys,
+            Err(e) => return Out::err(format!("ERR {e}")),
+        };
+        for chunk in keys.chunks(MAX_BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|key| Op::Delete { key: key.clone() })
+                .collect();
+            for result in execute(&self.service, ops, self.config.ack).await {
+                if let Err(e) = result {
+                    return Out::err(format!("ERR {e}"));
+                }
+            }
+        }
+        Out::ok()
     }
 
     /// `CONFIG GET`: calm's settings under the names Redis gives the closest ones.
