@@ -146,6 +146,15 @@ fn redis_cli_runs_every_command() {
     assert!(
         cli(p, &["CONFIG", "SET", "maxmemory", "1"]).starts_with("ERR CONFIG SET is not supported")
     );
+    // Redis's knobs for compact encodings change nothing in calm, and are accepted.
+    assert_eq!(
+        cli(p, &["CONFIG", "SET", "hash-max-listpack-entries", "10"]),
+        "OK"
+    );
+    assert_eq!(cli(p, &["FUNCTION", "FLUSH"]), "OK");
+    let usage: i64 = cli(p, &["MEMORY", "USAGE", "greeting"]).parse().unwrap();
+    assert!(usage > "greeting".len() as i64 + 11, "{usage}");
+    assert_eq!(cli(p, &["MEMORY", "USAGE", "missing"]), "");
     let info = cli(p, &["COMMAND", "INFO", "get", "nosuch", "zadd"]);
     assert!(
         info.starts_with("get\n2\nreadonly\nfast\n1\n1\n1"),
