@@ -221,6 +221,7 @@ pub fn value_size(value: &Option<ReadValue>) -> usize {
             fields.iter().map(|(f, v)| f.len() + v.len() + 16).sum()
         }
         Some(ReadValue::SortedSet { members }) => members.iter().map(|(m, _)| m.len() + 16).sum(),
+        Some(ReadValue::List { values }) => sum(values),
     }
 }
 

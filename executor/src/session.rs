@@ -83,8 +83,9 @@ pub struct Session {
 
 /// The bytes a function sees for a stored value: lww and priority values as they are;
 /// causal registers their greatest concurrent value; counters and max registers in
-/// decimal; sets their members one per line; hashes one field per line, its name, a tab
-/// and its value; sorted sets one member per line by score, the member, a tab and its score.
+/// decimal; sets their members and lists their elements, one per line; hashes one field per
+/// line, its name, a tab and its value; sorted sets one member per line by score, the
+/// member, a tab and its score.
 pub fn value_bytes(value: &ReadValue) -> Bytes {
     let lines = |ms: &[Bytes]| {
         Bytes::from(
@@ -102,6 +103,7 @@ pub fn value_bytes(value: &ReadValue) -> Bytes {
         ReadValue::Counter { value } => Bytes::from(value.to_string()),
         ReadValue::Max { value } => Bytes::from(value.to_string()),
         ReadValue::Set { members } | ReadValue::OrSet { members } => lines(members),
+        ReadValue::List { values } => lines(values),
         ReadValue::Hash { fields } => lines(
             &fields
                 .iter()

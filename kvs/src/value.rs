@@ -14,6 +14,7 @@
 //! | `multicausal` | [`MultiKeyCausal`] of optional bytes | a tombstone version after everything seen |
 //! | `hash` | [`OrMap`] of fields, each a [`HashField`] | the map's own clear (observed remove) |
 //! | `zset` | [`OrMap`] of members, each a [`ScoreCell`] | the map's own clear (observed remove) |
+//! | `list` | [`Rga`] of bytes | removes every element seen (tombstones) |
 //!
 //! A write concurrent with an observed reset survives it (add-wins); a read of a deleted or
 //! emptied key says "not found", never an empty value.
@@ -48,7 +49,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use calm_lattice::{
     DomPair, IsBot, Lww, MapUnion, Max, Merge, MultiKeyCausal, OrMap, OrSet, PNCounter, Pair,
-    Priority, ReplicaId, SetUnionBTreeSet, SingleKeyCausal, Stamp, VectorClock,
+    Priority, ReplicaId, Rga, SetUnionBTreeSet, SingleKeyCausal, Stamp, VectorClock,
 };
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +216,91 @@ fn remove_all<L: Merge + Clone + Default>(
     delta
 }
 
+/// The positions `start..=stop` of a sequence of `len` elements, as Redis reads list and
+/// range indexes (negative ones count from the end); `None` when the range is empty.
+pub fn index_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let n = i64::try_from(len).unwrap_or(i64::MAX);
+    let start = if start < 0 { (start + n).max(0) } else { start };
+    let stop = if stop < 0 { stop + n } else { stop.min(n - 1) };
+    (start <= stop && start < n && stop >= 0).then_some((start as usize, stop as usize))
+}
+
+/// Applies a list write to `list` as `replica`; returns the delta.
+fn edit_list(list: &mut Rga<Bytes>, replica: ReplicaId, write: Write) -> Rga<Bytes> {
+    let mut delta = Rga::default();
+    let visible: Vec<(calm_lattice::ElemId, Bytes)> = if matches!(write, Write::ListPush { .. }) {
+        Vec::new()
+    } else {
+        list.iter().map(|(id, v)| (id, v.clone())).collect()
+    };
+    match write {
+        Write::ListPush { front, values } => {
+            for value in values {
+                delta.merge(if front {
+                    list.push_front(replica, value)
+                } else {
+                    list.push_back(replica, value)
+                });
+            }
+        }
+        Write::ListInsert {
+            pivot,
+            before,
+            value,
+        } => {
+            if let Some((pivot, _)) = visible.iter().find(|(_, v)| *v == pivot) {
+                let anchor = if before {
+                    let order = list.order();
+                    match order.iter().position(|id| id == pivot) {
+                        Some(0) | None => calm_lattice::Anchor::Front,
+                        Some(i) => calm_lattice::Anchor::After(order[i - 1]),
+                    }
+                } else {
+                    calm_lattice::Anchor::After(*pivot)
+                };
+                delta.merge(list.insert(replica, anchor, value));
+            }
+        }
+        Write::ListRem { count, value } => {
+            let matching = visible
+                .iter()
+                .filter(|(_, v)| *v == value)
+                .map(|(id, _)| *id);
+            let chosen: Vec<_> = match count {
+                0 => matching.collect(),
+                n if n > 0 => matching.take(n.unsigned_abs() as usize).collect(),
+                n => {
+                    let all: Vec<_> = matching.collect();
+                    all.into_iter()
+                        .rev()
+                        .take(n.unsigned_abs() as usize)
+                        .collect()
+                }
+            };
+            for id in chosen {
+                delta.merge(list.remove(id));
+            }
+        }
+        Write::ListSet { index, value } => {
+            if let Some((i, _)) = index_range(visible.len(), index, index) {
+                let old = visible[i].0;
+                delta.merge(list.remove(old));
+                delta.merge(list.insert(replica, calm_lattice::Anchor::After(old), value));
+            }
+        }
+        Write::ListTrim { start, stop } => {
+            let keep = index_range(visible.len(), start, stop);
+            for (i, (id, _)) in visible.iter().enumerate() {
+                if keep.is_none_or(|(a, b)| i < a || i > b) {
+                    delta.merge(list.remove(*id));
+                }
+            }
+        }
+        _ => {}
+    }
+    delta
+}
+
 /// An increment refused before it changed anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IncrementRefused {
@@ -254,11 +340,13 @@ pub enum Kind {
     Hash,
     /// Members with scores, with removal (Redis's sorted set).
     SortedSet,
+    /// A sequence of byte strings (Redis's list).
+    List,
 }
 
 impl Kind {
     /// Every kind, in order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Lww,
         Kind::Set,
         Kind::OrSet,
@@ -269,10 +357,11 @@ impl Kind {
         Kind::MultiCausal,
         Kind::Hash,
         Kind::SortedSet,
+        Kind::List,
     ];
 
     /// The name users type and see (`lww`, `set`, `orset`, `counter`, `max`, `priority`,
-    /// `causal`, `multicausal`, `hash`, `zset`).
+    /// `causal`, `multicausal`, `hash`, `zset`, `list`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Lww => "lww",
@@ -285,6 +374,7 @@ impl Kind {
             Kind::MultiCausal => "multicausal",
             Kind::Hash => "hash",
             Kind::SortedSet => "zset",
+            Kind::List => "list",
         }
     }
 }
@@ -298,7 +388,7 @@ impl fmt::Display for Kind {
 /// A kind name that is not one of calm's kinds.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown value type '{0}'; expected one of lww, set, orset, counter, max, priority, causal, multicausal, hash, zset"
+    "unknown value type '{0}'; expected one of lww, set, orset, counter, max, priority, causal, multicausal, hash, zset, list"
 )]
 pub struct UnknownKind(pub String);
 
@@ -336,6 +426,8 @@ pub enum Value {
     Hash(OrMap<Bytes, HashField>),
     /// Members with scores: an update concurrent with a removal keeps the member.
     SortedSet(OrMap<Bytes, ScoreCell>),
+    /// A sequence: concurrent inserts at one place are all kept.
+    List(Rga<Bytes>),
     /// A key whose kind changed after it was deleted: `value` (never itself a generation)
     /// holds what was written since `since`. It replaces every value of an earlier
     /// generation (a value of any other variant is generation zero) and merges with values
@@ -429,6 +521,46 @@ pub enum Write {
         /// How much to add.
         by: Score,
     },
+    /// Push values at the front (each becomes the first, as `LPUSH` does) or at the back.
+    ListPush {
+        /// At the front (else the back).
+        front: bool,
+        /// The values, in the order they are pushed.
+        values: Vec<Bytes>,
+    },
+    /// Insert a value before or after the first element equal to `pivot` (nothing when
+    /// there is none).
+    ListInsert {
+        /// The element to insert next to.
+        pivot: Bytes,
+        /// Before it (else after).
+        before: bool,
+        /// The value.
+        value: Bytes,
+    },
+    /// Remove elements equal to `value`: the first `count` (from the back when negative;
+    /// all when 0), as far as this replica has seen them.
+    ListRem {
+        /// How many, and from which end.
+        count: i64,
+        /// The value.
+        value: Bytes,
+    },
+    /// Replace the element at `index` (from the back when negative): removed, and the new
+    /// value inserted in its place. Nothing when there is none.
+    ListSet {
+        /// The index.
+        index: i64,
+        /// The value.
+        value: Bytes,
+    },
+    /// Keep only the elements from `start` to `stop` (inclusive; negative from the back).
+    ListTrim {
+        /// The first index kept.
+        start: i64,
+        /// The last index kept.
+        stop: i64,
+    },
     /// Merge a whole lattice value (for replication, import, or values built by clients).
     Merge(Value),
 }
@@ -447,6 +579,11 @@ impl Write {
             Write::MultiCausal { .. } => Kind::MultiCausal,
             Write::HashSet(_) | Write::HashDel(_) | Write::HashIncr { .. } => Kind::Hash,
             Write::ZAdd(_) | Write::ZRem(_) | Write::ZIncr { .. } => Kind::SortedSet,
+            Write::ListPush { .. }
+            | Write::ListInsert { .. }
+            | Write::ListRem { .. }
+            | Write::ListSet { .. }
+            | Write::ListTrim { .. } => Kind::List,
             Write::Merge(v) => v.kind(),
         }
     }
@@ -456,7 +593,14 @@ impl Write {
     pub fn creates(&self) -> bool {
         !matches!(
             self,
-            Write::Merge(_) | Write::OrSetRemove(_) | Write::HashDel(_) | Write::ZRem(_)
+            Write::Merge(_)
+                | Write::OrSetRemove(_)
+                | Write::HashDel(_)
+                | Write::ZRem(_)
+                | Write::ListInsert { .. }
+                | Write::ListRem { .. }
+                | Write::ListSet { .. }
+                | Write::ListTrim { .. }
         )
     }
 
@@ -472,6 +616,10 @@ impl Write {
             | Write::ZRem(ms) => sum(ms),
             Write::ZAdd(members) => members.iter().map(|(m, _)| m.len() + 8).sum(),
             Write::ZIncr { member, .. } => member.len() + 8,
+            Write::ListPush { values, .. } => sum(values),
+            Write::ListInsert { pivot, value, .. } => pivot.len() + value.len(),
+            Write::ListRem { value, .. } | Write::ListSet { value, .. } => value.len() + 8,
+            Write::ListTrim { .. } => 16,
             Write::HashSet(fields) => fields.iter().map(|(f, v)| f.len() + v.len()).sum(),
             Write::HashIncr { field, .. } => field.len() + 8,
             Write::Increment(_) | Write::Max(_) => 8,
@@ -548,6 +696,11 @@ pub enum ReadValue {
         /// The members and their scores.
         members: Vec<(Bytes, Score)>,
     },
+    /// A list's elements, in order.
+    List {
+        /// The elements.
+        values: Vec<Bytes>,
+    },
 }
 
 impl ReadValue {
@@ -612,6 +765,7 @@ impl ReadValue {
             ReadValue::MultiCausal { .. } => Kind::MultiCausal,
             ReadValue::Hash { .. } => Kind::Hash,
             ReadValue::SortedSet { .. } => Kind::SortedSet,
+            ReadValue::List { .. } => Kind::List,
         }
     }
 }
@@ -630,6 +784,7 @@ impl Value {
             Kind::MultiCausal => Value::MultiCausal(MultiKeyCausal::default()),
             Kind::Hash => Value::Hash(OrMap::default()),
             Kind::SortedSet => Value::SortedSet(OrMap::default()),
+            Kind::List => Value::List(Rga::default()),
         }
     }
 
@@ -646,6 +801,7 @@ impl Value {
             Value::MultiCausal(_) => Kind::MultiCausal,
             Value::Hash(_) => Kind::Hash,
             Value::SortedSet(_) => Kind::SortedSet,
+            Value::List(_) => Kind::List,
             Value::Generation { value, .. } | Value::Expiring { value, .. } => value.kind(),
         }
     }
@@ -791,6 +947,7 @@ impl Value {
             (Value::MultiCausal(a), Value::MultiCausal(b)) => a.merge(b),
             (Value::Hash(a), Value::Hash(b)) => a.merge(b),
             (Value::SortedSet(a), Value::SortedSet(b)) => a.merge(b),
+            (Value::List(a), Value::List(b)) => a.merge(b),
             (a, b) => {
                 return Err(KindMismatch {
                     stored: a.kind(),
@@ -920,6 +1077,14 @@ impl Value {
             (Value::SortedSet(v), Write::ZIncr { member, by }) => {
                 Value::SortedSet(v.update(r, member, |c| add_to_sum(&mut c.b, r, by.get())))
             }
+            (
+                Value::List(v),
+                w @ (Write::ListPush { .. }
+                | Write::ListInsert { .. }
+                | Write::ListRem { .. }
+                | Write::ListSet { .. }
+                | Write::ListTrim { .. }),
+            ) => Value::List(edit_list(v, r, w)),
             (me, Write::Merge(value)) => {
                 me.merge(value.clone())?;
                 value
@@ -960,6 +1125,14 @@ impl Value {
             Value::MultiCausal(v) => Value::MultiCausal(v.write(r, None, [])),
             Value::Hash(v) => Value::Hash(v.clear()),
             Value::SortedSet(v) => Value::SortedSet(v.clear()),
+            Value::List(v) => {
+                let ids: Vec<_> = v.iter().map(|(id, _)| id).collect();
+                let mut delta = Rga::default();
+                for id in ids {
+                    delta.merge(v.remove(id));
+                }
+                Value::List(delta)
+            }
         })
     }
 
@@ -980,6 +1153,7 @@ impl Value {
             Value::MultiCausal(v) => v.clock().get(replica) > 0,
             Value::Hash(v) => v.context().has_seen(replica),
             Value::SortedSet(v) => v.context().has_seen(replica),
+            Value::List(v) => v.inserted_by(replica),
             Value::Generation { value, .. } | Value::Expiring { value, .. } => {
                 value.written_by(replica)
             }
@@ -999,6 +1173,7 @@ impl Value {
             Value::MultiCausal(v) => v.values().any(Option::is_some),
             Value::Hash(v) => !v.is_empty(),
             Value::SortedSet(v) => !v.is_empty(),
+            Value::List(v) => !v.is_empty(),
             Value::Generation { value, .. } | Value::Expiring { value, .. } => value.is_visible(),
         }
     }
@@ -1062,6 +1237,9 @@ impl Value {
                 members.sort_by(|(m1, s1), (m2, s2)| s1.cmp(s2).then_with(|| m1.cmp(m2)));
                 ReadValue::SortedSet { members }
             }
+            Value::List(v) => ReadValue::List {
+                values: v.values().cloned().collect(),
+            },
         })
     }
 
@@ -1149,8 +1327,8 @@ mod test {
         for k in Kind::ALL {
             assert_eq!(k.name().parse::<Kind>(), Ok(k));
         }
-        let err = "list".parse::<Kind>().unwrap_err();
-        assert!(err.to_string().contains("'list'"));
+        let err = "stream".parse::<Kind>().unwrap_err();
+        assert!(err.to_string().contains("'stream'"));
     }
 
     #[test]
@@ -1190,6 +1368,10 @@ mod test {
             },
             Write::HashSet(vec![(b("f"), b("v"))]),
             Write::ZAdd(vec![(b("m"), Score::new(1.0).unwrap())]),
+            Write::ListPush {
+                front: false,
+                values: vec![b("x")],
+            },
         ];
         for w in writes {
             let kind = w.kind();
@@ -1610,6 +1792,117 @@ mod test {
         old.merge(fresh).unwrap();
         assert_eq!(old.read_at(300, false), e.read_at(300, false));
         assert_eq!(old.generation(), e.generation());
+    }
+
+    fn list_values(v: &Value) -> Vec<String> {
+        match v.read(false) {
+            Some(ReadValue::List { values }) => values
+                .iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect(),
+            None => vec![],
+            Some(other) => panic!("not a list: {other:?}"),
+        }
+    }
+
+    /// Lists: pushes at both ends, inserts next to a pivot, removals by value, replacement
+    /// and trimming, as Redis does them on one replica; and two replicas editing at once
+    /// converge in every order of delivery, keeping both sides' inserts.
+    #[test]
+    fn lists_edit_as_redis_and_converge() {
+        let push = |front: bool, vs: &[&str]| Write::ListPush {
+            front,
+            values: vs.iter().map(|x| b(x)).collect(),
+        };
+        let mut l = Value::empty(Kind::List);
+        l.apply(push(false, &["b", "c"]), ctx(1, 1)).unwrap();
+        l.apply(push(true, &["a", "z"]), ctx(1, 2)).unwrap();
+        assert_eq!(list_values(&l), ["z", "a", "b", "c"]);
+        let insert = |pivot: &str, before: bool, value: &str| Write::ListInsert {
+            pivot: b(pivot),
+            before,
+            value: b(value),
+        };
+        l.apply(insert("b", true, "x"), ctx(1, 3)).unwrap();
+        l.apply(insert("c", false, "y"), ctx(1, 4)).unwrap();
+        l.apply(insert("z", true, "w"), ctx(1, 5)).unwrap();
+        l.apply(insert("nope", true, "never"), ctx(1, 6)).unwrap();
+        assert_eq!(list_values(&l), ["w", "z", "a", "x", "b", "c", "y"]);
+        l.apply(push(false, &["a", "a"]), ctx(1, 7)).unwrap();
+        l.apply(
+            Write::ListRem {
+                count: -2,
+                value: b("a"),
+            },
+            ctx(1, 8),
+        )
+        .unwrap();
+        assert_eq!(list_values(&l), ["w", "z", "a", "x", "b", "c", "y"]);
+        l.apply(
+            Write::ListSet {
+                index: -1,
+                value: b("Y"),
+            },
+            ctx(1, 9),
+        )
+        .unwrap();
+        l.apply(
+            Write::ListSet {
+                index: 99,
+                value: b("no"),
+            },
+            ctx(1, 10),
+        )
+        .unwrap();
+        l.apply(Write::ListTrim { start: 1, stop: -2 }, ctx(1, 11))
+            .unwrap();
+        assert_eq!(list_values(&l), ["z", "a", "x", "b", "c"]);
+        // Two replicas at once: one pushes at both ends and inserts after "a", the other
+        // removes "x" and inserts after "a" too.
+        let (mut r1, mut r2) = (l.clone(), l.clone());
+        let mut deltas = vec![
+            r1.apply(push(true, &["first"]), ctx(1, 20)).unwrap(),
+            r1.apply(push(false, &["last"]), ctx(1, 21)).unwrap(),
+            r1.apply(insert("a", false, "one"), ctx(1, 22)).unwrap(),
+            r2.apply(
+                Write::ListRem {
+                    count: 0,
+                    value: b("x"),
+                },
+                ctx(2, 20),
+            )
+            .unwrap(),
+            r2.apply(insert("a", false, "two"), ctx(2, 21)).unwrap(),
+        ];
+        deltas.push(r2.apply(push(false, &["end2"]), ctx(2, 22)).unwrap());
+        let mut outcomes = Vec::new();
+        for order in orders(deltas.len()) {
+            let mut v = l.clone();
+            for i in order {
+                v.merge(deltas[i].clone()).unwrap();
+            }
+            outcomes.push(list_values(&v));
+        }
+        for o in &outcomes {
+            assert_eq!(o, &outcomes[0]);
+        }
+        let got = &outcomes[0];
+        assert_eq!(got.first().map(String::as_str), Some("first"));
+        assert!(!got.contains(&"x".to_string()));
+        for x in ["one", "two", "last", "end2"] {
+            assert!(got.contains(&x.to_string()), "{x} in {got:?}");
+        }
+        // Both inserts after "a" sit right after it, in some order both replicas agree on.
+        let a = got.iter().position(|x| x == "a").unwrap();
+        let mut next: Vec<&str> = got[a + 1..a + 3].iter().map(String::as_str).collect();
+        next.sort();
+        assert_eq!(next, ["one", "two"]);
+        // A delete removes every element seen; the key takes any kind afterwards.
+        let mut d = l.clone();
+        d.delete(ctx(1, 30)).unwrap();
+        assert_eq!(d.read(false), None);
+        d.apply(Write::Lww(b("s")), ctx(1, 31)).unwrap();
+        assert_eq!(d.kind(), Kind::Lww);
     }
 
     #[test]

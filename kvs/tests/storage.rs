@@ -89,6 +89,28 @@ async fn write_every_kind(store: &EmbeddedStore) {
         )
         .await
         .unwrap();
+    for (front, v) in [(false, "b"), (false, "c"), (true, "a")] {
+        store
+            .write(
+                "list",
+                Write::ListPush {
+                    front,
+                    values: vec![b(v)],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .write(
+            "list",
+            Write::ListRem {
+                count: 0,
+                value: b("b"),
+            },
+        )
+        .await
+        .unwrap();
     store.put("deleted", "gone").await.unwrap();
     assert!(store.delete("deleted").await.unwrap());
     // Far in the future: the key keeps its deadline across the restart.
@@ -107,8 +129,8 @@ async fn deadline(store: &EmbeddedStore, key: &str) -> Option<u64> {
     }
 }
 
-const KEYS: [&str; 11] = [
-    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "hash", "zset",
+const KEYS: [&str; 12] = [
+    "lww", "set", "orset", "counter", "max", "priority", "causal", "multi", "hash", "zset", "list",
     "deleted",
 ];
 
@@ -127,7 +149,13 @@ async fn a_restarted_node_has_every_kind_back() {
         let store = EmbeddedStore::start(config(dir.path(), durability, 2)).unwrap();
         write_every_kind(&store).await;
         let before = read_all(&store).await;
-        assert!(before.iter().take(10).all(Option::is_some), "{before:?}");
+        assert!(before.iter().take(11).all(Option::is_some), "{before:?}");
+        assert_eq!(
+            before[10],
+            Some(ReadValue::List {
+                values: vec![b("a"), b("c")]
+            })
+        );
         assert_eq!(
             before[8]
                 .as_ref()
@@ -142,7 +170,7 @@ async fn a_restarted_node_has_every_kind_back() {
                 .map(<[_]>::to_vec),
             Some(vec![(b("b"), score(-2.0)), (b("a"), score(1.75))])
         );
-        assert_eq!(before[10], None, "a deleted key reads as missing");
+        assert_eq!(before[11], None, "a deleted key reads as missing");
         assert_eq!(store.get("expired").await.unwrap(), None, "expired");
         store.node().shutdown();
         drop(store);

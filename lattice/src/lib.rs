@@ -57,6 +57,7 @@
 //! | [`TopK`], [`BoundedSet`] | the k greatest elements; a set that saturates at a bound |
 //! | [`GCounter`], [`PNCounter`] | grow-only and increment/decrement counters |
 //! | [`OrSet`], [`OrMap`] | add-wins observed-remove set and map, no tombstones |
+//! | [`Rga`] | a sequence (list): inserts at the front, back or after an element, removals |
 //!
 //! Product lattices of your own come from `#[derive(Lattice)]` (see [`macro@Lattice`]).
 //!
@@ -91,6 +92,7 @@ mod pair;
 mod pn_counter;
 mod priority;
 mod replica;
+mod rga;
 mod set_union;
 mod single_key_causal;
 mod top_k;
@@ -121,6 +123,7 @@ pub use pair::Pair;
 pub use pn_counter::PNCounter;
 pub use priority::Priority;
 pub use replica::ReplicaId;
+pub use rga::{Anchor, Elem, ElemId, Rga};
 pub use set_union::{
     SetRead, SetUnion, SetUnionBTreeSet, SetUnionHashSet, SetUnionSingle, SetWrite, Single,
 };

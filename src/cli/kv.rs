@@ -166,6 +166,9 @@ fn read_json(key: &str, value: &ReadValue) -> Json {
         ReadValue::Set { members } | ReadValue::OrSet { members } => {
             json!({ "members": members.iter().map(bytes_json).collect::<Vec<_>>() })
         }
+        ReadValue::List { values } => {
+            json!({ "values": values.iter().map(bytes_json).collect::<Vec<_>>() })
+        }
         ReadValue::Counter { value } => {
             json!({ "value": value.to_string().parse::<Json>().unwrap_or(Json::Null) })
         }
@@ -202,6 +205,7 @@ fn print_text(value: &ReadValue) {
         ReadValue::Set { members } | ReadValue::OrSet { members } => {
             members.iter().for_each(|m| line(m))
         }
+        ReadValue::List { values } => values.iter().for_each(|v| line(v)),
         ReadValue::Counter { value } => line(value.to_string().as_bytes()),
         ReadValue::Max { value } => line(value.to_string().as_bytes()),
         ReadValue::Priority { value, .. } => line(value),

@@ -104,6 +104,22 @@ pub enum Finish {
         /// Answer the count (at most this many; 0: no limit) instead of the members.
         count: Option<usize>,
     },
+    /// `LLEN` (and, after a write, `LPUSH`/`RPUSH`): the list's length.
+    ListLen {
+        /// Whether a write comes first.
+        after_write: bool,
+    },
+    /// `LRANGE`.
+    ListRange(i64, i64),
+    /// `LINDEX`.
+    ListIndex(i64),
+    /// `LINSERT`: read, then write; the length after, -1 without the pivot, 0 without the
+    /// key.
+    ListInsert(Bytes),
+    /// `LREM`: read, then write; how many were removed.
+    ListRem(i64, Bytes),
+    /// `LSET`: read, then write; an error without the key or the index.
+    ListSet(i64),
     /// `MEMORY USAGE`: the key's stored value, encoded, and its name's length.
     MemoryUsage(usize),
     /// `GETRANGE`: the bytes from `start` to `end` (inclusive; negative from the end).
@@ -332,17 +348,6 @@ pub const NOT_YET: &[&str] = &[
     "HINCRBYFLOAT",
     "HRANDFIELD",
     "HSCAN",
-    "LPUSH",
-    "RPUSH",
-    "LPUSHX",
-    "RPUSHX",
-    "LRANGE",
-    "LLEN",
-    "LINDEX",
-    "LINSERT",
-    "LREM",
-    "LSET",
-    "LTRIM",
     "LPOS",
     "SRANDMEMBER",
     "SSCAN",
@@ -630,6 +635,71 @@ pub const COMMANDS: &[CommandSpec] = &[
         ONE,
         "generic",
         "Returns a key's time to live in milliseconds.",
+    ),
+    spec(
+        "lpush",
+        -3,
+        WF,
+        ONE,
+        "list",
+        "Pushes values at the front of a list.",
+    ),
+    spec(
+        "rpush",
+        -3,
+        WF,
+        ONE,
+        "list",
+        "Pushes values at the back of a list.",
+    ),
+    spec("llen", 2, RF, ONE, "list", "Returns the length of a list."),
+    spec(
+        "lrange",
+        4,
+        R,
+        ONE,
+        "list",
+        "Returns a range of a list's elements.",
+    ),
+    spec(
+        "lindex",
+        3,
+        R,
+        ONE,
+        "list",
+        "Returns a list's element by index.",
+    ),
+    spec(
+        "linsert",
+        5,
+        W,
+        ONE,
+        "list",
+        "Inserts a value before or after an element.",
+    ),
+    spec(
+        "lrem",
+        4,
+        W,
+        ONE,
+        "list",
+        "Removes elements equal to a value.",
+    ),
+    spec(
+        "lset",
+        4,
+        W,
+        ONE,
+        "list",
+        "Replaces a list's element by index.",
+    ),
+    spec(
+        "ltrim",
+        4,
+        W,
+        ONE,
+        "list",
+        "Keeps a range of a list's elements.",
     ),
     spec("sadd", -3, WF, ONE, "set", "Adds members to a set."),
     spec("srem", -3, WF, ONE, "set", "Removes members from a set."),
@@ -1411,6 +1481,89 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             &name,
             "a pop needs one winner among clients racing on different replicas",
         ),
+        ("LPUSH" | "RPUSH", n) if n >= 2 => Step::Data(
+            vec![
+                write(
+                    &a[0],
+                    Write::ListPush {
+                        front: name == "LPUSH",
+                        values: a[1..].to_vec(),
+                    },
+                ),
+                get(&a[0]),
+            ],
+            Finish::ListLen { after_write: true },
+        ),
+        ("LLEN", 1) => Step::Data(vec![get(&a[0])], Finish::ListLen { after_write: false }),
+        ("LRANGE", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
+            (Some(start), Some(stop)) => {
+                Step::Data(vec![get(&a[0])], Finish::ListRange(start, stop))
+            }
+            _ => not_integer(),
+        },
+        ("LINDEX", 2) => match int_arg(&a[1]) {
+            Some(i) => Step::Data(vec![get(&a[0])], Finish::ListIndex(i)),
+            None => not_integer(),
+        },
+        ("LINSERT", 4) => {
+            let before = match a[1].to_ascii_uppercase().as_slice() {
+                b"BEFORE" => true,
+                b"AFTER" => false,
+                _ => return Step::Reply(Out::err("ERR syntax error")),
+            };
+            let w = Write::ListInsert {
+                pivot: a[2].clone(),
+                before,
+                value: a[3].clone(),
+            };
+            Step::Data(
+                vec![get(&a[0]), write(&a[0], w)],
+                Finish::ListInsert(a[2].clone()),
+            )
+        }
+        ("LREM", 3) => match int_arg(&a[1]) {
+            Some(count) => Step::Data(
+                vec![
+                    get(&a[0]),
+                    write(
+                        &a[0],
+                        Write::ListRem {
+                            count,
+                            value: a[2].clone(),
+                        },
+                    ),
+                ],
+                Finish::ListRem(count, a[2].clone()),
+            ),
+            None => not_integer(),
+        },
+        ("LSET", 3) => match int_arg(&a[1]) {
+            Some(index) => Step::Data(
+                vec![
+                    get(&a[0]),
+                    write(
+                        &a[0],
+                        Write::ListSet {
+                            index,
+                            value: a[2].clone(),
+                        },
+                    ),
+                ],
+                Finish::ListSet(index),
+            ),
+            None => not_integer(),
+        },
+        ("LTRIM", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
+            (Some(start), Some(stop)) => Step::Data(
+                vec![write(&a[0], Write::ListTrim { start, stop })],
+                Finish::Ok,
+            ),
+            _ => not_integer(),
+        },
+        ("LPUSHX" | "RPUSHX", _) => refuse_uncoordinated(
+            &name,
+            "whether the list exists depends on every replica at once",
+        ),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
         ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
@@ -2031,7 +2184,8 @@ fn as_string(v: &ReadValue) -> Result<Bytes, Out> {
         ReadValue::Set { .. }
         | ReadValue::OrSet { .. }
         | ReadValue::Hash { .. }
-        | ReadValue::SortedSet { .. } => Err(wrongtype(v, "a string")),
+        | ReadValue::SortedSet { .. }
+        | ReadValue::List { .. } => Err(wrongtype(v, "a string")),
     }
 }
 
@@ -2041,6 +2195,15 @@ fn fields(v: Option<&ReadValue>) -> Result<&[(Bytes, Bytes)], Out> {
         None => Ok(&[]),
         Some(ReadValue::Hash { fields }) => Ok(fields),
         Some(other) => Err(wrongtype(other, "a hash")),
+    }
+}
+
+/// A list's elements (none when the key is not found).
+fn list(v: Option<&ReadValue>) -> Result<&[Bytes], Out> {
+    match v {
+        None => Ok(&[]),
+        Some(ReadValue::List { values }) => Ok(values),
+        Some(other) => Err(wrongtype(other, "a list")),
     }
 }
 
@@ -2207,6 +2370,67 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 }
             }
         }
+        Finish::ListLen { after_write } => {
+            let at = if after_write {
+                written(&r[0])?;
+                1
+            } else {
+                0
+            };
+            Out::Int(list(read(&r[at])?)?.len() as i64)
+        }
+        Finish::ListRange(start, stop) => {
+            let all = list(read(&r[0])?)?;
+            Out::Array(match crate::value::index_range(all.len(), start, stop) {
+                Some((a, b)) => all[a..=b].iter().cloned().map(Out::Bulk).collect(),
+                None => vec![],
+            })
+        }
+        Finish::ListIndex(i) => {
+            let all = list(read(&r[0])?)?;
+            match crate::value::index_range(all.len(), i, i) {
+                Some((a, _)) => Out::Bulk(all[a].clone()),
+                None => Out::Null,
+            }
+        }
+        Finish::ListInsert(pivot) => {
+            let before = read(&r[0])?;
+            written(&r[1])?;
+            match before {
+                None => Out::Int(0),
+                Some(v) => {
+                    let all = list(Some(v))?;
+                    if all.contains(&pivot) {
+                        Out::Int(all.len() as i64 + 1)
+                    } else {
+                        Out::Int(-1)
+                    }
+                }
+            }
+        }
+        Finish::ListRem(count, value) => {
+            let all = list(read(&r[0])?)?;
+            written(&r[1])?;
+            let matching = all.iter().filter(|v| **v == value).count();
+            Out::Int(match count {
+                0 => matching,
+                n => matching.min(n.unsigned_abs() as usize),
+            } as i64)
+        }
+        Finish::ListSet(index) => {
+            let before = read(&r[0])?;
+            written(&r[1])?;
+            match before {
+                None => return Err(Out::err("ERR no such key")),
+                Some(v) => {
+                    let all = list(Some(v))?;
+                    match crate::value::index_range(all.len(), index, index) {
+                        Some(_) => Out::ok(),
+                        None => return Err(Out::err("ERR index out of range")),
+                    }
+                }
+            }
+        }
         Finish::MemoryUsage(key_len) => match &r[0] {
             Ok(Reply::Raw(Some(v))) if v.is_visible() => {
                 let encoded = bincode::serde::encode_to_vec(v, bincode::config::standard())
@@ -2243,6 +2467,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
             Some(ReadValue::Hash { .. }) => "hash",
             Some(ReadValue::SortedSet { .. }) => "zset",
+            Some(ReadValue::List { .. }) => "list",
             Some(_) => "string",
         }),
         Finish::Ttl {
