@@ -1098,3 +1098,57 @@ fn keys_expire_on_every_node() {
         assert_eq!(cli(p, &["TTL", "ttl:counter"]), "-1");
     }
 }
+
+/// Publish/subscribe across `calm up`: subscribers on two nodes (one to a channel, one to a
+/// pattern) receive what is published through a third; `PUBLISH` counts them; a client
+/// that unsubscribed receives nothing more.
+#[test]
+fn publish_reaches_subscribers_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_base_port(3);
+    let up = Up::start(3, &dir.path().join("data"), base, &["--threads", "1"]);
+    let connect = |p: u16| {
+        redis::Client::open(format!("redis://127.0.0.1:{p}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    };
+    let mut one = connect(up.resp[1]);
+    let mut two = connect(up.resp[2]);
+    let mut by_channel = one.as_pubsub();
+    by_channel.subscribe("news").unwrap();
+    let mut by_pattern = two.as_pubsub();
+    by_pattern.psubscribe("n*").unwrap();
+    by_channel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    by_pattern
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(cli(up.resp[0], &["PUBLISH", "news", "hello"]), "2");
+    let m = by_channel.get_message().unwrap();
+    assert_eq!(
+        (m.get_channel_name(), m.get_payload::<String>().unwrap()),
+        ("news", "hello".to_string())
+    );
+    let m = by_pattern.get_message().unwrap();
+    assert_eq!(m.get_pattern::<String>().unwrap(), "n*");
+    assert_eq!(m.get_payload::<String>().unwrap(), "hello");
+    assert_eq!(cli(up.resp[0], &["PUBLISH", "other", "x"]), "0");
+    by_channel.unsubscribe("news").unwrap();
+    assert_eq!(cli(up.resp[1], &["PUBLISH", "news", "again"]), "1");
+    let m = by_pattern.get_message().unwrap();
+    assert_eq!(m.get_payload::<String>().unwrap(), "again");
+    // While subscribed, a RESP2 connection takes subscription commands only.
+    let (reply, closed) = raw(
+        up.resp[0],
+        b"SUBSCRIBE x\r\nGET k\r\nPING\r\nUNSUBSCRIBE\r\nGET k\r\nQUIT\r\n",
+    );
+    assert!(closed, "{reply}");
+    let expected = "*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n\
+        -ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n\
+        *2\r\n$4\r\npong\r\n$0\r\n\r\n\
+        *3\r\n$11\r\nunsubscribe\r\n$1\r\nx\r\n:0\r\n\
+        $-1\r\n+OK\r\n";
+    assert_eq!(reply, expected);
+}

@@ -121,6 +121,7 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
             node.clone(),
             Some(cluster.clone()),
             l.resp_config,
+            server.services().clone(),
         )?),
         None => None,
     };

@@ -22,6 +22,9 @@ pub enum Out {
     Null,
     /// An array.
     Array(Vec<Out>),
+    /// Out of band: a subscription's confirmation or message (RESP3 push; an array in
+    /// RESP2).
+    Push(Vec<Out>),
     /// A map (RESP3; a flat array in RESP2).
     Map(Vec<(Out, Out)>),
     /// A set (RESP3; an array in RESP2).
@@ -62,6 +65,9 @@ pub struct Session {
     /// The keys of the `SCAN` under way on this connection: its filter and the keys it
     /// pages through (listed when it started, at cursor 0).
     pub scan: Option<(KeyFilter, Vec<Bytes>)>,
+    /// Subscribed to a channel or pattern: in RESP2 only subscription commands, `PING`
+    /// and `QUIT` are taken then.
+    pub subscribed: bool,
 }
 
 /// How a data command's reply is made from its operations' results.
@@ -299,6 +305,12 @@ pub enum Step {
     ClientList,
     /// `FLUSHALL`/`FLUSHDB`: delete every key of the cluster, one by one.
     Flush,
+    /// `SUBSCRIBE`/`PSUBSCRIBE`: channels or patterns.
+    Subscribe(Vec<Bytes>, bool),
+    /// `UNSUBSCRIBE`/`PUNSUBSCRIBE`: channels or patterns (none: every one).
+    Unsubscribe(Vec<Bytes>, bool),
+    /// `PUBLISH channel message`: to the subscribers of every node.
+    Publish(Bytes, Bytes),
     /// `INFO [section ...]`: needs the node's figures; the sections asked for, lowercase
     /// (none: the default ones).
     Info(Vec<String>),
@@ -392,11 +404,6 @@ pub const NOT_YET: &[&str] = &[
     "EVAL",
     "EVALSHA",
     "SCRIPT",
-    "PUBLISH",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "PUNSUBSCRIBE",
     "PUBSUB",
 ];
 
@@ -784,6 +791,46 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Returns part of a string value.",
     ),
     spec("time", 1, F, NO_KEYS, "server", "Returns the node's time."),
+    spec(
+        "publish",
+        3,
+        F,
+        NO_KEYS,
+        "pubsub",
+        "Sends a message to the subscribers of every node.",
+    ),
+    spec(
+        "subscribe",
+        -2,
+        F,
+        NO_KEYS,
+        "pubsub",
+        "Listens for messages on channels.",
+    ),
+    spec(
+        "psubscribe",
+        -2,
+        F,
+        NO_KEYS,
+        "pubsub",
+        "Listens for messages on channels matching patterns.",
+    ),
+    spec(
+        "unsubscribe",
+        -1,
+        F,
+        NO_KEYS,
+        "pubsub",
+        "Stops listening on channels.",
+    ),
+    spec(
+        "punsubscribe",
+        -1,
+        F,
+        NO_KEYS,
+        "pubsub",
+        "Stops listening on patterns.",
+    ),
     spec(
         "memory",
         -2,
@@ -1212,7 +1259,23 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         (_, true) => return Step::Reply(Out::simple("QUEUED")),
         _ => {}
     }
+    let subscription = matches!(
+        name.as_str(),
+        "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT" | "RESET"
+    );
+    if session.subscribed && session.proto == 2 && !subscription {
+        return Step::Reply(Out::err(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            name.to_ascii_lowercase()
+        )));
+    }
     match (name.as_str(), a.len()) {
+        ("PING", n) if n <= 1 && session.subscribed && session.proto == 2 => {
+            Step::Reply(Out::Array(vec![
+                Out::bulk("pong"),
+                Out::Bulk(a.first().cloned().unwrap_or_default()),
+            ]))
+        }
         ("PING", 0) => Step::Reply(Out::simple("PONG")),
         ("PING", 1) | ("ECHO", 1) => Step::Reply(Out::Bulk(a[0].clone())),
         ("PING" | "ECHO", _) => wrong_args(&name),
@@ -1620,6 +1683,13 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ),
         // calm has no Redis functions (its functions are calm's own): nothing to flush.
         ("FUNCTION", 1 | 2) if a[0].eq_ignore_ascii_case(b"FLUSH") => Step::Reply(Out::ok()),
+        ("SUBSCRIBE" | "PSUBSCRIBE", n) if n >= 1 => {
+            Step::Subscribe(a.to_vec(), name == "PSUBSCRIBE")
+        }
+        ("UNSUBSCRIBE" | "PUNSUBSCRIBE", _) => {
+            Step::Unsubscribe(a.to_vec(), name == "PUNSUBSCRIBE")
+        }
+        ("PUBLISH", 2) => Step::Publish(a[0].clone(), a[1].clone()),
         ("TIME", 0) => Step::Reply(Out::Array(vec![
             Out::bulk((now_ms / 1000).to_string()),
             Out::bulk((now_ms % 1000 * 1000).to_string()),
@@ -2676,6 +2746,7 @@ mod test {
                 name: None,
                 multi: false,
                 scan: None,
+                subscribed: false,
             };
             let args: Vec<Bytes> = [name, "k", "1", "x", "y"]
                 .iter()

@@ -16,7 +16,9 @@
 mod commands;
 mod framing;
 mod info;
+mod pubsub;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::op::{Ack, KeyFilter, Op};
+use crate::protocol::{RequestBody, ResponseBody};
 use crate::server::{Backend, execute};
 
 pub use commands::{COMMANDS, Out, REDIS_VERSION};
@@ -79,11 +82,14 @@ pub struct RespServer {
 impl RespServer {
     /// Listens on `listen`, serving `node` (as a member of `cluster`, if given). Must be
     /// called inside a Tokio runtime.
+    /// Messages published through other nodes arrive through `services` (the node
+    /// server's, [`Server::services`](crate::server::Server::services)).
     pub fn start(
         listen: SocketAddr,
         node: Arc<Node>,
         cluster: Option<Cluster>,
         config: RespConfig,
+        services: crate::service::Services,
     ) -> Result<RespServer, KvsError> {
         let cannot = |e: std::io::Error| KvsError::Connect {
             addr: listen.to_string(),
@@ -93,11 +99,12 @@ impl RespServer {
         std_listener.set_nonblocking(true).map_err(cannot)?;
         let listener = TcpListener::from_std(std_listener).map_err(cannot)?;
         let local_addr = listener.local_addr().map_err(|e| KvsError::io("RESP", e))?;
-        // Redis clients call no services: the registry stays empty.
+        let hub = Arc::new(pubsub::Hub::default());
+        services.register(pubsub::SERVICE, Arc::new(pubsub::HubService(hub.clone())));
         let service = Arc::new(Backend {
             node,
             cluster,
-            services: Default::default(),
+            services,
         });
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config);
@@ -121,9 +128,14 @@ impl RespServer {
                         name: None,
                         multi: false,
                         scan: None,
+                        subscribed: false,
                     },
                     peer,
                     local: local_addr,
+                    hub: hub.clone(),
+                    inbox: None,
+                    channels: BTreeSet::new(),
+                    patterns: BTreeSet::new(),
                 };
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -161,6 +173,12 @@ struct Connection {
     /// The client's address, and this port's.
     peer: SocketAddr,
     local: SocketAddr,
+    /// This node's subscribers; this connection's messages, once it subscribed; its
+    /// channels and patterns.
+    hub: Arc<pubsub::Hub>,
+    inbox: Option<pubsub::Inbox>,
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
 }
 
 impl Connection {
@@ -180,10 +198,27 @@ impl Connection {
         let limits = self.limits();
         let mut buf = BytesMut::with_capacity(16 << 10);
         let mut out = BytesMut::with_capacity(16 << 10);
+        let _leaves = Leaves(self.hub.clone(), self.session.id);
         loop {
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            tokio::select! {
+                read = rd.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                Some(message) = next_message(&mut self.inbox) => {
+                    self.encode(&message_out(message), &mut out);
+                    while let Some(Ok(more)) = self.inbox.as_mut().map(|i| i.try_recv()) {
+                        self.encode(&message_out(more), &mut out);
+                        if out.len() > OUT_LIMIT {
+                            break;
+                        }
+                    }
+                    if wr.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                    continue;
+                }
             }
             loop {
                 let mut requests = Vec::new();
@@ -269,6 +304,20 @@ impl Connection {
                 Step::Config(patterns) => self.config_get(&patterns),
                 Step::ClientList => Out::Bulk(Bytes::from(self.clients.render_list())),
                 Step::Flush => self.flush_all().await,
+                Step::Subscribe(names, pattern) => {
+                    for name in names {
+                        let confirm = self.subscribe(name, pattern);
+                        self.encode(&confirm, out);
+                    }
+                    continue;
+                }
+                Step::Unsubscribe(names, pattern) => {
+                    for confirm in self.unsubscribe(names, pattern) {
+                        self.encode(&confirm, out);
+                    }
+                    continue;
+                }
+                Step::Publish(channel, message) => self.publish(channel, message).await,
                 Step::Info(sections) => match self.service.node.stats().await {
                     Ok(s) => Out::Bulk(Bytes::from(info::render(
                         &sections,
@@ -315,6 +364,101 @@ impl Connection {
             }
             Err(e) => Out::err(format!("ERR {e}")),
         }
+    }
+
+    fn subscribed_to(&self) -> i64 {
+        (self.channels.len() + self.patterns.len()) as i64
+    }
+
+    /// `SUBSCRIBE`/`PSUBSCRIBE` of one name: the confirmation.
+    fn subscribe(&mut self, name: Bytes, pattern: bool) -> Out {
+        if self.inbox.is_none() {
+            self.inbox = Some(self.hub.inbox(self.session.id));
+        }
+        let set = if pattern {
+            &mut self.patterns
+        } else {
+            &mut self.channels
+        };
+        if set.insert(name.clone()) {
+            self.hub.subscribe(self.session.id, name.clone(), pattern);
+        }
+        self.session.subscribed = true;
+        let kind = if pattern { "psubscribe" } else { "subscribe" };
+        Out::Push(vec![
+            Out::Bulk(Bytes::from_static(kind.as_bytes())),
+            Out::Bulk(name),
+            Out::Int(self.subscribed_to()),
+        ])
+    }
+
+    /// `UNSUBSCRIBE`/`PUNSUBSCRIBE` (no names: every one): a confirmation per name.
+    fn unsubscribe(&mut self, names: Vec<Bytes>, pattern: bool) -> Vec<Out> {
+        let kind = Bytes::from_static(if pattern {
+            b"punsubscribe"
+        } else {
+            b"unsubscribe"
+        });
+        let names: Vec<Bytes> = if names.is_empty() {
+            let set = if pattern {
+                &self.patterns
+            } else {
+                &self.channels
+            };
+            set.iter().cloned().collect()
+        } else {
+            names
+        };
+        if names.is_empty() {
+            return vec![Out::Push(vec![
+                Out::Bulk(kind),
+                Out::Null,
+                Out::Int(self.subscribed_to()),
+            ])];
+        }
+        let mut confirms = Vec::new();
+        for name in names {
+            let set = if pattern {
+                &mut self.patterns
+            } else {
+                &mut self.channels
+            };
+            if set.remove(&name) {
+                self.hub.unsubscribe(self.session.id, &name, pattern);
+            }
+            confirms.push(Out::Push(vec![
+                Out::Bulk(kind.clone()),
+                Out::Bulk(name),
+                Out::Int(self.subscribed_to()),
+            ]));
+        }
+        self.session.subscribed = self.subscribed_to() > 0;
+        confirms
+    }
+
+    /// `PUBLISH`: to this node's subscribers and, at once, every other node's; how many
+    /// took it (a node that does not answer counts none).
+    async fn publish(&self, channel: Bytes, message: Bytes) -> Out {
+        let mut delivered = self.hub.publish(&channel, &message);
+        if let Some(cluster) = &self.service.cluster {
+            let view = cluster.view();
+            let body = pubsub::encode(&channel, &message);
+            let asks = view.nodes.values().filter(|a| **a != view.me).map(|addr| {
+                let (peers, addr, body) = (cluster.peers().clone(), addr.clone(), body.clone());
+                async move {
+                    let request = RequestBody::Service {
+                        name: pubsub::SERVICE.to_string(),
+                        body,
+                    };
+                    match peers.request(&addr, request).await {
+                        Ok(ResponseBody::Service(Ok(answer))) => pubsub::delivered(&answer),
+                        _ => 0,
+                    }
+                }
+            });
+            delivered += crate::tasks::join_all(asks).await.into_iter().sum::<u64>();
+        }
+        Out::Int(i64::try_from(delivered).unwrap_or(i64::MAX))
     }
 
     /// `FLUSHALL`: deletes every key the cluster lists now, as `DEL` would, a batch at a
@@ -430,6 +574,41 @@ impl Connection {
     }
 }
 
+/// Forgets a connection's subscriptions when it ends.
+struct Leaves(Arc<pubsub::Hub>, u64);
+
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
+/// The next message for a connection that subscribed; never, for one that did not.
+async fn next_message(inbox: &mut Option<pubsub::Inbox>) -> Option<pubsub::Message> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A message as Redis pushes it: `message channel payload`, or `pmessage pattern channel
+/// payload`.
+fn message_out(m: pubsub::Message) -> Out {
+    match m.pattern {
+        None => Out::Push(vec![
+            Out::Bulk(Bytes::from_static(b"message")),
+            Out::Bulk(m.channel),
+            Out::Bulk(m.payload),
+        ]),
+        Some(pattern) => Out::Push(vec![
+            Out::Bulk(Bytes::from_static(b"pmessage")),
+            Out::Bulk(pattern),
+            Out::Bulk(m.channel),
+            Out::Bulk(m.payload),
+        ]),
+    }
+}
+
 /// The arguments of an array request the framing step has checked.
 fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
     match redis_protocol::resp2::decode::decode_bytes(&frame) {
@@ -461,7 +640,9 @@ fn to_resp2(o: &Out) -> Frame2 {
         Out::Int(n) => Frame2::Integer(*n),
         Out::Bulk(b) => Frame2::BulkString(b.clone()),
         Out::Null => Frame2::Null,
-        Out::Array(items) | Out::Set(items) => Frame2::Array(items.iter().map(to_resp2).collect()),
+        Out::Array(items) | Out::Set(items) | Out::Push(items) => {
+            Frame2::Array(items.iter().map(to_resp2).collect())
+        }
         Out::Map(pairs) => Frame2::Array(
             pairs
                 .iter()
@@ -495,6 +676,10 @@ fn to_resp3(o: &Out) -> Frame3 {
             attributes: None,
         },
         Out::Set(items) => Frame3::Set {
+            data: items.iter().map(to_resp3).collect(),
+            attributes: None,
+        },
+        Out::Push(items) => Frame3::Push {
             data: items.iter().map(to_resp3).collect(),
             attributes: None,
         },
