@@ -361,7 +361,7 @@ impl ClusterClient {
             return;
         };
         match op {
-            Op::Get { .. } => {
+            Op::Get { .. } | Op::Probe { .. } => {
                 if own.get(key).is_some_and(|t| t.elapsed() < OWN_WRITE_WINDOW) {
                     return;
                 }

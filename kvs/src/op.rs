@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::value::{Kind, KindMismatch, ReadValue, Write};
+use crate::value::{Kind, KindMismatch, Probe, Probed, ReadValue, Write};
 
 /// One operation on one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,15 @@ pub enum Op {
         key: Bytes,
         /// Milliseconds since the Unix epoch at which the key expires.
         at_ms: Option<u64>,
+    },
+    /// Read only part of a key: some members, or how many there are (see [`Probe`]). It
+    /// goes where an [`Op::Get`] goes and sees what it would see, at the cost of a lookup
+    /// rather than a copy of the whole value.
+    Probe {
+        /// The key.
+        key: Bytes,
+        /// What to read.
+        probe: Probe,
     },
 }
 
@@ -140,14 +149,20 @@ impl Op {
             | Op::Delete { key }
             | Op::GetAll { key, .. }
             | Op::Raw { key }
-            | Op::Expire { key, .. } => key,
+            | Op::Expire { key, .. }
+            | Op::Probe { key, .. } => key,
         }
+    }
+
+    /// Whether this is a read of one replica's copy ([`Op::Get`] or [`Op::Probe`]).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. } | Op::Probe { .. })
     }
 
     /// The kind of operation, for metrics.
     pub fn op_kind(&self) -> OpKind {
         match self {
-            Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } => OpKind::Get,
+            Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } | Op::Probe { .. } => OpKind::Get,
             Op::Write { .. } | Op::Expire { .. } => OpKind::Write,
             Op::Delete { .. } => OpKind::Delete,
         }
@@ -203,6 +218,8 @@ pub enum Reply {
         /// Whether the deadline was set or taken away.
         changed: bool,
     },
+    /// An [`Op::Probe`]: what it found, or `None` when the key is not found.
+    Probed(Option<Probed>),
 }
 
 /// Why one operation failed. Other operations of the same batch are unaffected.

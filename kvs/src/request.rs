@@ -34,7 +34,7 @@ use crate::cluster::{ClusterView, Need, NodeAddr, Status};
 use crate::coordinator::{self, Coordinator, Outcome, Target};
 use crate::op::{Ack, Op, OpError, OpResult, Reply};
 use crate::protocol::Route;
-use crate::value::Value;
+use crate::value::{Probe, Value};
 use crate::worker::Changes;
 
 /// Rounds a batch may take: every owner of a key once, and a try again.
@@ -107,11 +107,40 @@ enum ReadFor {
 /// A read merged over several holders' copies.
 struct MergedRead {
     to: ReadFor,
-    meta: bool,
+    shape: Shape,
     waiting: usize,
     answered: usize,
     merged: Option<Value>,
     error: Option<OpError>,
+}
+
+/// What a merged read answers: the whole value (with metadata or not), or a probe of it.
+#[derive(Clone)]
+enum Shape {
+    Whole { meta: bool },
+    Probe(Probe),
+}
+
+impl Shape {
+    fn of(op: &Op) -> Option<Shape> {
+        match op {
+            Op::Get { meta, .. } => Some(Shape::Whole { meta: *meta }),
+            Op::Probe { probe, .. } => Some(Shape::Probe(probe.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether `reply` says the key was not found.
+    fn not_found(reply: &Reply) -> bool {
+        matches!(reply, Reply::Value(None) | Reply::Probed(None))
+    }
+
+    fn answer(&self, merged: Option<Value>, now_ms: u64) -> Reply {
+        match self {
+            Shape::Whole { meta } => Reply::Value(merged.and_then(|v| v.read_at(now_ms, *meta))),
+            Shape::Probe(probe) => Reply::Probed(merged.and_then(|v| v.probe(now_ms, probe))),
+        }
+    }
 }
 
 enum Ticket {
@@ -181,7 +210,7 @@ impl BatchRun {
                             }
                         })
                         .collect();
-                    run.read(ReadFor::Batch(i), key, meta, holders);
+                    run.read(ReadFor::Batch(i), key, Shape::Whole { meta }, holders);
                 }
                 (op, Some(view)) if route == Route::Direct && (left || !owned(view, op.key())) => {
                     let mut owners = view.owners(op.key());
@@ -368,11 +397,11 @@ impl BatchRun {
     }
 
     /// Starts a read of `key` merged over `holders`' copies.
-    fn read(&mut self, to: ReadFor, key: Bytes, meta: bool, holders: Vec<Target<NodeAddr>>) {
+    fn read(&mut self, to: ReadFor, key: Bytes, shape: Shape, holders: Vec<Target<NodeAddr>>) {
         let index = self.reads.len();
         self.reads.push(MergedRead {
             to,
-            meta,
+            shape,
             waiting: holders.len(),
             answered: 0,
             merged: None,
@@ -413,15 +442,17 @@ impl BatchRun {
                 })
             };
             for (j, (&p, r)) in local.positions.iter().zip(&local.results).enumerate() {
-                if let (Some(Op::Get { key, meta }), Ok(Reply::Value(None))) =
-                    (self.coordinator.op(p), r)
-                    && !written_after(j, key)
+                if let (Some(op), Ok(reply)) = (self.coordinator.op(p), r)
+                    && let Some(shape) = Shape::of(op)
+                    && Shape::not_found(reply)
+                    && !written_after(j, op.key())
                 {
+                    let key = op.key();
                     let others = view.other_holders(key);
                     if !others.is_empty() {
                         let mut holders = vec![Target::Here];
                         holders.extend(others.into_iter().map(Target::Node));
-                        asks.push((j, key.clone(), *meta, holders));
+                        asks.push((j, key.clone(), shape, holders));
                     }
                 }
             }
@@ -434,8 +465,8 @@ impl BatchRun {
             return;
         }
         self.locals[i].reads = asks.len();
-        for (j, key, meta, holders) in asks {
-            self.read(ReadFor::Group(group, j), key, meta, holders);
+        for (j, key, shape, holders) in asks {
+            self.read(ReadFor::Group(group, j), key, shape, holders);
         }
     }
 
@@ -448,9 +479,7 @@ impl BatchRun {
                 (None, 0) => Err(OpError::Unavailable {
                     reason: "no replica of the key answered".into(),
                 }),
-                (None, _) => Ok(Reply::Value(
-                    r.merged.and_then(|v| v.read_at(now_ms, r.meta)),
-                )),
+                (None, _) => Ok(r.shape.answer(r.merged, now_ms)),
             };
             match r.to {
                 ReadFor::Batch(i) => self.results[i] = Some(result),

@@ -53,6 +53,9 @@ use calm_lattice::{
 };
 use serde::{Deserialize, Serialize};
 
+mod probe;
+pub use probe::{Answer, Found, Probe, Probed};
+
 /// A lattice in a cell that can be reset: an observed-remove map with a single key. Writes
 /// replace the writes they have seen; a reset removes them; a write the reset has not seen
 /// survives it.
@@ -67,11 +70,14 @@ pub type Resettable<L> = OrMap<(), L>;
 /// until the field is set to a number again).
 pub type HashField = Pair<Lww<Bytes>, PNCounter>;
 
-/// What a hash field reads as (see [`HashField`]); `None` for a field never written.
+/// What a hash field reads as (see [`HashField`]): a field only ever incremented by 0 reads
+/// as `0`, as in Redis.
 pub fn field_value(field: &HashField) -> Option<Bytes> {
     let base = field.a.get();
-    if field.b.is_bot() {
-        return base.cloned();
+    if field.b.is_bot()
+        && let Some(bytes) = base
+    {
+        return Some(bytes.clone());
     }
     let sum = match base {
         None => field.b.value(),

@@ -243,6 +243,12 @@ impl Worker {
                     .map_err(storage_error)?
                     .and_then(|v| v.read_at(now_ms, meta)),
             )),
+            Op::Probe { key, probe } => Ok(Reply::Probed(
+                self.store
+                    .get(&key)
+                    .map_err(storage_error)?
+                    .and_then(|v| v.probe(now_ms, &probe)),
+            )),
             Op::Expire { key, at_ms } => {
                 let Some(value) = self.store.get_mut(&key).map_err(storage_error)? else {
                     return Ok(Reply::Expiry { changed: false });

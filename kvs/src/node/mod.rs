@@ -273,7 +273,7 @@ impl Node {
     fn route(&self, op: &Op) -> usize {
         let key = op.key();
         // Only reads spread over local replicas; writes never need the table.
-        if matches!(op, Op::Get { .. }) {
+        if op.is_read() {
             let r = local_factor(&self.table, key, self.config.worker.local_replication);
             if r > 1 {
                 let owners = self.ring.owners(key, r);

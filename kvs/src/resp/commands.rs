@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use crate::op::{KeyFilter, Op, OpError, OpResult, Reply};
-use crate::value::{Kind, ReadValue, Score, Write};
+use crate::value::{Found, Kind, Probe, Probed, ReadValue, Score, Write};
 
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,11 +97,11 @@ pub enum Finish {
     /// `SMEMBERS`.
     Members,
     /// `SISMEMBER`.
-    IsMember(Bytes),
+    IsMember,
     /// `SCARD`.
     Card,
     /// `SMISMEMBER`.
-    AreMembers(Vec<Bytes>),
+    AreMembers,
     /// `SINTER`, `SUNION`, `SDIFF` (and `SINTERCARD`'s count, up to a limit) over the sets
     /// read.
     Combine {
@@ -157,15 +157,13 @@ pub enum Finish {
     },
     /// `HGET` (and `HSTRLEN` when `len`).
     Field {
-        /// The field.
-        field: Bytes,
         /// Answer its length instead.
         len: bool,
     },
     /// `HMGET`.
-    Fields(Vec<Bytes>),
+    Fields,
     /// `HEXISTS`.
-    FieldExists(Bytes),
+    FieldExists,
     /// `HGETALL`, `HKEYS`, `HVALS` (which halves).
     Hash {
         /// Include the field names.
@@ -176,7 +174,7 @@ pub enum Finish {
     /// `HLEN`.
     HashLen,
     /// `HINCRBY`: write, then read the field.
-    FieldCounter(Bytes),
+    FieldCounter,
     /// `ZADD`: read, then write; the members added (and, with `changed`, those whose score
     /// changed).
     ZAdd {
@@ -186,16 +184,14 @@ pub enum Finish {
         changed: bool,
     },
     /// `ZREM`: read, then write; the members removed.
-    ZRem(BTreeSet<Bytes>),
+    ZRem,
     /// `ZSCORE` (or, after a write, `ZINCRBY` and `ZADD ... INCR`): the member's score.
     Score {
-        /// The member.
-        member: Bytes,
         /// Whether a write comes first.
         after_write: bool,
     },
     /// `ZMSCORE`.
-    Scores(Vec<Bytes>),
+    Scores,
     /// `ZCARD`.
     ZCard,
     /// `ZRANGE` and its older forms.
@@ -343,6 +339,22 @@ fn get(key: &Bytes) -> Op {
     Op::Get {
         key: key.clone(),
         meta: false,
+    }
+}
+
+/// Reads the named members of a collection (see [`Probe::Members`]).
+fn probe_members(key: &Bytes, members: Vec<Bytes>) -> Op {
+    Op::Probe {
+        key: key.clone(),
+        probe: Probe::Members(members),
+    }
+}
+
+/// Reads how many members a key holds (see [`Probe::Len`]).
+fn probe_len(key: &Bytes) -> Op {
+    Op::Probe {
+        key: key.clone(),
+        probe: Probe::Len,
     }
 }
 
@@ -1395,7 +1407,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             a.iter().map(|k| Op::Delete { key: k.clone() }).collect(),
             Finish::Deleted,
         ),
-        ("EXISTS", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::Exists),
+        ("EXISTS", n) if n >= 1 => Step::Data(a.iter().map(probe_len).collect(), Finish::Exists),
         ("INCR", 1) => counter(&a[0], 1),
         ("DECR", 1) => counter(&a[0], -1),
         ("INCRBY", 2) => match int_arg(&a[1]) {
@@ -1416,7 +1428,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 Write::OrSetRemove(list)
             };
             Step::Data(
-                vec![get(&a[0]), write(&a[0], w)],
+                vec![probe_members(&a[0], list_of(&members)), write(&a[0], w)],
                 Finish::SetChange { members, add },
             )
         }
@@ -1431,28 +1443,32 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 Step::Data(vec![w], Finish::Ok)
             } else {
                 Step::Data(
-                    vec![get(&a[0]), w],
+                    vec![probe_members(&a[0], list_of(&fields)), w],
                     Finish::FieldChange { fields, add: true },
                 )
             }
         }
         ("HDEL", n) if n >= 2 => {
             let fields: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
-            let w = Write::HashDel(fields.iter().cloned().collect());
+            let w = Write::HashDel(list_of(&fields));
             Step::Data(
-                vec![get(&a[0]), write(&a[0], w)],
+                vec![probe_members(&a[0], list_of(&fields)), write(&a[0], w)],
                 Finish::FieldChange { fields, add: false },
             )
         }
         ("HGET" | "HSTRLEN", 2) => Step::Data(
-            vec![get(&a[0])],
+            vec![probe_members(&a[0], vec![a[1].clone()])],
             Finish::Field {
-                field: a[1].clone(),
                 len: name == "HSTRLEN",
             },
         ),
-        ("HMGET", n) if n >= 2 => Step::Data(vec![get(&a[0])], Finish::Fields(a[1..].to_vec())),
-        ("HEXISTS", 2) => Step::Data(vec![get(&a[0])], Finish::FieldExists(a[1].clone())),
+        ("HMGET", n) if n >= 2 => {
+            Step::Data(vec![probe_members(&a[0], a[1..].to_vec())], Finish::Fields)
+        }
+        ("HEXISTS", 2) => Step::Data(
+            vec![probe_members(&a[0], vec![a[1].clone()])],
+            Finish::FieldExists,
+        ),
         ("HGETALL" | "HKEYS" | "HVALS", 1) => Step::Data(
             vec![get(&a[0])],
             Finish::Hash {
@@ -1460,7 +1476,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 values: name != "HKEYS",
             },
         ),
-        ("HLEN", 1) => Step::Data(vec![get(&a[0])], Finish::HashLen),
+        ("HLEN", 1) => Step::Data(vec![probe_len(&a[0])], Finish::HashLen),
         ("HINCRBY", 3) => match int_arg(&a[2]) {
             Some(by) => Step::Data(
                 vec![
@@ -1471,9 +1487,9 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                             by,
                         },
                     ),
-                    get(&a[0]),
+                    probe_members(&a[0], vec![a[1].clone()]),
                 ],
-                Finish::FieldCounter(a[1].clone()),
+                Finish::FieldCounter,
             ),
             None => not_integer(),
         },
@@ -1495,28 +1511,27 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                             by,
                         },
                     ),
-                    get(&a[0]),
+                    probe_members(&a[0], vec![a[2].clone()]),
                 ],
-                Finish::Score {
-                    member: a[2].clone(),
-                    after_write: true,
-                },
+                Finish::Score { after_write: true },
             ),
             None => not_float(),
         },
         ("ZSCORE", 2) => Step::Data(
-            vec![get(&a[0])],
-            Finish::Score {
-                member: a[1].clone(),
-                after_write: false,
-            },
+            vec![probe_members(&a[0], vec![a[1].clone()])],
+            Finish::Score { after_write: false },
         ),
-        ("ZMSCORE", n) if n >= 2 => Step::Data(vec![get(&a[0])], Finish::Scores(a[1..].to_vec())),
-        ("ZCARD", 1) => Step::Data(vec![get(&a[0])], Finish::ZCard),
+        ("ZMSCORE", n) if n >= 2 => {
+            Step::Data(vec![probe_members(&a[0], a[1..].to_vec())], Finish::Scores)
+        }
+        ("ZCARD", 1) => Step::Data(vec![probe_len(&a[0])], Finish::ZCard),
         ("ZREM", n) if n >= 2 => {
             let members: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
-            let w = Write::ZRem(members.iter().cloned().collect());
-            Step::Data(vec![get(&a[0]), write(&a[0], w)], Finish::ZRem(members))
+            let w = Write::ZRem(list_of(&members));
+            Step::Data(
+                vec![probe_members(&a[0], list_of(&members)), write(&a[0], w)],
+                Finish::ZRem,
+            )
         }
         ("ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE", n) if n >= 3 => {
             match zrange(&name, &a[1..]) {
@@ -1553,11 +1568,14 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                         values: a[1..].to_vec(),
                     },
                 ),
-                get(&a[0]),
+                probe_len(&a[0]),
             ],
             Finish::ListLen { after_write: true },
         ),
-        ("LLEN", 1) => Step::Data(vec![get(&a[0])], Finish::ListLen { after_write: false }),
+        ("LLEN", 1) => Step::Data(
+            vec![probe_len(&a[0])],
+            Finish::ListLen { after_write: false },
+        ),
         ("LRANGE", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
             (Some(start), Some(stop)) => {
                 Step::Data(vec![get(&a[0])], Finish::ListRange(start, stop))
@@ -1628,11 +1646,15 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             "whether the list exists depends on every replica at once",
         ),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
-        ("SISMEMBER", 2) => Step::Data(vec![get(&a[0])], Finish::IsMember(a[1].clone())),
-        ("SCARD", 1) => Step::Data(vec![get(&a[0])], Finish::Card),
-        ("SMISMEMBER", n) if n >= 2 => {
-            Step::Data(vec![get(&a[0])], Finish::AreMembers(a[1..].to_vec()))
-        }
+        ("SISMEMBER", 2) => Step::Data(
+            vec![probe_members(&a[0], vec![a[1].clone()])],
+            Finish::IsMember,
+        ),
+        ("SCARD", 1) => Step::Data(vec![probe_len(&a[0])], Finish::Card),
+        ("SMISMEMBER", n) if n >= 2 => Step::Data(
+            vec![probe_members(&a[0], a[1..].to_vec())],
+            Finish::AreMembers,
+        ),
         ("SINTER" | "SUNION" | "SDIFF", n) if n >= 1 => Step::Data(
             a.iter().map(get).collect(),
             Finish::Combine {
@@ -1672,7 +1694,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 },
             )
         }
-        ("TOUCH", n) if n >= 1 => Step::Data(a.iter().map(get).collect(), Finish::Exists),
+        ("TOUCH", n) if n >= 1 => Step::Data(a.iter().map(probe_len).collect(), Finish::Exists),
         ("GETRANGE" | "SUBSTR", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
             (Some(start), Some(end)) => Step::Data(vec![get(&a[0])], Finish::GetRange(start, end)),
             _ => not_integer(),
@@ -1694,7 +1716,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             Out::bulk((now_ms / 1000).to_string()),
             Out::bulk((now_ms % 1000 * 1000).to_string()),
         ])),
-        ("TYPE", 1) => Step::Data(vec![get(&a[0])], Finish::Type),
+        ("TYPE", 1) => Step::Data(vec![probe_len(&a[0])], Finish::Type),
         ("TTL" | "PTTL" | "EXPIRETIME" | "PEXPIRETIME", 1) => Step::Data(
             vec![Op::Raw { key: a[0].clone() }],
             Finish::Ttl {
@@ -1989,12 +2011,9 @@ fn zadd(key: &Bytes, a: &[Bytes]) -> Step {
                         by: *by,
                     },
                 ),
-                get(key),
+                probe_members(key, vec![member.clone()]),
             ],
-            Finish::Score {
-                member: member.clone(),
-                after_write: true,
-            },
+            Finish::Score { after_write: true },
         );
     }
     // A member named twice takes its last score.
@@ -2004,7 +2023,10 @@ fn zadd(key: &Bytes, a: &[Bytes]) -> Step {
         .into_iter()
         .collect();
     Step::Data(
-        vec![get(key), write(key, Write::ZAdd(scores.clone()))],
+        vec![
+            probe_members(key, scores.iter().map(|(m, _)| m.clone()).collect()),
+            write(key, Write::ZAdd(scores.clone())),
+        ],
         Finish::ZAdd { scores, changed },
     )
 }
@@ -2230,10 +2252,96 @@ fn op_error(e: &OpError) -> Out {
 }
 
 fn wrongtype(holds: &ReadValue, wanted: &str) -> Out {
+    wrong_kind(holds.kind(), wanted)
+}
+
+fn wrong_kind(holds: Kind, wanted: &str) -> Out {
     Out::err(format!(
-        "WRONGTYPE Operation against a key holding the wrong kind of value (it holds a calm {} value; this command needs {wanted})",
-        holds.kind()
+        "WRONGTYPE Operation against a key holding the wrong kind of value (it holds a calm {holds} value; this command needs {wanted})"
     ))
+}
+
+/// The kinds a command of one Redis type works on, and how its error names them.
+type Wanted = (&'static [Kind], &'static str);
+const SET: Wanted = (&[Kind::Set, Kind::OrSet], "a set");
+const HASH: Wanted = (&[Kind::Hash], "a hash");
+const ZSET: Wanted = (&[Kind::SortedSet], "a sorted set");
+const LIST: Wanted = (&[Kind::List], "a list");
+
+/// What a probe found (`Ok(None)` when the key is not found).
+fn probed(r: &OpResult) -> Result<Option<&Probed>, Out> {
+    match r {
+        Ok(Reply::Probed(p)) => Ok(p.as_ref()),
+        Ok(other) => Err(Out::err(format!("ERR unexpected result {other:?}"))),
+        Err(e) => Err(op_error(e)),
+    }
+}
+
+/// How many members the probe named (the result of a [`Probe::Members`] or nothing).
+fn probe_count(r: &OpResult) -> usize {
+    match r {
+        Ok(Reply::Probed(Some(p))) => p.found().len(),
+        _ => 0,
+    }
+}
+
+/// What a members probe found in a key of the `wanted` kinds (nothing when not found).
+fn found_in(p: Option<&Probed>, (kinds, name): Wanted) -> Result<&[Option<Found>], Out> {
+    match p {
+        None => Ok(&[]),
+        Some(p) if kinds.contains(&p.kind) => Ok(p.found()),
+        Some(p) => Err(wrong_kind(p.kind, name)),
+    }
+}
+
+fn in_set(p: Option<&Probed>) -> Result<&[Option<Found>], Out> {
+    found_in(p, SET)
+}
+
+fn in_hash(p: Option<&Probed>) -> Result<&[Option<Found>], Out> {
+    found_in(p, HASH)
+}
+
+fn in_zset(p: Option<&Probed>) -> Result<&[Option<Found>], Out> {
+    found_in(p, ZSET)
+}
+
+/// The length a probe found in a key of the `wanted` kinds (0 when not found).
+fn len_of(p: Option<&Probed>, (kinds, name): Wanted) -> Result<i64, Out> {
+    match p {
+        None => Ok(0),
+        Some(p) if kinds.contains(&p.kind) => Ok(i64::try_from(p.length()).unwrap_or(i64::MAX)),
+        Some(p) => Err(wrong_kind(p.kind, name)),
+    }
+}
+
+fn is_found(found: &[Option<Found>], i: usize) -> bool {
+    found.get(i).is_some_and(Option::is_some)
+}
+
+fn field_at(found: &[Option<Found>], i: usize) -> Option<&Bytes> {
+    match found.get(i) {
+        Some(Some(Found::Field(v))) => Some(v),
+        _ => None,
+    }
+}
+
+fn score_at(found: &[Option<Found>], i: usize) -> Option<Score> {
+    match found.get(i) {
+        Some(Some(Found::Score(s))) => Some(*s),
+        _ => None,
+    }
+}
+
+/// How many of `named` distinct members an add (or a remove) changed, from what a probe
+/// found before it.
+fn changed(named: usize, found: &[Option<Found>], add: bool) -> i64 {
+    let present = found.iter().filter(|f| f.is_some()).count();
+    (if add { named - present } else { present }) as i64
+}
+
+fn list_of(members: &BTreeSet<Bytes>) -> Vec<Bytes> {
+    members.iter().cloned().collect()
 }
 
 /// A value as Redis's string commands see it.
@@ -2284,16 +2392,6 @@ fn scored(v: Option<&ReadValue>) -> Result<&[(Bytes, Score)], Out> {
         Some(ReadValue::SortedSet { members }) => Ok(members),
         Some(other) => Err(wrongtype(other, "a sorted set")),
     }
-}
-
-fn score_of(all: &[(Bytes, Score)], member: &Bytes) -> Option<Score> {
-    all.iter().find(|(m, _)| m == member).map(|(_, s)| *s)
-}
-
-fn field<'a>(all: &'a [(Bytes, Bytes)], name: &Bytes) -> Option<&'a Bytes> {
-    all.binary_search_by(|(f, _)| f.cmp(name))
-        .ok()
-        .map(|i| &all[i].1)
 }
 
 fn members(v: &ReadValue) -> Result<&[Bytes], Out> {
@@ -2357,7 +2455,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
         Finish::Exists => {
             let mut n = 0;
             for x in r {
-                n += i64::from(read(x)?.is_some());
+                n += i64::from(probed(x)?.is_some());
             }
             Out::Int(n)
         }
@@ -2381,13 +2479,9 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             members: named,
             add,
         } => {
-            let before: BTreeSet<Bytes> = match read(&r[0])? {
-                Some(v) => members(v)?.iter().cloned().collect(),
-                None => BTreeSet::new(),
-            };
+            let found = in_set(probed(&r[0])?)?;
             written(&r[1])?;
-            let changed = named.iter().filter(|m| before.contains(*m) != add).count();
-            Out::Int(changed as i64)
+            Out::Int(changed(named.len(), found, add))
         }
         Finish::Members => {
             let list: Vec<Out> = match read(&r[0])? {
@@ -2400,15 +2494,12 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Out::Array(list)
             }
         }
-        Finish::AreMembers(named) => {
-            let all = match read(&r[0])? {
-                Some(v) => members(v)?,
-                None => &[],
-            };
+        Finish::AreMembers => {
+            let found = in_set(probed(&r[0])?)?;
+            let named = probe_count(&r[0]);
             Out::Array(
-                named
-                    .iter()
-                    .map(|m| Out::Int(i64::from(all.contains(m))))
+                (0..named)
+                    .map(|i| Out::Int(i64::from(is_found(found, i))))
                     .collect(),
             )
         }
@@ -2447,7 +2538,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             } else {
                 0
             };
-            Out::Int(list(read(&r[at])?)?.len() as i64)
+            Out::Int(len_of(probed(&r[at])?, LIST)?)
         }
         Finish::ListRange(start, stop) => {
             let all = list(read(&r[0])?)?;
@@ -2524,20 +2615,14 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Out::Bulk(value.slice(from as usize..=to as usize))
             }
         }
-        Finish::IsMember(m) => match read(&r[0])? {
-            Some(v) => Out::Int(i64::from(members(v)?.contains(&m))),
-            None => Out::Int(0),
-        },
-        Finish::Card => match read(&r[0])? {
-            Some(v) => Out::Int(members(v)?.len() as i64),
-            None => Out::Int(0),
-        },
-        Finish::Type => Out::simple(match read(&r[0])? {
+        Finish::IsMember => Out::Int(i64::from(is_found(in_set(probed(&r[0])?)?, 0))),
+        Finish::Card => Out::Int(len_of(probed(&r[0])?, SET)?),
+        Finish::Type => Out::simple(match probed(&r[0])?.map(|p| p.kind) {
             None => "none",
-            Some(ReadValue::Set { .. } | ReadValue::OrSet { .. }) => "set",
-            Some(ReadValue::Hash { .. }) => "hash",
-            Some(ReadValue::SortedSet { .. }) => "zset",
-            Some(ReadValue::List { .. }) => "list",
+            Some(Kind::Set | Kind::OrSet) => "set",
+            Some(Kind::Hash) => "hash",
+            Some(Kind::SortedSet) => "zset",
+            Some(Kind::List) => "list",
             Some(_) => "string",
         }),
         Finish::Ttl {
@@ -2577,31 +2662,24 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             Some(v) => Out::simple(v.kind().name()),
         },
         Finish::FieldChange { fields: named, add } => {
-            let before = fields(read(&r[0])?)?;
+            let found = in_hash(probed(&r[0])?)?;
             written(&r[1])?;
-            let changed = named
-                .iter()
-                .filter(|f| field(before, f).is_some() != add)
-                .count();
-            Out::Int(changed as i64)
+            Out::Int(changed(named.len(), found, add))
         }
-        Finish::Field { field: name, len } => match (field(fields(read(&r[0])?)?, &name), len) {
+        Finish::Field { len } => match (field_at(in_hash(probed(&r[0])?)?, 0), len) {
             (Some(v), false) => Out::Bulk(v.clone()),
             (None, false) => Out::Null,
             (v, true) => Out::Int(v.map_or(0, |v| v.len() as i64)),
         },
-        Finish::Fields(names) => {
-            let all = fields(read(&r[0])?)?;
+        Finish::Fields => {
+            let found = in_hash(probed(&r[0])?)?;
             Out::Array(
-                names
-                    .iter()
-                    .map(|n| field(all, n).map_or(Out::Null, |v| Out::Bulk(v.clone())))
+                (0..probe_count(&r[0]))
+                    .map(|i| field_at(found, i).map_or(Out::Null, |v| Out::Bulk(v.clone())))
                     .collect(),
             )
         }
-        Finish::FieldExists(name) => {
-            Out::Int(i64::from(field(fields(read(&r[0])?)?, &name).is_some()))
-        }
+        Finish::FieldExists => Out::Int(i64::from(is_found(in_hash(probed(&r[0])?)?, 0))),
         Finish::Hash { names, values } => {
             let all = fields(read(&r[0])?)?;
             match (names, values) {
@@ -2616,59 +2694,51 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 _ => Out::Array(all.iter().map(|(_, v)| Out::Bulk(v.clone())).collect()),
             }
         }
-        Finish::HashLen => Out::Int(fields(read(&r[0])?)?.len() as i64),
-        Finish::FieldCounter(name) => {
+        Finish::HashLen => Out::Int(len_of(probed(&r[0])?, HASH)?),
+        Finish::FieldCounter => {
             written(&r[0])?;
-            match field(fields(read(&r[1])?)?, &name).map(|v| crate::value::parse_int(v)) {
+            match field_at(in_hash(probed(&r[1])?)?, 0).map(|v| crate::value::parse_int(v)) {
                 Some(Some(n)) => Out::Int(n),
                 Some(None) => return Err(Out::err("ERR hash value is not an integer")),
                 None => Out::Int(0),
             }
         }
         Finish::ZAdd { scores, changed } => {
-            let before = scored(read(&r[0])?)?;
+            let found = in_zset(probed(&r[0])?)?;
             written(&r[1])?;
             let counted = scores
                 .iter()
-                .filter(|(m, s)| match score_of(before, m) {
+                .enumerate()
+                .filter(|(i, (_, s))| match score_at(found, *i) {
                     None => true,
                     Some(old) => changed && old != *s,
                 })
                 .count();
             Out::Int(counted as i64)
         }
-        Finish::ZRem(named) => {
-            let before = scored(read(&r[0])?)?;
+        Finish::ZRem => {
+            let found = in_zset(probed(&r[0])?)?;
             written(&r[1])?;
-            Out::Int(
-                named
-                    .iter()
-                    .filter(|m| score_of(before, m).is_some())
-                    .count() as i64,
-            )
+            Out::Int(found.iter().filter(|f| f.is_some()).count() as i64)
         }
-        Finish::Score {
-            member,
-            after_write,
-        } => {
+        Finish::Score { after_write } => {
             let at = if after_write {
                 written(&r[0])?;
                 1
             } else {
                 0
             };
-            score_of(scored(read(&r[at])?)?, &member).map_or(Out::Null, score_out)
+            score_at(in_zset(probed(&r[at])?)?, 0).map_or(Out::Null, score_out)
         }
-        Finish::Scores(members) => {
-            let all = scored(read(&r[0])?)?;
+        Finish::Scores => {
+            let found = in_zset(probed(&r[0])?)?;
             Out::Array(
-                members
-                    .iter()
-                    .map(|m| score_of(all, m).map_or(Out::Null, score_out))
+                (0..probe_count(&r[0]))
+                    .map(|i| score_at(found, i).map_or(Out::Null, score_out))
                     .collect(),
             )
         }
-        Finish::ZCard => Out::Int(scored(read(&r[0])?)?.len() as i64),
+        Finish::ZCard => Out::Int(len_of(probed(&r[0])?, ZSET)?),
         Finish::ZRange(range) => {
             let all = scored(read(&r[0])?)?;
             let chosen = select(all, &range);
