@@ -1,7 +1,7 @@
 //! [`Rga`]: a replicated growable array, the sequence CRDT behind calm's lists.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, order_by_merge};
 
@@ -65,26 +65,136 @@ pub struct Elem<T> {
 /// assert_eq!(x, y);
 /// assert_eq!(x.values().collect::<Vec<_>>(), [&"bread", &"milk", &"eggs"]);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: serde::Serialize",
-        deserialize = "T: serde::Deserialize<'de>"
-    ))
-)]
+///
+/// Beside the elements, an `Rga` keeps an index of them by anchor (so that reading the first
+/// elements walks only those) and counts of what is visible (so that its length is not a
+/// walk); both are derived from the elements and rebuilt when it is decoded.
+#[derive(Clone)]
 pub struct Rga<T> {
     elems: BTreeMap<ElemId, Elem<T>>,
+    /// Every element under its anchor: the elements inserted at one place are a range.
+    by_anchor: BTreeSet<(Anchor, ElemId)>,
+    /// How many elements are not removed.
+    live: usize,
+    /// Elements not in the sequence (yet): their anchor, or one of its anchors, has not
+    /// arrived.
+    hidden: BTreeSet<ElemId>,
 }
 
 impl<T> Default for Rga<T> {
     fn default() -> Self {
         Rga {
             elems: BTreeMap::new(),
+            by_anchor: BTreeSet::new(),
+            live: 0,
+            hidden: BTreeSet::new(),
         }
     }
+}
+
+impl<T: PartialEq> PartialEq for Rga<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.elems == other.elems
+    }
+}
+
+impl<T: Eq> Eq for Rga<T> {}
+
+impl<T: std::hash::Hash> std::hash::Hash for Rga<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.elems.hash(state);
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Rga<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Rga").field(&self.elems).finish()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize> serde::Serialize for Rga<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.elems.serialize(serializer)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Rga<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let elems = BTreeMap::<ElemId, Elem<T>>::deserialize(deserializer)?;
+        let mut rga = Rga::default();
+        for (id, elem) in elems {
+            rga.add(id, elem);
+        }
+        Ok(rga)
+    }
+}
+
+impl<T> Rga<T> {
+    /// Adds an element not present yet, keeping the index and counts.
+    fn add(&mut self, id: ElemId, elem: Elem<T>) {
+        let anchor = elem.anchor;
+        self.live += usize::from(!elem.removed);
+        self.by_anchor.insert((anchor, id));
+        self.elems.insert(id, elem);
+        let placed = match anchor {
+            Anchor::Front | Anchor::Back => true,
+            Anchor::After(parent) => {
+                self.elems.contains_key(&parent) && !self.hidden.contains(&parent)
+            }
+        };
+        if !placed {
+            self.hidden.insert(id);
+            return;
+        }
+        // Elements that arrived before this one, inserted after it (or after those), now
+        // have their place. (Ids only grow along anchors, so this is rare: a delta that
+        // overtook another.)
+        if self.hidden.is_empty() {
+            return;
+        }
+        let mut found = vec![id];
+        while let Some(parent) = found.pop() {
+            for &(_, child) in self.by_anchor.range(children(parent)) {
+                if self.hidden.remove(&child) {
+                    found.push(child);
+                }
+            }
+        }
+    }
+
+    /// Marks element `id` removed; whether it was not already.
+    fn mark_removed(&mut self, id: &ElemId) -> bool {
+        match self.elems.get_mut(id) {
+            Some(elem) if !elem.removed => {
+                elem.removed = true;
+                self.live -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The least and the greatest possible ids, to bound ranges of [`Rga::by_anchor`].
+const FIRST: ElemId = ElemId {
+    counter: 0,
+    replica: ReplicaId(0),
+};
+const LAST: ElemId = ElemId {
+    counter: u64::MAX,
+    replica: ReplicaId(u64::MAX),
+};
+
+/// The range of [`Rga::by_anchor`] holding the elements inserted at `anchor`.
+fn inserted_at(anchor: Anchor) -> std::ops::RangeInclusive<(Anchor, ElemId)> {
+    (anchor, FIRST)..=(anchor, LAST)
+}
+
+/// The range of [`Rga::by_anchor`] holding the elements inserted after `parent`.
+fn children(parent: ElemId) -> std::ops::RangeInclusive<(Anchor, ElemId)> {
+    inserted_at(Anchor::After(parent))
 }
 
 impl<T: Clone> Rga<T> {
@@ -102,10 +212,10 @@ impl<T: Clone> Rga<T> {
             value,
             removed: false,
         };
-        self.elems.insert(id, elem.clone());
-        Rga {
-            elems: BTreeMap::from([(id, elem)]),
-        }
+        self.add(id, elem.clone());
+        let mut delta = Rga::default();
+        delta.add(id, elem);
+        delta
     }
 
     /// Inserts `value` first; returns the delta.
@@ -121,54 +231,66 @@ impl<T: Clone> Rga<T> {
     /// Removes the element `id` (it stays as a tombstone); returns the delta, empty when
     /// there is no such element or it was removed already.
     pub fn remove(&mut self, id: ElemId) -> Self {
-        match self.elems.get_mut(&id) {
-            Some(elem) if !elem.removed => {
-                elem.removed = true;
-                Rga {
-                    elems: BTreeMap::from([(id, elem.clone())]),
+        let mut delta = Rga::default();
+        if self.mark_removed(&id) {
+            delta.add(id, self.elems[&id].clone());
+        }
+        delta
+    }
+}
+
+/// The walk of an [`Rga`] in sequence order: a stack of the ranges of elements inserted
+/// at one place still to visit, the innermost on top, each read newest first except the
+/// elements inserted at the back.
+struct Walk<'a> {
+    by_anchor: &'a BTreeSet<(Anchor, ElemId)>,
+    stack: Vec<(
+        std::collections::btree_set::Range<'a, (Anchor, ElemId)>,
+        bool,
+    )>,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = ElemId;
+
+    fn next(&mut self) -> Option<ElemId> {
+        loop {
+            let (range, newest_first) = self.stack.last_mut()?;
+            let next = if *newest_first {
+                range.next_back()
+            } else {
+                range.next()
+            };
+            match next {
+                None => drop(self.stack.pop()),
+                Some(&(_, id)) => {
+                    self.stack.push((self.by_anchor.range(children(id)), true));
+                    return Some(id);
                 }
             }
-            _ => Rga::default(),
         }
     }
 }
 
 impl<T> Rga<T> {
-    /// Every element's id in sequence order, tombstones included.
-    pub fn order(&self) -> Vec<ElemId> {
-        let mut front = Vec::new();
-        let mut back = Vec::new();
-        let mut after: HashMap<ElemId, Vec<ElemId>> = HashMap::new();
-        // Ids ascend in the map: newest-first lists are built by reversing.
-        for (id, elem) in &self.elems {
-            match elem.anchor {
-                Anchor::Front => front.push(*id),
-                Anchor::Back => back.push(*id),
-                Anchor::After(parent) => after.entry(parent).or_default().push(*id),
-            }
+    fn walk(&self) -> Walk<'_> {
+        let at = |anchor| self.by_anchor.range(inserted_at(anchor));
+        Walk {
+            by_anchor: &self.by_anchor,
+            // The front's elements first (newest first), then the back's (oldest first).
+            stack: vec![(at(Anchor::Back), false), (at(Anchor::Front), true)],
         }
-        let mut out = Vec::with_capacity(self.elems.len());
-        // Depth first, without recursion: a stack of the ids still to visit, the next on
-        // top. An element whose anchor was never received is not shown until it is.
-        let mut walk = |roots: &mut dyn Iterator<Item = ElemId>| {
-            let mut stack: Vec<ElemId> = roots.collect();
-            stack.reverse();
-            while let Some(id) = stack.pop() {
-                out.push(id);
-                if let Some(children) = after.get(&id) {
-                    // Newest first: the greatest id on top of the stack.
-                    stack.extend(children.iter().copied());
-                }
-            }
-        };
-        walk(&mut front.into_iter().rev());
-        walk(&mut back.into_iter());
-        out
     }
 
-    /// The elements not removed, in order, with their ids.
+    /// Every element's id in sequence order, tombstones included.
+    pub fn order(&self) -> Vec<ElemId> {
+        self.walk().collect()
+    }
+
+    /// The elements not removed, in order, with their ids. Reading the first few walks
+    /// only as far as they are (and the tombstones before them).
     pub fn iter(&self) -> impl Iterator<Item = (ElemId, &T)> {
-        self.order().into_iter().filter_map(|id| {
+        self.walk().filter_map(|id| {
             let elem = &self.elems[&id];
             (!elem.removed).then_some((id, &elem.value))
         })
@@ -180,15 +302,20 @@ impl<T> Rga<T> {
     }
 
     /// How many elements are not removed (and in the sequence: an element whose anchor
-    /// has not arrived yet is not).
+    /// has not arrived yet is not). Cheap: counted as elements come and go.
     pub fn len(&self) -> usize {
-        self.iter().count()
+        let waiting = self
+            .hidden
+            .iter()
+            .filter(|id| !self.elems[*id].removed)
+            .count();
+        self.live - waiting
     }
 
-    /// Whether every element was removed (or none inserted). Cheap: it does not walk the
-    /// sequence, so an element waiting for its anchor counts.
+    /// Whether every element was removed (or none inserted). An element waiting for its
+    /// anchor counts.
     pub fn is_empty(&self) -> bool {
-        self.elems.values().all(|e| e.removed)
+        self.live == 0
     }
 
     /// Whether `replica` inserted any element (a replica that forgets its elements must
@@ -202,17 +329,11 @@ impl<T: Clone> Merge for Rga<T> {
     fn merge(&mut self, other: Self) -> bool {
         let mut changed = false;
         for (id, elem) in other.elems {
-            match self.elems.get_mut(&id) {
-                Some(mine) => {
-                    if elem.removed && !mine.removed {
-                        mine.removed = true;
-                        changed = true;
-                    }
-                }
-                None => {
-                    self.elems.insert(id, elem);
-                    changed = true;
-                }
+            if self.elems.contains_key(&id) {
+                changed |= elem.removed && self.mark_removed(&id);
+            } else {
+                self.add(id, elem);
+                changed = true;
             }
         }
         changed
@@ -242,8 +363,10 @@ impl<T: Clone> Atomize for Rga<T> {
 
     /// One atom per element (with its removal, if removed).
     fn atomize(self) -> impl Iterator<Item = Self> {
-        self.elems.into_iter().map(|(id, elem)| Rga {
-            elems: BTreeMap::from([(id, elem)]),
+        self.elems.into_iter().map(|(id, elem)| {
+            let mut atom = Rga::default();
+            atom.add(id, elem);
+            atom
         })
     }
 }
@@ -334,6 +457,90 @@ mod test {
                 x.merge(all.clone());
                 prop_assert_eq!(x.values().collect::<Vec<_>>(), all.values().collect::<Vec<_>>());
             }
+        }
+    }
+
+    /// The order as the type's docs define it, computed from the elements alone: what
+    /// the indexed walk is checked against.
+    fn reference_order<T>(r: &Rga<T>) -> Vec<ElemId> {
+        fn visit<T>(r: &Rga<T>, id: ElemId, out: &mut Vec<ElemId>) {
+            out.push(id);
+            let mut kids: Vec<ElemId> = r
+                .elems
+                .iter()
+                .filter(|(_, e)| e.anchor == Anchor::After(id))
+                .map(|(k, _)| *k)
+                .collect();
+            kids.sort_by(|a, b| b.cmp(a));
+            for k in kids {
+                visit(r, k, out);
+            }
+        }
+        let roots = |anchor: Anchor| -> Vec<ElemId> {
+            r.elems
+                .iter()
+                .filter(|(_, e)| e.anchor == anchor)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let mut out = Vec::new();
+        for id in roots(Anchor::Front).into_iter().rev() {
+            visit(r, id, &mut out);
+        }
+        for id in roots(Anchor::Back) {
+            visit(r, id, &mut out);
+        }
+        out
+    }
+
+    /// The walk, the length and the count of what is visible agree with the definition.
+    fn check_derived(r: &Rga<u8>) -> Result<(), TestCaseError> {
+        prop_assert_eq!(r.order(), reference_order(r));
+        prop_assert_eq!(r.len(), r.iter().count());
+        prop_assert_eq!(r.is_empty(), r.elems.values().all(|e| e.removed));
+        Ok(())
+    }
+
+    proptest! {
+        /// Elements delivered one at a time in any order (an element before the one it
+        /// was inserted after, a removal before the insert it removes): after each, the
+        /// index and counts agree with the elements; at the end the replica equals the
+        /// source; decoding rebuilds them.
+        #[test]
+        fn index_and_counts_follow_any_delivery_order(ops in ops(), seed in any::<u64>()) {
+            let items = replay(&ops);
+            for r in &items {
+                check_derived(r)?;
+            }
+            let all = items.iter().cloned().fold(Rga::default(), |a: Rga<u8>, b| a.merge_owned(b));
+            let mut atoms: Vec<Rga<u8>> = all.clone().atomize().collect();
+            // Removals as atoms of their own too: the element first without, then with it.
+            let removals: Vec<Rga<u8>> = atoms.iter().filter(|a| a.live == 0).cloned().collect();
+            for a in &mut atoms {
+                for e in a.elems.values_mut() {
+                    e.removed = false;
+                }
+                a.live = a.elems.len();
+            }
+            atoms.extend(removals);
+            let mut x = seed | 1;
+            for i in (1..atoms.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                atoms.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut r = Rga::default();
+            for atom in atoms {
+                r.merge(atom);
+                check_derived(&r)?;
+            }
+            prop_assert_eq!(&r, &all);
+            let bytes = bincode::serde::encode_to_vec(&all, bincode::config::standard()).unwrap();
+            let (decoded, _): (Rga<u8>, usize) =
+                bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+            check_derived(&decoded)?;
+            prop_assert_eq!(decoded.order(), all.order());
         }
     }
 

@@ -116,9 +116,9 @@ pub enum Finish {
         after_write: bool,
     },
     /// `LRANGE`.
-    ListRange(i64, i64),
+    ListRange,
     /// `LINDEX`.
-    ListIndex(i64),
+    ListIndex,
     /// `LINSERT`: read, then write; the length after, -1 without the pivot, 0 without the
     /// key.
     ListInsert(Bytes),
@@ -342,20 +342,21 @@ fn get(key: &Bytes) -> Op {
     }
 }
 
-/// Reads the named members of a collection (see [`Probe::Members`]).
-fn probe_members(key: &Bytes, members: Vec<Bytes>) -> Op {
+fn probe_op(key: &Bytes, probe: Probe) -> Op {
     Op::Probe {
         key: key.clone(),
-        probe: Probe::Members(members),
+        probe,
     }
+}
+
+/// Reads the named members of a collection (see [`Probe::Members`]).
+fn probe_members(key: &Bytes, members: Vec<Bytes>) -> Op {
+    probe_op(key, Probe::Members(members))
 }
 
 /// Reads how many members a key holds (see [`Probe::Len`]).
 fn probe_len(key: &Bytes) -> Op {
-    Op::Probe {
-        key: key.clone(),
-        probe: Probe::Len,
-    }
+    probe_op(key, Probe::Len)
 }
 
 fn write(key: &Bytes, w: Write) -> Op {
@@ -1578,12 +1579,16 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ),
         ("LRANGE", 3) => match (int_arg(&a[1]), int_arg(&a[2])) {
             (Some(start), Some(stop)) => {
-                Step::Data(vec![get(&a[0])], Finish::ListRange(start, stop))
+                let probe = Probe::Range { start, stop };
+                Step::Data(vec![probe_op(&a[0], probe)], Finish::ListRange)
             }
             _ => not_integer(),
         },
         ("LINDEX", 2) => match int_arg(&a[1]) {
-            Some(i) => Step::Data(vec![get(&a[0])], Finish::ListIndex(i)),
+            Some(i) => {
+                let probe = Probe::Range { start: i, stop: i };
+                Step::Data(vec![probe_op(&a[0], probe)], Finish::ListIndex)
+            }
             None => not_integer(),
         },
         ("LINSERT", 4) => {
@@ -2306,6 +2311,15 @@ fn in_zset(p: Option<&Probed>) -> Result<&[Option<Found>], Out> {
     found_in(p, ZSET)
 }
 
+/// The elements a range probe found in a list (none when the key is not found).
+fn in_list(p: Option<&Probed>) -> Result<&[Bytes], Out> {
+    match p {
+        None => Ok(&[]),
+        Some(p) if p.kind == Kind::List => Ok(p.values()),
+        Some(p) => Err(wrong_kind(p.kind, LIST.1)),
+    }
+}
+
 /// The length a probe found in a key of the `wanted` kinds (0 when not found).
 fn len_of(p: Option<&Probed>, (kinds, name): Wanted) -> Result<i64, Out> {
     match p {
@@ -2540,20 +2554,17 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             };
             Out::Int(len_of(probed(&r[at])?, LIST)?)
         }
-        Finish::ListRange(start, stop) => {
-            let all = list(read(&r[0])?)?;
-            Out::Array(match crate::value::index_range(all.len(), start, stop) {
-                Some((a, b)) => all[a..=b].iter().cloned().map(Out::Bulk).collect(),
-                None => vec![],
-            })
-        }
-        Finish::ListIndex(i) => {
-            let all = list(read(&r[0])?)?;
-            match crate::value::index_range(all.len(), i, i) {
-                Some((a, _)) => Out::Bulk(all[a].clone()),
-                None => Out::Null,
-            }
-        }
+        Finish::ListRange => Out::Array(
+            in_list(probed(&r[0])?)?
+                .iter()
+                .cloned()
+                .map(Out::Bulk)
+                .collect(),
+        ),
+        Finish::ListIndex => match in_list(probed(&r[0])?)?.first() {
+            Some(v) => Out::Bulk(v.clone()),
+            None => Out::Null,
+        },
         Finish::ListInsert(pivot) => {
             let before = read(&r[0])?;
             written(&r[1])?;

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, Score, Value, field_value, score_value};
+use super::{Kind, Score, Value, field_value, index_range, score_value};
 
 /// What to read of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,14 @@ pub enum Probe {
     Members(Vec<Bytes>),
     /// How many members, fields or elements the key holds; 1 for a key holding one value.
     Len,
+    /// The elements of a list from `start` to `stop` (inclusive; negative counts from the
+    /// end), as `LRANGE` reads them. (A key of another kind answers none.)
+    Range {
+        /// The first position.
+        start: i64,
+        /// The last position.
+        stop: i64,
+    },
 }
 
 /// What a [`Probe`] found in a key that exists.
@@ -34,6 +42,8 @@ pub enum Answer {
     Members(Vec<Option<Found>>),
     /// For [`Probe::Len`].
     Len(u64),
+    /// For [`Probe::Range`]: the elements, in order.
+    Values(Vec<Bytes>),
 }
 
 /// A member a [`Probe::Members`] found.
@@ -52,15 +62,23 @@ impl Probed {
     pub fn found(&self) -> &[Option<Found>] {
         match &self.answer {
             Answer::Members(found) => found,
-            Answer::Len(_) => &[],
+            _ => &[],
         }
     }
 
-    /// The length a [`Probe::Len`] answered (0 for members).
+    /// The length a [`Probe::Len`] answered (0 for another probe).
     pub fn length(&self) -> u64 {
         match self.answer {
             Answer::Len(n) => n,
-            Answer::Members(_) => 0,
+            _ => 0,
+        }
+    }
+
+    /// The elements a [`Probe::Range`] answered (none for another probe).
+    pub fn values(&self) -> &[Bytes] {
+        match &self.answer {
+            Answer::Values(values) => values,
+            _ => &[],
         }
     }
 }
@@ -81,6 +99,13 @@ impl Value {
                     .map(|m| value.find(m))
                     .collect::<Vec<Option<Found>>>(),
             ),
+            Probe::Range { start, stop } => Answer::Values(match value {
+                Value::List(v) => match index_range(v.len(), *start, *stop) {
+                    Some((a, b)) => v.values().skip(a).take(b - a + 1).cloned().collect(),
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            }),
         };
         Some(Probed {
             kind: value.kind(),
@@ -123,7 +148,7 @@ mod test {
     use calm_lattice::{Hlc, ReplicaId, Stamp};
 
     use super::*;
-    use crate::value::{ReadValue, Write, WriteCtx};
+    use crate::value::{ReadValue, Write, WriteCtx, index_range};
 
     fn b(i: u8) -> Bytes {
         Bytes::from(format!("m{i}"))
@@ -173,6 +198,13 @@ mod test {
                 ReadValue::List { values } => values.len(),
                 _ => 1,
             } as u64),
+            Probe::Range { start, stop } => Answer::Values(match &read {
+                ReadValue::List { values } => match index_range(values.len(), *start, *stop) {
+                    Some((a, b)) => values[a..=b].to_vec(),
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            }),
             Probe::Members(named) => Answer::Members(
                 named
                     .iter()
@@ -221,10 +253,17 @@ mod test {
                     }
                 }
             }
-            let named = Probe::Members((0..5).map(b).collect());
+            let probes = [
+                Probe::Members((0..5).map(b).collect()),
+                Probe::Len,
+                Probe::Range { start: 0, stop: -1 },
+                Probe::Range { start: 1, stop: 2 },
+                Probe::Range { start: -2, stop: 10 },
+                Probe::Range { start: 3, stop: 1 },
+            ];
             for v in &replicas {
                 for now in [10, 60] {
-                    for probe in [&Probe::Len, &named] {
+                    for probe in &probes {
                         proptest::prop_assert_eq!(
                             v.probe(now, probe),
                             expected(v.read_at(now, false), probe),
