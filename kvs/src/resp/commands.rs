@@ -20,6 +20,9 @@ pub enum Out {
     Bulk(Bytes),
     /// Nil.
     Null,
+    /// Nil where an array was expected: `*-1` in RESP2 (as Redis answers it), null in
+    /// RESP3.
+    NullArray,
     /// An array.
     Array(Vec<Out>),
     /// Out of band: a subscription's confirmation or message (RESP3 push; an array in
@@ -100,8 +103,8 @@ pub enum Finish {
     IsMember,
     /// `SCARD`.
     Card,
-    /// `SMISMEMBER`.
-    AreMembers,
+    /// `SMISMEMBER`, of this many members.
+    AreMembers(usize),
     /// `SINTER`, `SUNION`, `SDIFF` (and `SINTERCARD`'s count, up to a limit) over the sets
     /// read.
     Combine {
@@ -160,8 +163,8 @@ pub enum Finish {
         /// Answer its length instead.
         len: bool,
     },
-    /// `HMGET`.
-    Fields,
+    /// `HMGET`, of this many fields.
+    Fields(usize),
     /// `HEXISTS`.
     FieldExists,
     /// `HGETALL`, `HKEYS`, `HVALS` (which halves).
@@ -190,8 +193,8 @@ pub enum Finish {
         /// Whether a write comes first.
         after_write: bool,
     },
-    /// `ZMSCORE`.
-    Scores,
+    /// `ZMSCORE`, of this many members.
+    Scores(usize),
     /// `ZCARD`.
     ZCard,
     /// `ZRANGE` and its older forms.
@@ -204,6 +207,8 @@ pub enum Finish {
         member: Bytes,
         /// Count from the greatest score.
         rev: bool,
+        /// `WITHSCORE`: answer the rank and the score.
+        with_score: bool,
     },
 }
 
@@ -1310,12 +1315,16 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 .collect(),
         ),
         // Redis's knobs for its compact encodings: calm has no such encodings, so setting
-        // them changes nothing (and test suites that turn them can run).
+        // them changes nothing (and test suites that turn them can run). Likewise `save ""`
+        // (no snapshots): calm takes none.
         ("CONFIG", n)
             if n >= 3
                 && n % 2 == 1
                 && a[0].eq_ignore_ascii_case(b"SET")
-                && a[1..].chunks(2).all(|kv| encoding_knob(&kv[0])) =>
+                && a[1..].chunks(2).all(|kv| {
+                    encoding_knob(&kv[0])
+                        || (kv[0].eq_ignore_ascii_case(b"save") && kv[1].is_empty())
+                }) =>
         {
             Step::Reply(Out::ok())
         }
@@ -1463,9 +1472,10 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 len: name == "HSTRLEN",
             },
         ),
-        ("HMGET", n) if n >= 2 => {
-            Step::Data(vec![probe_members(&a[0], a[1..].to_vec())], Finish::Fields)
-        }
+        ("HMGET", n) if n >= 2 => Step::Data(
+            vec![probe_members(&a[0], a[1..].to_vec())],
+            Finish::Fields(n - 1),
+        ),
         ("HEXISTS", 2) => Step::Data(
             vec![probe_members(&a[0], vec![a[1].clone()])],
             Finish::FieldExists,
@@ -1522,9 +1532,10 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             vec![probe_members(&a[0], vec![a[1].clone()])],
             Finish::Score { after_write: false },
         ),
-        ("ZMSCORE", n) if n >= 2 => {
-            Step::Data(vec![probe_members(&a[0], a[1..].to_vec())], Finish::Scores)
-        }
+        ("ZMSCORE", n) if n >= 2 => Step::Data(
+            vec![probe_members(&a[0], a[1..].to_vec())],
+            Finish::Scores(n - 1),
+        ),
         ("ZCARD", 1) => Step::Data(vec![probe_len(&a[0])], Finish::ZCard),
         ("ZREM", n) if n >= 2 => {
             let members: BTreeSet<Bytes> = a[1..].iter().cloned().collect();
@@ -1544,13 +1555,21 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             (Some(min), Some(max)) => Step::Data(vec![get(&a[0])], Finish::ZCount(min, max)),
             _ => Step::Reply(Out::err("ERR min or max is not a float")),
         },
-        ("ZRANK" | "ZREVRANK", 2) => Step::Data(
-            vec![get(&a[0])],
-            Finish::ZRank {
-                member: a[1].clone(),
-                rev: name == "ZREVRANK",
-            },
-        ),
+        ("ZRANK" | "ZREVRANK", 2 | 3) => {
+            let with_score = match a.get(2) {
+                None => false,
+                Some(w) if w.eq_ignore_ascii_case(b"WITHSCORE") => true,
+                Some(_) => return Step::Reply(Out::err("ERR syntax error")),
+            };
+            Step::Data(
+                vec![get(&a[0])],
+                Finish::ZRank {
+                    member: a[1].clone(),
+                    rev: name == "ZREVRANK",
+                    with_score,
+                },
+            )
+        }
         (
             "ZPOPMIN" | "ZPOPMAX" | "BZPOPMIN" | "BZPOPMAX" | "ZMPOP" | "BZMPOP" | "LPOP" | "RPOP"
             | "BLPOP" | "BRPOP" | "LMPOP" | "BLMPOP" | "LMOVE" | "BLMOVE" | "RPOPLPUSH"
@@ -1658,7 +1677,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ("SCARD", 1) => Step::Data(vec![probe_len(&a[0])], Finish::Card),
         ("SMISMEMBER", n) if n >= 2 => Step::Data(
             vec![probe_members(&a[0], a[1..].to_vec())],
-            Finish::AreMembers,
+            Finish::AreMembers(n - 1),
         ),
         ("SINTER" | "SUNION" | "SDIFF", n) if n >= 1 => Step::Data(
             a.iter().map(get).collect(),
@@ -1672,16 +1691,14 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             },
         ),
         ("SINTERCARD", n) if n >= 2 => {
-            let Some(keys) = int_arg(&a[0]) else {
-                return not_integer();
-            };
-            let numkeys = match usize::try_from(keys) {
-                Ok(k) if k >= 1 && k < n => k,
-                _ => {
+            let numkeys = match int_arg(&a[0]).map(usize::try_from) {
+                Some(Ok(k)) if k >= 1 && k < n => k,
+                Some(Ok(k)) if k >= n => {
                     return Step::Reply(Out::err(
-                        "ERR numkeys should be greater than 0 and not more than the keys given",
+                        "ERR Number of keys can't be greater than number of args",
                     ));
                 }
+                _ => return Step::Reply(Out::err("ERR numkeys should be greater than 0")),
             };
             let limit = match &a[1 + numkeys..] {
                 [] => 0,
@@ -2054,9 +2071,11 @@ fn zrange(name: &str, a: &[Bytes]) -> Result<Range, Out> {
             b"BYSCORE" if name == "ZRANGE" => by_score = true,
             b"REV" if name == "ZRANGE" => rev = true,
             b"BYLEX" if name == "ZRANGE" => {
-                return Err(Out::err(
-                    "ERR ZRANGE ... BYLEX is not supported yet by calm",
-                ));
+                return Err(if a.iter().any(|x| x.eq_ignore_ascii_case(b"WITHSCORES")) {
+                    syntax()
+                } else {
+                    Out::err("ERR ZRANGE ... BYLEX is not supported yet by calm")
+                });
             }
             b"LIMIT" if name != "ZREVRANGE" => {
                 let (Some(offset), Some(count)) = (
@@ -2136,7 +2155,56 @@ fn select<'a>(all: &'a [(Bytes, Score)], range: &Range) -> Vec<&'a (Bytes, Score
 }
 
 fn score_out(score: Score) -> Out {
-    Out::bulk(score.to_string())
+    Out::bulk(format_double(score.get()))
+}
+
+/// A double as Redis 7.2 and Valkey write one: the shortest digits that read back as the
+/// same number, plainly when the exponent is small (`0.1`, `3`, `1.5`) and in scientific
+/// notation otherwise (`1e+20`, `1.5e-7`, `1.7976931348623157e+308`).
+fn format_double(x: f64) -> String {
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Rust writes the shortest round-tripping digits as `d.ddde±N`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let e: i64 = exp.parse().unwrap_or(0);
+    let n = digits.len() as i64;
+    // The value is `digits * 10^k`.
+    let k = e - (n - 1);
+    let sign = if x < 0.0 { "-" } else { "" };
+    let plain = if k >= 0 && e.abs() < n + 7 {
+        Some(format!("{digits}{}", "0".repeat(k as usize)))
+    } else if k < 0 && (k > -7 || e.abs() < 4) {
+        let point = n + k;
+        Some(if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        })
+    } else {
+        None
+    };
+    match plain {
+        Some(p) => format!("{sign}{p}"),
+        None => {
+            let rest = if n > 1 {
+                format!(".{}", &digits[1..])
+            } else {
+                String::new()
+            };
+            let esign = if e < 0 { '-' } else { '+' };
+            format!("{sign}{}{rest}e{esign}{}", &digits[..1], e.abs())
+        }
+    }
 }
 
 fn counter(key: &Bytes, by: i64) -> Step {
@@ -2279,14 +2347,6 @@ fn probed(r: &OpResult) -> Result<Option<&Probed>, Out> {
         Ok(Reply::Probed(p)) => Ok(p.as_ref()),
         Ok(other) => Err(Out::err(format!("ERR unexpected result {other:?}"))),
         Err(e) => Err(op_error(e)),
-    }
-}
-
-/// How many members the probe named (the result of a [`Probe::Members`] or nothing).
-fn probe_count(r: &OpResult) -> usize {
-    match r {
-        Ok(Reply::Probed(Some(p))) => p.found().len(),
-        _ => 0,
     }
 }
 
@@ -2508,9 +2568,8 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Out::Array(list)
             }
         }
-        Finish::AreMembers => {
+        Finish::AreMembers(named) => {
             let found = in_set(probed(&r[0])?)?;
-            let named = probe_count(&r[0]);
             Out::Array(
                 (0..named)
                     .map(|i| Out::Int(i64::from(is_found(found, i))))
@@ -2682,10 +2741,10 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             (None, false) => Out::Null,
             (v, true) => Out::Int(v.map_or(0, |v| v.len() as i64)),
         },
-        Finish::Fields => {
+        Finish::Fields(named) => {
             let found = in_hash(probed(&r[0])?)?;
             Out::Array(
-                (0..probe_count(&r[0]))
+                (0..named)
                     .map(|i| field_at(found, i).map_or(Out::Null, |v| Out::Bulk(v.clone())))
                     .collect(),
             )
@@ -2741,10 +2800,10 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             };
             score_at(in_zset(probed(&r[at])?)?, 0).map_or(Out::Null, score_out)
         }
-        Finish::Scores => {
+        Finish::Scores(named) => {
             let found = in_zset(probed(&r[0])?)?;
             Out::Array(
-                (0..probe_count(&r[0]))
+                (0..named)
                     .map(|i| score_at(found, i).map_or(Out::Null, score_out))
                     .collect(),
             )
@@ -2777,11 +2836,22 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 .filter(|(_, s)| min.below(s.get()) && max.above(s.get()))
                 .count() as i64,
         ),
-        Finish::ZRank { member, rev } => {
+        Finish::ZRank {
+            member,
+            rev,
+            with_score,
+        } => {
             let all = scored(read(&r[0])?)?;
             match all.iter().position(|(m, _)| *m == member) {
-                Some(i) if rev => Out::Int((all.len() - 1 - i) as i64),
-                Some(i) => Out::Int(i as i64),
+                Some(i) => {
+                    let rank = Out::Int((if rev { all.len() - 1 - i } else { i }) as i64);
+                    if with_score {
+                        Out::Array(vec![rank, score_out(all[i].1)])
+                    } else {
+                        rank
+                    }
+                }
+                None if with_score => Out::NullArray,
                 None => Out::Null,
             }
         }
@@ -2798,6 +2868,31 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn doubles_are_written_as_redis_writes_them() {
+        for (x, text) in [
+            (0.1, "0.1"),
+            (3.0, "3"),
+            (-2.5, "-2.5"),
+            (1e20, "1e+20"),
+            (1e6, "1000000"),
+            (1.5e-7, "1.5e-7"),
+            (0.0001, "0.0001"),
+            (1.25e-5, "1.25e-5"),
+            (0.000125, "0.000125"),
+            (123456789012345680.0, "123456789012345680"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format_double(x), text, "{x:e}");
+            if x.is_finite() {
+                assert_eq!(format_double(x).parse::<f64>().unwrap(), x);
+            }
+        }
+    }
 
     /// The compatibility table in `kvs/README.md` says, per Redis group, which commands calm
     /// supports, refuses and has not yet; every one of them is checked here, and every

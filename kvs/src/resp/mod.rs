@@ -565,6 +565,10 @@ impl Connection {
         let encoded = if self.session.proto == 3 {
             redis_protocol::resp3::encode::complete::extend_encode(out, &to_resp3(reply), false)
                 .map(|_| ())
+        } else if matches!(reply, Out::NullArray) {
+            // RESP2's null array, which the codec does not write.
+            out.extend_from_slice(b"*-1\r\n");
+            Ok(())
         } else {
             redis_protocol::resp2::encode::extend_encode(out, &to_resp2(reply), false).map(|_| ())
         };
@@ -639,7 +643,7 @@ fn to_resp2(o: &Out) -> Frame2 {
         Out::Error(e) => Frame2::Error(e.clone().into()),
         Out::Int(n) => Frame2::Integer(*n),
         Out::Bulk(b) => Frame2::BulkString(b.clone()),
-        Out::Null => Frame2::Null,
+        Out::Null | Out::NullArray => Frame2::Null,
         Out::Array(items) | Out::Set(items) | Out::Push(items) => {
             Frame2::Array(items.iter().map(to_resp2).collect())
         }
@@ -670,7 +674,7 @@ fn to_resp3(o: &Out) -> Frame3 {
             data: b.clone(),
             attributes: None,
         },
-        Out::Null => Frame3::Null,
+        Out::Null | Out::NullArray => Frame3::Null,
         Out::Array(items) => Frame3::Array {
             data: items.iter().map(to_resp3).collect(),
             attributes: None,
