@@ -199,6 +199,8 @@ pub enum Finish {
     ZCard,
     /// `ZRANGE` and its older forms.
     ZRange(Range),
+    /// `ZLEXCOUNT`: members from `min` to `max`.
+    ZLexCount(LexBound, LexBound),
     /// `ZCOUNT`.
     ZCount(Bound, Bound),
     /// `ZRANK` and `ZREVRANK`.
@@ -262,6 +264,61 @@ pub struct Range {
 enum RangeBy {
     Index(i64, i64),
     Score(Bound, Bound),
+    Lex(LexBound, LexBound),
+}
+
+/// A bound of a range of members (`ZRANGEBYLEX`): `-` and `+` (no bound), `[m` (from or
+/// to `m`, included) or `(m` (excluded). Members compare as bytes.
+#[derive(Clone, Debug)]
+pub enum LexBound {
+    /// `-`.
+    Least,
+    /// `+`.
+    Greatest,
+    /// `[m`.
+    Included(Bytes),
+    /// `(m`.
+    Excluded(Bytes),
+}
+
+impl LexBound {
+    fn parse(b: &Bytes) -> Option<LexBound> {
+        match b.first()? {
+            b'-' if b.len() == 1 => Some(LexBound::Least),
+            b'+' if b.len() == 1 => Some(LexBound::Greatest),
+            b'[' => Some(LexBound::Included(b.slice(1..))),
+            b'(' => Some(LexBound::Excluded(b.slice(1..))),
+            _ => None,
+        }
+    }
+
+    /// Whether `m` is at or after this lower bound.
+    fn below(&self, m: &[u8]) -> bool {
+        match self {
+            LexBound::Least => true,
+            LexBound::Greatest => false,
+            LexBound::Included(x) => x.as_ref() <= m,
+            LexBound::Excluded(x) => x.as_ref() < m,
+        }
+    }
+
+    /// Whether `m` is at or before this upper bound.
+    fn above(&self, m: &[u8]) -> bool {
+        match self {
+            LexBound::Least => false,
+            LexBound::Greatest => true,
+            LexBound::Included(x) => m <= x.as_ref(),
+            LexBound::Excluded(x) => m < x.as_ref(),
+        }
+    }
+
+    /// Both bounds of a range given as `min max`.
+    fn pair(min: &Bytes, max: &Bytes) -> Result<(LexBound, LexBound), Out> {
+        match (LexBound::parse(min), LexBound::parse(max)) {
+            (Some(min), Some(max)) => Ok((min, max)),
+            _ => Err(Out::err("ERR min or max not valid string range item")),
+        }
+    }
 }
 
 /// How `SINTER`, `SUNION` and `SDIFF` combine the sets they read.
@@ -384,9 +441,6 @@ pub const NOT_YET: &[&str] = &[
     "SINTERSTORE",
     "SUNIONSTORE",
     "SDIFFSTORE",
-    "ZRANGEBYLEX",
-    "ZREVRANGEBYLEX",
-    "ZLEXCOUNT",
     "ZRANGESTORE",
     "ZUNION",
     "ZINTER",
@@ -1031,6 +1085,30 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Counts members with scores in a range.",
     ),
     spec(
+        "zrangebylex",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members in a range of members (of a sorted set whose scores are equal).",
+    ),
+    spec(
+        "zrevrangebylex",
+        -4,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members in a range of members, greatest first.",
+    ),
+    spec(
+        "zlexcount",
+        4,
+        RF,
+        ONE,
+        "sorted-set",
+        "Counts members in a range of members.",
+    ),
+    spec(
         "zrank",
         3,
         RF,
@@ -1545,12 +1623,18 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
                 Finish::ZRem,
             )
         }
-        ("ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE", n) if n >= 3 => {
-            match zrange(&name, &a[1..]) {
-                Ok(range) => Step::Data(vec![get(&a[0])], Finish::ZRange(range)),
-                Err(e) => Step::Reply(e),
-            }
-        }
+        (
+            "ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZREVRANGEBYSCORE" | "ZRANGEBYLEX"
+            | "ZREVRANGEBYLEX",
+            n,
+        ) if n >= 3 => match zrange(&name, &a[1..]) {
+            Ok(range) => Step::Data(vec![get(&a[0])], Finish::ZRange(range)),
+            Err(e) => Step::Reply(e),
+        },
+        ("ZLEXCOUNT", 3) => match LexBound::pair(&a[1], &a[2]) {
+            Ok((min, max)) => Step::Data(vec![get(&a[0])], Finish::ZLexCount(min, max)),
+            Err(e) => Step::Reply(e),
+        },
         ("ZCOUNT", 3) => match (Bound::parse(&a[1]), Bound::parse(&a[2])) {
             (Some(min), Some(max)) => Step::Data(vec![get(&a[0])], Finish::ZCount(min, max)),
             _ => Step::Reply(Out::err("ERR min or max is not a float")),
@@ -2058,10 +2142,13 @@ fn zadd(key: &Bytes, a: &[Bytes]) -> Step {
 fn zrange(name: &str, a: &[Bytes]) -> Result<Range, Out> {
     let syntax = || Out::err("ERR syntax error");
     let (mut by_score, mut rev, mut limit, mut with_scores) = (false, false, None, false);
+    let mut by_lex = false;
     match name {
         "ZRANGEBYSCORE" => by_score = true,
         "ZREVRANGE" => rev = true,
         "ZREVRANGEBYSCORE" => (by_score, rev) = (true, true),
+        "ZRANGEBYLEX" => by_lex = true,
+        "ZREVRANGEBYLEX" => (by_lex, rev) = (true, true),
         _ => {}
     }
     let mut i = 2;
@@ -2070,13 +2157,7 @@ fn zrange(name: &str, a: &[Bytes]) -> Result<Range, Out> {
             b"WITHSCORES" => with_scores = true,
             b"BYSCORE" if name == "ZRANGE" => by_score = true,
             b"REV" if name == "ZRANGE" => rev = true,
-            b"BYLEX" if name == "ZRANGE" => {
-                return Err(if a.iter().any(|x| x.eq_ignore_ascii_case(b"WITHSCORES")) {
-                    syntax()
-                } else {
-                    Out::err("ERR ZRANGE ... BYLEX is not supported yet by calm")
-                });
-            }
+            b"BYLEX" if name == "ZRANGE" => by_lex = true,
             b"LIMIT" if name != "ZREVRANGE" => {
                 let (Some(offset), Some(count)) = (
                     a.get(i + 1).and_then(|x| int_arg(x)),
@@ -2095,12 +2176,25 @@ fn zrange(name: &str, a: &[Bytes]) -> Result<Range, Out> {
         }
         i += 1;
     }
-    if limit.is_some() && !by_score {
+    if by_lex && by_score {
+        return Err(syntax());
+    }
+    if by_lex && with_scores {
+        return Err(Out::err(
+            "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
+    }
+    if limit.is_some() && !by_score && !by_lex {
         return Err(Out::err(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
         ));
     }
-    let by = if by_score {
+    let by = if by_lex {
+        // Reversed ranges name the greater bound first.
+        let (lo, hi) = if rev { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
+        let (min, max) = LexBound::pair(lo, hi)?;
+        RangeBy::Lex(min, max)
+    } else if by_score {
         // Reversed ranges name the greater bound first.
         let (lo, hi) = if rev { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
         match (Bound::parse(lo), Bound::parse(hi)) {
@@ -2138,19 +2232,33 @@ fn select<'a>(all: &'a [(Bytes, Score)], range: &Range) -> Vec<&'a (Bytes, Score
             }
             ordered[start as usize..=stop as usize].to_vec()
         }
-        RangeBy::Score(min, max) => {
-            let within = ordered
+        RangeBy::Score(min, max) => limited(
+            ordered
                 .into_iter()
-                .filter(|(_, s)| min.below(s.get()) && max.above(s.get()));
-            match range.limit {
-                Some((offset, _)) if offset < 0 => vec![],
-                Some((offset, count)) => within
-                    .skip(offset as usize)
-                    .take(usize::try_from(count).unwrap_or(usize::MAX))
-                    .collect(),
-                None => within.collect(),
-            }
-        }
+                .filter(|(_, s)| min.below(s.get()) && max.above(s.get())),
+            range.limit,
+        ),
+        RangeBy::Lex(ref min, ref max) => limited(
+            ordered
+                .into_iter()
+                .filter(|(m, _)| min.below(m) && max.above(m)),
+            range.limit,
+        ),
+    }
+}
+
+/// The members `LIMIT offset count` keeps of those in a range (a negative count: all).
+fn limited<'a>(
+    within: impl Iterator<Item = &'a (Bytes, Score)>,
+    limit: Option<(i64, i64)>,
+) -> Vec<&'a (Bytes, Score)> {
+    match limit {
+        Some((offset, _)) if offset < 0 => vec![],
+        Some((offset, count)) => within
+            .skip(offset as usize)
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .collect(),
+        None => within.collect(),
     }
 }
 
@@ -2830,6 +2938,12 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 ),
             }
         }
+        Finish::ZLexCount(min, max) => Out::Int(
+            scored(read(&r[0])?)?
+                .iter()
+                .filter(|(m, _)| min.below(m) && max.above(m))
+                .count() as i64,
+        ),
         Finish::ZCount(min, max) => Out::Int(
             scored(read(&r[0])?)?
                 .iter()
