@@ -120,6 +120,8 @@ pub enum Finish {
     },
     /// `LRANGE`.
     ListRange,
+    /// `LPOS`: where `element` is, as asked.
+    ListPos(ListPos),
     /// `LINDEX`.
     ListIndex,
     /// `LINSERT`: read, then write; the length after, -1 without the pivot, 0 without the
@@ -435,7 +437,6 @@ pub const NOT_YET: &[&str] = &[
     "HINCRBYFLOAT",
     "HRANDFIELD",
     "HSCAN",
-    "LPOS",
     "SRANDMEMBER",
     "SSCAN",
     "SINTERSTORE",
@@ -747,6 +748,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         ONE,
         "list",
         "Returns a list's element by index.",
+    ),
+    spec(
+        "lpos",
+        -3,
+        R,
+        ONE,
+        "list",
+        "Returns the index of matching elements in a list.",
     ),
     spec(
         "linsert",
@@ -1687,6 +1696,10 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             }
             _ => not_integer(),
         },
+        ("LPOS", n) if n >= 2 => match lpos(&a[1], &a[2..]) {
+            Ok(pos) => Step::Data(vec![get(&a[0])], Finish::ListPos(pos)),
+            Err(e) => Step::Reply(e),
+        },
         ("LINDEX", 2) => match int_arg(&a[1]) {
             Some(i) => {
                 let probe = Probe::Range { start: i, stop: i };
@@ -2247,6 +2260,84 @@ fn select<'a>(all: &'a [(Bytes, Score)], range: &Range) -> Vec<&'a (Bytes, Score
     }
 }
 
+/// What `LPOS key element [RANK r] [COUNT n] [MAXLEN m]` looks for.
+#[derive(Debug)]
+pub struct ListPos {
+    element: Bytes,
+    /// Skip the first `rank - 1` matches; negative: search from the end.
+    rank: i64,
+    /// How many matches to answer (0: all), when `COUNT` was given.
+    count: Option<usize>,
+    /// Compare at most this many elements (0: all).
+    maxlen: usize,
+}
+
+impl ListPos {
+    /// The indexes of the matches, in the order found.
+    fn find(&self, list: &[Bytes]) -> Vec<usize> {
+        let limit = if self.maxlen == 0 {
+            list.len()
+        } else {
+            self.maxlen.min(list.len())
+        };
+        let indexes: Box<dyn Iterator<Item = usize>> = if self.rank > 0 {
+            Box::new(0..limit)
+        } else {
+            Box::new((list.len() - limit..list.len()).rev())
+        };
+        let want = match self.count {
+            Some(0) => usize::MAX,
+            Some(n) => n,
+            None => 1,
+        };
+        indexes
+            .filter(|&i| list[i] == self.element)
+            .skip(usize::try_from(self.rank.unsigned_abs() - 1).unwrap_or(usize::MAX))
+            .take(want)
+            .collect()
+    }
+}
+
+fn lpos(element: &Bytes, options: &[Bytes]) -> Result<ListPos, Out> {
+    let mut pos = ListPos {
+        element: element.clone(),
+        rank: 1,
+        count: None,
+        maxlen: 0,
+    };
+    let mut pairs = options.chunks(2);
+    for pair in &mut pairs {
+        let [option, value] = pair else {
+            return Err(Out::err("ERR syntax error"));
+        };
+        let option = option.to_ascii_uppercase();
+        if !matches!(option.as_slice(), b"RANK" | b"COUNT" | b"MAXLEN") {
+            return Err(Out::err("ERR syntax error"));
+        }
+        let n = int_arg(value)
+            .ok_or_else(|| Out::err("ERR value is not an integer or out of range"))?;
+        match option.as_slice() {
+            b"RANK" if n == 0 => {
+                return Err(Out::err(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+                ));
+            }
+            b"RANK" if n == i64::MIN => {
+                return Err(Out::err(
+                    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+                ));
+            }
+            b"RANK" => pos.rank = n,
+            b"COUNT" if n < 0 => return Err(Out::err("ERR COUNT can't be negative")),
+            b"COUNT" => pos.count = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            b"MAXLEN" if n < 0 => return Err(Out::err("ERR MAXLEN can't be negative")),
+            b"MAXLEN" => pos.maxlen = usize::try_from(n).unwrap_or(usize::MAX),
+            _ => return Err(Out::err("ERR syntax error")),
+        }
+    }
+    Ok(pos)
+}
+
 /// The members `LIMIT offset count` keeps of those in a range (a negative count: all).
 fn limited<'a>(
     within: impl Iterator<Item = &'a (Bytes, Score)>,
@@ -2728,6 +2819,13 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 .map(Out::Bulk)
                 .collect(),
         ),
+        Finish::ListPos(pos) => {
+            let found = pos.find(list(read(&r[0])?)?);
+            match pos.count {
+                Some(_) => Out::Array(found.into_iter().map(|i| Out::Int(i as i64)).collect()),
+                None => found.first().map_or(Out::Null, |i| Out::Int(*i as i64)),
+            }
+        }
         Finish::ListIndex => match in_list(probed(&r[0])?)?.first() {
             Some(v) => Out::Bulk(v.clone()),
             None => Out::Null,
