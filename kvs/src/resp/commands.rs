@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use crate::op::{KeyFilter, Op, OpError, OpResult, Reply};
+use crate::op::{KeyFilter, Op, OpError, OpResult, Reply, glob_match};
 use crate::value::{Found, Kind, Probe, Probed, ReadValue, Score, Write};
 
 /// A reply, before it is encoded for the connection's protocol version.
@@ -99,6 +99,17 @@ pub enum Finish {
     },
     /// `SMEMBERS`.
     Members,
+    /// `SSCAN`, `HSCAN`, `ZSCAN`: every member (and value or score) in one page.
+    ScanMembers {
+        /// The kinds the command reads (`SSCAN`: sets, ...).
+        wanted: Wanted,
+        /// `MATCH`: only members that match.
+        pattern: Option<Bytes>,
+        /// With each field's value or member's score (not with `NOVALUES`/`NOSCORES`).
+        values: bool,
+        /// A cursor other than 0 (calm hands out none): nothing more.
+        resumed: bool,
+    },
     /// `SISMEMBER`.
     IsMember,
     /// `SCARD`.
@@ -436,9 +447,7 @@ pub const NOT_YET: &[&str] = &[
     "LCS",
     "HINCRBYFLOAT",
     "HRANDFIELD",
-    "HSCAN",
     "SRANDMEMBER",
-    "SSCAN",
     "SINTERSTORE",
     "SUNIONSTORE",
     "SDIFFSTORE",
@@ -454,7 +463,6 @@ pub const NOT_YET: &[&str] = &[
     "ZREMRANGEBYRANK",
     "ZREMRANGEBYLEX",
     "ZRANDMEMBER",
-    "ZSCAN",
     "RANDOMKEY",
     "OBJECT",
     "DUMP",
@@ -800,6 +808,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Returns every member of a set.",
     ),
     spec(
+        "sscan",
+        -3,
+        R,
+        ONE,
+        "set",
+        "Iterates over the members of a set (in one page).",
+    ),
+    spec(
         "sismember",
         3,
         RF,
@@ -970,6 +986,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "hash",
         "Returns every field and value of a hash.",
     ),
+    spec(
+        "hscan",
+        -3,
+        R,
+        ONE,
+        "hash",
+        "Iterates over the fields and values of a hash (in one page).",
+    ),
     spec("hkeys", 2, R, ONE, "hash", "Returns every field of a hash."),
     spec("hvals", 2, R, ONE, "hash", "Returns every value of a hash."),
     spec(
@@ -1060,6 +1084,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         ONE,
         "sorted-set",
         "Returns members by rank or score.",
+    ),
+    spec(
+        "zscan",
+        -3,
+        R,
+        ONE,
+        "sorted-set",
+        "Iterates over the members and scores of a sorted set (in one page).",
     ),
     spec(
         "zrangebyscore",
@@ -1767,6 +1799,7 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
             "whether the list exists depends on every replica at once",
         ),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
+        ("SSCAN" | "HSCAN" | "ZSCAN", n) if n >= 2 => scan_members(&name, a),
         ("SISMEMBER", 2) => Step::Data(
             vec![probe_members(&a[0], vec![a[1].clone()])],
             Finish::IsMember,
@@ -1968,6 +2001,60 @@ fn scan(a: &[Bytes]) -> Step {
         return Step::Reply(Out::err("ERR syntax error"));
     }
     Step::Keys(filter, Listing::Scan { cursor, count })
+}
+
+/// `SSCAN`, `HSCAN` and `ZSCAN key cursor [MATCH pattern] [COUNT n] [NOVALUES|NOSCORES]`.
+/// The whole collection comes in one page, with cursor 0 back: that keeps SCAN's promise
+/// (every member present from the first call to the last is returned) whatever changes in
+/// between, which a cursor into a collection other replicas change could not. `COUNT` is a
+/// hint, as in Redis.
+fn scan_members(name: &str, a: &[Bytes]) -> Step {
+    let Some(cursor) = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return Step::Reply(Out::err("ERR invalid cursor"));
+    };
+    let (mut pattern, mut values) = (None, true);
+    let mut rest = &a[2..];
+    loop {
+        match rest {
+            [] => break,
+            [flag, more @ ..]
+                if (name == "HSCAN" && flag.eq_ignore_ascii_case(b"NOVALUES"))
+                    || (name == "ZSCAN" && flag.eq_ignore_ascii_case(b"NOSCORES")) =>
+            {
+                values = false;
+                rest = more;
+            }
+            [option, value, more @ ..] => {
+                match option.to_ascii_uppercase().as_slice() {
+                    b"MATCH" => pattern = Some(value.clone()),
+                    b"COUNT" => match int_arg(value) {
+                        Some(n) if n >= 1 => {}
+                        Some(_) => return Step::Reply(Out::err("ERR syntax error")),
+                        None => return not_integer(),
+                    },
+                    _ => return Step::Reply(Out::err("ERR syntax error")),
+                }
+                rest = more;
+            }
+            _ => return Step::Reply(Out::err("ERR syntax error")),
+        }
+    }
+    Step::Data(
+        vec![get(&a[0])],
+        Finish::ScanMembers {
+            wanted: match name {
+                "HSCAN" => HASH,
+                "ZSCAN" => ZSET,
+                _ => SET,
+            },
+            pattern,
+            values,
+            resumed: cursor != 0,
+        },
+    )
 }
 
 /// The answer to a listing, from the keys that pass its filter (for a `SCAN`, the keys of
@@ -2755,6 +2842,47 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             let found = in_set(probed(&r[0])?)?;
             written(&r[1])?;
             Out::Int(changed(named.len(), found, add))
+        }
+        Finish::ScanMembers {
+            wanted,
+            pattern,
+            values,
+            resumed,
+        } => {
+            let matches = |m: &[u8]| pattern.as_ref().is_none_or(|p| glob_match(p, m));
+            let v = read(&r[0])?;
+            if let Some(v) = v
+                && !wanted.0.contains(&v.kind())
+            {
+                return Err(wrongtype(v, wanted.1));
+            }
+            let mut items = Vec::new();
+            match v {
+                _ if resumed => {}
+                None => {}
+                Some(ReadValue::Hash { fields }) => {
+                    for (f, x) in fields.iter().filter(|(f, _)| matches(f)) {
+                        items.push(Out::Bulk(f.clone()));
+                        if values {
+                            items.push(Out::Bulk(x.clone()));
+                        }
+                    }
+                }
+                Some(ReadValue::SortedSet { members }) => {
+                    for (m, score) in members.iter().filter(|(m, _)| matches(m)) {
+                        items.push(Out::Bulk(m.clone()));
+                        if values {
+                            items.push(score_out(*score));
+                        }
+                    }
+                }
+                Some(other) => {
+                    for m in members(other)?.iter().filter(|m| matches(m)) {
+                        items.push(Out::Bulk(m.clone()));
+                    }
+                }
+            }
+            Out::Array(vec![Out::bulk("0"), Out::Array(items)])
         }
         Finish::Members => {
             let list: Vec<Out> = match read(&r[0])? {
