@@ -1494,14 +1494,22 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         }
         ("EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT", n) if n >= 2 => {
             if let Some(option) = a.get(2) {
+                if let Some(bad) = a[2..].iter().find(|o| {
+                    !matches!(
+                        o.to_ascii_uppercase().as_slice(),
+                        b"NX" | b"XX" | b"GT" | b"LT"
+                    )
+                }) {
+                    return Step::Reply(Out::err(format!(
+                        "ERR Unsupported option {}",
+                        String::from_utf8_lossy(bad)
+                    )));
+                }
                 let option = String::from_utf8_lossy(option).to_ascii_uppercase();
-                return match option.as_str() {
-                    "NX" | "XX" | "GT" | "LT" if n == 3 => refuse_uncoordinated(
-                        &format!("{name} ... {option}"),
-                        "it depends on the key's current deadline at every replica at once",
-                    ),
-                    _ => Step::Reply(Out::err(format!("ERR Unsupported option {option}"))),
-                };
+                return refuse_uncoordinated(
+                    &format!("{name} ... {option}"),
+                    "it depends on the key's current deadline at every replica at once",
+                );
             }
             let unit = if name.contains("PEXPIRE") { 1 } else { 1000 };
             let absolute = name.ends_with("AT");
