@@ -71,6 +71,21 @@ pub struct Session {
     /// Subscribed to a channel or pattern: in RESP2 only subscription commands, `PING`
     /// and `QUIT` are taken then.
     pub subscribed: bool,
+    /// Where the commands that pick at random (`SRANDMEMBER`, ...) take their seeds from:
+    /// set when the connection opens, advanced at each use (so that planning a command
+    /// stays a function of its inputs).
+    pub random: u64,
+}
+
+impl Session {
+    /// The next seed (SplitMix64).
+    fn next_seed(&mut self) -> u64 {
+        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 /// How a data command's reply is made from its operations' results.
@@ -99,6 +114,17 @@ pub enum Finish {
     },
     /// `SMEMBERS`.
     Members,
+    /// `SRANDMEMBER`, `HRANDFIELD`, `ZRANDMEMBER`: members picked at random.
+    Random {
+        /// The kinds the command reads.
+        wanted: Wanted,
+        /// How many (negative: that many, repeats allowed); `None`: one, not in an array.
+        count: Option<i64>,
+        /// With each field's value or member's score.
+        values: bool,
+        /// The seed of the pick.
+        seed: u64,
+    },
     /// `SSCAN`, `HSCAN`, `ZSCAN`: every member (and value or score) in one page.
     ScanMembers {
         /// The kinds the command reads (`SSCAN`: sets, ...).
@@ -446,8 +472,6 @@ pub const NOT_YET: &[&str] = &[
     "INCRBYFLOAT",
     "LCS",
     "HINCRBYFLOAT",
-    "HRANDFIELD",
-    "SRANDMEMBER",
     "SINTERSTORE",
     "SUNIONSTORE",
     "SDIFFSTORE",
@@ -462,7 +486,6 @@ pub const NOT_YET: &[&str] = &[
     "ZREMRANGEBYSCORE",
     "ZREMRANGEBYRANK",
     "ZREMRANGEBYLEX",
-    "ZRANDMEMBER",
     "RANDOMKEY",
     "OBJECT",
     "DUMP",
@@ -808,6 +831,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Returns every member of a set.",
     ),
     spec(
+        "srandmember",
+        -2,
+        R,
+        ONE,
+        "set",
+        "Returns members of a set picked at random.",
+    ),
+    spec(
         "sscan",
         -3,
         R,
@@ -987,6 +1018,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Returns every field and value of a hash.",
     ),
     spec(
+        "hrandfield",
+        -2,
+        R,
+        ONE,
+        "hash",
+        "Returns fields of a hash picked at random.",
+    ),
+    spec(
         "hscan",
         -3,
         R,
@@ -1084,6 +1123,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         ONE,
         "sorted-set",
         "Returns members by rank or score.",
+    ),
+    spec(
+        "zrandmember",
+        -2,
+        R,
+        ONE,
+        "sorted-set",
+        "Returns members of a sorted set picked at random.",
     ),
     spec(
         "zscan",
@@ -1808,6 +1855,9 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ),
         ("SMEMBERS", 1) => Step::Data(vec![get(&a[0])], Finish::Members),
         ("SSCAN" | "HSCAN" | "ZSCAN", n) if n >= 2 => scan_members(&name, a),
+        ("SRANDMEMBER", 1 | 2) | ("HRANDFIELD" | "ZRANDMEMBER", 1..=3) => {
+            random_members(&name, a, session.next_seed())
+        }
         ("SISMEMBER", 2) => Step::Data(
             vec![probe_members(&a[0], vec![a[1].clone()])],
             Finish::IsMember,
@@ -2009,6 +2059,55 @@ fn scan(a: &[Bytes]) -> Step {
         return Step::Reply(Out::err("ERR syntax error"));
     }
     Step::Keys(filter, Listing::Scan { cursor, count })
+}
+
+/// The most members a random pick with repeats answers (a negative count), so that one
+/// command cannot make a node build a reply of any size.
+const MAX_RANDOM_REPEATS: u64 = 10_000_000;
+
+/// `SRANDMEMBER key [count]`, `HRANDFIELD key [count [WITHVALUES]]`, `ZRANDMEMBER key
+/// [count [WITHSCORES]]`: from the key's copy that a read reaches.
+fn random_members(name: &str, a: &[Bytes], seed: u64) -> Step {
+    let (wanted, flag) = match name {
+        "HRANDFIELD" => (HASH, &b"WITHVALUES"[..]),
+        "ZRANDMEMBER" => (ZSET, &b"WITHSCORES"[..]),
+        _ => (SET, &b""[..]),
+    };
+    let values = match a.get(2) {
+        None => false,
+        Some(f) if !flag.is_empty() && f.eq_ignore_ascii_case(flag) => true,
+        Some(_) => return Step::Reply(Out::err("ERR syntax error")),
+    };
+    let count = match a.get(1).map(|c| int_arg(c)) {
+        None => None,
+        Some(None) => return not_integer(),
+        Some(Some(c)) => {
+            // As Redis: a count must be within ±i64::MAX (±i64::MAX/2 with values).
+            if c == i64::MIN {
+                return Step::Reply(Out::err(
+                    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+                ));
+            }
+            if values && c < -(i64::MAX / 2) {
+                return Step::Reply(Out::err("ERR value is out of range"));
+            }
+            if c < 0 && c.unsigned_abs() > MAX_RANDOM_REPEATS {
+                return Step::Reply(Out::err(format!(
+                    "ERR count is too large: calm answers at most {MAX_RANDOM_REPEATS} members with repeats"
+                )));
+            }
+            Some(c)
+        }
+    };
+    Step::Data(
+        vec![get(&a[0])],
+        Finish::Random {
+            wanted,
+            count,
+            values,
+            seed,
+        },
+    )
 }
 
 /// `SSCAN`, `HSCAN` and `ZSCAN key cursor [MATCH pattern] [COUNT n] [NOVALUES|NOSCORES]`.
@@ -2851,6 +2950,59 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
             written(&r[1])?;
             Out::Int(changed(named.len(), found, add))
         }
+        Finish::Random {
+            wanted,
+            count,
+            values,
+            seed,
+        } => {
+            use rand::SeedableRng;
+            use rand::seq::IndexedRandom;
+            let v = read(&r[0])?;
+            let items: Vec<(Bytes, Out)> = match v {
+                None => Vec::new(),
+                Some(v) if !wanted.0.contains(&v.kind()) => return Err(wrongtype(v, wanted.1)),
+                Some(ReadValue::Hash { fields }) => fields
+                    .iter()
+                    .map(|(f, x)| (f.clone(), Out::Bulk(x.clone())))
+                    .collect(),
+                Some(ReadValue::SortedSet { members }) => members
+                    .iter()
+                    .map(|(m, s)| (m.clone(), score_out(*s)))
+                    .collect(),
+                Some(other) => members(other)?
+                    .iter()
+                    .map(|m| (m.clone(), Out::Null))
+                    .collect(),
+            };
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let Some(count) = count else {
+                return Ok(items
+                    .choose(&mut rng)
+                    .map_or(Out::Null, |(m, _)| Out::Bulk(m.clone())));
+            };
+            let chosen: Vec<&(Bytes, Out)> = if items.is_empty() {
+                Vec::new()
+            } else if count >= 0 {
+                let n = usize::try_from(count).unwrap_or(usize::MAX);
+                items.choose_multiple(&mut rng, n).collect()
+            } else {
+                (0..count.unsigned_abs())
+                    .filter_map(|_| items.choose(&mut rng))
+                    .collect()
+            };
+            Out::Array(match (values, proto) {
+                (false, _) => chosen.iter().map(|(m, _)| Out::Bulk(m.clone())).collect(),
+                (true, 3) => chosen
+                    .iter()
+                    .map(|(m, x)| Out::Array(vec![Out::Bulk(m.clone()), x.clone()]))
+                    .collect(),
+                (true, _) => chosen
+                    .iter()
+                    .flat_map(|(m, x)| [Out::Bulk(m.clone()), x.clone()])
+                    .collect(),
+            })
+        }
         Finish::ScanMembers {
             wanted,
             pattern,
@@ -3218,6 +3370,59 @@ mod test {
     use super::*;
 
     #[test]
+    fn random_picks_are_distinct_or_repeat_as_asked_and_follow_the_seed() {
+        let members: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("m{i:02}"))).collect();
+        let read = vec![Ok(Reply::Value(Some(ReadValue::OrSet {
+            members: members.clone(),
+        })))];
+        let pick = |count: Option<i64>, seed: u64| {
+            let f = Finish::Random {
+                wanted: SET,
+                count,
+                values: false,
+                seed,
+            };
+            match finish(f, &read, 2) {
+                Out::Array(items) => items
+                    .into_iter()
+                    .map(|o| match o {
+                        Out::Bulk(b) => b,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>(),
+                Out::Bulk(b) => vec![b],
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for seed in 0..200 {
+            let distinct = pick(Some(7), seed);
+            assert_eq!(distinct.len(), 7);
+            assert_eq!(distinct.iter().collect::<BTreeSet<_>>().len(), 7);
+            assert_eq!(
+                pick(Some(7), seed),
+                distinct,
+                "the same seed picks the same"
+            );
+            assert_eq!(pick(Some(50), seed).len(), 20, "at most every member");
+            assert_eq!(pick(Some(-50), seed).len(), 50, "repeats allowed");
+            seen.extend(pick(None, seed));
+        }
+        assert_eq!(seen.len(), 20, "every member is picked sometimes");
+        let mut session = Session {
+            id: 1,
+            proto: 2,
+            authed: true,
+            name: None,
+            multi: false,
+            scan: None,
+            subscribed: false,
+            random: 7,
+        };
+        assert_ne!(session.next_seed(), session.next_seed());
+    }
+
+    #[test]
     fn doubles_are_written_as_redis_writes_them() {
         for (x, text) in [
             (0.1, "0.1"),
@@ -3271,6 +3476,7 @@ mod test {
                 multi: false,
                 scan: None,
                 subscribed: false,
+                random: 0,
             };
             let args: Vec<Bytes> = [name, "k", "1", "x", "y"]
                 .iter()

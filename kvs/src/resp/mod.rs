@@ -129,6 +129,7 @@ impl RespServer {
                         multi: false,
                         scan: None,
                         subscribed: false,
+                        random: rand::random(),
                     },
                     peer,
                     local: local_addr,
