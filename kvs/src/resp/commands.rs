@@ -78,6 +78,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new connection's session: RESP2, not in a transaction, subscribed to nothing;
+    /// `random` seeds the commands that pick at random.
+    pub fn new(id: u64, authed: bool, random: u64) -> Session {
+        Session {
+            id,
+            proto: 2,
+            authed,
+            name: None,
+            multi: false,
+            scan: None,
+            subscribed: false,
+            random,
+        }
+    }
+
     /// The next seed (SplitMix64).
     fn next_seed(&mut self) -> u64 {
         self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -3409,16 +3424,7 @@ mod test {
             seen.extend(pick(None, seed));
         }
         assert_eq!(seen.len(), 20, "every member is picked sometimes");
-        let mut session = Session {
-            id: 1,
-            proto: 2,
-            authed: true,
-            name: None,
-            multi: false,
-            scan: None,
-            subscribed: false,
-            random: 7,
-        };
+        let mut session = Session::new(1, true, 7);
         assert_ne!(session.next_seed(), session.next_seed());
     }
 
@@ -3468,16 +3474,7 @@ mod test {
                 .collect()
         };
         let answer = |name: &str| -> Option<String> {
-            let mut session = Session {
-                id: 1,
-                proto: 2,
-                authed: true,
-                name: None,
-                multi: false,
-                scan: None,
-                subscribed: false,
-                random: 0,
-            };
+            let mut session = Session::new(1, true, 0);
             let args: Vec<Bytes> = [name, "k", "1", "x", "y"]
                 .iter()
                 .map(|a| Bytes::copy_from_slice(a.as_bytes()))
