@@ -145,8 +145,8 @@ impl Worker {
         .watching_recovered()
     }
 
-    /// Watches the deadlines of the keys recovered from the disk (keys held in memory; a
-    /// key on the disk tier reads as absent once expired, and is collected when touched).
+    /// Watches the deadlines of the keys recovered from the disk, in memory or only on disk
+    /// (the cold tier's index keeps deadlines), so each is collected when it expires.
     fn watching_recovered(mut self) -> Self {
         for (at, key) in self.store.deadlines() {
             self.expiry.watch(at, &key);

@@ -284,6 +284,74 @@ async fn a_budget_smaller_than_the_data_moves_values_to_disk_and_back() {
     }
 }
 
+/// Keys given a time to live that were moved to disk and are still there after a restart
+/// are collected at their deadline (the cold tier's index keeps deadlines), not only when
+/// something touches them: the node's key count falls back to the keys without one.
+#[tokio::test]
+async fn keys_on_disk_are_collected_at_expiry_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), Durability::Async, 1);
+    c.storage.memory_budget = Some(32 << 10);
+    c.storage.checkpoint_log_bytes = 64 << 10;
+    let store = EmbeddedStore::start(c.clone()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let deadline = now + 3_000;
+    let (n, filler) = (1_000, 1_000);
+    let value = |i: usize| Bytes::from(format!("{i:0>200}"));
+    // The keys that expire first, so the filler written after them pushes them to disk.
+    for prefix in ["t", "f"] {
+        let count = if prefix == "t" { n } else { filler };
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+            let mut ops = Vec::new();
+            for &i in chunk {
+                let key = Bytes::from(format!("{prefix}{i}"));
+                ops.push(calm_kvs::Op::Write {
+                    key: key.clone(),
+                    write: Write::Lww(value(i)),
+                });
+                if prefix == "t" {
+                    ops.push(calm_kvs::Op::Expire {
+                        key,
+                        at_ms: Some(deadline),
+                    });
+                }
+            }
+            for r in store.execute(ops).await.unwrap() {
+                r.unwrap();
+            }
+        }
+    }
+    store.node().shutdown();
+    drop(store);
+    let store = EmbeddedStore::start(c).unwrap();
+    let stats = store.stats().await.unwrap();
+    let on_disk: u64 = stats.workers.iter().map(|w| w.storage.disk_keys).sum();
+    assert!(on_disk > n as u64 / 2, "only {on_disk} keys on disk");
+    let wait = std::time::Duration::from_millis(100);
+    let mut keys = 0;
+    for _ in 0..150 {
+        let stats = store.stats().await.unwrap();
+        keys = stats.workers.iter().map(|w| w.keys).sum::<u64>();
+        if keys == filler as u64 && !stats.workers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(keys, filler as u64, "expired keys left on disk uncollected");
+    for i in (0..filler).step_by(97) {
+        assert_eq!(
+            store.get(format!("f{i}")).await.unwrap(),
+            Some(ReadValue::Lww {
+                value: value(i),
+                stamp: None
+            })
+        );
+    }
+}
+
 /// Writes `n` keys one record each on one worker, stops cleanly, and returns the log's path.
 async fn log_with_keys(dir: &Path, n: usize) -> PathBuf {
     let store = EmbeddedStore::start(config(dir, Durability::Sync, 1)).unwrap();

@@ -12,8 +12,30 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::StorageError;
 
-/// One value to store in the cold tier: key, entry hash, encoded value.
-pub type ColdPut = (Bytes, u64, Vec<u8>);
+/// One value to store in the cold tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdPut {
+    /// The key.
+    pub key: Bytes,
+    /// The hash of the stored entry (for anti-entropy digests).
+    pub hash: u64,
+    /// The value, encoded.
+    pub bytes: Vec<u8>,
+    /// When the value expires (ms since the Unix epoch), if it was given a time to live.
+    pub deadline: Option<u64>,
+}
+
+/// A key in the cold tier, as its index holds it (no value read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdKey {
+    /// The key.
+    pub key: Bytes,
+    /// The hash of the stored entry.
+    pub hash: u64,
+    /// When the value expires, if it was given a time to live: so keys on disk are
+    /// collected at expiry after a restart without reading every value.
+    pub deadline: Option<u64>,
+}
 
 /// A worker's durable storage: an append-only log and a key-value cold tier. Keys are
 /// never file names.
@@ -36,16 +58,17 @@ pub trait Disk: Send + std::fmt::Debug {
         removes: &[Bytes],
         durable: bool,
     ) -> Result<(), StorageError>;
-    /// Every cold key with its entry hash.
-    fn cold_keys(&mut self) -> Result<Vec<(Bytes, u64)>, StorageError>;
+    /// Every cold key with its entry hash and deadline.
+    fn cold_keys(&mut self) -> Result<Vec<ColdKey>, StorageError>;
 }
 
 const VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("values");
 const HASHES: TableDefinition<&[u8], u64> = TableDefinition::new("hashes");
+const DEADLINES: TableDefinition<&[u8], u64> = TableDefinition::new("deadlines");
 
 /// A worker's files: `wal.log` (the write-ahead log) and `cold.redb` (the cold tier, a redb
-/// database: values by key, and their hashes in a second table so the key index loads
-/// without reading values).
+/// database: values by key, their hashes in a second table so the key index loads
+/// without reading values, and the deadlines of those given a time to live in a third).
 pub struct FileDisk {
     dir: PathBuf,
     log: File,
@@ -82,6 +105,7 @@ impl FileDisk {
         {
             txn.open_table(VALUES).map_err(|e| engine(dir, e))?;
             txn.open_table(HASHES).map_err(|e| engine(dir, e))?;
+            txn.open_table(DEADLINES).map_err(|e| engine(dir, e))?;
         }
         txn.commit().map_err(|e| engine(dir, e))?;
         Ok(FileDisk {
@@ -151,35 +175,49 @@ impl Disk for FileDisk {
         {
             let mut values = txn.open_table(VALUES).map_err(|e| engine(dir, e))?;
             let mut hashes = txn.open_table(HASHES).map_err(|e| engine(dir, e))?;
+            let mut deadlines = txn.open_table(DEADLINES).map_err(|e| engine(dir, e))?;
             for key in removes {
                 values.remove(&key[..]).map_err(|e| engine(dir, e))?;
                 hashes.remove(&key[..]).map_err(|e| engine(dir, e))?;
+                deadlines.remove(&key[..]).map_err(|e| engine(dir, e))?;
             }
-            for (key, hash, value) in puts {
+            for put in puts {
+                let key = &put.key[..];
                 values
-                    .insert(&key[..], &value[..])
+                    .insert(key, &put.bytes[..])
                     .map_err(|e| engine(dir, e))?;
-                hashes.insert(&key[..], hash).map_err(|e| engine(dir, e))?;
+                hashes.insert(key, put.hash).map_err(|e| engine(dir, e))?;
+                match put.deadline {
+                    Some(at) => deadlines.insert(key, at),
+                    None => deadlines.remove(key),
+                }
+                .map_err(|e| engine(dir, e))?;
             }
         }
         txn.commit().map_err(|e| engine(dir, e))
     }
 
-    fn cold_keys(&mut self) -> Result<Vec<(Bytes, u64)>, StorageError> {
+    fn cold_keys(&mut self) -> Result<Vec<ColdKey>, StorageError> {
         let dir = &self.dir;
         let txn = self.db.begin_read().map_err(|e| engine(dir, e))?;
         let table = txn.open_table(HASHES).map_err(|e| engine(dir, e))?;
+        let deadlines = txn.open_table(DEADLINES).map_err(|e| engine(dir, e))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| engine(dir, e))? {
             let (k, h) = entry.map_err(|e| engine(dir, e))?;
-            out.push((Bytes::copy_from_slice(k.value()), h.value()));
+            let deadline = deadlines.get(k.value()).map_err(|e| engine(dir, e))?;
+            out.push(ColdKey {
+                key: Bytes::copy_from_slice(k.value()),
+                hash: h.value(),
+                deadline: deadline.map(|d| d.value()),
+            });
         }
         Ok(out)
     }
 }
 
-/// A stored cold value: its entry hash and encoding.
-type Stored = (u64, Vec<u8>);
+/// A stored cold value: its entry hash, encoding and deadline.
+type Stored = (u64, Vec<u8>, Option<u64>);
 
 #[derive(Debug, Default)]
 struct MemDiskState {
@@ -273,7 +311,7 @@ impl Disk for MemDisk {
     }
 
     fn cold_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.with(|s| s.view().get(key).map(|(_, v)| v.clone())))
+        Ok(self.with(|s| s.view().get(key).map(|(_, v, _)| v.clone())))
     }
 
     fn cold_write(
@@ -286,8 +324,9 @@ impl Disk for MemDisk {
             for k in removes {
                 s.pending.push((k.clone(), None));
             }
-            for (k, h, v) in puts {
-                s.pending.push((k.clone(), Some((*h, v.clone()))));
+            for put in puts {
+                let stored = (put.hash, put.bytes.clone(), put.deadline);
+                s.pending.push((put.key.clone(), Some(stored)));
             }
             if durable {
                 s.cold = s.view();
@@ -297,7 +336,15 @@ impl Disk for MemDisk {
         Ok(())
     }
 
-    fn cold_keys(&mut self) -> Result<Vec<(Bytes, u64)>, StorageError> {
-        Ok(self.with(|s| s.view().into_iter().map(|(k, (h, _))| (k, h)).collect()))
+    fn cold_keys(&mut self) -> Result<Vec<ColdKey>, StorageError> {
+        Ok(self.with(|s| {
+            let view = s.view().into_iter();
+            view.map(|(key, (hash, _, deadline))| ColdKey {
+                key,
+                hash,
+                deadline,
+            })
+            .collect()
+        }))
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use disk::{ColdPut, Disk, FileDisk, MemDisk};
+pub use disk::{ColdKey, ColdPut, Disk, FileDisk, MemDisk};
 pub(crate) use tiered::entry_hash;
 pub use tiered::{Recovery, TierStats, Tiered};
 

@@ -86,6 +86,9 @@ pub struct Tiered {
     hot: HashMap<Bytes, Hot>,
     /// Keys only on disk, with the hash of their stored value (for anti-entropy digests).
     cold: HashMap<Bytes, u64>,
+    /// The deadlines the cold tier's index held when it was opened (so keys that expire
+    /// while only on disk are collected on time after a restart).
+    cold_deadlines: Vec<(u64, Bytes)>,
     disk: Option<Box<dyn Disk>>,
     config: StorageConfig,
     /// This worker's share of the memory budget.
@@ -116,6 +119,17 @@ pub(crate) fn entry_hash_encoded(key: &[u8], encoded: &[u8]) -> u64 {
     h.digest()
 }
 
+/// What the cold tier stores for `key`'s `value`.
+fn cold_put(key: &Bytes, value: &Value) -> ColdPut {
+    let bytes = encode_value(value);
+    ColdPut {
+        key: key.clone(),
+        hash: entry_hash_encoded(key, &bytes),
+        bytes,
+        deadline: value.deadline(),
+    }
+}
+
 fn encode_value(value: &Value) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("values always encode")
 }
@@ -144,6 +158,7 @@ impl Tiered {
         Tiered {
             hot: HashMap::new(),
             cold: HashMap::new(),
+            cold_deadlines: Vec::new(),
             disk: None,
             config: StorageConfig {
                 durability: Durability::Memory,
@@ -173,7 +188,12 @@ impl Tiered {
         config: StorageConfig,
         budget: Option<usize>,
     ) -> Result<(Tiered, Recovery), StorageError> {
-        let cold: HashMap<Bytes, u64> = disk.cold_keys()?.into_iter().collect();
+        let index = disk.cold_keys()?;
+        let cold_deadlines = index
+            .iter()
+            .filter_map(|c| Some((c.deadline?, c.key.clone())))
+            .collect();
+        let cold: HashMap<Bytes, u64> = index.into_iter().map(|c| (c.key, c.hash)).collect();
         let log = disk.log_read()?;
         let scan = wal::scan(&log);
         let mut recovery = Recovery {
@@ -184,6 +204,7 @@ impl Tiered {
         };
         let mut t = Tiered {
             cold,
+            cold_deadlines,
             disk: Some(disk),
             config,
             budget,
@@ -463,12 +484,17 @@ impl Tiered {
         Ok(keys)
     }
 
-    /// The deadlines of the keys held in memory that were given one, with the keys.
+    /// The deadlines of the keys that were given one, with the keys: those held in memory,
+    /// and those only on disk as the cold tier's index held them when it was opened.
     pub fn deadlines(&self) -> Vec<(u64, Bytes)> {
-        self.hot
+        let hot = self
+            .hot
             .iter()
-            .filter_map(|(key, hot)| Some((hot.value.deadline()?, key.clone())))
-            .collect()
+            .filter_map(|(key, hot)| Some((hot.value.deadline()?, key.clone())));
+        let cold = (self.cold_deadlines.iter())
+            .filter(|(_, key)| self.cold.contains_key(key) && !self.hot.contains_key(key))
+            .cloned();
+        hot.chain(cold).collect()
     }
 
     /// Drops `key` from both tiers.
@@ -597,9 +623,9 @@ impl Tiered {
             let hash = match hot.disk_hash {
                 Some(h) if !hot.dirty => h,
                 _ => {
-                    let bytes = encode_value(&hot.value);
-                    let hash = entry_hash_encoded(&key, &bytes);
-                    puts.push((key.clone(), hash, bytes));
+                    let put = cold_put(&key, &hot.value);
+                    let hash = put.hash;
+                    puts.push(put);
                     hash
                 }
             };
@@ -627,7 +653,7 @@ impl Tiered {
 
     /// The keys to delete from the cold tier, minus those being stored again.
     fn pending_removes(&self, puts: &[ColdPut]) -> Vec<Bytes> {
-        let stored: HashSet<&Bytes> = puts.iter().map(|(k, _, _)| k).collect();
+        let stored: HashSet<&Bytes> = puts.iter().map(|p| &p.key).collect();
         self.removes
             .iter()
             .filter(|k| !stored.contains(k))
@@ -640,8 +666,7 @@ impl Tiered {
         let mut puts: Vec<ColdPut> = Vec::new();
         for (key, hot) in &self.hot {
             if hot.dirty || hot.disk_hash.is_none() {
-                let bytes = encode_value(&hot.value);
-                puts.push((key.clone(), entry_hash_encoded(key, &bytes), bytes));
+                puts.push(cold_put(key, &hot.value));
             }
         }
         let removes = self.pending_removes(&puts);
@@ -649,7 +674,10 @@ impl Tiered {
         disk.cold_write(&puts, &removes, true)?;
         disk.log_truncate(0)?;
         self.removes.clear();
-        for (key, hash, bytes) in puts {
+        for ColdPut {
+            key, hash, bytes, ..
+        } in puts
+        {
             if let Some(hot) = self.hot.get_mut(&key) {
                 hot.dirty = false;
                 hot.disk_hash = Some(hash);
