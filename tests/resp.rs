@@ -163,6 +163,11 @@ fn redis_cli_runs_every_command() {
     assert!(info.contains("zadd\n-4\nwrite"), "{info}");
     let docs = cli(p, &["COMMAND", "DOCS", "hset"]);
     assert!(docs.contains("summary") && docs.contains("hash"), "{docs}");
+    // The arguments, from which redis-cli 7.2 and later build their hints.
+    assert!(
+        docs.contains("arguments\nname\nkey\ntype\nkey\nname\nfield-value\ntype\nblock\nflags\nmultiple\narguments\nname\nfield"),
+        "{docs}"
+    );
     assert_eq!(
         cli(p, &["COMMAND", "LIST"]).lines().count(),
         calm_kvs::resp::COMMANDS.len()

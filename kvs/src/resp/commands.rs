@@ -47,7 +47,7 @@ impl Out {
         Out::Error(text.into())
     }
 
-    fn bulk(s: impl Into<Bytes>) -> Out {
+    pub(crate) fn bulk(s: impl Into<Bytes>) -> Out {
         Out::Bulk(s.into())
     }
 }
@@ -1213,7 +1213,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     spec(
         "zrank",
-        3,
+        -3,
         RF,
         ONE,
         "sorted-set",
@@ -1221,7 +1221,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     spec(
         "zrevrank",
-        3,
+        -3,
         RF,
         ONE,
         "sorted-set",
@@ -1403,11 +1403,18 @@ fn command(a: &[Bytes]) -> Out {
             named()
                 .flatten()
                 .map(|c| {
-                    let doc = Out::Map(vec![
+                    let mut doc = vec![
                         (Out::bulk("summary"), Out::bulk(c.summary)),
                         (Out::bulk("since"), Out::bulk("1.0.0")),
                         (Out::bulk("group"), Out::bulk(c.group)),
-                    ]);
+                    ];
+                    if let Some(args) = super::docs::arguments(c.name)
+                        && !args.is_empty()
+                    {
+                        let args = args.iter().map(super::docs::Arg::out).collect();
+                        doc.push((Out::bulk("arguments"), Out::Array(args)));
+                    }
+                    let doc = Out::Map(doc);
                     (Out::bulk(c.name), doc)
                 })
                 .collect(),

@@ -14,6 +14,7 @@
 //! it until its replies are written.
 
 mod commands;
+mod docs;
 mod framing;
 mod info;
 mod pubsub;
