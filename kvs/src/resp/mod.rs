@@ -612,7 +612,9 @@ fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
         Ok(Some((Frame2::Array(items), _))) => items
             .into_iter()
             .map(|f| match f {
-                Frame2::BulkString(b) => Ok(b),
+                // A copy of its own: a slice would keep the whole read buffer alive for as
+                // long as the key or value it becomes is stored.
+                Frame2::BulkString(b) => Ok(Bytes::copy_from_slice(&b)),
                 other => Err(format!("expected a bulk string, got {:?}", other.kind())),
             })
             .collect(),
@@ -626,7 +628,7 @@ fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
 fn inline_args(line: &Bytes) -> Vec<Bytes> {
     line.split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty())
-        .map(|w| line.slice_ref(w))
+        .map(Bytes::copy_from_slice)
         .collect()
 }
 
