@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::vec_map::VecMap;
 use crate::{IsBot, IsTop, Merge, ReplicaId};
 
 /// One write event: the `counter`-th write by `replica`. Each dot is created once, by its
@@ -44,7 +45,7 @@ impl Dot {
 #[cfg_attr(feature = "serde", serde(from = "CausalContextParts"))]
 pub struct CausalContext {
     /// Per replica, every dot `1..=n` has been seen. Replicas at 0 are absent.
-    prefix: BTreeMap<ReplicaId, u64>,
+    prefix: VecMap<ReplicaId, u64>,
     /// Dots seen beyond their replica's prefix, never `prefix + 1` (that would be compacted).
     cloud: BTreeSet<Dot>,
 }
@@ -131,7 +132,7 @@ impl CausalContext {
         let prefix = &mut self.prefix;
         // BTreeSet::retain visits dots in order, so a run r:5, r:6, r:7 folds in one pass.
         self.cloud.retain(|dot| {
-            let n = prefix.entry(dot.replica).or_insert(0);
+            let n = prefix.get_or_insert_with(dot.replica, || 0);
             let keep = if dot.counter <= *n {
                 false
             } else if dot.counter == *n + 1 {
@@ -152,7 +153,7 @@ impl Merge for CausalContext {
     fn merge(&mut self, other: Self) -> bool {
         let mut changed = false;
         for (r, n) in other.prefix {
-            let mine = self.prefix.entry(r).or_insert(0);
+            let mine = self.prefix.get_or_insert_with(r, || 0);
             if n > *mine {
                 *mine = n;
                 changed = true;

@@ -2,8 +2,7 @@
 //! context of every dot seen. Private: [`OrSet`](crate::OrSet) and
 //! [`OrMap`](crate::OrMap) wrap it.
 
-use std::collections::BTreeMap;
-
+use crate::vec_map::{SmallMap, VecMap};
 use crate::{CausalContext, Dot, Merge, ReplicaId};
 
 /// Keys, each with the dots that wrote it and the value written under each dot, plus the
@@ -20,7 +19,7 @@ use crate::{CausalContext, Dot, Merge, ReplicaId};
     ))
 )]
 pub(crate) struct DotStore<K, V> {
-    pub(crate) entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    pub(crate) entries: SmallMap<K, VecMap<Dot, V>>,
     pub(crate) context: CausalContext,
 }
 
@@ -30,7 +29,7 @@ pub(crate) struct DotStore<K, V> {
 #[derive(serde::Deserialize)]
 #[serde(bound(deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"))]
 struct DotStoreParts<K, V> {
-    entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    entries: SmallMap<K, VecMap<Dot, V>>,
     context: CausalContext,
 }
 
@@ -45,7 +44,7 @@ impl<K: Ord, V> From<DotStoreParts<K, V>> for DotStore<K, V> {
             dots.retain(|dot, _| dot.counter > 0);
             !dots.is_empty()
         });
-        for dot in store.entries.values().flat_map(BTreeMap::keys) {
+        for dot in store.entries.values().flat_map(VecMap::keys) {
             store.context.insert(*dot);
         }
         store
@@ -55,7 +54,7 @@ impl<K: Ord, V> From<DotStoreParts<K, V>> for DotStore<K, V> {
 impl<K, V> Default for DotStore<K, V> {
     fn default() -> Self {
         DotStore {
-            entries: BTreeMap::new(),
+            entries: SmallMap::default(),
             context: CausalContext::default(),
         }
     }
@@ -68,11 +67,11 @@ impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
         let dot = self.context.next_dot(replica);
         let old = self
             .entries
-            .insert(key.clone(), BTreeMap::from([(dot, value.clone())]));
+            .insert(key.clone(), VecMap::from([(dot, value.clone())]));
         self.context.insert(dot);
-        let seen = old.into_iter().flat_map(BTreeMap::into_keys);
+        let seen = old.into_iter().flat_map(VecMap::into_keys);
         DotStore {
-            entries: BTreeMap::from([(key, BTreeMap::from([(dot, value)]))]),
+            entries: SmallMap::from([(key, VecMap::from([(dot, value)]))]),
             context: CausalContext::from_dots(seen.chain([dot])),
         }
     }
@@ -81,8 +80,8 @@ impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
     pub(crate) fn remove(&mut self, key: &K) -> Self {
         let old = self.entries.remove(key);
         DotStore {
-            entries: BTreeMap::new(),
-            context: CausalContext::from_dots(old.into_iter().flat_map(BTreeMap::into_keys)),
+            entries: SmallMap::default(),
+            context: CausalContext::from_dots(old.into_iter().flat_map(VecMap::into_keys)),
         }
     }
 
@@ -90,8 +89,8 @@ impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
     pub(crate) fn clear(&mut self) -> Self {
         let old = std::mem::take(&mut self.entries);
         DotStore {
-            entries: BTreeMap::new(),
-            context: CausalContext::from_dots(old.into_values().flat_map(BTreeMap::into_keys)),
+            entries: SmallMap::default(),
+            context: CausalContext::from_dots(old.into_values().flat_map(VecMap::into_keys)),
         }
     }
 
@@ -105,12 +104,12 @@ impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
         let removed: Vec<Dot> = self.context.dots().filter(|d| !live.contains(d)).collect();
         let entry_atoms = self.entries.into_iter().flat_map(|(k, dots)| {
             dots.into_iter().map(move |(dot, v)| DotStore {
-                entries: BTreeMap::from([(k.clone(), BTreeMap::from([(dot, v)]))]),
+                entries: SmallMap::from([(k.clone(), VecMap::from([(dot, v)]))]),
                 context: CausalContext::from_dots([dot]),
             })
         });
         let removal_atoms = removed.into_iter().map(|dot| DotStore {
-            entries: BTreeMap::new(),
+            entries: SmallMap::default(),
             context: CausalContext::from_dots([dot]),
         });
         entry_atoms.chain(removal_atoms)
@@ -146,7 +145,7 @@ impl<K: Ord, V: Merge> Merge for DotStore<K, V> {
             !dots.is_empty()
         });
         for (key, theirs) in incoming {
-            let fresh: BTreeMap<Dot, V> = theirs
+            let fresh: VecMap<Dot, V> = theirs
                 .into_iter()
                 .filter(|(dot, _)| !self.context.contains(dot))
                 .collect();

@@ -96,6 +96,7 @@ mod rga;
 mod set_union;
 mod single_key_causal;
 mod top_k;
+mod vec_map;
 mod vector_clock;
 mod versions;
 mod with_bot;

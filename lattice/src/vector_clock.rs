@@ -3,6 +3,8 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use crate::vec_map::VecMap;
+
 use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, product_order};
 
 /// One counter per replica; merge takes the maximum of each. `a < b` means every event `a`
@@ -26,7 +28,7 @@ use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, product_order};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(from = "BTreeMap<ReplicaId, u64>"))]
-pub struct VectorClock(BTreeMap<ReplicaId, u64>);
+pub struct VectorClock(VecMap<ReplicaId, u64>);
 
 // Decoding drops explicit zero counters, so a decoded clock is canonical.
 impl From<BTreeMap<ReplicaId, u64>> for VectorClock {
@@ -48,9 +50,9 @@ impl VectorClock {
 
     /// Counts one more event at `replica`; returns the delta (that one entry).
     pub fn increment(&mut self, replica: ReplicaId) -> Self {
-        let n = self.0.entry(replica).or_insert(0);
+        let n = self.0.get_or_insert_with(replica, || 0);
         *n = n.saturating_add(1);
-        VectorClock(BTreeMap::from([(replica, *n)]))
+        VectorClock(VecMap::from([(replica, *n)]))
     }
 
     /// Whether neither clock has seen all of the other.
@@ -76,7 +78,7 @@ impl Merge for VectorClock {
         // Zero counters are skipped so the result stays canonical even if `other` is not
         // (a decoded value may carry explicit zeros).
         for (r, n) in other.0.into_iter().filter(|(_, n)| *n > 0) {
-            let mine = self.0.entry(r).or_insert(0);
+            let mine = self.0.get_or_insert_with(r, || 0);
             if n > *mine {
                 *mine = n;
                 changed = true;
@@ -114,7 +116,7 @@ impl Atomize for VectorClock {
     fn atomize(self) -> impl Iterator<Item = Self> {
         self.0
             .into_iter()
-            .map(|(r, n)| VectorClock(BTreeMap::from([(r, n)])))
+            .map(|(r, n)| VectorClock(VecMap::from([(r, n)])))
     }
 }
 
