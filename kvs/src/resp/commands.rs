@@ -7,6 +7,8 @@ use bytes::Bytes;
 use crate::op::{KeyFilter, Op, OpError, OpResult, Reply, glob_match};
 use crate::value::{Found, Kind, Probe, Probed, ReadValue, Score, Write};
 
+use super::docs::{Arg, arguments};
+
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Out {
@@ -1383,6 +1385,30 @@ fn command_info(c: &CommandSpec) -> Out {
     ])
 }
 
+/// An argument as `COMMAND DOCS` describes it.
+fn arg_out(arg: &Arg) -> Out {
+    let mut map = vec![
+        (Out::bulk("name"), Out::bulk(arg.name.clone())),
+        (Out::bulk("type"), Out::bulk(arg.kind)),
+    ];
+    if let Some(token) = &arg.token {
+        map.push((Out::bulk("token"), Out::bulk(token.clone())));
+    }
+    let flags: Vec<Out> = [(arg.optional, "optional"), (arg.multiple, "multiple")]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| Out::simple(f))
+        .collect();
+    if !flags.is_empty() {
+        map.push((Out::bulk("flags"), Out::Set(flags)));
+    }
+    if !arg.args.is_empty() {
+        let args = arg.args.iter().map(arg_out).collect();
+        map.push((Out::bulk("arguments"), Out::Array(args)));
+    }
+    Out::Map(map)
+}
+
 /// `COMMAND`, `COMMAND COUNT|LIST|INFO|DOCS`.
 fn command(a: &[Bytes]) -> Out {
     let Some(sub) = a.first() else {
@@ -1408,10 +1434,10 @@ fn command(a: &[Bytes]) -> Out {
                         (Out::bulk("since"), Out::bulk("1.0.0")),
                         (Out::bulk("group"), Out::bulk(c.group)),
                     ];
-                    if let Some(args) = super::docs::arguments(c.name)
+                    if let Some(args) = arguments(c.name)
                         && !args.is_empty()
                     {
-                        let args = args.iter().map(super::docs::Arg::out).collect();
+                        let args = args.iter().map(arg_out).collect();
                         doc.push((Out::bulk("arguments"), Out::Array(args)));
                     }
                     let doc = Out::Map(doc);
@@ -3390,6 +3416,35 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// Every command has its arguments written, they read, and they take as many words as
+    /// its arity says: exactly that many for a positive arity, at least that many for a
+    /// negative one.
+    #[test]
+    fn every_command_has_arguments_that_agree_with_its_arity() {
+        for c in COMMANDS {
+            let synopsis = super::super::docs::SYNOPSES
+                .iter()
+                .find(|(n, _)| *n == c.name);
+            let (_, synopsis) = synopsis.unwrap_or_else(|| panic!("{} has no synopsis", c.name));
+            let args =
+                super::super::docs::parse(synopsis).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let (least, more) = args.iter().fold((1, false), |(n, v), a| {
+                let (m, w) = a.words();
+                (n + m, v || w)
+            });
+            if c.arity > 0 {
+                assert_eq!((least, more), (c.arity as usize, false), "{}", c.name);
+            } else {
+                assert_eq!(least, c.arity.unsigned_abs() as usize, "{}", c.name);
+            }
+        }
+        assert_eq!(
+            super::super::docs::SYNOPSES.len(),
+            COMMANDS.len(),
+            "a synopsis of no command"
+        );
+    }
 
     #[test]
     fn random_picks_are_distinct_or_repeat_as_asked_and_follow_the_seed() {

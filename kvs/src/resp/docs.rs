@@ -9,10 +9,8 @@
 //! - `x...`: one or more; `[x]`: optional; `(x y)`: a group; `a | b`: one of (inside
 //!   brackets or parentheses).
 
-use super::commands::Out;
-
 /// The arguments of every command calm answers, after its name.
-const SYNOPSES: &[(&str, &str)] = &[
+pub(crate) const SYNOPSES: &[(&str, &str)] = &[
     ("get", "key"),
     (
         "set",
@@ -182,7 +180,7 @@ impl Arg {
 
     /// How many words it takes at least, and whether it can take more.
     #[cfg(test)]
-    fn words(&self) -> (usize, bool) {
+    pub(crate) fn words(&self) -> (usize, bool) {
         let (least, more) = match self.kind {
             "block" => self.args.iter().fold((0, false), |(n, v), a| {
                 let (m, w) = a.words();
@@ -202,30 +200,6 @@ impl Arg {
         } else {
             (least, more || self.multiple)
         }
-    }
-
-    /// The argument as `COMMAND DOCS` describes it.
-    pub fn out(&self) -> Out {
-        let mut map = vec![
-            (Out::bulk("name"), Out::bulk(self.name.clone())),
-            (Out::bulk("type"), Out::bulk(self.kind)),
-        ];
-        if let Some(token) = &self.token {
-            map.push((Out::bulk("token"), Out::bulk(token.clone())));
-        }
-        let flags: Vec<Out> = [(self.optional, "optional"), (self.multiple, "multiple")]
-            .into_iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, f)| Out::simple(f))
-            .collect();
-        if !flags.is_empty() {
-            map.push((Out::bulk("flags"), Out::Set(flags)));
-        }
-        if !self.args.is_empty() {
-            let args = self.args.iter().map(Arg::out).collect();
-            map.push((Out::bulk("arguments"), Out::Array(args)));
-        }
-        Out::Map(map)
     }
 }
 
@@ -359,29 +333,6 @@ fn sequence_one(words: &[&str], at: &mut usize) -> Result<Arg, String> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::resp::commands::COMMANDS;
-
-    /// Every command has its arguments written, they read, and they take as many words as
-    /// its arity says: exactly that many for a positive arity, at least that many for a
-    /// negative one.
-    #[test]
-    fn every_command_has_arguments_that_agree_with_its_arity() {
-        for c in COMMANDS {
-            let synopsis = SYNOPSES.iter().find(|(n, _)| *n == c.name);
-            let (_, synopsis) = synopsis.unwrap_or_else(|| panic!("{} has no synopsis", c.name));
-            let args = parse(synopsis).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-            let (least, more) = args.iter().fold((1, false), |(n, v), a| {
-                let (m, w) = a.words();
-                (n + m, v || w)
-            });
-            if c.arity > 0 {
-                assert_eq!((least, more), (c.arity as usize, false), "{}", c.name);
-            } else {
-                assert_eq!(least, c.arity.unsigned_abs() as usize, "{}", c.name);
-            }
-        }
-        assert_eq!(SYNOPSES.len(), COMMANDS.len(), "a synopsis of no command");
-    }
 
     #[test]
     fn synopses_read_as_redis_argument_trees() {
