@@ -77,7 +77,10 @@ impl<K: Ord + Clone, V: Merge + Clone> DotStore<K, V> {
     }
 
     /// Removes every observed write of `key`; returns the delta (empty if it was absent).
-    pub(crate) fn remove(&mut self, key: &K) -> Self {
+    pub(crate) fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Self
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let old = self.entries.remove(key);
         DotStore {
             entries: SmallMap::default(),

@@ -70,8 +70,12 @@ impl<K: Ord, V: IsBot> MapUnion<K, V> {
         self.0
     }
 
-    /// The value of `key`, if it is above bottom.
-    pub fn get(&self, key: &K) -> Option<&V> {
+    /// The value of `key`, if it is above bottom (`&str` for `String` keys, as in a
+    /// `BTreeMap`).
+    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.0.get(key)
     }
 

@@ -17,14 +17,14 @@ use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, order_by_merge};
 /// ```
 /// use calm_lattice::{Merge, OrMap, PNCounter, ReplicaId};
 /// let (a, b) = (ReplicaId(1), ReplicaId(2));
-/// let mut cart_a = OrMap::<&str, PNCounter>::default();
+/// let mut cart_a = OrMap::<String, PNCounter>::default();
 /// let mut cart_b = cart_a.clone();
-/// let d1 = cart_a.update(a, "apple", |n| { n.increment(a, 2); });
-/// let d2 = cart_b.update(b, "apple", |n| { n.increment(b, 1); });
+/// let d1 = cart_a.update(a, "apple".into(), |n| n.increment(a, 2));
+/// let d2 = cart_b.update(b, "apple".into(), |n| n.increment(b, 1));
 /// cart_a.merge(d2);
 /// cart_b.merge(d1);
 /// assert_eq!(cart_a, cart_b);
-/// assert_eq!(cart_a.get(&"apple").unwrap().value(), 3);
+/// assert_eq!(cart_a.get("apple").unwrap().value(), 3); // a &str for String keys
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -47,14 +47,23 @@ impl<K, L> Default for OrMap<K, L> {
 impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
     /// Applies `change` to the current value of `key` (bottom if absent) as a write of
     /// `replica`; returns the delta.
-    pub fn update(&mut self, replica: ReplicaId, key: K, change: impl FnOnce(&mut L)) -> Self {
+    /// The closure may return anything (a mutator's delta, say); it is dropped.
+    pub fn update<R>(
+        &mut self,
+        replica: ReplicaId,
+        key: K,
+        change: impl FnOnce(&mut L) -> R,
+    ) -> Self {
         let mut value = self.get(&key).unwrap_or_default();
-        change(&mut value);
+        let _ = change(&mut value);
         OrMap(self.0.write(replica, key, value))
     }
 
     /// Removes `key` as far as this replica has seen it; returns the delta.
-    pub fn remove(&mut self, key: &K) -> Self {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Self
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         OrMap(self.0.remove(key))
     }
 
@@ -64,7 +73,10 @@ impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
     }
 
     /// The value of `key`: the merge of its surviving writes.
-    pub fn get(&self, key: &K) -> Option<L> {
+    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<L>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let writes = self.0.entries.get(key)?;
         Some(
             writes
@@ -80,7 +92,10 @@ impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
     }
 
     /// Whether `key` is present. Not monotone: a later remove can make it false.
-    pub fn contains_key(&self, key: &K) -> bool {
+    pub fn contains_key<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.0.entries.contains_key(key)
     }
 

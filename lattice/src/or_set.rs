@@ -57,7 +57,10 @@ impl<T: Ord + Clone> OrSet<T> {
 
     /// Removes `item` as far as this replica has seen it; returns the delta. Adds this
     /// replica has not seen survive the remove.
-    pub fn remove(&mut self, item: &T) -> Self {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, item: &Q) -> Self
+    where
+        T: std::borrow::Borrow<Q>,
+    {
         OrSet(self.0.remove(item))
     }
 
@@ -67,7 +70,10 @@ impl<T: Ord + Clone> OrSet<T> {
     }
 
     /// Whether `item` is in the set. Not monotone: a later remove can make it false.
-    pub fn contains(&self, item: &T) -> bool {
+    pub fn contains<Q: Ord + ?Sized>(&self, item: &Q) -> bool
+    where
+        T: std::borrow::Borrow<Q>,
+    {
         self.0.entries.contains_key(item)
     }
 

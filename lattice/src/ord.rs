@@ -87,6 +87,12 @@ impl<T> Max<T> {
         &self.0
     }
 
+    /// The value (the same as [`as_reveal_ref`](Self::as_reveal_ref); counters and
+    /// registers read with `value()` too).
+    pub fn value(&self) -> &T {
+        &self.0
+    }
+
     /// Unwraps the value.
     pub fn into_reveal(self) -> T {
         self.0
@@ -185,6 +191,12 @@ impl<T> Min<T> {
 
     /// Borrows the value.
     pub fn as_reveal_ref(&self) -> &T {
+        &self.0
+    }
+
+    /// The value (the same as [`as_reveal_ref`](Self::as_reveal_ref); counters and
+    /// registers read with `value()` too).
+    pub fn value(&self) -> &T {
         &self.0
     }
 
