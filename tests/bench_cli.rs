@@ -266,7 +266,7 @@ fn report_of(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
 #[test]
 fn function_experiments_report_every_series() {
     let dir = tempfile::tempdir().unwrap();
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/functions");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/functions");
     let series = |r: &serde_json::Value| -> Vec<(String, u64)> {
         r["series"]
             .as_array()

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::{Up, free_base_port};
 
+/// The repository's root (these tests belong to `cli/`).
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 fn stdout(out: &Output) -> String {

@@ -1,6 +1,7 @@
 //! The `calm` command line.
 
 mod cli;
+mod demo;
 
 use std::process::ExitCode;
 

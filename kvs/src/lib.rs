@@ -1,5 +1,29 @@
 //! calm's store: typed lattice values on shared-nothing workers, served over QUIC.
 //!
+//! **Start here**: `use calm_kvs::prelude::*;` brings the handful of types an application
+//! uses — the [`Store`] trait and its three stores ([`EmbeddedStore`] in this process,
+//! [`ClusterClient`] routed to each key's owners, [`Client`] through one node), batches of
+//! [`Op`]s and their [`ReadValue`] answers, [`KvsError`], [`NodeConfig`], and
+//! [`TestCluster`](launch::TestCluster) for an application's own tests:
+//!
+//! ```
+//! use calm_kvs::prelude::*;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = EmbeddedStore::start(NodeConfig::default()).unwrap();
+//! // or a cluster: ClusterClient::connect_file("calm-data/cluster.toml").await?
+//! store.put("greeting", "hello").await.unwrap();
+//! store.increment("visits", 2).await.unwrap();
+//! store.orset_add("cart", ["milk", "eggs"]).await.unwrap();
+//! let visits = store.get("visits").await.unwrap();
+//! assert_eq!(visits.and_then(|v| v.as_counter()), Some(2));
+//! let answers = store.execute(vec![Op::get("greeting"), Op::incr("visits", 1)]).await.unwrap();
+//! assert_eq!(answers.len(), 2);
+//! # });
+//! ```
+//!
+//! The rest is how the store is built, for those who extend or study it.
+//!
 //! A key (bytes) holds one typed lattice value — last-writer-wins bytes, sets, counters,
 //! max registers, priorities, causal registers — whose kind is fixed by its first write.
 //! Every write merges, so replicas converge without coordination. See [`value`] for the
@@ -13,13 +37,21 @@
 //! - [`resp`]: the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
 //!   memory; [`policy`]: the autoscaling policy's sans-IO core and the load lattice nodes
 //!   gossip; [`autoscale`]: the controller and provisioners that add and remove nodes;
-//! - [`EmbeddedStore`], [`Client`] and [`ClusterClient`]: the same [`Store`] trait
-//!   in-process, through one node, and routed to each key's owners;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
 //!   other request handlers a node serves (function executors); [`subscribe`]: pushes of
 //!   changed keys to the caches that hold them;
 //! - [`tls`]: the cluster CA and certificates; [`wire`]: frames and the codec;
 //!   [`protocol`]: the messages; [`fault_proxy`]: partitions for tests and experiments.
+
+/// What an application needs, in one import: `use calm_kvs::prelude::*;`.
+pub mod prelude {
+    pub use crate::cluster_file::{ClusterFile, ClusterFileError};
+    pub use crate::launch::TestCluster;
+    pub use crate::{
+        Bytes, Client, ClusterClient, EmbeddedStore, KvsError, NodeConfig, Op, OpError, ReadValue,
+        Reply, Store, Write,
+    };
+}
 
 pub mod autoscale;
 pub mod client;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use calm::demo::{DemoConfig, DemoReport, run as run_demo};
+use crate::demo::{DemoConfig, DemoReport, run as run_demo};
 use clap::Args;
 
 /// Replicas of a shopping cart edit apart over a lossy network and converge.
