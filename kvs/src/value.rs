@@ -432,8 +432,9 @@ pub enum Value {
     Hash(OrMap<Bytes, HashField>),
     /// Members with scores: an update concurrent with a removal keeps the member.
     SortedSet(OrMap<Bytes, ScoreCell>),
-    /// A sequence: concurrent inserts at one place are all kept.
-    List(Rga<Bytes>),
+    /// A sequence: concurrent inserts at one place are all kept (boxed: its indexes make
+    /// it the largest variant, and every key's value is as large as the largest).
+    List(Box<Rga<Bytes>>),
     /// A key whose kind changed after it was deleted: `value` (never itself a generation)
     /// holds what was written since `since`. It replaces every value of an earlier
     /// generation (a value of any other variant is generation zero) and merges with values
@@ -790,7 +791,7 @@ impl Value {
             Kind::MultiCausal => Value::MultiCausal(MultiKeyCausal::default()),
             Kind::Hash => Value::Hash(OrMap::default()),
             Kind::SortedSet => Value::SortedSet(OrMap::default()),
-            Kind::List => Value::List(Rga::default()),
+            Kind::List => Value::List(Box::default()),
         }
     }
 
@@ -953,7 +954,7 @@ impl Value {
             (Value::MultiCausal(a), Value::MultiCausal(b)) => a.merge(b),
             (Value::Hash(a), Value::Hash(b)) => a.merge(b),
             (Value::SortedSet(a), Value::SortedSet(b)) => a.merge(b),
-            (Value::List(a), Value::List(b)) => a.merge(b),
+            (Value::List(a), Value::List(b)) => a.merge(*b),
             (a, b) => {
                 return Err(KindMismatch {
                     stored: a.kind(),
@@ -1090,7 +1091,7 @@ impl Value {
                 | Write::ListRem { .. }
                 | Write::ListSet { .. }
                 | Write::ListTrim { .. }),
-            ) => Value::List(edit_list(v, r, w)),
+            ) => Value::List(Box::new(edit_list(v, r, w))),
             (me, Write::Merge(value)) => {
                 me.merge(value.clone())?;
                 value
@@ -1137,7 +1138,7 @@ impl Value {
                 for id in ids {
                     delta.merge(v.remove(id));
                 }
-                Value::List(delta)
+                Value::List(Box::new(delta))
             }
         })
     }

@@ -47,7 +47,73 @@ pub struct CausalContext {
     /// Per replica, every dot `1..=n` has been seen. Replicas at 0 are absent.
     prefix: VecMap<ReplicaId, u64>,
     /// Dots seen beyond their replica's prefix, never `prefix + 1` (that would be compacted).
-    cloud: BTreeSet<Dot>,
+    cloud: Cloud,
+}
+
+/// The dots seen out of order: almost always none, so a context holds a pointer for them
+/// (8 bytes, not a set's 24) and allocates only when there are some. Never an empty set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(from = "BTreeSet<Dot>", into = "BTreeSet<Dot>")
+)]
+// The point of the box: a thin pointer where a set would take 24 bytes.
+#[allow(clippy::box_collection)]
+struct Cloud(Option<Box<BTreeSet<Dot>>>);
+
+impl From<BTreeSet<Dot>> for Cloud {
+    fn from(dots: BTreeSet<Dot>) -> Cloud {
+        Cloud((!dots.is_empty()).then(|| Box::new(dots)))
+    }
+}
+
+impl From<Cloud> for BTreeSet<Dot> {
+    fn from(cloud: Cloud) -> BTreeSet<Dot> {
+        cloud.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl Cloud {
+    fn contains(&self, dot: &Dot) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(dot))
+    }
+
+    fn insert(&mut self, dot: Dot) -> bool {
+        self.0.get_or_insert_default().insert(dot)
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &Dot> {
+        self.0.iter().flat_map(|s| s.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The last dot of `replica`'s.
+    fn last_of(&self, replica: ReplicaId) -> Option<&Dot> {
+        let set = self.0.as_ref()?;
+        set.range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
+            .next_back()
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Dot) -> bool) {
+        if let Some(set) = &mut self.0 {
+            set.retain(keep);
+            if set.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl IntoIterator for Cloud {
+    type Item = Dot;
+    type IntoIter = std::collections::btree_set::IntoIter<Dot>;
+    fn into_iter(self) -> Self::IntoIter {
+        BTreeSet::from(self).into_iter()
+    }
 }
 
 /// The encoded form of a [`CausalContext`], which may not be canonical (zero prefixes,
@@ -64,7 +130,11 @@ impl From<CausalContextParts> for CausalContext {
     fn from(parts: CausalContextParts) -> Self {
         let mut cc = CausalContext {
             prefix: parts.prefix.into_iter().filter(|(_, n)| *n > 0).collect(),
-            cloud: parts.cloud.into_iter().filter(|d| d.counter > 0).collect(),
+            cloud: Cloud::from(
+                (parts.cloud.into_iter())
+                    .filter(|d| d.counter > 0)
+                    .collect::<BTreeSet<Dot>>(),
+            ),
         };
         cc.compact();
         cc
@@ -75,7 +145,9 @@ impl CausalContext {
     /// A context holding exactly `dots`.
     pub fn from_dots(dots: impl IntoIterator<Item = Dot>) -> Self {
         let mut cc = CausalContext::default();
-        cc.cloud.extend(dots.into_iter().filter(|d| d.counter > 0));
+        for dot in dots.into_iter().filter(|d| d.counter > 0) {
+            cc.cloud.insert(dot);
+        }
         cc.compact();
         cc
     }
@@ -103,11 +175,7 @@ impl CausalContext {
 
     /// The next dot `replica` should use for a new write.
     pub fn next_dot(&self, replica: ReplicaId) -> Dot {
-        let in_cloud = self
-            .cloud
-            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
-            .next_back()
-            .map_or(0, |d| d.counter);
+        let in_cloud = self.cloud.last_of(replica).map_or(0, |d| d.counter);
         Dot::new(
             replica,
             self.prefix_of(replica).max(in_cloud).saturating_add(1),

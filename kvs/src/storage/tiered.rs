@@ -30,16 +30,54 @@ enum LogRecordRef<'a> {
 #[derive(Debug)]
 struct Hot {
     value: Value,
+    /// The hash of the disk copy, valid when `on_disk` (it is clean and came from, or
+    /// went to, disk). Kept apart from its flag: an `Option<u64>` would take 16 bytes, and
+    /// there is one `Hot` per key in memory.
+    disk_hash: u64,
+    /// Approximate bytes (exact whenever the value is encoded for the disk).
+    size: u32,
+    /// When it was last used, in accesses (the low 32 bits of the tier's access clock;
+    /// compared by age, so it wraps harmlessly).
+    touched: u32,
+    /// Uses since it was loaded, halved at every demotion round.
+    hits: u16,
+    /// Whether `disk_hash` holds.
+    on_disk: bool,
     /// Changed since the disk last had it.
     dirty: bool,
-    /// Approximate bytes (exact whenever the value is encoded for the disk).
-    size: usize,
-    /// When it was last used, in accesses.
-    touched: u64,
-    /// Uses since it was loaded, halved at every demotion round.
-    hits: u32,
-    /// The hash of the disk copy, when it is clean and came from (or went to) disk.
-    disk_hash: Option<u64>,
+}
+
+impl Hot {
+    fn new(value: Value, size: usize, touched: u32, disk_hash: Option<u64>) -> Hot {
+        Hot {
+            value,
+            disk_hash: disk_hash.unwrap_or(0),
+            size: bytes32(size),
+            touched,
+            hits: 0,
+            on_disk: disk_hash.is_some(),
+            dirty: disk_hash.is_none(),
+        }
+    }
+
+    fn disk_hash(&self) -> Option<u64> {
+        self.on_disk.then_some(self.disk_hash)
+    }
+
+    /// Marks it changed since the disk had it.
+    fn changed(&mut self) {
+        self.dirty = true;
+        self.on_disk = false;
+    }
+
+    fn size(&self) -> usize {
+        self.size as usize
+    }
+}
+
+/// A size in bytes as a `Hot` keeps it (stored values are far below 4 GiB).
+fn bytes32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What recovery found in a worker's log and cold tier.
@@ -267,9 +305,9 @@ impl Tiered {
         self.hot.contains_key(key) || self.cold.contains_key(key)
     }
 
-    fn tick(&mut self) -> u64 {
+    fn tick(&mut self) -> u32 {
         self.clock += 1;
-        self.clock
+        self.clock as u32
     }
 
     /// Brings a cold key into memory; true if the key is now hot.
@@ -295,17 +333,8 @@ impl Tiered {
         self.hot_bytes += size;
         self.stats.promotions += 1;
         let touched = self.tick();
-        self.hot.insert(
-            key,
-            Hot {
-                value,
-                dirty: false,
-                size,
-                touched,
-                hits: 0,
-                disk_hash: Some(hash),
-            },
-        );
+        self.hot
+            .insert(key, Hot::new(value, size, touched, Some(hash)));
         Ok(true)
     }
 
@@ -344,14 +373,7 @@ impl Tiered {
             self.hot_bytes += key.len();
             self.hot.insert(
                 key.clone(),
-                Hot {
-                    value: Value::empty(kind),
-                    dirty: true,
-                    size: key.len(),
-                    touched: 0,
-                    hits: 0,
-                    disk_hash: None,
-                },
+                Hot::new(Value::empty(kind), key.len(), 0, None),
             );
         }
         Ok(&mut self.use_hot(key).expect("just made hot").value)
@@ -404,15 +426,15 @@ impl Tiered {
         let Some(hot) = self.hot.get_mut(key) else {
             return;
         };
-        hot.dirty = true;
-        hot.disk_hash = None;
-        let before = hot.size;
-        hot.size = if matches!(delta.inner(), Value::Lww(_)) {
+        hot.changed();
+        let before = hot.size();
+        let size = if matches!(delta.inner(), Value::Lww(_)) {
             key.len() + len
         } else {
-            hot.size + len
+            before + len
         };
-        self.hot_bytes = self.hot_bytes + hot.size - before;
+        hot.size = bytes32(size);
+        self.hot_bytes = self.hot_bytes + hot.size() - before;
     }
 
     /// Merges a value from another replica (or the log): whether it changed anything, and
@@ -428,9 +450,8 @@ impl Tiered {
             let hot = self.use_hot(&key).expect("promoted");
             let outcome = hot.value.merge_replicated(value);
             if outcome.0 {
-                hot.dirty = true;
-                hot.disk_hash = None;
-                hot.size += len;
+                hot.changed();
+                hot.size = bytes32(hot.size() + len);
             }
             if outcome.0 {
                 self.hot_bytes += len;
@@ -440,17 +461,7 @@ impl Tiered {
             let size = key.len() + len;
             self.hot_bytes += size;
             let touched = self.tick();
-            self.hot.insert(
-                key,
-                Hot {
-                    value,
-                    dirty: true,
-                    size,
-                    touched,
-                    hits: 0,
-                    disk_hash: None,
-                },
-            );
+            self.hot.insert(key, Hot::new(value, size, touched, None));
             (true, None)
         };
         if !outcome.0 {
@@ -501,7 +512,7 @@ impl Tiered {
     pub fn remove(&mut self, key: &[u8]) {
         let key = match (self.hot.remove_entry(key), self.cold.remove_entry(key)) {
             (Some((k, hot)), _) => {
-                self.hot_bytes -= hot.size;
+                self.hot_bytes -= hot.size();
                 k
             }
             (None, Some((k, _))) => k,
@@ -520,7 +531,8 @@ impl Tiered {
             if keep(key) {
                 f(
                     key,
-                    hot.disk_hash.unwrap_or_else(|| entry_hash(key, &hot.value)),
+                    hot.disk_hash()
+                        .unwrap_or_else(|| entry_hash(key, &hot.value)),
                 );
             }
         }
@@ -605,10 +617,18 @@ impl Tiered {
             return;
         };
         let target = budget / 10 * 9;
-        let mut order: Vec<(bool, u64, Bytes)> = self
+        // Oldest first: by age in accesses (the 32-bit stamps wrap; their difference does not).
+        let now = self.clock as u32;
+        let mut order: Vec<(bool, std::cmp::Reverse<u32>, Bytes)> = self
             .hot
             .iter()
-            .map(|(k, h)| (h.hits > 1, h.touched, k.clone()))
+            .map(|(k, h)| {
+                (
+                    h.hits > 1,
+                    std::cmp::Reverse(now.wrapping_sub(h.touched)),
+                    k.clone(),
+                )
+            })
             .collect();
         order.sort_unstable();
         let mut freed = 0;
@@ -619,8 +639,8 @@ impl Tiered {
                 break;
             }
             let hot = &self.hot[&key];
-            freed += hot.size;
-            let hash = match hot.disk_hash {
+            freed += hot.size();
+            let hash = match hot.disk_hash() {
                 Some(h) if !hot.dirty => h,
                 _ => {
                     let put = cold_put(&key, &hot.value);
@@ -641,7 +661,7 @@ impl Tiered {
         self.removes.clear();
         for (key, hash) in victims {
             if let Some(hot) = self.hot.remove(&key) {
-                self.hot_bytes -= hot.size;
+                self.hot_bytes -= hot.size();
                 self.cold.insert(key, hash);
                 self.stats.demotions += 1;
             }
@@ -665,7 +685,7 @@ impl Tiered {
     pub fn checkpoint(&mut self) -> Result<(), StorageError> {
         let mut puts: Vec<ColdPut> = Vec::new();
         for (key, hot) in &self.hot {
-            if hot.dirty || hot.disk_hash.is_none() {
+            if hot.dirty || !hot.on_disk {
                 puts.push(cold_put(key, &hot.value));
             }
         }
@@ -680,10 +700,11 @@ impl Tiered {
         {
             if let Some(hot) = self.hot.get_mut(&key) {
                 hot.dirty = false;
-                hot.disk_hash = Some(hash);
+                hot.disk_hash = hash;
+                hot.on_disk = true;
                 let size = key.len() + bytes.len();
-                self.hot_bytes = self.hot_bytes + size - hot.size;
-                hot.size = size;
+                self.hot_bytes = self.hot_bytes + size - hot.size();
+                hot.size = bytes32(size);
             }
         }
         self.log_buf.clear();
