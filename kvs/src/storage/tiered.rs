@@ -27,6 +27,10 @@ enum LogRecordRef<'a> {
     Remove(&'a Bytes),
 }
 
+/// A key as the tiers' maps hold it: its bytes in one allocation of their own (a `Bytes`
+/// takes 32 bytes in the map and, once cloned, a shared header besides).
+type Key = Box<[u8]>;
+
 #[derive(Debug)]
 struct Hot {
     value: Value,
@@ -121,9 +125,9 @@ pub struct TierStats {
 /// A worker's keys: see the [module docs](super).
 #[derive(Debug)]
 pub struct Tiered {
-    hot: HashMap<Bytes, Hot>,
+    hot: HashMap<Key, Hot>,
     /// Keys only on disk, with the hash of their stored value (for anti-entropy digests).
-    cold: HashMap<Bytes, u64>,
+    cold: HashMap<Key, u64>,
     /// The deadlines the cold tier's index held when it was opened (so keys that expire
     /// while only on disk are collected on time after a restart).
     cold_deadlines: Vec<(u64, Bytes)>,
@@ -158,10 +162,10 @@ pub(crate) fn entry_hash_encoded(key: &[u8], encoded: &[u8]) -> u64 {
 }
 
 /// What the cold tier stores for `key`'s `value`.
-fn cold_put(key: &Bytes, value: &Value) -> ColdPut {
+fn cold_put(key: &[u8], value: &Value) -> ColdPut {
     let bytes = encode_value(value);
     ColdPut {
-        key: key.clone(),
+        key: Bytes::copy_from_slice(key),
         hash: entry_hash_encoded(key, &bytes),
         bytes,
         deadline: value.deadline(),
@@ -231,7 +235,9 @@ impl Tiered {
             .iter()
             .filter_map(|c| Some((c.deadline?, c.key.clone())))
             .collect();
-        let cold: HashMap<Bytes, u64> = index.into_iter().map(|c| (c.key, c.hash)).collect();
+        let cold: HashMap<Key, u64> = (index.into_iter())
+            .map(|c| (Key::from(&c.key[..]), c.hash))
+            .collect();
         let log = disk.log_read()?;
         let scan = wal::scan(&log);
         let mut recovery = Recovery {
@@ -372,7 +378,7 @@ impl Tiered {
         if !self.hot.contains_key(&key[..]) && !self.promote(key)? {
             self.hot_bytes += key.len();
             self.hot.insert(
-                key.clone(),
+                Key::from(&key[..]),
                 Hot::new(Value::empty(kind), key.len(), 0, None),
             );
         }
@@ -423,7 +429,7 @@ impl Tiered {
     /// Records that the hot value of `key` changed by `delta` (logged, marked for the disk).
     pub fn changed(&mut self, key: &Bytes, delta: &Value) {
         let len = self.log(LogRecordRef::Merge(key, delta));
-        let Some(hot) = self.hot.get_mut(key) else {
+        let Some(hot) = self.hot.get_mut(&key[..]) else {
             return;
         };
         hot.changed();
@@ -461,7 +467,8 @@ impl Tiered {
             let size = key.len() + len;
             self.hot_bytes += size;
             let touched = self.tick();
-            self.hot.insert(key, Hot::new(value, size, touched, None));
+            self.hot
+                .insert(Key::from(&key[..]), Hot::new(value, size, touched, None));
             (true, None)
         };
         if !outcome.0 {
@@ -481,9 +488,13 @@ impl Tiered {
             .hot
             .iter()
             .filter(|(k, h)| h.value.is_live(now_ms) && keep(k, &h.value))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Bytes::copy_from_slice(k))
             .collect();
-        let cold: Vec<Bytes> = self.cold.keys().cloned().collect();
+        let cold: Vec<Bytes> = self
+            .cold
+            .keys()
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
         for key in cold {
             if let Some(value) = self.peek(&key)?
                 && value.is_live(now_ms)
@@ -501,9 +512,9 @@ impl Tiered {
         let hot = self
             .hot
             .iter()
-            .filter_map(|(key, hot)| Some((hot.value.deadline()?, key.clone())));
+            .filter_map(|(key, hot)| Some((hot.value.deadline()?, Bytes::copy_from_slice(key))));
         let cold = (self.cold_deadlines.iter())
-            .filter(|(_, key)| self.cold.contains_key(key) && !self.hot.contains_key(key))
+            .filter(|(_, key)| self.cold.contains_key(&key[..]) && !self.hot.contains_key(&key[..]))
             .cloned();
         hot.chain(cold).collect()
     }
@@ -519,6 +530,7 @@ impl Tiered {
             (None, None) => return,
         };
         if self.disk.is_some() {
+            let key = Bytes::from(key);
             self.log(LogRecordRef::Remove(&key));
             self.removes.insert(key);
         }
@@ -551,14 +563,14 @@ impl Tiered {
             .iter()
             .filter(|(k, _)| keep(k))
             .take(limit)
-            .map(|(k, h)| (k.clone(), h.value.clone()))
+            .map(|(k, h)| (Bytes::copy_from_slice(k), h.value.clone()))
             .collect();
         let cold: Vec<Bytes> = self
             .cold
             .keys()
             .filter(|k| keep(k))
             .take(limit.saturating_sub(out.len()))
-            .cloned()
+            .map(|k| Bytes::copy_from_slice(k))
             .collect();
         for key in cold {
             match self.peek(&key) {
@@ -619,7 +631,7 @@ impl Tiered {
         let target = budget / 10 * 9;
         // Oldest first: by age in accesses (the 32-bit stamps wrap; their difference does not).
         let now = self.clock as u32;
-        let mut order: Vec<(bool, std::cmp::Reverse<u32>, Bytes)> = self
+        let mut order: Vec<(bool, std::cmp::Reverse<u32>, Key)> = self
             .hot
             .iter()
             .map(|(k, h)| {
@@ -698,7 +710,7 @@ impl Tiered {
             key, hash, bytes, ..
         } in puts
         {
-            if let Some(hot) = self.hot.get_mut(&key) {
+            if let Some(hot) = self.hot.get_mut(&key[..]) {
                 hot.dirty = false;
                 hot.disk_hash = hash;
                 hot.on_disk = true;
