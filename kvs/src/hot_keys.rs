@@ -88,12 +88,12 @@ impl HotKeys {
         if !full || estimate > self.top_floor {
             match self.top.iter_mut().find(|(kh, k, _)| *kh == h && k == key) {
                 Some(entry) => entry.2 = estimate,
-                None if !full => self.top.push((h, key.clone(), estimate)),
+                None if !full => self.top.push((h, Bytes::copy_from_slice(key), estimate)),
                 None => {
                     if let Some(min) = self.top.iter_mut().min_by_key(|(_, _, c)| *c)
                         && min.2 < estimate
                     {
-                        *min = (h, key.clone(), estimate);
+                        *min = (h, Bytes::copy_from_slice(key), estimate);
                     }
                 }
             }

@@ -573,6 +573,71 @@ pub enum Write {
 }
 
 impl Write {
+    /// The write with every byte string the value will keep in an allocation of its own
+    /// (a worker applies writes so): a front-end may decode requests without copying,
+    /// their strings slices of a connection's read buffer, and no stored value may keep a
+    /// whole buffer alive. What a write only looks for (members to remove, a pivot) is not
+    /// copied.
+    pub fn owned(self) -> Write {
+        fn own(b: Bytes) -> Bytes {
+            Bytes::copy_from_slice(&b)
+        }
+        fn all(v: Vec<Bytes>) -> Vec<Bytes> {
+            v.into_iter().map(own).collect()
+        }
+        match self {
+            Write::Lww(v) => Write::Lww(own(v)),
+            Write::SetAdd(v) => Write::SetAdd(all(v)),
+            Write::OrSetAdd(v) => Write::OrSetAdd(all(v)),
+            Write::Priority { priority, value } => Write::Priority {
+                priority,
+                value: own(value),
+            },
+            Write::SingleCausal(v) => Write::SingleCausal(own(v)),
+            Write::MultiCausal { value, deps } => Write::MultiCausal {
+                value: own(value),
+                deps: deps.into_iter().map(|(k, c)| (own(k), c)).collect(),
+            },
+            Write::HashSet(v) => {
+                Write::HashSet(v.into_iter().map(|(f, x)| (own(f), own(x))).collect())
+            }
+            Write::HashIncr { field, by } => Write::HashIncr {
+                field: own(field),
+                by,
+            },
+            Write::ZAdd(v) => Write::ZAdd(v.into_iter().map(|(m, s)| (own(m), s)).collect()),
+            Write::ZIncr { member, by } => Write::ZIncr {
+                member: own(member),
+                by,
+            },
+            Write::ListPush { front, values } => Write::ListPush {
+                front,
+                values: all(values),
+            },
+            Write::ListInsert {
+                pivot,
+                before,
+                value,
+            } => Write::ListInsert {
+                pivot,
+                before,
+                value: own(value),
+            },
+            Write::ListSet { index, value } => Write::ListSet {
+                index,
+                value: own(value),
+            },
+            other @ (Write::OrSetRemove(_)
+            | Write::Increment(_)
+            | Write::Max(_)
+            | Write::HashDel(_)
+            | Write::ZRem(_)
+            | Write::ListRem { .. }
+            | Write::ListTrim { .. }
+            | Write::Merge(_)) => other,
+        }
+    }
+
     /// The kind this write applies to.
     pub fn kind(&self) -> Kind {
         match self {

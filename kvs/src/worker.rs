@@ -320,6 +320,11 @@ impl Worker {
             replica: self.replica,
             stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
         };
+        // What the value keeps is copied here, on the worker's thread: a request's strings
+        // may be slices of a connection's read buffer (which a stored slice would keep
+        // alive), and memory allocated by the thread that frees it (when the value is
+        // overwritten) costs the allocator no lock between threads.
+        let write = write.owned();
         let swept = self.expiry.take_swept(&key);
         let value = self
             .store
@@ -598,7 +603,8 @@ struct Expiry {
 
 impl Expiry {
     fn watch(&mut self, at: u64, key: &Bytes) {
-        self.due.push(Reverse((at, key.clone())));
+        // A copy: the key may be a slice of a connection's read buffer, kept until then.
+        self.due.push(Reverse((at, Bytes::copy_from_slice(key))));
     }
 
     /// The keys whose deadline has come (to check: a deadline may have moved since).

@@ -13,9 +13,9 @@
 //! that sends without reading stalls only its own connection: the node stops reading from
 //! it until its replies are written.
 
-mod commands;
+pub(crate) mod commands;
 mod docs;
-mod framing;
+pub(crate) mod framing;
 mod info;
 mod pubsub;
 
@@ -217,23 +217,10 @@ impl Connection {
                 let mut requests = Vec::new();
                 let mut close = None;
                 while requests.len() < MAX_BATCH {
-                    match framing::frame(&buf, limits) {
-                        Framed::Array(len) => match decode(buf.split_to(len).freeze()) {
-                            Ok(args) => requests.push(args),
-                            Err(e) => {
-                                close = Some(e);
-                                break;
-                            }
-                        },
-                        Framed::Inline(len) => {
-                            let line = buf.split_to(len).freeze();
-                            let args = inline_args(&line);
-                            if !args.is_empty() {
-                                requests.push(args);
-                            }
-                        }
-                        Framed::Incomplete => break,
-                        Framed::Invalid(e) => {
+                    match next_request(&mut buf, limits) {
+                        Ok(Some(args)) => requests.push(args),
+                        Ok(None) => break,
+                        Err(e) => {
                             close = Some(e);
                             break;
                         }
@@ -555,19 +542,24 @@ impl Connection {
     }
 
     fn encode(&self, reply: &Out, out: &mut BytesMut) {
-        let encoded = if self.session.proto == 3 {
-            redis_protocol::resp3::encode::complete::extend_encode(out, &to_resp3(reply), false)
-                .map(|_| ())
-        } else if matches!(reply, Out::NullArray) {
-            // RESP2's null array, which the codec does not write.
-            out.extend_from_slice(b"*-1\r\n");
-            Ok(())
-        } else {
-            redis_protocol::resp2::encode::extend_encode(out, &to_resp2(reply), false).map(|_| ())
-        };
-        if let Err(e) = encoded {
-            tracing::error!(error = %e, "could not encode a RESP reply");
-        }
+        encode_reply(reply, self.session.proto, out);
+    }
+}
+
+/// Appends `reply` to `out`, encoded for protocol version `proto` (2 or 3).
+pub(crate) fn encode_reply(reply: &Out, proto: u8, out: &mut BytesMut) {
+    let encoded = if proto == 3 {
+        redis_protocol::resp3::encode::complete::extend_encode(out, &to_resp3(reply), false)
+            .map(|_| ())
+    } else if matches!(reply, Out::NullArray) {
+        // RESP2's null array, which the codec does not write.
+        out.extend_from_slice(b"*-1\r\n");
+        Ok(())
+    } else {
+        redis_protocol::resp2::encode::extend_encode(out, &to_resp2(reply), false).map(|_| ())
+    };
+    if let Err(e) = encoded {
+        tracing::error!(error = %e, "could not encode a RESP reply");
     }
 }
 
@@ -606,15 +598,37 @@ fn message_out(m: pubsub::Message) -> Out {
     }
 }
 
+/// Takes the next whole request out of `buf`: its arguments, `None` when more bytes are
+/// needed, or why the bytes are not a request (the connection is then answered and closed).
+/// Blank inline lines are skipped.
+pub(crate) fn next_request(
+    buf: &mut BytesMut,
+    limits: Limits,
+) -> Result<Option<Vec<Bytes>>, String> {
+    loop {
+        match framing::frame(buf, limits) {
+            Framed::Array(len) => return decode(buf.split_to(len).freeze()).map(Some),
+            Framed::Inline(len) => {
+                let args = inline_args(&buf.split_to(len).freeze());
+                if !args.is_empty() {
+                    return Ok(Some(args));
+                }
+            }
+            Framed::Incomplete => return Ok(None),
+            Framed::Invalid(e) => return Err(e),
+        }
+    }
+}
+
 /// The arguments of an array request the framing step has checked.
 fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
     match redis_protocol::resp2::decode::decode_bytes(&frame) {
         Ok(Some((Frame2::Array(items), _))) => items
             .into_iter()
             .map(|f| match f {
-                // A copy of its own: a slice would keep the whole read buffer alive for as
-                // long as the key or value it becomes is stored.
-                Frame2::BulkString(b) => Ok(Bytes::copy_from_slice(&b)),
+                // Slices of the read buffer, not copies: a worker copies what it keeps
+                // (see `Write::owned`), so no stored value keeps the buffer alive.
+                Frame2::BulkString(b) => Ok(b),
                 other => Err(format!("expected a bulk string, got {:?}", other.kind())),
             })
             .collect(),
@@ -628,7 +642,7 @@ fn decode(frame: Bytes) -> Result<Vec<Bytes>, String> {
 fn inline_args(line: &Bytes) -> Vec<Bytes> {
     line.split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty())
-        .map(Bytes::copy_from_slice)
+        .map(|w| line.slice_ref(w))
         .collect()
 }
 
