@@ -63,6 +63,9 @@ pub mod coordinator;
 pub mod embedded;
 pub mod error;
 pub mod fault_proxy;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hot_keys;
 pub mod launch;
 pub mod metrics;

@@ -48,6 +48,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fault_proxy",
         ],
     ),
+    (
+        "harnesses: the fuzz targets' entry points (feature `fuzzing`)",
+        &["fuzzing"],
+    ),
 ];
 
 fn src() -> PathBuf {

@@ -325,22 +325,59 @@ impl<T> Rga<T> {
     }
 }
 
-impl<T: Clone> Merge for Rga<T> {
+impl<T: Clone + Ord> Merge for Rga<T> {
     fn merge(&mut self, other: Self) -> bool {
         let mut changed = false;
+        let mut conflicts = Vec::new();
         for (id, elem) in other.elems {
-            if self.elems.contains_key(&id) {
-                changed |= elem.removed && self.mark_removed(&id);
-            } else {
-                self.add(id, elem);
-                changed = true;
+            match self.elems.get(&id) {
+                None => {
+                    self.add(id, elem);
+                    changed = true;
+                }
+                Some(mine) if mine.anchor == elem.anchor && mine.value == elem.value => {
+                    changed |= elem.removed && self.mark_removed(&id);
+                }
+                // Two elements under one id: never from replicas that mint ids as they
+                // should, but a merge must still converge, whatever it is sent. The greater
+                // (anchor, value) wins everywhere, and removal still wins.
+                Some(_) => conflicts.push((id, elem)),
             }
+        }
+        if !conflicts.is_empty() {
+            changed |= self.resolve(conflicts);
         }
         changed
     }
 }
 
-impl<T: Clone + Eq> PartialOrd for Rga<T> {
+impl<T: Clone + Ord> Rga<T> {
+    /// Settles ids that `self` and another replica hold with different contents (see
+    /// [`merge`](Merge::merge)), then rebuilds the index (conflicts are rare enough).
+    fn resolve(&mut self, conflicts: Vec<(ElemId, Elem<T>)>) -> bool {
+        let mut elems = std::mem::take(&mut self.elems);
+        let mut changed = false;
+        for (id, theirs) in conflicts {
+            let mine = elems
+                .get_mut(&id)
+                .expect("a conflict is on an id both hold");
+            let removed = mine.removed || theirs.removed;
+            if (theirs.anchor, &theirs.value) > (mine.anchor, &mine.value) {
+                *mine = theirs;
+                changed = true;
+            }
+            changed |= removed != mine.removed;
+            mine.removed = removed;
+        }
+        *self = Rga::default();
+        for (id, elem) in elems {
+            self.add(id, elem);
+        }
+        changed
+    }
+}
+
+impl<T: Clone + Ord> PartialOrd for Rga<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         order_by_merge(self, other)
     }
@@ -358,7 +395,7 @@ impl<T> IsTop for Rga<T> {
     }
 }
 
-impl<T: Clone> Atomize for Rga<T> {
+impl<T: Clone + Ord> Atomize for Rga<T> {
     type Atom = Self;
 
     /// One atom per element (with its removal, if removed).
@@ -423,6 +460,46 @@ mod test {
             }
         }
         rs
+    }
+
+    /// One id held with different contents (hostile or damaged input; found by the
+    /// `value_merge` fuzz target): merges still commute, are idempotent and associative.
+    #[test]
+    fn one_id_with_two_contents_still_converges() {
+        let id = ElemId {
+            counter: 1,
+            replica: ReplicaId(1),
+        };
+        let elem = |anchor, value: &'static str, removed| Elem {
+            anchor,
+            value,
+            removed,
+        };
+        let mut a = Rga::default();
+        a.add(id, elem(Anchor::Back, "a", true));
+        let mut b = Rga::default();
+        b.add(id, elem(Anchor::After(FIRST), "b", false));
+        b.push_back(ReplicaId(2), "after");
+        let mut c = Rga::default();
+        c.add(id, elem(Anchor::Front, "c", false));
+        let merged = |x: &Rga<&'static str>, y: &Rga<&'static str>| {
+            let mut m = x.clone();
+            m.merge(y.clone());
+            m
+        };
+        assert_eq!(merged(&a, &b), merged(&b, &a));
+        assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        let ab = merged(&a, &b);
+        assert_eq!(merged(&ab, &b), ab);
+        assert_eq!(merged(&ab, &a), ab);
+        // The greater content wins, removal wins, and the index follows the new anchor.
+        assert_eq!(ab.elems[&id], elem(Anchor::Back, "a", true));
+        assert_eq!(
+            merged(&c, &b).elems[&id],
+            elem(Anchor::After(FIRST), "b", false)
+        );
+        assert_eq!(merged(&c, &b).values().collect::<Vec<_>>(), [&"after"]);
+        assert_eq!(ab.values().collect::<Vec<_>>(), [&"after"]);
     }
 
     proptest! {
