@@ -888,6 +888,43 @@ mod test {
         assert_eq!(counter(&mut ws[0], 10_000, "c"), Some(1));
     }
 
+    /// What a write stores is copied out of the request: a value or member that is a slice
+    /// of a connection's read buffer (as the Redis port hands them) must not keep the
+    /// buffer alive for as long as the key lives.
+    #[test]
+    fn stored_values_do_not_keep_the_request_buffer_alive() {
+        let buffer = Bytes::from(vec![b'x'; 16 << 10]);
+        let inside = |v: &Bytes| buffer.as_ptr_range().contains(&v.as_ptr());
+        let mut w = workers(1, WorkerConfig::default()).remove(0);
+        w.handle_ops(
+            1,
+            [
+                Op::Write {
+                    key: buffer.slice(0..4),
+                    write: Write::Lww(buffer.slice(100..200)),
+                },
+                Op::Write {
+                    key: b("set"),
+                    write: Write::OrSetAdd(vec![buffer.slice(300..310)]),
+                },
+            ],
+        );
+        let r = w.handle_ops(2, [get("xxxx"), get("set")]);
+        let Ok(Reply::Value(Some(ReadValue::Lww { value, .. }))) = &r[0] else {
+            panic!("{:?}", r[0]);
+        };
+        assert_eq!(value.len(), 100);
+        assert!(!inside(value), "the stored value is a slice of the request");
+        let Ok(Reply::Value(Some(ReadValue::OrSet { members, .. }))) = &r[1] else {
+            panic!("{:?}", r[1]);
+        };
+        assert_eq!(members.len(), 1);
+        assert!(
+            !members.iter().any(inside),
+            "a stored member is a slice of the request"
+        );
+    }
+
     /// A worker that handed a key off (and dropped its copy) and later writes the key again
     /// must not reuse what it wrote before: its set adds, counter increments and causal
     /// writes would look already seen (and removed) to the replicas that hold the old ones.
