@@ -18,8 +18,10 @@ impl ClusterAgent {
             && me.status != Status::Alive
             && !self.left
         {
-            // Someone thinks this node is suspect or dead: it is not.
-            self.incarnation = me.incarnation + 1;
+            // Someone thinks this node is suspect or dead: it is not. (Saturating: a peer
+            // may claim the largest incarnation, which no refutation can pass; found by the
+            // `peer_message` fuzz target. Only authenticated peers rule that out.)
+            self.incarnation = me.incarnation.saturating_add(1);
             self.membership
                 .record(&self.me, self.incarnation, Status::Alive);
             self.stats.refutations += 1;
