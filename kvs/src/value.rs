@@ -443,6 +443,7 @@ pub enum Value {
         /// The stamp of the write that changed the kind.
         since: Stamp,
         /// What this generation holds.
+        #[serde(deserialize_with = "nested")]
         value: Box<Value>,
     },
     /// A key that was given a time to live (see [Expiry](self#expiry)): `value` (neither a
@@ -453,8 +454,37 @@ pub enum Value {
         /// not, since a `PERSIST` or a `SET`), last writer wins by HLC stamp.
         deadline: Lww<Option<u64>>,
         /// What the key holds.
+        #[serde(deserialize_with = "nested")]
         value: Box<Value>,
     },
+}
+
+thread_local! {
+    /// How deep the value being decoded on this thread is nested.
+    static NESTING: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes the value inside a generation or an expiring value. Values nest at most two
+/// deep (a generation holding an expiring value), and decoding must not recurse as deep as
+/// its input says: a frame of nested generations would overflow the decoding thread's stack
+/// and abort the node (a debug replay of grown fuzz corpora overflowed a test thread's
+/// stack; this is the recursion an input controls).
+fn nested<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<Value>, D::Error> {
+    struct Level(u8);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            NESTING.with(|n| n.set(self.0));
+        }
+    }
+    let depth = NESTING.with(|n| n.get());
+    if depth >= 2 {
+        return Err(serde::de::Error::custom(
+            "a value nested more than two deep (a generation holds at most an expiring value)",
+        ));
+    }
+    NESTING.with(|n| n.set(depth + 1));
+    let _restore = Level(depth);
+    Value::deserialize(d).map(Box::new)
 }
 
 /// A write of one kind met a key of another; nothing was changed.
@@ -1392,6 +1422,35 @@ mod test {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Values nest at most two deep; a deeper encoding (which a peer could make as deep as
+    /// a frame allows, to overflow the decoder's stack) is refused, not recursed into.
+    #[test]
+    fn decoding_refuses_values_nested_deeper_than_they_can_be() {
+        let config = bincode::config::standard();
+        let encode = |v: &Value| bincode::serde::encode_to_vec(v, config).unwrap();
+        let decode = |b: &[u8]| bincode::serde::decode_from_slice::<Value, _>(b, config);
+        let since = ctx(1, 5).stamp;
+        let expiring = |v: Value| Value::Expiring {
+            deadline: Lww::new(since, Some(9)),
+            value: Box::new(v),
+        };
+        let generation = |v: Value| Value::Generation {
+            since,
+            value: Box::new(v),
+        };
+        let plain = Value::Lww(Lww::new(since, Some(b("v"))));
+        let legal = generation(expiring(plain.clone()));
+        assert_eq!(decode(&encode(&legal)).unwrap().0, legal);
+        let mut deep = legal;
+        for _ in 0..100 {
+            deep = generation(deep);
+            let err = decode(&encode(&deep)).unwrap_err().to_string();
+            assert!(err.contains("nested more than two deep"), "{err}");
+        }
+        // The refusal leaves nothing behind: the next value decodes.
+        assert_eq!(decode(&encode(&plain)).unwrap().0, plain);
     }
 
     #[test]
