@@ -436,7 +436,9 @@ async fn a_key_can_have_its_own_number_of_local_replicas() {
 }
 
 /// With the policy on, a key clients hammer gets more replicas (on every node, through the
-/// replicated table), and the decision is recorded with its reason.
+/// replicated table), and the decision is recorded with its reason: either rule may fire
+/// first (far above the mean of the sampled keys, or most of a node's accesses), depending
+/// on whether the cold keys' reads still fall in the sampling window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_replicates_a_hot_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -483,7 +485,9 @@ async fn the_policy_replicates_a_hot_key() {
     assert!(
         decisions
             .iter()
-            .any(|d| d.contains("\"hot\"") && d.contains("above mean")),
+            .any(|d| d.contains("replicate \"hot\" on 3 nodes")
+                && d.contains("recent accesses")
+                && (d.contains("above mean") || d.contains("of a node's"))),
         "{decisions:?}"
     );
 
