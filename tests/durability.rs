@@ -82,7 +82,11 @@ async fn kill_mid_stream(durability: &str) -> (usize, usize, usize) {
     let data = dir.path().join("data");
     let port = common::free_base_port(1);
     let mut server = start_server(&data, port, durability);
-    let ca = data.join("ca").join("ca.pem");
+    // The node started a cluster: its cluster file names the CA and a client certificate.
+    let ca = calm::kvs::cluster_file::ClusterFile::read(&data.join("cluster.toml"))
+        .unwrap()
+        .credentials()
+        .unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = Client::connect(addr, &ca).await.unwrap();
     let acked: Acked = Arc::default();

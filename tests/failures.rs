@@ -63,7 +63,7 @@ async fn kill_restart_and_check(ack: Ack, extra: &[&str], run: Duration) {
     let config = FailuresConfig {
         nodes: up.addrs.clone(),
         resp_ports: up.resp.clone(),
-        ca: up.ca(),
+        ca: up.credentials(),
         native_clients: 3,
         resp_clients: 3,
         keys: 12,

@@ -186,10 +186,17 @@ fn client_commands_without_a_cluster_say_what_to_do() {
         .arg(&ca)
         .output()
         .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_calm"))
+        .args(["ca", "issue", "--client", "me", "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_calm"))
         .args(["kv", "get", "k", "--addr", "127.0.0.1:9", "--ca"])
         .arg(Path::new(&ca).join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.path().join("clients").join("me.pem"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

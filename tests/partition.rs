@@ -134,7 +134,10 @@ async fn both_sides_accept_writes_and_converge_after_heal() {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         nodes.0.push(child);
     }
-    let ca = data.join("ca").join("ca.pem");
+    let ca = calm::kvs::cluster_file::ClusterFile::read(&data.join("cluster.toml"))
+        .unwrap()
+        .credentials()
+        .unwrap();
     let mut clients = Vec::new();
     for i in 0..3 {
         clients.push(Client::connect(real(i, port), &ca).await.unwrap());

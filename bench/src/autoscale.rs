@@ -132,7 +132,7 @@ pub async fn timeline(
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let first = launch(node_launch(&dir, Vec::new(), period_ms)).map_err(|e| e.to_string())?;
     let seed = first.advertised;
-    let ca = first.ca.cert.clone();
+    let ca = first.credentials();
     let provisioner = Arc::new(Mutex::new(LocalNodes {
         nodes: vec![first],
         dir: dir.clone(),

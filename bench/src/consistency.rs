@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,10 +30,11 @@ pub struct Staleness {
     pub gossip_ms: Option<u64>,
 }
 
-/// Runs `trials` writes against the cluster of `nodes` (CA `ca`); see the module docs.
+/// Runs `trials` writes against the cluster of `nodes` (as `ca`'s client); see the module
+/// docs.
 pub async fn staleness(
     nodes: Vec<SocketAddr>,
-    ca: &Path,
+    ca: &calm_kvs::tls::Credentials,
     trials: usize,
     timeout: Duration,
     gossip_ms: Option<u64>,
@@ -171,7 +171,7 @@ pub async fn partition(
     let mut clients = Vec::new();
     for n in &nodes {
         clients.push(
-            Client::connect(n.addr, &n.ca.cert)
+            Client::connect(n.addr, &n.credentials())
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -209,7 +209,7 @@ struct LocalCluster {
     children: Vec<Child>,
     groups: Vec<CpuGroup>,
     addrs: Vec<SocketAddr>,
-    ca: PathBuf,
+    ca: tls::Credentials,
     dir: PathBuf,
 }
 
@@ -237,6 +237,8 @@ impl LocalCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ca = tls::ensure_ca(&dir.join("ca")).map_err(|e| e.to_string())?;
+        let user =
+            tls::issue_client(&ca, "bench", &dir.join("clients")).map_err(|e| e.to_string())?;
         let policy_file = dir.join("policy.toml");
         std::fs::write(
             &policy_file,
@@ -254,7 +256,10 @@ impl LocalCluster {
             children: Vec::new(),
             groups: Vec::new(),
             addrs: addrs.clone(),
-            ca: ca.cert.clone(),
+            ca: tls::Credentials {
+                ca: ca.cert.clone(),
+                cert: user,
+            },
             dir: dir.clone(),
         };
         for (i, addr) in addrs.iter().enumerate() {

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -35,8 +34,8 @@ pub struct FailuresConfig {
     pub nodes: Vec<SocketAddr>,
     /// The nodes' Redis ports on 127.0.0.1 (none: no Redis clients).
     pub resp_ports: Vec<u16>,
-    /// The cluster CA's certificate.
-    pub ca: PathBuf,
+    /// The cluster CA's certificate and a client certificate.
+    pub ca: calm_kvs::tls::Credentials,
     /// Clients over the native protocol.
     pub native_clients: usize,
     /// Clients over the Redis port.

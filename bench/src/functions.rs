@@ -113,7 +113,7 @@ async fn bed(n: u8, config: ExecutorConfig) -> Result<Bed, String> {
         .map_err(fail)?;
     let mut executors = Vec::new();
     for node in &nodes {
-        let client = ClusterClient::connect(vec![node.addr], &node.ca.cert)
+        let client = ClusterClient::connect(vec![node.addr], &node.credentials())
             .await
             .map_err(fail)?;
         let ex = Executor::start(node.advertised, client, config)
@@ -124,9 +124,12 @@ async fn bed(n: u8, config: ExecutorConfig) -> Result<Bed, String> {
             .register(api::SERVICE, Arc::new(ExecService(ex.clone())));
         executors.push(ex);
     }
-    let client = ClusterClient::connect(nodes.iter().map(|n| n.addr).collect(), &nodes[0].ca.cert)
-        .await
-        .map_err(fail)?;
+    let client = ClusterClient::connect(
+        nodes.iter().map(|n| n.addr).collect(),
+        &nodes[0].credentials(),
+    )
+    .await
+    .map_err(fail)?;
     // Let every executor learn of the others.
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while executors.iter().any(|e| e.known_nodes() < usize::from(n)) && Instant::now() < deadline {

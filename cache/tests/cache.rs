@@ -16,7 +16,7 @@ async fn cluster(n: u8, dir: &std::path::Path) -> (Vec<RunningNode>, ClusterClie
         .await
         .expect("cluster starts");
     let addrs = nodes.iter().map(|n| n.addr).collect();
-    let client = ClusterClient::connect(addrs, &nodes[0].ca.cert)
+    let client = ClusterClient::connect(addrs, &nodes[0].credentials())
         .await
         .expect("client connects");
     (nodes, client)
@@ -70,7 +70,7 @@ async fn owners_push_changes_to_the_cache() {
     let watched: usize = nodes.iter().map(|n| n.node.watched_keys()).sum();
     assert_eq!(watched, 1, "one owner holds the subscription");
     // Another client writes; the cache's copy follows without fetching again.
-    let other = ClusterClient::connect(vec![nodes[1].addr], &nodes[0].ca.cert)
+    let other = ClusterClient::connect(vec![nodes[1].addr], &nodes[0].credentials())
         .await
         .unwrap();
     let misses = cache.stats().misses;

@@ -83,12 +83,12 @@ async fn load(
         let n = &nodes[c % nodes.len()];
         conns.push(if routed {
             Conn::Routed(
-                ClusterClient::connect(addrs.clone(), &n.ca.cert)
+                ClusterClient::connect(addrs.clone(), &n.credentials())
                     .await
                     .unwrap(),
             )
         } else {
-            Conn::Node(Client::connect(n.addr, &n.ca.cert).await.unwrap())
+            Conn::Node(Client::connect(n.addr, &n.credentials()).await.unwrap())
         });
     }
     let started = Instant::now();

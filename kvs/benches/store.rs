@@ -218,16 +218,27 @@ async fn quic() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls::init_ca(&dir.path().join("ca")).unwrap();
     let certs = tls::issue(&ca, "bench", &dir.path().join("nodes")).unwrap();
+    let user = tls::issue_client(&ca, "bench", &dir.path().join("clients")).unwrap();
     let node = Arc::new(calm_kvs::Node::start(NodeConfig::default()).unwrap());
     let server = Server::start(
         node.clone(),
         "127.0.0.1:0".parse().unwrap(),
-        tls::server_config(&certs).unwrap(),
+        tls::server_config(&tls::Credentials {
+            ca: ca.cert.clone(),
+            cert: certs,
+        })
+        .unwrap(),
     )
     .unwrap();
-    let client = Client::connect(server.local_addr(), &ca.cert)
-        .await
-        .unwrap();
+    let client = Client::connect(
+        server.local_addr(),
+        &tls::Credentials {
+            ca: ca.cert.clone(),
+            cert: user,
+        },
+    )
+    .await
+    .unwrap();
     load(&client, &keys, &val).await;
     println!(
         "\n## Over QUIC on loopback (one connection, same trace, {} ops, client and node in one process)\n",

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,7 +52,12 @@ impl Shared {
 /// ```no_run
 /// use calm_kvs::{Client, Store};
 /// # async fn demo() -> Result<(), calm_kvs::KvsError> {
-/// let client = Client::connect("127.0.0.1:7400".parse().unwrap(), "calm-data/ca/ca.pem".as_ref()).await?;
+/// let me = calm_kvs::tls::Credentials::new(
+///     "calm-data/ca/ca.pem",
+///     "calm-data/clients/admin.pem",
+///     "calm-data/clients/admin.key",
+/// );
+/// let client = Client::connect("127.0.0.1:7400".parse().unwrap(), &me).await?;
 /// client.put("k", "v").await?;
 /// println!("{:?}", client.get("k").await?);
 /// # Ok(()) }
@@ -68,10 +72,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the node at `addr`, trusting nodes issued by the CA certificate at
-    /// `ca_cert`.
-    pub async fn connect(addr: SocketAddr, ca_cert: &Path) -> Result<Client, KvsError> {
-        Client::connect_with(addr, tls::client_config(ca_cert)?).await
+    /// Connects to the node at `addr` with the certificate in `creds`, trusting nodes its
+    /// CA issued.
+    pub async fn connect(addr: SocketAddr, creds: &tls::Credentials) -> Result<Client, KvsError> {
+        Client::connect_with(addr, tls::client_config(creds)?).await
     }
 
     /// Connects with a prepared QUIC client configuration.
@@ -133,7 +137,7 @@ impl Client {
             push: Mutex::new(None),
             closed: Mutex::new(None),
         });
-        tokio::spawn(read_responses(recv, shared.clone()));
+        tokio::spawn(read_responses(recv, conn.clone(), shared.clone()));
         Ok(Client {
             conn,
             endpoint,
@@ -157,6 +161,12 @@ impl Client {
     /// The address of the node.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// Sends any request as it is and returns the node's answer as it is, for tools and
+    /// tests of the protocol (the other methods are the way to use a node).
+    pub async fn send(&self, body: RequestBody) -> Result<ResponseBody, KvsError> {
+        self.request(body).await
     }
 
     /// Sends a request and waits for its answer.
@@ -194,7 +204,8 @@ impl Client {
             send.write_all(&frame).await
         };
         if let Err(e) = written {
-            self.shared.fail_all(&e.to_string());
+            self.shared
+                .fail_all(&close_reason(&self.conn, e.to_string()));
         }
         Ok(rx)
     }
@@ -375,12 +386,30 @@ impl Client {
     }
 }
 
-async fn read_responses(mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+/// Why the connection ended, as the node said when it closed it (a refused certificate,
+/// say), or else `fallback`.
+fn close_reason(conn: &quinn::Connection, fallback: String) -> String {
+    use quinn::ConnectionError as E;
+    match conn.close_reason() {
+        Some(e @ (E::ConnectionClosed(_) | E::TransportError(_))) => {
+            format!("the node refused the connection: {e}")
+        }
+        Some(E::ApplicationClosed(c)) if !c.reason.is_empty() => {
+            format!(
+                "the node closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        _ => fallback,
+    }
+}
+
+async fn read_responses(mut recv: quinn::RecvStream, conn: quinn::Connection, shared: Arc<Shared>) {
     let reason = loop {
         let body = match read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
             Ok(Some(body)) => body,
             Ok(None) => break "the node closed the stream".to_string(),
-            Err(e) => break e.to_string(),
+            Err(e) => break close_reason(&conn, e.to_string()),
         };
         let response: Response = match decode_body(&body) {
             Ok(r) => r,

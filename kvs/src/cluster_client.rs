@@ -126,7 +126,12 @@ struct Inner {
 /// use calm_kvs::{ClusterClient, Store};
 /// # async fn demo() -> Result<(), calm_kvs::KvsError> {
 /// let nodes = vec!["127.0.0.1:7400".parse().unwrap(), "127.0.0.1:7401".parse().unwrap()];
-/// let cluster = ClusterClient::connect(nodes, "calm-data/ca/ca.pem".as_ref()).await?;
+/// let me = calm_kvs::tls::Credentials::new(
+///     "calm-data/ca/ca.pem",
+///     "calm-data/clients/admin.pem",
+///     "calm-data/clients/admin.key",
+/// );
+/// let cluster = ClusterClient::connect(nodes, &me).await?;
 /// cluster.put("k", "v").await?;
 /// # Ok(()) }
 /// ```
@@ -140,17 +145,18 @@ impl ClusterClient {
     /// `calm up`; see [`cluster_file`](crate::cluster_file)).
     pub async fn connect_file(path: impl AsRef<Path>) -> Result<ClusterClient, KvsError> {
         let file = crate::cluster_file::ClusterFile::read(path.as_ref())?;
-        ClusterClient::connect(file.nodes, &file.ca).await
+        ClusterClient::connect(file.nodes.clone(), &file.credentials()?).await
     }
 
-    /// Connects through any of `nodes`, trusting the CA certificate at `ca_cert`.
+    /// Connects through any of `nodes` with the client certificate in `creds`, trusting
+    /// nodes its CA issued.
     pub async fn connect(
         nodes: Vec<SocketAddr>,
-        ca_cert: &Path,
+        creds: &tls::Credentials,
     ) -> Result<ClusterClient, KvsError> {
         let client = ClusterClient {
             inner: Arc::new(Inner {
-                config: tls::client_config(ca_cert)?,
+                config: tls::client_config(creds)?,
                 known: RwLock::new(nodes),
                 conns: tokio::sync::Mutex::new(HashMap::new()),
                 table: RwLock::new(None),

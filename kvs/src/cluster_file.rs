@@ -6,7 +6,9 @@
 //!
 //! ```toml
 //! nodes = ["127.0.0.1:7400"]
-//! ca = "ca/ca.pem"          # relative to this file's folder
+//! ca = "ca/ca.pem"              # paths are relative to this file's folder
+//! cert = "clients/admin.pem"    # the client certificate to present (calm ca issue --client)
+//! key = "clients/admin.key"     # its key (default: the certificate's path ending in .key)
 //! ```
 
 use std::net::SocketAddr;
@@ -14,31 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Why a cluster file could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterFileError {
-    /// There is no file at the path.
-    #[error(
-        "no cluster file at {0}: a node that starts a cluster writes one into its data directory (calm up, or calm server)"
-    )]
-    NotFound(PathBuf),
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-    /// The file is not a cluster file.
-    #[error("{path}: {reason}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+use crate::tls::Credentials;
+
+/// Why a cluster file could not be read or written (defined with the crate's errors).
+pub use crate::error::ClusterFileError;
 
 /// The contents of a cluster file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,9 +29,40 @@ pub struct ClusterFile {
     pub nodes: Vec<SocketAddr>,
     /// The cluster CA certificate; relative paths are relative to the file's folder.
     pub ca: PathBuf,
+    /// The client certificate to present (nodes refuse connections without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (default: the certificate's path ending in `.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Where the file was read from (to name it in errors).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
+/// The user whose client certificate a node that starts a cluster issues and names in the
+/// cluster file (`clients/admin.pem` in its data directory).
+pub const FIRST_USER: &str = "admin";
+
 impl ClusterFile {
+    /// The cluster file of a cluster started in `data_dir` with its CA in `ca/`: it names
+    /// `nodes`, and the client certificate of [`FIRST_USER`] (issued now if absent), by
+    /// paths relative to the file.
+    pub fn for_data_dir(
+        data_dir: &Path,
+        nodes: Vec<SocketAddr>,
+    ) -> Result<ClusterFile, crate::KvsError> {
+        let ca = crate::tls::CaFiles::in_dir(&data_dir.join("ca"));
+        crate::tls::ensure_client(&ca, FIRST_USER, &data_dir.join("clients"))?;
+        Ok(ClusterFile {
+            nodes,
+            ca: PathBuf::from("ca").join("ca.pem"),
+            cert: Some(PathBuf::from("clients").join(format!("{FIRST_USER}.pem"))),
+            key: Some(PathBuf::from("clients").join(format!("{FIRST_USER}.key"))),
+            path: None,
+        })
+    }
+
     /// Reads a cluster file; the CA path comes back resolved against the file's folder.
     pub fn read(path: &Path) -> Result<ClusterFile, ClusterFileError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -71,11 +83,33 @@ impl ClusterFile {
         if file.nodes.is_empty() {
             return Err(invalid("lists no nodes".into()));
         }
-        if file.ca.is_relative() {
-            let base = path.parent().unwrap_or_else(|| Path::new("."));
-            file.ca = base.join(&file.ca);
-        }
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut file.ca);
+        file.cert.iter_mut().for_each(resolve);
+        file.key.iter_mut().for_each(resolve);
+        file.path = Some(path.to_path_buf());
         Ok(file)
+    }
+
+    /// What a client presents and trusts: the CA, and the client certificate and key the
+    /// file names. A file without a client certificate is refused with what to add.
+    pub fn credentials(&self) -> Result<Credentials, ClusterFileError> {
+        let Some(cert) = &self.cert else {
+            return Err(ClusterFileError::Invalid {
+                path: self.path.clone().unwrap_or_default(),
+                reason: "names no client certificate, and nodes refuse clients without one; issue one with `calm ca issue --client NAME` and add `cert = \"clients/NAME.pem\"`".into(),
+            });
+        };
+        let key = self
+            .key
+            .clone()
+            .unwrap_or_else(|| cert.with_extension("key"));
+        Ok(Credentials::new(&self.ca, cert, key))
     }
 
     /// Writes the file atomically (a reader never sees half of it).
@@ -106,11 +140,17 @@ mod test {
         let file = ClusterFile {
             nodes: vec!["127.0.0.1:7400".parse().unwrap()],
             ca: PathBuf::from("ca/ca.pem"),
+            cert: Some(PathBuf::from("clients/admin.pem")),
+            key: None,
+            path: None,
         };
         file.write(&path).unwrap();
         let back = ClusterFile::read(&path).unwrap();
         assert_eq!(back.nodes, file.nodes);
         assert_eq!(back.ca, dir.path().join("ca/ca.pem"));
+        let creds = back.credentials().unwrap();
+        assert_eq!(creds.cert.cert, dir.path().join("clients/admin.pem"));
+        assert_eq!(creds.cert.key, dir.path().join("clients/admin.key"));
     }
 
     #[test]
@@ -123,6 +163,9 @@ mod test {
         std::fs::write(&path, "nodes = []\nca = \"x\"\n").unwrap();
         let err = ClusterFile::read(&path).unwrap_err();
         assert!(err.to_string().contains("no nodes"), "{err}");
+        std::fs::write(&path, "nodes = [\"127.0.0.1:1\"]\nca = \"x\"\n").unwrap();
+        let err = ClusterFile::read(&path).unwrap().credentials().unwrap_err();
+        assert!(err.to_string().contains("calm ca issue --client"), "{err}");
         std::fs::write(&path, "nodes = [\"nope\"]\nca = \"x\"\n").unwrap();
         assert!(matches!(
             ClusterFile::read(&path),

@@ -22,7 +22,7 @@ pub enum KvsError {
     },
     /// The cluster file could not be read.
     #[error(transparent)]
-    ClusterFile(#[from] crate::cluster_file::ClusterFileError),
+    ClusterFile(#[from] ClusterFileError),
     /// The connection broke while a request was in flight; the request may or may not have
     /// been applied. Retrying a register, set, max or priority write is safe (it merges to
     /// the same value); a counter increment retried may count twice.
@@ -72,4 +72,30 @@ impl KvsError {
             source,
         }
     }
+}
+
+/// Why a cluster file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterFileError {
+    /// There is no file at the path.
+    #[error(
+        "no cluster file at {0}: a node that starts a cluster writes one into its data directory (calm up, or calm server)"
+    )]
+    NotFound(std::path::PathBuf),
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not a cluster file.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -11,7 +11,7 @@ use crate::error::KvsError;
 use crate::node::{Node, NodeConfig};
 use crate::resp::{RespConfig, RespServer};
 use crate::server::Server;
-use crate::tls::{self, CaFiles, NodeCertFiles};
+use crate::tls::{self, CaFiles, CertFiles, Credentials};
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -29,8 +29,10 @@ pub struct NodeLaunch {
     /// Folder holding the cluster CA (`ca/`, created if absent) and node certificates
     /// (`nodes/`).
     pub data_dir: PathBuf,
-    /// A certificate issued beforehand (default: issued from the data dir's CA).
-    pub cert: Option<NodeCertFiles>,
+    /// A node certificate issued beforehand, with the certificate of the CA that issued it
+    /// (the CA's key is then not needed: with cert-manager, say). Default: issued from the
+    /// data dir's CA, created if absent.
+    pub cert: Option<Credentials>,
     /// Where to listen for Redis clients (RESP over TCP), if at all.
     pub resp: Option<SocketAddr>,
     /// The RESP front-end's settings (password).
@@ -57,8 +59,10 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The address it is known by in the cluster.
     pub advertised: SocketAddr,
-    /// The cluster CA.
+    /// The cluster CA (its key is absent when the node was given its certificate).
     pub ca: CaFiles,
+    /// The node's own certificate and key.
+    pub cert: CertFiles,
     /// The RESP listener, when asked for.
     pub resp: Option<RespServer>,
 }
@@ -76,24 +80,35 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
     }
     std::fs::create_dir_all(&l.data_dir).map_err(|e| KvsError::io(&l.data_dir, e))?;
     let ca_dir = l.data_dir.join("ca");
-    let ca_existed = CaFiles::in_dir(&ca_dir).exist();
-    let ca = tls::ensure_ca(&ca_dir)?;
-    if !ca_existed {
-        tracing::info!("created a cluster CA in {}", ca_dir.display());
-    }
-    let certs = match l.cert {
-        Some(c) => c,
+    let (ca, certs) = match l.cert {
+        Some(given) => (
+            CaFiles {
+                cert: given.ca,
+                key: CaFiles::in_dir(&ca_dir).key,
+            },
+            given.cert,
+        ),
         None => {
+            let ca_existed = CaFiles::in_dir(&ca_dir).exist();
+            let ca = tls::ensure_ca(&ca_dir)?;
+            if !ca_existed {
+                tracing::info!("created a cluster CA in {}", ca_dir.display());
+            }
             let name = format!("node-{}-{}", l.listen.ip(), l.listen.port()).replace(':', "_");
-            let files = NodeCertFiles::in_dir(&l.data_dir.join("nodes"), &name);
-            if files.exist() {
+            let files = CertFiles::in_dir(&l.data_dir.join("nodes"), &name);
+            let files = if files.exist() {
                 files
             } else {
                 tls::issue(&ca, &name, &l.data_dir.join("nodes"))?
-            }
+            };
+            (ca, files)
         }
     };
-    let tls_config = tls::server_config(&certs)?;
+    let creds = Credentials {
+        ca: ca.cert.clone(),
+        cert: certs,
+    };
+    let tls_config = tls::server_config(&creds)?;
     let bound = Server::bind(l.listen, tls_config)?;
     let addr = bound.local_addr();
     let advertised = l.advertise.unwrap_or(addr);
@@ -103,7 +118,7 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
     let node = Arc::new(Node::start(node_config)?);
     // Peers see this node's traffic come from its own address.
     let peers = Arc::new(Peers::new(
-        tls::client_config(&ca.cert)?,
+        tls::client_config(&creds)?,
         (!addr.ip().is_unspecified()).then(|| addr.ip()),
     ));
     let cluster = Cluster::start(
@@ -132,11 +147,21 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         addr,
         advertised,
         ca,
+        cert: creds.cert,
         resp,
     })
 }
 
 impl RunningNode {
+    /// The node's own credentials (its node certificate), to connect to the cluster as
+    /// the node would: every request is allowed.
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            ca: self.ca.cert.clone(),
+            cert: self.cert.clone(),
+        }
+    }
+
     /// Leaves the cluster and stops.
     pub async fn stop(self) {
         if let Some(resp) = self.resp {
@@ -179,6 +204,7 @@ impl RunningNode {
 pub struct TestCluster {
     nodes: Vec<RunningNode>,
     dir: PathBuf,
+    client: Credentials,
 }
 
 impl TestCluster {
@@ -192,8 +218,17 @@ impl TestCluster {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| KvsError::io("the test cluster's folder", e))?;
         let localhost = |_| std::net::IpAddr::from([127, 0, 0, 1]);
-        match launch_local_cluster(n.max(1), 20, localhost, None, 0, &dir).await {
-            Ok(nodes) => Ok(TestCluster { nodes, dir }),
+        let started = async {
+            let nodes = launch_local_cluster(n.max(1), 20, localhost, None, 0, &dir).await?;
+            let cert = tls::issue_client(&nodes[0].ca, "test", &dir.join("clients"))?;
+            let client = Credentials {
+                ca: nodes[0].ca.cert.clone(),
+                cert,
+            };
+            Ok::<_, KvsError>((nodes, client))
+        };
+        match started.await {
+            Ok((nodes, client)) => Ok(TestCluster { nodes, dir, client }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
@@ -207,14 +242,26 @@ impl TestCluster {
         self.nodes.iter().map(|n| n.advertised).collect()
     }
 
-    /// The cluster CA's certificate, which clients trust.
-    pub fn ca_cert(&self) -> &std::path::Path {
-        &self.nodes[0].ca.cert
+    /// A client certificate (user `test`) and the CA, for clients of this cluster.
+    pub fn credentials(&self) -> &Credentials {
+        &self.client
+    }
+
+    /// A cluster file describing this cluster (its nodes, its CA and the `test` user's
+    /// certificate), for code that finds a cluster from a file.
+    pub fn cluster_file(&self) -> crate::cluster_file::ClusterFile {
+        crate::cluster_file::ClusterFile {
+            nodes: self.addrs(),
+            ca: self.client.ca.clone(),
+            cert: Some(self.client.cert.cert.clone()),
+            key: Some(self.client.cert.key.clone()),
+            path: None,
+        }
     }
 
     /// A client that sends each operation to its key's owners.
     pub async fn client(&self) -> Result<crate::ClusterClient, KvsError> {
-        crate::ClusterClient::connect(self.addrs(), self.ca_cert()).await
+        crate::ClusterClient::connect(self.addrs(), &self.client).await
     }
 
     /// The running nodes (to stop one, read one's stats, ...).

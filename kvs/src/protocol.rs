@@ -176,4 +176,13 @@ pub enum ProtocolError {
     /// The frame's bytes are not a valid request (garbage, or an unknown request type).
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The certificate the connection was made with does not allow the request (a client
+    /// certificate sending a peer message, say).
+    #[error("{who} may not {what}")]
+    Forbidden {
+        /// Who sent it, as its certificate says (role and name).
+        who: String,
+        /// What it was refused.
+        what: String,
+    },
 }

@@ -1,9 +1,16 @@
 //! The cluster's certificate authority and the TLS configurations of nodes and clients.
 //!
-//! A cluster has its own CA. Every node certificate is issued by it and names
-//! [`SERVER_NAME`] (plus the node's own name and loopback addresses); clients verify the
-//! node they reach against the CA and that name. There is no "accept any certificate"
-//! path.
+//! A cluster has its own CA, and every connection is mutual TLS: both ends present a
+//! certificate the CA issued, and the certificate says what its holder is ([`Role`]):
+//!
+//! - a **node** certificate ([`issue`]) names [`SERVER_NAME`] (plus the node's own name and
+//!   loopback addresses), so clients verify the node they reach against the CA and that
+//!   name; nodes also present it when they connect to each other;
+//! - a **client** certificate ([`issue_client`]) names a user and can only authenticate a
+//!   client: it cannot serve as a node, and a node refuses peer messages from it.
+//!
+//! A node refuses a connection with no certificate, or one from another CA, during the
+//! handshake, before it reads any request. There is no "accept any certificate" path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,19 +57,19 @@ impl CaFiles {
     }
 }
 
-/// Where a node's certificate and key live.
+/// Where a certificate (a node's or a client's) and its private key live.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeCertFiles {
-    /// The node certificate (PEM).
+pub struct CertFiles {
+    /// The certificate (PEM).
     pub cert: PathBuf,
-    /// The node private key (PEM).
+    /// The private key (PEM).
     pub key: PathBuf,
 }
 
-impl NodeCertFiles {
-    /// The files for node `name` in `dir`: `NAME.pem` and `NAME.key`.
+impl CertFiles {
+    /// The files for `name` in `dir`: `NAME.pem` and `NAME.key`.
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        NodeCertFiles {
+        CertFiles {
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}.key")),
         }
@@ -72,6 +79,115 @@ impl NodeCertFiles {
     pub fn exist(&self) -> bool {
         self.cert.is_file() && self.key.is_file()
     }
+}
+
+/// What a process presents and trusts on a cluster's connections: the cluster's CA
+/// certificate, and its own certificate and key issued by that CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The cluster CA certificate (PEM): the other end must hold a certificate it issued.
+    pub ca: PathBuf,
+    /// This end's certificate and key.
+    pub cert: CertFiles,
+}
+
+impl Credentials {
+    /// The CA certificate at `ca` with the certificate and key at `cert` and `key`.
+    pub fn new(
+        ca: impl Into<PathBuf>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Credentials {
+        Credentials {
+            ca: ca.into(),
+            cert: CertFiles {
+                cert: cert.into(),
+                key: key.into(),
+            },
+        }
+    }
+}
+
+/// What a certificate lets its holder be on a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A node: it serves, and may send peer messages (membership, replication, hand-offs).
+    Node,
+    /// A client: it sends requests, never peer messages.
+    Client,
+}
+
+impl Role {
+    fn unit(self) -> &'static str {
+        match self {
+            Role::Node => "calm node",
+            Role::Client => "calm client",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Node => "node",
+            Role::Client => "client",
+        })
+    }
+}
+
+/// Who is at the other end of a connection, as its certificate says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal {
+    /// What the certificate was issued for.
+    pub role: Role,
+    /// The name it was issued to (the node's or the user's).
+    pub name: String,
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} '{}'", self.role, self.name)
+    }
+}
+
+/// The role and name a certificate (DER) carries. The chain must already be verified
+/// against the cluster CA: this only reads the certificate. Node certificates issued
+/// before roles existed (no organizational unit, naming [`SERVER_NAME`]) count as nodes.
+pub fn principal(cert_der: &[u8]) -> Result<Principal, KvsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| KvsError::Tls(format!("the peer's certificate cannot be read: {e}")))?;
+    let subject = cert.subject();
+    let first = |mut it: Box<
+        dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>> + '_,
+    >| { it.next().and_then(|a| a.as_str().ok()).map(str::to_owned) };
+    let name = first(Box::new(subject.iter_common_name())).unwrap_or_default();
+    let role = match first(Box::new(subject.iter_organizational_unit())).as_deref() {
+        Some(u) if u == Role::Node.unit() => Role::Node,
+        Some(u) if u == Role::Client.unit() => Role::Client,
+        Some(other) => {
+            return Err(KvsError::Tls(format!(
+                "certificate of '{name}' names an unknown role '{other}'"
+            )));
+        }
+        None => {
+            let names_node = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .is_some_and(|san| {
+                    san.value.general_names.iter().any(|n| {
+                        matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == SERVER_NAME)
+                    })
+                });
+            if !names_node {
+                return Err(KvsError::Tls(format!(
+                    "certificate of '{name}' names no role; issue it with calm ca issue --node or --client"
+                )));
+            }
+            Role::Node
+        }
+    };
+    Ok(Principal { role, name })
 }
 
 fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> KvsError + '_ {
@@ -146,26 +262,84 @@ pub fn ensure_ca(dir: &Path) -> Result<CaFiles, KvsError> {
     }
 }
 
-/// Issues a certificate for node `name`, signed by the CA, into `out_dir`. It is valid for
-/// [`SERVER_NAME`], `name`, `localhost`, 127.0.0.1 and ::1.
-pub fn issue(ca: &CaFiles, name: &str, out_dir: &Path) -> Result<NodeCertFiles, KvsError> {
+fn check_name(role: Role, name: &str) -> Result<(), KvsError> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        || name.starts_with('.')
     {
         return Err(KvsError::Tls(format!(
-            "node name '{name}' must be letters, digits, '-', '.' or '_' (it becomes a file name and a DNS name)"
+            "{role} name '{name}' must be letters, digits, '-', '.' or '_', not starting with '.' (it becomes a file name{})",
+            if role == Role::Node {
+                " and a DNS name"
+            } else {
+                ""
+            }
         )));
     }
-    let ca_key = KeyPair::from_pem(&read(&ca.key)?).map_err(tls_err("reading the CA key"))?;
-    let issuer = Issuer::new(ca_params()?, ca_key);
+    Ok(())
+}
 
+/// The parameters of a certificate for `name` in `role`.
+fn leaf_params(role: Role, name: &str) -> Result<CertificateParams, KvsError> {
     let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(tls_err("node parameters"))?;
+        CertificateParams::new(Vec::<String>::new()).map_err(tls_err("certificate parameters"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationalUnitName, role.unit());
     params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// Signs `params` with the CA and writes `NAME.pem` and `NAME.key` into `out_dir`.
+fn sign(
+    ca: &CaFiles,
+    params: CertificateParams,
+    name: &str,
+    out_dir: &Path,
+) -> Result<CertFiles, KvsError> {
+    let ca_key = KeyPair::from_pem(&read(&ca.key)?).map_err(tls_err("reading the CA key"))?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate().map_err(tls_err("generating the key"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(tls_err("signing the certificate"))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| KvsError::io(out_dir, e))?;
+    let files = CertFiles::in_dir(out_dir, name);
+    write_private(&files.key, &key.serialize_pem())?;
+    write_public(&files.cert, &cert.pem())?;
+    Ok(files)
+}
+
+/// Issues a client certificate for user `name`, signed by the CA, into `out_dir`
+/// (`NAME.pem`, `NAME.key`). It authenticates a client only: it names no server, so it
+/// cannot pass for a node, and nodes refuse peer messages from it.
+pub fn issue_client(ca: &CaFiles, name: &str, out_dir: &Path) -> Result<CertFiles, KvsError> {
+    check_name(Role::Client, name)?;
+    let mut params = leaf_params(Role::Client, name)?;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    sign(ca, params, name, out_dir)
+}
+
+/// The client certificate of user `name` in `out_dir`, issued now if absent (`calm up`
+/// makes one for its user, `admin`, and names it in the cluster file).
+pub fn ensure_client(ca: &CaFiles, name: &str, out_dir: &Path) -> Result<CertFiles, KvsError> {
+    let files = CertFiles::in_dir(out_dir, name);
+    if files.exist() {
+        Ok(files)
+    } else {
+        issue_client(ca, name, out_dir)
+    }
+}
+
+/// Issues a certificate for node `name`, signed by the CA, into `out_dir` (`NAME.pem`,
+/// `NAME.key`). It is valid for [`SERVER_NAME`], `name`, `localhost`, 127.0.0.1 and ::1,
+/// and as a client certificate when the node connects to its peers.
+pub fn issue(ca: &CaFiles, name: &str, out_dir: &Path) -> Result<CertFiles, KvsError> {
+    check_name(Role::Node, name)?;
+    let mut params = leaf_params(Role::Node, name)?;
     let mut sans = vec![
         SanType::DnsName(SERVER_NAME.try_into().map_err(tls_err("server name"))?),
         SanType::DnsName("localhost".try_into().map_err(tls_err("localhost"))?),
@@ -179,21 +353,11 @@ pub fn issue(ca: &CaFiles, name: &str, out_dir: &Path) -> Result<NodeCertFiles, 
         )),
     }
     params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    let key = KeyPair::generate().map_err(tls_err("generating the node key"))?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(tls_err("signing the node certificate"))?;
-
-    std::fs::create_dir_all(out_dir).map_err(|e| KvsError::io(out_dir, e))?;
-    let files = NodeCertFiles::in_dir(out_dir, name);
-    write_private(&files.key, &key.serialize_pem())?;
-    write_public(&files.cert, &cert.pem())?;
-    Ok(files)
+    sign(ca, params, name, out_dir)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -211,37 +375,28 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The QUIC server configuration of a node with this certificate and key.
-pub fn server_config(node: &NodeCertFiles) -> Result<quinn::ServerConfig, KvsError> {
-    let cert_pem = read(&node.cert)?;
-    let key_pem = read(&node.key)?;
+/// The certificate chain and key in `files`.
+fn load_identity(
+    files: &CertFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), KvsError> {
+    let cert_pem = read(&files.cert)?;
+    let key_pem = read(&files.key)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| KvsError::Tls(format!("{}: {e}", node.cert.display())))?;
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", files.cert.display())))?;
     if certs.is_empty() {
         return Err(KvsError::Tls(format!(
             "{}: no certificate in the file",
-            node.cert.display()
+            files.cert.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| KvsError::Tls(format!("{}: {e}", node.key.display())))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| KvsError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| KvsError::Tls(format!("{}: {e}", node.cert.display())))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| KvsError::Tls(e.to_string()))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport());
-    Ok(config)
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", files.key.display())))?;
+    Ok((certs, key))
 }
 
-/// The QUIC client configuration that trusts nodes issued by the CA in `ca_cert` (PEM).
-pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, KvsError> {
+/// The CA certificates in the PEM file `ca_cert`.
+fn load_roots(ca_cert: &Path) -> Result<Arc<rustls::RootCertStore>, KvsError> {
     let pem = read(ca_cert)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -256,15 +411,135 @@ pub fn client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, KvsError> {
             ca_cert.display()
         )));
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(Arc::new(roots))
+}
+
+/// The QUIC server configuration of a node: it presents `node.cert` and accepts only
+/// connections whose certificate the CA at `node.ca` issued (a client's or a node's).
+pub fn server_config(node: &Credentials) -> Result<quinn::ServerConfig, KvsError> {
+    let (certs, key) = load_identity(&node.cert)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        load_roots(&node.ca)?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| KvsError::Tls(format!("{}: {e}", node.ca.display())))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| KvsError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", node.cert.cert.display())))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| KvsError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// The QUIC client configuration that presents `creds.cert` and trusts nodes the CA at
+/// `creds.ca` issued.
+pub fn client_config(creds: &Credentials) -> Result<quinn::ClientConfig, KvsError> {
+    let (certs, key) = load_identity(&creds.cert)?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| KvsError::Tls(e.to_string()))?
+        .with_root_certificates(load_roots(&creds.ca)?)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", creds.cert.cert.display())))?;
+    finish_client(tls)
+}
+
+/// A QUIC client configuration that trusts nodes the CA at `ca_cert` issued but presents
+/// no certificate: every node refuses it. Only for tests of that refusal.
+#[doc(hidden)]
+pub fn anonymous_client_config(ca_cert: &Path) -> Result<quinn::ClientConfig, KvsError> {
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| KvsError::Tls(e.to_string()))?
+        .with_root_certificates(load_roots(ca_cert)?)
         .with_no_client_auth();
+    finish_client(tls)
+}
+
+fn finish_client(mut tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, KvsError> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| KvsError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport());
     Ok(config)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn der(files: &CertFiles) -> Vec<u8> {
+        let pem = std::fs::read(&files.cert).unwrap();
+        CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn certificates_carry_their_role_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(&dir.path().join("ca")).unwrap();
+        let node = issue(&ca, "db1.example", &dir.path().join("nodes")).unwrap();
+        let alice = issue_client(&ca, "alice", &dir.path().join("clients")).unwrap();
+        assert_eq!(
+            principal(&der(&node)).unwrap(),
+            Principal {
+                role: Role::Node,
+                name: "db1.example".into()
+            }
+        );
+        assert_eq!(
+            principal(&der(&alice)).unwrap(),
+            Principal {
+                role: Role::Client,
+                name: "alice".into()
+            }
+        );
+        assert_eq!(
+            principal(&der(&alice)).unwrap().to_string(),
+            "client 'alice'"
+        );
+        // A second ensure_client keeps the certificate it finds.
+        let again = ensure_client(&ca, "alice", &dir.path().join("clients")).unwrap();
+        assert_eq!(der(&again), der(&alice));
+        assert!(issue_client(&ca, "../evil", &dir.path().join("clients")).is_err());
+        assert!(principal(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn node_certificates_from_before_roles_count_as_nodes_and_unknown_roles_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(&dir.path().join("ca")).unwrap();
+        let sign_with = |unit: Option<&str>, san: bool| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "old");
+            if let Some(u) = unit {
+                dn.push(DnType::OrganizationalUnitName, u);
+            }
+            params.distinguished_name = dn;
+            if san {
+                params.subject_alt_names = vec![SanType::DnsName(SERVER_NAME.try_into().unwrap())];
+            }
+            let files = sign(&ca, params, "old", &dir.path().join("old")).unwrap();
+            der(&files)
+        };
+        assert_eq!(principal(&sign_with(None, true)).unwrap().role, Role::Node);
+        let err = principal(&sign_with(None, false)).unwrap_err().to_string();
+        assert!(err.contains("names no role"), "{err}");
+        let err = principal(&sign_with(Some("admins"), true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown role 'admins'"), "{err}");
+    }
 }

@@ -42,7 +42,9 @@ fn start_with(
 }
 
 async fn wait_alive(node: &RunningNode, n: usize) {
-    let client = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+    let client = Client::connect(node.addr, &node.credentials())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let members = client.members().await.unwrap();
@@ -121,7 +123,7 @@ async fn routes_to_owners_and_around_a_node_that_leaves() {
     wait_alive(&a, 3).await;
     wait_alive(&c, 3).await;
 
-    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+    let client = ClusterClient::connect(vec![a.addr], &a.credentials())
         .await
         .unwrap();
     write_all(&client, 200, 1).await;
@@ -153,6 +155,9 @@ async fn a_stale_table_is_corrected_by_redirects() {
     calm_kvs::cluster_file::ClusterFile {
         nodes: vec![a.addr],
         ca: a.ca.cert.clone(),
+        cert: Some(a.cert.cert.clone()),
+        key: Some(a.cert.key.clone()),
+        path: None,
     }
     .write(&file)
     .unwrap();
@@ -198,7 +203,9 @@ async fn three_nodes(dir: &std::path::Path) -> (RunningNode, RunningNode, Runnin
 async fn holders(nodes: &[&RunningNode], key: &Bytes) -> usize {
     let mut n = 0;
     for node in nodes {
-        let c = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+        let c = Client::connect(node.addr, &node.credentials())
+            .await
+            .unwrap();
         let r = c
             .execute_here(vec![Op::Get {
                 key: key.clone(),
@@ -219,7 +226,7 @@ async fn a_key_can_have_its_own_replication_factor() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = three_nodes(dir.path()).await;
     let hot = Bytes::from_static(b"hot");
-    let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
+    let admin = Client::connect(a.addr, &a.credentials()).await.unwrap();
     admin.put(hot.clone(), "v").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while holders(&[&a, &b, &c], &hot).await != 2 {
@@ -247,7 +254,7 @@ async fn a_key_can_have_its_own_replication_factor() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for n in [&a, &b, &c] {
-        let t = Client::connect(n.addr, &n.ca.cert)
+        let t = Client::connect(n.addr, &n.credentials())
             .await
             .unwrap()
             .routing()
@@ -294,7 +301,7 @@ async fn acks_count_replicas_and_reads_can_merge_every_replica() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = three_nodes(dir.path()).await;
     let key = Bytes::from_static(b"everywhere");
-    let admin = Client::connect(a.addr, &a.ca.cert).await.unwrap();
+    let admin = Client::connect(a.addr, &a.credentials()).await.unwrap();
     admin
         .set_replication(
             key.clone(),
@@ -307,7 +314,7 @@ async fn acks_count_replicas_and_reads_can_merge_every_replica() {
         .unwrap();
     for n in [&a, &b, &c] {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = Client::connect(n.addr, &n.ca.cert).await.unwrap();
+        let client = Client::connect(n.addr, &n.credentials()).await.unwrap();
         while client.routing().await.unwrap().overrides.is_empty() {
             assert!(Instant::now() < deadline, "the factor did not spread");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -386,7 +393,9 @@ async fn a_key_can_have_its_own_number_of_local_replicas() {
         resp_config: Default::default(),
     })
     .unwrap();
-    let client = Client::connect(node.addr, &node.ca.cert).await.unwrap();
+    let client = Client::connect(node.addr, &node.credentials())
+        .await
+        .unwrap();
     let key = Bytes::from_static(b"busy");
     client.put(key.clone(), "v").await.unwrap();
     let workers_holding =
@@ -446,7 +455,7 @@ async fn the_policy_replicates_a_hot_key() {
     let b = start_with(dir.path(), Some(a.advertised), 1, 300);
     let c = start_with(dir.path(), Some(a.advertised), 1, 300);
     wait_alive(&a, 3).await;
-    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+    let client = ClusterClient::connect(vec![a.addr], &a.credentials())
         .await
         .unwrap();
     for i in 0..40 {
@@ -462,7 +471,7 @@ async fn the_policy_replicates_a_hot_key() {
             })
             .collect();
         client.execute(ops).await.unwrap();
-        let table = Client::connect(b.addr, &b.ca.cert)
+        let table = Client::connect(b.addr, &b.credentials())
             .await
             .unwrap()
             .routing()

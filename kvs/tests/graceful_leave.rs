@@ -34,7 +34,7 @@ async fn a_leaving_node_hands_over_every_key_first() {
     let dir = tempfile::tempdir().unwrap();
     let a = launch(node(dir.path(), Vec::new())).unwrap();
     let b = launch(node(dir.path(), vec![a.advertised])).unwrap();
-    let client = ClusterClient::connect(vec![a.addr], &a.ca.cert)
+    let client = ClusterClient::connect(vec![a.addr], &a.credentials())
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -48,7 +48,7 @@ async fn a_leaving_node_hands_over_every_key_first() {
         client.put(format!("k{i}"), format!("v{i}")).await.unwrap();
     }
     // Some keys live only on b (one replica each).
-    let on_b = Client::connect(b.addr, &a.ca.cert).await.unwrap();
+    let on_b = Client::connect(b.addr, &a.credentials()).await.unwrap();
     let mut only_b = 0;
     for i in (0..keys).step_by(50) {
         let r = on_b
@@ -63,7 +63,7 @@ async fn a_leaving_node_hands_over_every_key_first() {
     assert!(only_b > 0, "b holds some keys");
     on_b.close().await;
     b.stop().await;
-    let a_alone = Client::connect(a.addr, &a.ca.cert).await.unwrap();
+    let a_alone = Client::connect(a.addr, &a.credentials()).await.unwrap();
     for i in 0..keys {
         let v = a_alone.get(format!("k{i}")).await.unwrap();
         assert!(

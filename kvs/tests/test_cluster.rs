@@ -15,7 +15,7 @@ async fn a_test_cluster_serves_and_stops_when_dropped() {
     client.increment("visits", 2).await.unwrap();
     // Every node answers (forwarding to the owners).
     for addr in cluster.addrs() {
-        let one = Client::connect(addr, cluster.ca_cert()).await.unwrap();
+        let one = Client::connect(addr, cluster.credentials()).await.unwrap();
         assert_eq!(
             one.get("visits").await.unwrap(),
             Some(ReadValue::Counter { value: 2 }),
@@ -25,23 +25,24 @@ async fn a_test_cluster_serves_and_stops_when_dropped() {
     }
     drop(client);
 
-    // Keep the CA to try again once the cluster (and its folder) is gone.
+    // Keep the credentials to try again once the cluster (and its folder) is gone.
     let kept = tempfile::tempdir().unwrap();
-    let ca = kept.path().join("ca.pem");
-    std::fs::copy(cluster.ca_cert(), &ca).unwrap();
-    let folder = cluster
-        .ca_cert()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let creds = cluster.credentials();
+    let mine = calm_kvs::tls::Credentials::new(
+        kept.path().join("ca.pem"),
+        kept.path().join("test.pem"),
+        kept.path().join("test.key"),
+    );
+    std::fs::copy(&creds.ca, &mine.ca).unwrap();
+    std::fs::copy(&creds.cert.cert, &mine.cert.cert).unwrap();
+    std::fs::copy(&creds.cert.key, &mine.cert.key).unwrap();
+    let folder = creds.ca.parent().unwrap().parent().unwrap().to_path_buf();
     let addrs = cluster.addrs();
     drop(cluster);
     assert!(!folder.exists(), "{} is left behind", folder.display());
     for addr in addrs {
         let reached = tokio::time::timeout(Duration::from_secs(3), async {
-            match Client::connect(addr, &ca).await {
+            match Client::connect(addr, &mine).await {
                 Ok(c) => c.get("visits").await.is_ok(),
                 Err(_) => false,
             }

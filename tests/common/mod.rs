@@ -125,12 +125,20 @@ impl Up {
         self.data.join("ca").join("ca.pem")
     }
 
+    /// The CA and the client certificate `calm up` issued and named in the cluster file.
+    pub fn credentials(&self) -> calm::kvs::tls::Credentials {
+        calm::kvs::cluster_file::ClusterFile::read(&self.cluster_file())
+            .expect("cluster file")
+            .credentials()
+            .expect("the cluster file names a client certificate")
+    }
+
     pub fn cluster_file(&self) -> PathBuf {
         self.data.join("cluster.toml")
     }
 
     pub async fn client(&self, i: usize) -> Client {
-        Client::connect(self.addrs[i], &self.ca())
+        Client::connect(self.addrs[i], &self.credentials())
             .await
             .expect("connect")
     }

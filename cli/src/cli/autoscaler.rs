@@ -44,7 +44,7 @@ pub use calm_kvs::autoscale::now_ms;
 /// [`picture`](calm_kvs::autoscale::picture)).
 pub async fn cluster_samples(
     addrs: &[SocketAddr],
-    ca: &std::path::Path,
+    ca: &calm_kvs::tls::Credentials,
     period_ms: u64,
 ) -> (Vec<NodeSample>, usize) {
     for addr in addrs {
@@ -65,7 +65,12 @@ pub async fn cluster_samples(
 pub const DECISIONS_KEY: &str = "calm/autoscale/decisions";
 
 /// Logs the controller's actions: on stderr, and in the cluster for `calm status`.
-pub async fn record(addrs: &[SocketAddr], ca: &std::path::Path, now_ms: u64, lines: Vec<String>) {
+pub async fn record(
+    addrs: &[SocketAddr],
+    ca: &calm_kvs::tls::Credentials,
+    now_ms: u64,
+    lines: Vec<String>,
+) {
     if lines.is_empty() {
         return;
     }

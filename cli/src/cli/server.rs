@@ -12,7 +12,7 @@ use calm_kvs::NodeConfig;
 use calm_kvs::cluster::ClusterConfig;
 use calm_kvs::launch::{NodeLaunch, launch, store_dir};
 use calm_kvs::storage::Durability;
-use calm_kvs::tls::NodeCertFiles;
+use calm_kvs::tls::{CertFiles, Credentials};
 use clap::Args;
 
 use super::CliResult;
@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// This node's private key, with --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// The certificate of the CA that issued --cert (default: DIR/ca/ca.pem). Its key is
+    /// not needed: nodes and clients are checked against the certificate alone.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub ca: Option<PathBuf>,
     /// The address other nodes and clients reach this node at, if not --listen (behind a
     /// proxy or NAT). It is the node's identity in the cluster.
     #[arg(long, value_name = "ADDR")]
@@ -198,9 +202,15 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         },
         data_dir: args.data_dir.clone(),
         cert: match (&args.cert, &args.key) {
-            (Some(cert), Some(key)) => Some(NodeCertFiles {
-                cert: cert.clone(),
-                key: key.clone(),
+            (Some(cert), Some(key)) => Some(Credentials {
+                ca: args
+                    .ca
+                    .clone()
+                    .unwrap_or_else(|| args.data_dir.join("ca").join("ca.pem")),
+                cert: CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
             }),
             _ => None,
         },
@@ -227,7 +237,7 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     }
 
     let executor = if args.executors > 0 {
-        let client = ClusterClient::connect(vec![advertised], &running.ca.cert)
+        let client = ClusterClient::connect(vec![advertised], &running.credentials())
             .await
             .map_err(|e| format!("executors cannot reach their own node: {e}"))?;
         let config = ExecutorConfig {
@@ -252,11 +262,18 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
 
     let cluster_path = args.data_dir.join("cluster.toml");
     if args.join.is_empty() {
-        let file = ClusterFile {
-            nodes: vec![advertised],
-            ca: PathBuf::from("ca").join("ca.pem"),
-        };
-        file.write(&cluster_path).map_err(|e| e.to_string())?;
+        // The cluster file names a client certificate, issued from the CA: without the
+        // CA's key here (a node given its certificate), clients bring their own.
+        if running.ca.exist() {
+            let file = ClusterFile::for_data_dir(&args.data_dir, vec![advertised])
+                .map_err(|e| e.to_string())?;
+            file.write(&cluster_path).map_err(|e| e.to_string())?;
+        } else {
+            tracing::info!(
+                "no CA key in {}: no cluster file written; clients connect with --addr, --ca and a client certificate",
+                args.data_dir.join("ca").display()
+            );
+        }
     }
     tracing::info!(%addr, %advertised, threads, executors = args.executors, joining = ?args.join, "node listening (QUIC)");
     let resp = running

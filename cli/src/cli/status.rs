@@ -21,7 +21,7 @@ pub struct StatusArgs {
 
 async fn stats_of(
     addr: std::net::SocketAddr,
-    ca: &std::path::Path,
+    ca: &calm_kvs::tls::Credentials,
 ) -> Result<(StatsSnapshot, Option<ExecStats>), String> {
     let client = Client::connect(addr, ca).await.map_err(|e| e.to_string())?;
     let s = client.stats().await.map_err(|e| e.to_string());

@@ -101,12 +101,10 @@ impl Nodes {
     }
 
     fn write_cluster_file(&self) -> CliResult<()> {
-        ClusterFile {
-            nodes: self.addrs(),
-            ca: PathBuf::from("ca").join("ca.pem"),
-        }
-        .write(&self.args.data_dir.join("cluster.toml"))
-        .map_err(|e| e.to_string())
+        ClusterFile::for_data_dir(&self.args.data_dir, self.addrs())
+            .map_err(|e| e.to_string())?
+            .write(&self.args.data_dir.join("cluster.toml"))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -154,6 +152,16 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let ca = tls::ensure_ca(&args.data_dir.join("ca")).map_err(|e| e.to_string())?;
+    // Issued before any node starts, so the nodes never race to issue it.
+    let me = tls::Credentials {
+        ca: ca.cert.clone(),
+        cert: tls::ensure_client(
+            &ca,
+            calm_kvs::cluster_file::FIRST_USER,
+            &args.data_dir.join("clients"),
+        )
+        .map_err(|e| e.to_string())?,
+    };
     let addrs: Vec<SocketAddr> = (0..n)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16)))
         .collect();
@@ -192,7 +200,7 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
     loop {
         let mut fewest = n;
         for addr in &addrs {
-            let alive = match Client::connect(*addr, &ca.cert).await {
+            let alive = match Client::connect(*addr, &me).await {
                 Ok(c) => {
                     let m = c.members().await.unwrap_or_default();
                     c.close().await;
@@ -264,11 +272,10 @@ pub async fn run(args: UpArgs) -> CliResult<()> {
         if args.autoscale && Instant::now() >= next_step {
             next_step = Instant::now() + Duration::from_millis(args.autoscale_ms);
             let (samples, members) =
-                super::autoscaler::cluster_samples(&nodes.addrs(), &ca.cert, args.autoscale_ms)
-                    .await;
+                super::autoscaler::cluster_samples(&nodes.addrs(), &me, args.autoscale_ms).await;
             let now = super::autoscaler::now_ms();
             let lines = controller.step(now, &samples, members, &mut nodes);
-            super::autoscaler::record(&nodes.addrs(), &ca.cert, now, lines).await;
+            super::autoscaler::record(&nodes.addrs(), &me, now, lines).await;
         }
     }
     stop(&mut nodes);

@@ -80,7 +80,6 @@ async fn main() -> Result<(), KvsError> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use calm::kvs::cluster_file::ClusterFile;
     use calm::kvs::launch::TestCluster;
 
     #[tokio::test]
@@ -94,11 +93,7 @@ mod test {
         let cluster = TestCluster::start(3).await.unwrap();
         let dir = tempfile_dir();
         let file = dir.join("cluster.toml");
-        let described = ClusterFile {
-            nodes: cluster.addrs(),
-            ca: cluster.ca_cert().to_path_buf(),
-        };
-        described.write(&file).unwrap();
+        cluster.cluster_file().write(&file).unwrap();
         let client = ClusterClient::connect_file(&file).await.unwrap();
         assert_eq!(save(&client, "ada", &cart).await.unwrap(), held);
         std::fs::remove_dir_all(dir).unwrap();

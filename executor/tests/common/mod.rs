@@ -33,7 +33,7 @@ pub async fn cluster(n: u8, config: ExecutorConfig) -> Cluster {
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let mut executors = Vec::new();
     for node in &nodes {
-        let client = ClusterClient::connect(vec![node.addr], &node.ca.cert)
+        let client = ClusterClient::connect(vec![node.addr], &node.credentials())
             .await
             .unwrap();
         let executor = Executor::start(node.advertised, client, config)
@@ -44,7 +44,7 @@ pub async fn cluster(n: u8, config: ExecutorConfig) -> Cluster {
             .register(api::SERVICE, Arc::new(ExecService(executor.clone())));
         executors.push(executor);
     }
-    let client = ClusterClient::connect(addrs, &nodes[0].ca.cert)
+    let client = ClusterClient::connect(addrs, &nodes[0].credentials())
         .await
         .unwrap();
     Cluster {

@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::protocol::{RequestBody, Response, ResponseBody};
 use crate::service::Services;
 use crate::tasks::now_ms;
+use crate::tls::Principal;
 use crate::wire::{WireError, encode_frame};
 
 mod batch;
@@ -203,11 +204,21 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
         }
     };
     let peer = conn.remote_address();
-    tracing::debug!(%peer, "client connected");
+    // The handshake verified the certificate against the cluster CA; its role and name
+    // decide what the connection may ask.
+    let principal = match identify(&conn) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::warn!(%peer, "refusing a connection: {e}");
+            conn.close(1u32.into(), b"certificate names no calm role");
+            return;
+        }
+    };
+    tracing::debug!(%peer, %principal, "connected");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, service.clone()));
+                tokio::spawn(serve_stream(send, recv, service.clone(), principal.clone()));
             }
             Err(e) => {
                 tracing::debug!(%peer, "connection closed: {e}");
@@ -215,6 +226,21 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
             }
         }
     }
+}
+
+/// Who holds the connection's certificate.
+fn identify(conn: &quinn::Connection) -> Result<Principal, KvsError> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or_else(|| KvsError::Tls("the connection presented no certificate".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| KvsError::Tls("the connection presented no certificate".into()))?;
+    crate::tls::principal(leaf)
 }
 
 async fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, body: ResponseBody) {

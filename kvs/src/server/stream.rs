@@ -9,14 +9,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::batch::dispatch;
 use super::{Backend, refuse, reply};
 use crate::op::{Op, OpError, Reply};
-use crate::protocol::{ProtocolError, Request, RequestBody, Response, ResponseBody, RoutingTable};
+use crate::protocol::{
+    ProtocolError, Request, RequestBody, Response, ResponseBody, Route, RoutingTable,
+};
 use crate::subscribe::{Fetched, PUSH_ID, PushSink, Pushed, SubscriberId, fingerprint};
+use crate::tls::{Principal, Role};
 use crate::wire::{decode_body, encode_frame, read_frame};
 
 pub(super) async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<Backend>,
+    principal: Arc<Principal>,
 ) {
     let node = service.node.clone();
     let limit = node.config().max_in_flight_per_stream;
@@ -57,6 +61,16 @@ pub(super) async fn serve_stream(
                 break;
             }
         };
+        if let Some(what) = forbidden(&principal, &request.body) {
+            metrics.add_refused_frame();
+            tracing::warn!(%principal, "refused: {what}");
+            let refusal = ProtocolError::Forbidden {
+                who: principal.to_string(),
+                what: what.into(),
+            };
+            reply(&tx, request.id, ResponseBody::Refused(refusal)).await;
+            break;
+        }
         let stream = Answering {
             service: &service,
             id: request.id,
@@ -98,6 +112,24 @@ pub(super) async fn serve_stream(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Why `principal` may not send `body`, if it may not: peer messages and batches another
+/// node already routed come only from nodes.
+fn forbidden(principal: &Principal, body: &RequestBody) -> Option<&'static str> {
+    if principal.role == Role::Node {
+        return None;
+    }
+    match body {
+        RequestBody::Peer(_) => Some(
+            "send peer messages (membership, replication, hand-offs): only node certificates may",
+        ),
+        RequestBody::Batch {
+            route: Route::Forwarded,
+            ..
+        } => Some("send batches as forwarded by a node: only node certificates may"),
+        _ => None,
+    }
 }
 
 /// One request of a stream being answered: each kind but batches (see [`dispatch`]) has

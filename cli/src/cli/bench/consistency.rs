@@ -344,9 +344,9 @@ pub(super) async fn failures(args: FailuresArgs) -> CliResult<()> {
     let file = crate::cli::target::read_cluster_file(&args.cluster)?;
     let seed = std::process::id() as u64;
     let config = FailuresConfig {
+        ca: file.credentials().map_err(|e| e.to_string())?,
         nodes: file.nodes,
         resp_ports: args.resp_ports.clone(),
-        ca: file.ca,
         native_clients: args.clients,
         resp_clients: args.resp_clients,
         keys: args.keys,
@@ -411,8 +411,8 @@ pub(super) async fn staleness(args: StalenessArgs) -> CliResult<()> {
     let file = crate::cli::target::read_cluster_file(&args.cluster)?;
     eprintln!("timing {} writes...", args.trials);
     let s = calm_bench::consistency::staleness(
-        file.nodes,
-        &file.ca,
+        file.nodes.clone(),
+        &file.credentials().map_err(|e| e.to_string())?,
         args.trials,
         args.timeout,
         args.gossip_ms,

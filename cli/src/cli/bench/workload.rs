@@ -112,7 +112,8 @@ pub(super) async fn run_workload(args: RunArgs) -> CliResult<()> {
         }
         "cluster" => {
             let file = crate::cli::target::read_cluster_file(&args.cluster)?;
-            let client = ClusterClient::connect(file.nodes, &file.ca)
+            let creds = file.credentials().map_err(|e| e.to_string())?;
+            let client = ClusterClient::connect(file.nodes, &creds)
                 .await
                 .map_err(|e| e.to_string())?;
             let target = CalmTarget::new(client, args.kind, args.value_size);
