@@ -11,10 +11,10 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use calm::kvs::cluster::{Membership, PeerEnvelope, PeerRequest, ReplicationTable};
-use calm::kvs::protocol::{ProtocolError, RequestBody, Route};
+use calm::kvs::protocol::{ProtocolError, RequestBody};
 use calm::kvs::tls::{self, Credentials};
 use calm::kvs::value::WriteCtx;
-use calm::kvs::{Ack, Client, Kind, KvsError, Op, ReadValue, Store, Value, Write};
+use calm::kvs::{Client, Kind, KvsError, Op, ReadValue, Store, Value, Write};
 
 /// Kills the node when dropped.
 struct Node(Child);
@@ -187,21 +187,6 @@ async fn only_certificates_of_the_cluster_ca_get_in_and_only_nodes_speak_for_nod
         why.contains("client 'alice'") && why.contains("peer messages"),
         "{why}"
     );
-    // Nor may it send a batch as if a node had routed it.
-    let rogue = Client::connect(first, &alice).await.unwrap();
-    let why = forbidden(
-        rogue
-            .send(RequestBody::Batch {
-                ops: vec![Op::Write {
-                    key: "forwarded".into(),
-                    write: Write::Lww("no".into()),
-                }],
-                ack: Ack::One,
-                route: Route::Forwarded,
-            })
-            .await,
-    );
-    assert!(why.contains("forwarded"), "{why}");
 
     // A client certificate cannot pass for a node: a server started with one never joins.
     let third: SocketAddr = {
@@ -281,7 +266,7 @@ async fn only_certificates_of_the_cluster_ca_get_in_and_only_nodes_speak_for_nod
     // The history: what was acknowledged is there; nothing refused appeared; the
     // membership is the three real nodes.
     let check = Client::connect(second, &alice).await.unwrap();
-    for key in ["anonymous", "other-ca", "injected", "forwarded"] {
+    for key in ["anonymous", "other-ca", "injected"] {
         assert_eq!(check.get(key).await.unwrap(), None, "{key} landed");
     }
     match check.get("granted").await.unwrap() {
@@ -300,4 +285,229 @@ async fn only_certificates_of_the_cluster_ca_get_in_and_only_nodes_speak_for_nod
         !members.contains(&third.to_string()) && !members.contains(&"127.0.0.1:1".to_string()),
         "{members:?}"
     );
+}
+
+/// A function that reads the key its argument names and returns its value.
+const READ_WAT: &str = r#"(module
+  (import "calm" "arg_len" (func $arg_len (param i32) (result i32)))
+  (import "calm" "arg_read" (func $arg_read (param i32 i32) (result i32)))
+  (import "calm" "get" (func $get (param i32 i32) (result i64)))
+  (import "calm" "get_read" (func $get_read (param i32)))
+  (import "calm" "set_result" (func $set_result (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (local $kl i32) (local $vl i64)
+    (local.set $kl (call $arg_len (i32.const 0)))
+    (drop (call $arg_read (i32.const 0) (i32.const 0)))
+    (local.set $vl (call $get (i32.const 0) (local.get $kl)))
+    (if (i64.lt_s (local.get $vl) (i64.const 0)) (then (return (i32.const 0))))
+    (call $get_read (i32.const 4096))
+    (call $set_result (i32.const 4096) (i32.wrap_i64 (local.get $vl)))
+    (i32.const 0)))"#;
+
+const ACL: &str = r#"
+[users.admin]
+grants = [{ prefix = "", rights = ["read", "write", "admin", "register", "call"] }]
+
+[users.alice]
+password = "alice-pw"
+grants = [{ prefix = "a/", rights = ["read", "write"] }, { prefix = "", rights = ["call"] }]
+
+[users.bob]
+password = "bob-pw"
+grants = [{ prefix = "b/", rights = ["read", "write"] }, { prefix = "", rights = ["call"] }]
+"#;
+
+fn denied(result: Result<impl std::fmt::Debug, KvsError>, needle: &str) {
+    match result {
+        Err(e) => assert!(e.to_string().contains(needle), "{e}"),
+        Ok(v) => panic!("expected a refusal containing {needle:?}, got {v:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_do_what_the_acl_grants_on_the_native_and_redis_ports_and_in_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, ACL).unwrap();
+    let port = common::free_base_port(1);
+    let resp = common::free_tcp_base_port(1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (node, _) = common::server(&[
+        "--listen",
+        &addr.to_string(),
+        "--resp",
+        &format!("127.0.0.1:{resp}"),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--acl",
+        acl.to_str().unwrap(),
+        "--executors",
+        "1",
+    ]);
+    let _node = Node(node);
+    let ca_dir = data.join("ca");
+    let cluster = data.join("cluster.toml");
+    let as_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--cluster", cluster.to_str().unwrap()]);
+        calm(&all)
+    };
+    let alice = issue_client(&ca_dir, "alice");
+    let bob = issue_client(&ca_dir, "bob");
+    let as_alice = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let addr = addr.to_string();
+        all.extend(["--addr", &addr, "--ca", alice.ca.to_str().unwrap()]);
+        all.extend(["--cert", alice.cert.cert.to_str().unwrap()]);
+        calm(&all)
+    };
+
+    // Each tenant writes its own keys; neither reads, writes or lists the other's.
+    let a = Client::connect(addr, &alice).await.unwrap();
+    let b = Client::connect(addr, &bob).await.unwrap();
+    b.put("b/secret", "bob's").await.unwrap();
+    a.put("a/note", "alice's").await.unwrap();
+    denied(
+        a.get("b/secret").await,
+        "user 'alice' may not read 'b/secret'",
+    );
+    denied(
+        a.put("b/secret", "overwritten").await,
+        "may not write 'b/secret'",
+    );
+    denied(a.put("b/planted", "x").await, "may not write 'b/planted'");
+    // A batch with one refused operation runs none of them.
+    let results = a
+        .execute(vec![Op::put("a/in-batch", "x"), Op::put("b/in-batch", "x")])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    denied(
+        a.set_replication("a/note", Default::default()).await,
+        "may not change the replication",
+    );
+    // The user's connection carries on after a refused operation... (set_replication's
+    // refusal closes it: a fresh one).
+    let a = Client::connect(addr, &alice).await.unwrap();
+    let listed = as_alice(&["kv", "get", "a/note"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "alice's");
+
+    // Functions run with their caller's rights: alice's call of a function that reads
+    // bob's key is refused; bob's call of the same function reads it.
+    let wat = dir.path().join("read.wat");
+    std::fs::write(&wat, READ_WAT).unwrap();
+    let out = as_admin(&["fn", "register", "read", wat.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_alice(&["fn", "register", "evil", wat.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("may not register 'evil'"), "{stderr}");
+    let out = as_alice(&["fn", "call", "read", "b/secret"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("user 'alice' may not read 'b/secret'"),
+        "{stderr}"
+    );
+    let out = as_alice(&["fn", "call", "read", "a/note"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice's");
+    let mut all = vec!["fn", "call", "read", "b/secret"];
+    let addr_s = addr.to_string();
+    all.extend(["--addr", &addr_s, "--ca", bob.ca.to_str().unwrap()]);
+    all.extend(["--cert", bob.cert.cert.to_str().unwrap()]);
+    let out = calm(&all);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "bob's",
+        "{out:?}"
+    );
+
+    // The Redis port: ACL users, the same grants.
+    let url = format!("redis://127.0.0.1:{resp}/");
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Before AUTH the connection is the user `default`, whom the file grants nothing.
+    let err = redis::cmd("GET")
+        .arg("a/note")
+        .query::<Option<String>>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().to_uppercase().contains("NOPERM"), "{err}");
+    let err = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("wrong")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(
+        err.to_string().to_uppercase().contains("WRONGPASS"),
+        "{err}"
+    );
+    let ok: String = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("alice-pw")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let me: String = redis::cmd("ACL").arg("WHOAMI").query(&mut con).unwrap();
+    assert_eq!(me, "alice");
+    let got: Option<String> = redis::cmd("GET").arg("a/note").query(&mut con).unwrap();
+    assert_eq!(got.as_deref(), Some("alice's"));
+    let err = redis::cmd("GET")
+        .arg("b/secret")
+        .query::<Option<String>>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("may not read 'b/secret'"), "{err}");
+    let err = redis::cmd("SET")
+        .arg("b/from-redis")
+        .arg("x")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().to_uppercase().contains("NOPERM"), "{err}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys.iter().all(|k| k.starts_with("a/")), "{keys:?}");
+    assert!(keys.contains(&"a/note".to_string()), "{keys:?}");
+    let err = redis::cmd("FLUSHALL")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().to_uppercase().contains("NOPERM"), "{err}");
+    let err = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("eve")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("ACL file"), "{err}");
+    let users: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut con).unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|u| u.starts_with("user alice on") && u.contains("~a/*")),
+        "{users:?}"
+    );
+
+    // The history: everything acknowledged is there, nothing refused appeared.
+    let admin = Client::connect(
+        addr,
+        &calm::kvs::cluster_file::ClusterFile::read(&cluster)
+            .unwrap()
+            .credentials()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    for (key, want) in [("b/secret", Some("bob's")), ("a/note", Some("alice's"))] {
+        let got = admin.get(key).await.unwrap();
+        let got = got.as_ref().and_then(|v| v.as_bytes()).map(|b| b.to_vec());
+        assert_eq!(got.as_deref(), want.map(str::as_bytes), "{key}");
+    }
+    for key in ["b/planted", "a/in-batch", "b/in-batch", "b/from-redis"] {
+        assert_eq!(admin.get(key).await.unwrap(), None, "{key} landed");
+    }
+    drop(a);
 }

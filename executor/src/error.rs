@@ -112,6 +112,10 @@ pub enum FnError {
         /// Its message.
         message: String,
     },
+    /// The caller may not do this (see `calm_kvs::acl`): register or call a function, or,
+    /// from a function it called, read or write a key.
+    #[error("{0}")]
+    Forbidden(String),
     /// An argument `ref:KEY` names a key that is not in the store.
     #[error("argument ref:{0} names a key that is not in the store")]
     MissingRef(String),

@@ -57,8 +57,7 @@ impl<B: Backend> Host for SessionHost<B> {
             });
         }
         self.session
-            .write(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
-        Ok(())
+            .write(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value))
     }
 
     fn log(&mut self, line: &str) {

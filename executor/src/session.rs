@@ -21,6 +21,7 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use calm_cache::{Backend, Cache};
+use calm_kvs::acl::{Access, Right};
 use calm_kvs::protocol::Ack;
 use calm_kvs::value::{ReadValue, Write};
 use calm_lattice::{Merge, VectorClock};
@@ -79,6 +80,8 @@ pub struct Session {
     required: BTreeMap<Bytes, VectorClock>,
     /// Writes not yet stored, in order.
     writes: Vec<(Bytes, Bytes)>,
+    /// What the call's caller may read and write: its functions run with its rights.
+    pub access: Access,
 }
 
 /// The bytes a function sees for a stored value: lww and priority values as they are;
@@ -128,12 +131,29 @@ impl Session {
         }
     }
 
-    /// Reads `key` as the call's mode says.
+    /// A new call's session, for a caller with `access`.
+    pub fn for_caller(consistency: Consistency, access: Access) -> Session {
+        Session {
+            consistency,
+            access,
+            ..Session::default()
+        }
+    }
+
+    /// `Ok` if the caller may do `right` to `key`.
+    pub fn check(&self, right: Right, key: &[u8]) -> Result<(), FnError> {
+        self.access
+            .check(right, key)
+            .map_err(|d| FnError::Forbidden(d.to_string()))
+    }
+
+    /// Reads `key` as the call's mode says, if the caller may read it.
     pub async fn read<B: Backend>(
         &mut self,
         cache: &Cache<B>,
         key: &Bytes,
     ) -> Result<Option<Bytes>, FnError> {
+        self.check(Right::Read, key)?;
         if let Some((_, v)) = self.writes.iter().rev().find(|(k, _)| k == key) {
             return Ok(Some(v.clone()));
         }
@@ -200,8 +220,15 @@ impl Session {
         Ok(value)
     }
 
-    /// Buffers a write; it is stored when the call succeeds.
-    pub fn write(&mut self, key: Bytes, value: Bytes) {
+    /// Buffers a write, if the caller may write the key; it is stored when the call
+    /// succeeds.
+    pub fn write(&mut self, key: Bytes, value: Bytes) -> Result<(), FnError> {
+        self.check(Right::Write, &key)?;
+        self.write_unchecked(key, value);
+        Ok(())
+    }
+
+    fn write_unchecked(&mut self, key: Bytes, value: Bytes) {
         if self.consistency != Consistency::Lww {
             self.pins.insert(key.clone(), Some(value.clone()));
         }
@@ -220,6 +247,7 @@ impl Session {
         for (k, c) in other.required {
             self.required.entry(k).or_default().merge(c);
         }
+        // Both branches are of one call: one caller.
         for w in other.writes {
             if !self.writes.contains(&w) {
                 self.writes.push(w);
@@ -310,10 +338,10 @@ mod tests {
     fn joined_sessions_keep_both_branches() {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         let mut a = Session::new(Consistency::RepeatableRead);
-        a.write(b("k1"), b("1"));
+        a.write(b("k1"), b("1")).unwrap();
         let mut c = Session::new(Consistency::RepeatableRead);
-        c.write(b("k2"), b("2"));
-        c.write(b("k1"), b("1"));
+        c.write(b("k2"), b("2")).unwrap();
+        c.write(b("k1"), b("1")).unwrap();
         a.join(c);
         assert_eq!(a.pending_writes(), 2);
         assert_eq!(a.pins.len(), 2);

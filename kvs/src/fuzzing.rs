@@ -108,8 +108,17 @@ pub fn resp(data: &[u8]) {
     let mut session = Session::new(1, true, 7);
     let mut w = worker();
     let mut out = BytesMut::new();
+    // A password and an ACL, so inputs can authenticate as users whose commands are checked.
+    let acl = crate::acl::Acl::parse(
+        "[users.alice]\npassword = \"pw\"\ngrants = [{ prefix = \"a\", rights = [\"read\", \"write\"] }]",
+    )
+    .expect("the fuzz target's ACL parses");
+    let gate = commands::Gate {
+        password: Some("pw"),
+        acl: Some(&acl),
+    };
     while let Ok(Some(args)) = crate::resp::next_request(&mut buf, limits) {
-        let reply = match commands::plan(&mut session, &args, None, NOW_MS) {
+        let reply = match commands::plan(&mut session, &args, &gate, NOW_MS) {
             Step::Reply(reply) => reply,
             Step::Data(ops, finish) => {
                 let results = w.handle_ops(NOW_MS, ops);
@@ -279,7 +288,9 @@ fn seed_ops() -> Vec<Vec<crate::Op>> {
             for c in stream.iter() {
                 let args: Vec<bytes::Bytes> =
                     c.split(' ').map(|w| w.as_bytes().to_vec().into()).collect();
-                if let Step::Data(more, _) = commands::plan(&mut session, &args, None, NOW_MS) {
+                if let Step::Data(more, _) =
+                    commands::plan(&mut session, &args, &commands::Gate::default(), NOW_MS)
+                {
                     ops.extend(more);
                 }
             }

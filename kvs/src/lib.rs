@@ -53,6 +53,7 @@ pub mod prelude {
     };
 }
 
+pub mod acl;
 pub mod autoscale;
 pub mod client;
 pub mod cluster;

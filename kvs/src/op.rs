@@ -323,6 +323,13 @@ pub enum OpError {
     /// to its opposite); nothing was changed.
     #[error("resulting score is not a number (NaN)")]
     NotANumber,
+    /// The connection's user may not do this (see [`acl`](crate::acl)); nothing in the
+    /// batch was run.
+    #[error("{reason}")]
+    Forbidden {
+        /// Who may not do what, and which operation of the batch it was.
+        reason: String,
+    },
 }
 
 /// How many replicas must merge a write before it is acknowledged.

@@ -12,6 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
+use crate::acl::Access;
+
 /// What a service answers: bytes, or why it could not.
 pub type ServiceResult = Result<Bytes, String>;
 
@@ -20,8 +22,9 @@ pub type ServiceFuture = Pin<Box<dyn Future<Output = ServiceResult> + Send>>;
 
 /// A request handler.
 pub trait Service: Send + Sync {
-    /// Answers one request.
-    fn call(&self, body: Bytes) -> ServiceFuture;
+    /// Answers one request from a caller with `access` (what the ACL grants it: a service
+    /// that touches keys or names for its caller checks them against it).
+    fn call(&self, access: &Access, body: Bytes) -> ServiceFuture;
 }
 
 /// The services a node serves, by name.
@@ -39,8 +42,8 @@ impl Services {
             .insert(name.to_string(), service);
     }
 
-    /// Answers a request for the service `name`.
-    pub fn call(&self, name: &str, body: Bytes) -> ServiceFuture {
+    /// Answers a request for the service `name` from a caller with `access`.
+    pub fn call(&self, name: &str, access: &Access, body: Bytes) -> ServiceFuture {
         let service = self
             .by_name
             .read()
@@ -48,7 +51,7 @@ impl Services {
             .get(name)
             .cloned();
         match service {
-            Some(s) => s.call(body),
+            Some(s) => s.call(access, body),
             None => {
                 let message = format!(
                     "this node serves no '{name}' service (is it a calm server started with executors?)"

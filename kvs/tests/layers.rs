@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "wire",
             "cluster_file",
             "error",
+            "acl",
             "tls",
         ],
     ),

@@ -78,6 +78,12 @@ pub struct ServerArgs {
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
+    /// Users and their rights per key prefix (TOML; see calm_kvs::acl): clients may do
+    /// what the file grants the name in their certificate, Redis clients what it grants the
+    /// user they AUTH as. Give every node the same file. Without one, every client may do
+    /// everything.
+    #[arg(long, value_name = "FILE.toml")]
+    pub acl: Option<PathBuf>,
     /// When Redis clients' writes are answered: `visible` once every owner seen alive holds
     /// them (a read through any node finds them); `one` once the first owner does (faster;
     /// a read through another node may miss the write for about a millisecond).
@@ -179,6 +185,10 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
     }
     if let Some(path) = &args.policy {
         config.policy = super::shared::read_policy(path)?;
+    }
+    if let Some(path) = &args.acl {
+        let acl = calm_kvs::acl::Acl::read(path).map_err(|e| e.to_string())?;
+        config.acl = Some(Arc::new(acl));
     }
     // One node per process: its processor time is the node's, for the load samples.
     config.own_process = true;

@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// Redis clients must AUTH with this password.
     #[arg(long, value_name = "PASSWORD")]
     resp_password: Option<String>,
+    /// Users and their rights per key prefix, for every node (see `calm server --help`).
+    /// `calm up`'s own client (user admin) needs a grant there to keep working.
+    #[arg(long, value_name = "FILE.toml")]
+    acl: Option<PathBuf>,
     /// When Redis clients' writes are answered: `visible` once every owner seen alive holds
     /// them (a read through any node finds them); `one` once the first owner does (faster;
     /// a read through another node may miss the write for about a millisecond).
@@ -314,6 +318,9 @@ fn spawn_node(
             // The nodes read the hot-key knobs; the file's node knobs are this command's.
             cmd.arg("--policy").arg(policy);
         }
+    }
+    if let Some(acl) = &args.acl {
+        cmd.arg("--acl").arg(acl);
     }
     if !args.no_resp {
         let i = addr.port() - args.base_port;

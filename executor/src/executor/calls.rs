@@ -17,9 +17,19 @@ impl Executor {
     /// Calls a DAG: places its functions, runs them (executors trigger their successors
     /// directly), and once every sink has answered stores the call's writes and answers.
     pub async fn call(self: &Arc<Self>, request: CallRequest) -> Result<CallResult, FnError> {
+        self.call_as(request, Access::All).await
+    }
+
+    /// Runs a call for a caller with `access`: it must have the right to call the DAG and
+    /// each of its functions, and its functions read and write only what it may.
+    pub async fn call_as(
+        self: &Arc<Self>,
+        request: CallRequest,
+        access: Access,
+    ) -> Result<CallResult, FnError> {
         let started = Instant::now();
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.call_inner(request, started).await;
+        let outcome = self.call_inner(request, access, started).await;
         if outcome.is_err() {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -29,17 +39,27 @@ impl Executor {
     pub(super) async fn call_inner(
         self: &Arc<Self>,
         request: CallRequest,
+        access: Access,
         started: Instant,
     ) -> Result<CallResult, FnError> {
+        let session = Session::for_caller(request.consistency, access);
         let dag = match request.dag {
-            DagSpec::Named(name) => self.load_dag(&name).await?,
+            DagSpec::Named(name) => {
+                session.check(Right::Call, name.as_bytes())?;
+                self.load_dag(&name).await?
+            }
             DagSpec::Inline(dag) => dag,
         };
+        for f in &dag.functions {
+            session.check(Right::Call, f.as_bytes())?;
+        }
+        if let Some(key) = &request.output_key {
+            session.check(Right::Write, key)?;
+        }
         dag.validate()?;
         self.check_functions(&dag).await?;
         let placement = self.place(&dag, &request.args);
         let call_id: u64 = rand::random();
-        let session = Session::new(request.consistency);
         let placement_pairs: Vec<(String, String)> = placement
             .iter()
             .map(|p| (p.function.clone(), p.node.clone()))
@@ -187,7 +207,7 @@ impl Executor {
         let key = (task.call_id, task.function.clone());
         let join = joins.entry(key.clone()).or_insert_with(|| Join {
             inputs: HashMap::new(),
-            session: Session::new(task.session.consistency),
+            session: Session::for_caller(task.session.consistency, task.session.access.clone()),
             since: Instant::now(),
         });
         let input = match task.inputs.first() {

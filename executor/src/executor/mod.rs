@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use calm_cache::{Cache, CacheConfig};
 use calm_kvs::ClusterClient;
+use calm_kvs::acl::{Access, Right};
 use calm_kvs::protocol::Ack;
 use calm_kvs::service::{Service, ServiceFuture};
 use calm_kvs::tasks::join_all;
@@ -210,19 +211,38 @@ impl Executor {
         }
     }
 
-    /// Answers one request of the executor service.
-    pub async fn handle(self: &Arc<Self>, request: ExecRequest) -> Result<ExecResponse, FnError> {
+    /// Answers one request of the executor service from a caller with `access` (see
+    /// `calm_kvs::acl`): registering needs the `register` right on the name, calling the
+    /// `call` right on the DAG and its functions, which then run with the caller's rights.
+    /// Tasks (one executor handing a call's function to another) come only from nodes.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: ExecRequest,
+        access: &Access,
+    ) -> Result<ExecResponse, FnError> {
+        let may = |right: Right, name: &str| {
+            access
+                .check(right, name.as_bytes())
+                .map_err(|d| FnError::Forbidden(d.to_string()))
+        };
         match request {
             ExecRequest::RegisterFn { name, module } => {
+                may(Right::Register, &name)?;
                 self.register_wasm(&name, module).await?;
                 Ok(ExecResponse::Registered)
             }
             ExecRequest::RegisterDag(dag) => {
+                may(Right::Register, &dag.name)?;
                 self.register_dag(dag).await?;
                 Ok(ExecResponse::Registered)
             }
             ExecRequest::List => Ok(ExecResponse::Listing(self.list().await?)),
-            ExecRequest::Call(call) => Ok(ExecResponse::Call(self.call(call).await?)),
+            ExecRequest::Call(call) => Ok(ExecResponse::Call(
+                self.call_as(call, access.clone()).await?,
+            )),
+            ExecRequest::Task(_) if *access != Access::All => Err(FnError::Forbidden(
+                "tasks of a call are handed between executors on nodes only; a client calls (calm fn call)".into(),
+            )),
             ExecRequest::Task(task) => Ok(ExecResponse::Task(self.clone().run_task(task).await?)),
             ExecRequest::Index => Ok(ExecResponse::Index(self.index())),
             ExecRequest::Stats => Ok(ExecResponse::Stats(self.stats())),
@@ -241,11 +261,12 @@ impl Drop for Executor {
 pub struct ExecService(pub Arc<Executor>);
 
 impl Service for ExecService {
-    fn call(&self, body: Bytes) -> ServiceFuture {
+    fn call(&self, access: &Access, body: Bytes) -> ServiceFuture {
         let executor = self.0.clone();
+        let access = access.clone();
         Box::pin(async move {
             let answer = match api::decode::<ExecRequest>(&body) {
-                Ok(request) => executor.handle(request).await,
+                Ok(request) => executor.handle(request, &access).await,
                 Err(e) => Err(e),
             };
             Ok(api::encode(&answer))

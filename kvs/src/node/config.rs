@@ -41,6 +41,8 @@ pub struct NodeConfig {
     /// How often changes of subscribed keys are pushed to their subscribers, milliseconds
     /// (see [`subscribe`](crate::subscribe)).
     pub push_period_ms: u64,
+    /// Who may do what (see [`acl`](crate::acl)); `None`: every client may do everything.
+    pub acl: Option<std::sync::Arc<crate::acl::Acl>>,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -129,6 +131,7 @@ impl Default for NodeConfig {
             policy: crate::policy::PolicyConfig::default(),
             own_process: false,
             push_period_ms: 5,
+            acl: None,
         }
     }
 }

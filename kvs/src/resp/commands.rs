@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use crate::acl::{Access, Acl, Right};
 use crate::op::{KeyFilter, Op, OpError, OpResult, Reply, glob_match};
 use crate::value::{Found, Kind, Probe, Probed, ReadValue, Score, Write};
 
@@ -63,6 +64,10 @@ pub struct Session {
     pub proto: u8,
     /// Whether the client has authenticated (always, without a password).
     pub authed: bool,
+    /// What the connection's user may do (everything without an ACL).
+    pub access: Access,
+    /// The user the connection is authenticated as (`default` until `AUTH user ...`).
+    pub user: String,
     /// `CLIENT SETNAME`.
     pub name: Option<Bytes>,
     /// Inside `MULTI`: commands are queued, never run (see [`plan`]).
@@ -87,6 +92,8 @@ impl Session {
             id,
             proto: 2,
             authed,
+            access: Access::All,
+            user: "default".into(),
             name: None,
             multi: false,
             scan: None,
@@ -516,7 +523,6 @@ pub const NOT_YET: &[&str] = &[
     "LASTSAVE",
     "SLOWLOG",
     "LATENCY",
-    "ACL",
     "ROLE",
     "LOLWUT",
     "FUNCTION",
@@ -1256,6 +1262,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         "Names the connection and lists connections.",
     ),
     spec(
+        "acl",
+        -2,
+        NONE,
+        NO_KEYS,
+        "server",
+        "Says who the connection is and lists the users of the ACL file.",
+    ),
+    spec(
         "select",
         2,
         F,
@@ -1452,9 +1466,34 @@ fn command(a: &[Bytes]) -> Out {
     }
 }
 
-/// Plans one command at `now_ms` (the node's clock, for times to live). `password` is the
-/// configured password, if any.
-pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_ms: u64) -> Step {
+/// Who may connect to the Redis port: the one password of the `default` user
+/// (`requirepass`), and the users of the ACL file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gate<'a> {
+    /// The `default` user's password, if any.
+    pub password: Option<&'a str>,
+    /// The users and their grants, if any.
+    pub acl: Option<&'a Acl>,
+}
+
+/// Plans one command at `now_ms` (the node's clock, for times to live) for a session that
+/// `gate` lets in; a command on keys its user may not touch is answered `NOPERM`.
+pub fn plan(session: &mut Session, args: &[Bytes], gate: &Gate<'_>, now_ms: u64) -> Step {
+    let step = plan_command(session, args, gate, now_ms);
+    match &step {
+        Step::Data(ops, _) => match session.access.check_ops(ops) {
+            Ok(()) => step,
+            Err(d) => Step::Reply(Out::err(format!("NOPERM {d}"))),
+        },
+        Step::Flush if !session.access.allows(Right::Admin, b"") => Step::Reply(Out::err(format!(
+            "NOPERM user '{}' may not FLUSHALL (it needs the 'admin' right on every key)",
+            session.user
+        ))),
+        _ => step,
+    }
+}
+
+fn plan_command(session: &mut Session, args: &[Bytes], gate: &Gate<'_>, now_ms: u64) -> Step {
     let Some(name) = args.first() else {
         return Step::Reply(Out::err("ERR empty command"));
     };
@@ -1512,9 +1551,10 @@ pub fn plan(session: &mut Session, args: &[Bytes], password: Option<&str>, now_m
         ("PING", 1) | ("ECHO", 1) => Step::Reply(Out::Bulk(a[0].clone())),
         ("PING" | "ECHO", _) => wrong_args(&name),
         ("QUIT", _) => Step::Quit,
-        ("AUTH", 1 | 2) => Step::Reply(auth(session, a, password)),
+        ("AUTH", 1 | 2) => Step::Reply(auth(session, a, gate)),
         ("AUTH", _) => wrong_args(&name),
-        ("HELLO", _) => Step::Reply(hello(session, a, password)),
+        ("HELLO", _) => Step::Reply(hello(session, a, gate)),
+        ("ACL", n) if n >= 1 => Step::Reply(acl_command(session, a, gate)),
         ("CLIENT", 1) if a[0].eq_ignore_ascii_case(b"LIST") => Step::ClientList,
         ("CLIENT", n) if n >= 1 => Step::Reply(client(session, a)),
         ("SELECT", 1) if a[0].as_ref() == b"0" => Step::Reply(Out::ok()),
@@ -2655,26 +2695,129 @@ fn counter(key: &Bytes, by: i64) -> Step {
     )
 }
 
-fn auth(session: &mut Session, a: &[Bytes], password: Option<&str>) -> Out {
-    let Some(expected) = password else {
-        return Out::err(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        );
-    };
+fn auth(session: &mut Session, a: &[Bytes], gate: &Gate<'_>) -> Out {
     let (user, pass) = match a {
         [pass] => (&b"default"[..], pass),
         [user, pass] => (user.as_ref(), pass),
         _ => return Out::err("ERR syntax error"),
     };
-    if user == b"default" && pass.as_ref() == expected.as_bytes() {
+    if user == b"default" {
+        let Some(expected) = gate.password else {
+            return Out::err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        };
+        // The one password of the port still lets its holder do everything.
+        if pass.as_ref() == expected.as_bytes() {
+            session.authed = true;
+            session.access = Access::All;
+            session.user = "default".into();
+            return Out::ok();
+        }
+    } else if let Some(acl) = gate.acl
+        && let Ok(name) = std::str::from_utf8(user)
+        && let Some(access) = acl.authenticate(name, pass)
+    {
         session.authed = true;
-        Out::ok()
-    } else {
-        Out::err("WRONGPASS invalid username-password pair or user is disabled.")
+        session.access = access;
+        session.user = name.to_string();
+        return Out::ok();
+    }
+    Out::err("WRONGPASS invalid username-password pair or user is disabled.")
+}
+
+/// `ACL WHOAMI`, `ACL LIST`, `ACL USERS`. Users come from the ACL file every node reads
+/// when it starts; changing them at run time (`ACL SETUSER`, ...) is refused: one node's
+/// change would not reach the others without coordinating.
+fn acl_command(session: &Session, a: &[Bytes], gate: &Gate<'_>) -> Out {
+    let sub = a[0].to_ascii_uppercase();
+    let users = || gate.acl.map(|acl| acl.users.iter()).into_iter().flatten();
+    match (sub.as_slice(), a.len()) {
+        (b"WHOAMI", 1) => Out::Bulk(Bytes::from(session.user.clone())),
+        (b"USERS", 1) => Out::Array(
+            std::iter::once("default".to_string())
+                .chain(
+                    users()
+                        .map(|(name, _)| name.clone())
+                        .filter(|n| n != "default"),
+                )
+                .map(|n| Out::Bulk(Bytes::from(n)))
+                .collect(),
+        ),
+        (b"LIST", 1) => {
+            let default = match gate.password {
+                Some(_) => "user default on #<password> ~* &* +@all".to_string(),
+                None if gate.acl.is_some() => {
+                    let grants = gate
+                        .acl
+                        .map(|acl| acl.access("default"))
+                        .map(|a| match a {
+                            Access::User { grants, .. } => grants,
+                            Access::All => Vec::new(),
+                        })
+                        .unwrap_or_default();
+                    format!("user default on nopass{} &* +@all", key_patterns(&grants))
+                }
+                None => "user default on nopass ~* &* +@all".to_string(),
+            };
+            let mut lines = vec![default];
+            for (name, user) in users().filter(|(n, _)| n.as_str() != "default") {
+                let pass = if user.password.is_some() {
+                    "#<password>"
+                } else {
+                    "nopass resetpass"
+                };
+                lines.push(format!(
+                    "user {name} on {pass}{} &* +@all",
+                    key_patterns(&user.grants)
+                ));
+            }
+            Out::Array(
+                lines
+                    .into_iter()
+                    .map(|l| Out::Bulk(Bytes::from(l)))
+                    .collect(),
+            )
+        }
+        (b"SETUSER" | b"DELUSER" | b"LOAD" | b"SAVE", _) => Out::err(format!(
+            "ERR ACL {} is not supported: users come from the ACL file every node reads when it starts (--acl FILE); a change on one node would not reach the others without coordinating. Edit the file on every node and restart them",
+            String::from_utf8_lossy(&sub)
+        )),
+        (b"WHOAMI" | b"USERS" | b"LIST", _) => Out::err(format!(
+            "ERR wrong number of arguments for 'acl|{}' command",
+            String::from_utf8_lossy(&sub).to_ascii_lowercase()
+        )),
+        _ => Out::err(format!(
+            "ERR unknown subcommand '{}'. Try ACL WHOAMI, ACL LIST or ACL USERS.",
+            String::from_utf8_lossy(&a[0])
+        )),
     }
 }
 
-fn hello(session: &mut Session, a: &[Bytes], password: Option<&str>) -> Out {
+/// Redis's key patterns for grants: `~p*` read and write, `%R~p*` read only, `%W~p*`
+/// write only (other rights are calm's own and not shown).
+fn key_patterns(grants: &[crate::acl::Grant]) -> String {
+    let mut out = String::new();
+    for g in grants {
+        let (r, w) = (
+            g.rights.contains(&Right::Read),
+            g.rights.contains(&Right::Write),
+        );
+        let mark = match (r, w) {
+            (true, true) => "~",
+            (true, false) => "%R~",
+            (false, true) => "%W~",
+            (false, false) => continue,
+        };
+        out.push_str(&format!(" {mark}{}*", g.prefix));
+    }
+    if out.is_empty() {
+        out.push_str(" resetkeys");
+    }
+    out
+}
+
+fn hello(session: &mut Session, a: &[Bytes], gate: &Gate<'_>) -> Out {
     let mut rest = a;
     let mut proto = session.proto;
     if let Some(v) = rest.first() {
@@ -2689,7 +2832,7 @@ fn hello(session: &mut Session, a: &[Bytes], password: Option<&str>) -> Out {
     while let Some(option) = rest.first() {
         match option.to_ascii_uppercase().as_slice() {
             b"AUTH" if rest.len() >= 3 => {
-                if let Out::Error(e) = auth(session, &rest[1..3], password) {
+                if let Out::Error(e) = auth(session, &rest[1..3], gate) {
                     return Out::Error(e);
                 }
                 rest = &rest[3..];
@@ -3541,7 +3684,7 @@ mod test {
                 .iter()
                 .map(|a| Bytes::copy_from_slice(a.as_bytes()))
                 .collect();
-            match plan(&mut session, &args, None, 0) {
+            match plan(&mut session, &args, &Gate::default(), 0) {
                 Step::Reply(Out::Error(e)) => Some(e),
                 _ => None,
             }

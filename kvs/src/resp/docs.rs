@@ -132,6 +132,7 @@ pub(crate) const SYNOPSES: &[(&str, &str)] = &[
         "[protover [AUTH (username password)] [SETNAME clientname]]",
     ),
     ("client", "subcommand [argument...]"),
+    ("acl", "subcommand [argument...]"),
     ("select", "index"),
     ("quit", ""),
     ("info", "[section...]"),

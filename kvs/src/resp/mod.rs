@@ -118,11 +118,17 @@ impl RespServer {
                 };
                 let _ = stream.set_nodelay(true);
                 let id = ids.fetch_add(1, Ordering::Relaxed);
+                let mut session = Session::new(id, config.password.is_none(), rand::random());
+                // With an ACL, a connection that has not said who it is acts as the user
+                // `default`: what the file grants that name, nothing if it lists none.
+                if let Some(acl) = &service.node.config().acl {
+                    session.access = acl.access("default");
+                }
                 let conn = Connection {
                     service: service.clone(),
                     config: config.clone(),
                     clients: clients.clone(),
-                    session: Session::new(id, config.password.is_none(), rand::random()),
+                    session,
                     peer,
                     local: local_addr,
                     hub: hub.clone(),
@@ -262,12 +268,11 @@ impl Connection {
         let mut waiting: Vec<(usize, Finish)> = Vec::new();
         let last = requests.last().and_then(|r| r.first()).cloned();
         for args in requests {
-            let step = commands::plan(
-                &mut self.session,
-                &args,
-                self.config.password.as_deref(),
-                crate::tasks::now_ms(),
-            );
+            let gate = commands::Gate {
+                password: self.config.password.as_deref(),
+                acl: self.service.node.config().acl.as_deref(),
+            };
+            let step = commands::plan(&mut self.session, &args, &gate, crate::tasks::now_ms());
             if let Step::Data(more, finish) = step {
                 waiting.push((more.len(), finish));
                 ops.extend(more);
@@ -335,7 +340,9 @@ impl Connection {
             return commands::listed(&listing, keys);
         }
         match self.service.cluster_keys(&filter).await {
-            Ok(keys) => {
+            Ok(mut keys) => {
+                // A user lists only what it may read.
+                keys.retain(|k| self.session.access.lists(k));
                 let out = commands::listed(&listing, &keys);
                 if matches!(listing, Listing::Scan { .. }) {
                     self.session.scan = Some((filter, keys));

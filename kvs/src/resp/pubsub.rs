@@ -145,7 +145,7 @@ pub(super) fn encode(channel: &Bytes, payload: &Bytes) -> Bytes {
 }
 
 impl Service for HubService {
-    fn call(&self, body: Bytes) -> ServiceFuture {
+    fn call(&self, _access: &crate::acl::Access, body: Bytes) -> ServiceFuture {
         let decoded = bincode::serde::decode_from_slice::<(Vec<u8>, Vec<u8>), _>(
             &body,
             bincode::config::standard(),
@@ -199,7 +199,7 @@ mod test {
         let service = HubService(Arc::new(Hub::default()));
         let mut three = service.0.inbox(3);
         service.0.subscribe(3, b("c"), false);
-        let answer = futures_lite(service.call(encode(&b("c"), &b("m"))));
+        let answer = futures_lite(service.call(&crate::acl::Access::All, encode(&b("c"), &b("m"))));
         assert_eq!(delivered(&answer.unwrap()), 1);
         assert_eq!(three.try_recv().unwrap().payload, b("m"));
     }

@@ -17,13 +17,14 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::acl::Access;
 use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
 use crate::protocol::{RequestBody, Response, ResponseBody};
 use crate::service::Services;
 use crate::tasks::now_ms;
-use crate::tls::Principal;
+use crate::tls::{Principal, Role};
 use crate::wire::{WireError, encode_frame};
 
 mod batch;
@@ -206,19 +207,25 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
     let peer = conn.remote_address();
     // The handshake verified the certificate against the cluster CA; its role and name
     // decide what the connection may ask.
-    let principal = match identify(&conn) {
-        Ok(p) => Arc::new(p),
+    let caller = match identify(&conn) {
+        Ok(principal) => {
+            let access = match (&service.node.config().acl, principal.role) {
+                (Some(acl), Role::Client) => acl.access(&principal.name),
+                _ => Access::All,
+            };
+            Arc::new(Caller { principal, access })
+        }
         Err(e) => {
             tracing::warn!(%peer, "refusing a connection: {e}");
             conn.close(1u32.into(), b"certificate names no calm role");
             return;
         }
     };
-    tracing::debug!(%peer, %principal, "connected");
+    tracing::debug!(%peer, principal = %caller.principal, "connected");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, service.clone(), principal.clone()));
+                tokio::spawn(serve_stream(send, recv, service.clone(), caller.clone()));
             }
             Err(e) => {
                 tracing::debug!(%peer, "connection closed: {e}");
@@ -226,6 +233,14 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<Backend>) {
             }
         }
     }
+}
+
+/// Who is at the other end of a connection, and what it may do.
+pub(crate) struct Caller {
+    /// As its certificate says.
+    pub(crate) principal: Principal,
+    /// What the ACL grants it (everything for nodes, or without an ACL).
+    pub(crate) access: Access,
 }
 
 /// Who holds the connection's certificate.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::Caller;
 use super::batch::dispatch;
 use super::{Backend, refuse, reply};
+use crate::acl::{Access, Right};
 use crate::op::{Op, OpError, Reply};
-use crate::protocol::{
-    ProtocolError, Request, RequestBody, Response, ResponseBody, Route, RoutingTable,
-};
+use crate::protocol::{ProtocolError, Request, RequestBody, Response, ResponseBody, RoutingTable};
 use crate::subscribe::{Fetched, PUSH_ID, PushSink, Pushed, SubscriberId, fingerprint};
 use crate::tls::{Principal, Role};
 use crate::wire::{decode_body, encode_frame, read_frame};
@@ -20,8 +20,9 @@ pub(super) async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<Backend>,
-    principal: Arc<Principal>,
+    caller: Arc<Caller>,
 ) {
+    let principal = &caller.principal;
     let node = service.node.clone();
     let limit = node.config().max_in_flight_per_stream;
     let max_frame = node.config().max_frame_bytes;
@@ -61,7 +62,7 @@ pub(super) async fn serve_stream(
                 break;
             }
         };
-        if let Some(what) = forbidden(&principal, &request.body) {
+        if let Some(what) = forbidden(principal, &request.body) {
             metrics.add_refused_frame();
             tracing::warn!(%principal, "refused: {what}");
             let refusal = ProtocolError::Forbidden {
@@ -71,8 +72,22 @@ pub(super) async fn serve_stream(
             reply(&tx, request.id, ResponseBody::Refused(refusal)).await;
             break;
         }
+        match denied(&caller.access, &request.body) {
+            None => {}
+            Some(Err(refusal)) => {
+                tracing::info!(%principal, "refused: {refusal}");
+                reply(&tx, request.id, ResponseBody::Refused(refusal)).await;
+                break;
+            }
+            Some(Ok(answer)) => {
+                tracing::debug!(%principal, "refused by the ACL");
+                reply(&tx, request.id, answer).await;
+                continue;
+            }
+        }
         let stream = Answering {
             service: &service,
+            access: &caller.access,
             id: request.id,
             tx: tx.clone(),
             permit,
@@ -114,8 +129,10 @@ pub(super) async fn serve_stream(
     let _ = writer.await;
 }
 
-/// Why `principal` may not send `body`, if it may not: peer messages and batches another
-/// node already routed come only from nodes.
+/// Why `principal` may not send `body`, if it may not: peer messages come only from nodes.
+/// (Batches marked as routed are not among them: a client reads one replica that way,
+/// with [`Client::execute_here`](crate::Client::execute_here), and the ACL checks each
+/// operation whichever way it comes.)
 fn forbidden(principal: &Principal, body: &RequestBody) -> Option<&'static str> {
     if principal.role == Role::Node {
         return None;
@@ -124,10 +141,50 @@ fn forbidden(principal: &Principal, body: &RequestBody) -> Option<&'static str> 
         RequestBody::Peer(_) => Some(
             "send peer messages (membership, replication, hand-offs): only node certificates may",
         ),
-        RequestBody::Batch {
-            route: Route::Forwarded,
-            ..
-        } => Some("send batches as forwarded by a node: only node certificates may"),
+        _ => None,
+    }
+}
+
+/// What the ACL refuses of `body`: an answer that says why (the stream carries on), or,
+/// for requests whose answers cannot carry a refusal, a refusal that closes the stream.
+fn denied(access: &Access, body: &RequestBody) -> Option<Result<ResponseBody, ProtocolError>> {
+    fn refusals<T>(d: crate::acl::Denied, n: usize, what: &str) -> Vec<Result<T, OpError>> {
+        let reason = format!("{d}; nothing in the {what} was run");
+        (0..n)
+            .map(|_| {
+                Err(OpError::Forbidden {
+                    reason: reason.clone(),
+                })
+            })
+            .collect()
+    }
+    if matches!(access, Access::All) {
+        return None;
+    }
+    match body {
+        RequestBody::Batch { ops, .. } => access
+            .check_ops(ops)
+            .err()
+            .map(|d| Ok(ResponseBody::Results(refusals(d, ops.len(), "batch")))),
+        RequestBody::Subscribe { keys, .. } => keys
+            .iter()
+            .find_map(|(k, _)| access.check(Right::Read, k).err())
+            .map(|d| {
+                Ok(ResponseBody::Subscribed(refusals(
+                    d,
+                    keys.len(),
+                    "subscription",
+                )))
+            }),
+        RequestBody::SetReplication { key, .. } => access.check(Right::Admin, key).err().map(|d| {
+            Err(ProtocolError::Forbidden {
+                who: format!("user '{}'", d.user),
+                what: format!(
+                    "change the replication of '{}' (no 'admin' grant on a prefix of it)",
+                    d.key
+                ),
+            })
+        }),
         _ => None,
     }
 }
@@ -137,6 +194,7 @@ fn forbidden(principal: &Principal, body: &RequestBody) -> Option<&'static str> 
 /// is released once the answer is sent.
 struct Answering<'a> {
     service: &'a Arc<Backend>,
+    access: &'a Access,
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     permit: OwnedSemaphorePermit,
@@ -165,12 +223,21 @@ impl Answering<'_> {
         self.later(async move { node.stats().await.ok().map(ResponseBody::Stats) })
     }
 
+    /// This node's keys, those the caller may read.
     fn keys(self, filter: crate::op::KeyFilter) -> bool {
         let node = self.service.node.clone();
+        let access = self.access.clone();
         self.later(async move {
-            let keys = node.keys(&filter).await.map_err(|e| OpError::Unavailable {
-                reason: e.to_string(),
-            });
+            let keys = node
+                .keys(&filter)
+                .await
+                .map(|mut keys| {
+                    keys.retain(|k| access.lists(k));
+                    keys
+                })
+                .map_err(|e| OpError::Unavailable {
+                    reason: e.to_string(),
+                });
             Some(ResponseBody::Keys(keys))
         })
     }
@@ -242,7 +309,7 @@ impl Answering<'_> {
     }
 
     fn service(self, name: &str, body: bytes::Bytes) -> bool {
-        let call = self.service.services.call(name, body);
+        let call = self.service.services.call(name, self.access, body);
         self.later(async move { Some(ResponseBody::Service(call.await)) })
     }
 
