@@ -511,3 +511,83 @@ async fn users_do_what_the_acl_grants_on_the_native_and_redis_ports_and_in_funct
     }
     drop(a);
 }
+
+#[test]
+fn redis_cli_speaks_tls_to_a_node_started_with_resp_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = common::free_base_port(1);
+    let resp = common::free_tcp_base_port(1);
+    let (node, _) = common::server(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--resp",
+        &format!("127.0.0.1:{resp}"),
+        "--resp-tls",
+        "--resp-password",
+        "pw",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--executors",
+        "0",
+    ]);
+    let _node = Node(node);
+    let ca = data.join("ca").join("ca.pem");
+    let cli = |tls: bool, args: &[&str]| {
+        let mut cmd = Command::new("redis-cli");
+        if tls {
+            cmd.arg("--tls").arg("--cacert").arg(&ca);
+        }
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &resp.to_string(),
+            "--no-auth-warning",
+        ])
+        .args(["-a", "pw"])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed (scripts/test installs redis-tools)")
+    };
+    let out = cli(true, &["set", "over-tls", "yes"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
+    let out = cli(true, &["get", "over-tls"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "yes",
+        "{out:?}"
+    );
+    // Plain text is not spoken there: no answer comes back.
+    let out = cli(false, &["get", "over-tls"]);
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "yes",
+        "{out:?}"
+    );
+    // A client that does not trust the cluster CA refuses the node.
+    let other = dir.path().join("other");
+    assert!(
+        calm(&["ca", "init", "--out", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(other.join("ca.pem"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &resp.to_string(),
+            "get",
+            "over-tls",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "yes",
+        "{out:?}"
+    );
+}

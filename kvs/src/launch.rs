@@ -130,12 +130,16 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         tokio::runtime::Handle::current(),
     )?;
     let server = bound.serve(node.clone(), Some(cluster.clone()));
+    let mut resp_config = l.resp_config;
+    if let crate::resp::RespTls::NodeCertificate = resp_config.tls {
+        resp_config.tls = crate::resp::RespTls::Config(tls::resp_server_config(&creds)?);
+    }
     let resp = match l.resp {
         Some(addr) => Some(RespServer::start(
             addr,
             node.clone(),
             Some(cluster.clone()),
-            l.resp_config,
+            resp_config,
             server.services().clone(),
         )?),
         None => None,

@@ -438,6 +438,27 @@ pub fn server_config(node: &Credentials) -> Result<quinn::ServerConfig, KvsError
     Ok(config)
 }
 
+/// The TLS configuration of a node's Redis port (`redis-cli --tls --cacert ca.pem`): it
+/// presents the node's certificate; client certificates from the CA are accepted but not
+/// required (Redis users authenticate with `AUTH`), TLS 1.2 or 1.3.
+pub fn resp_server_config(node: &Credentials) -> Result<Arc<rustls::ServerConfig>, KvsError> {
+    let (certs, key) = load_identity(&node.cert)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        load_roots(&node.ca)?,
+        provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| KvsError::Tls(format!("{}: {e}", node.ca.display())))?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| KvsError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", node.cert.cert.display())))?;
+    Ok(Arc::new(tls))
+}
+
 /// The QUIC client configuration that presents `creds.cert` and trusts nodes the CA at
 /// `creds.ca` issued.
 pub fn client_config(creds: &Credentials) -> Result<quinn::ClientConfig, KvsError> {

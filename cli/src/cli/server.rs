@@ -78,6 +78,10 @@ pub struct ServerArgs {
     /// Redis clients must AUTH with this password (Redis's requirepass).
     #[arg(long, value_name = "PASSWORD", requires = "resp")]
     pub resp_password: Option<String>,
+    /// Redis clients speak TLS (redis-cli --tls --cacert DIR/ca/ca.pem), with this node's
+    /// certificate.
+    #[arg(long, requires = "resp")]
+    pub resp_tls: bool,
     /// Users and their rights per key prefix (TOML; see calm_kvs::acl): clients may do
     /// what the file grants the name in their certificate, Redis clients what it grants the
     /// user they AUTH as. Give every node the same file. Without one, every client may do
@@ -231,6 +235,11 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
                 calm_kvs::protocol::Ack::One
             } else {
                 calm_kvs::protocol::Ack::Visible
+            },
+            tls: if args.resp_tls {
+                calm_kvs::resp::RespTls::NodeCertificate
+            } else {
+                calm_kvs::resp::RespTls::Off
             },
         },
     })

@@ -48,6 +48,9 @@ pub struct UpArgs {
     /// Redis clients must AUTH with this password.
     #[arg(long, value_name = "PASSWORD")]
     resp_password: Option<String>,
+    /// Redis clients speak TLS (redis-cli --tls --cacert DIR/ca/ca.pem).
+    #[arg(long, conflicts_with = "no_resp")]
+    resp_tls: bool,
     /// Users and their rights per key prefix, for every node (see `calm server --help`).
     /// `calm up`'s own client (user admin) needs a grant there to keep working.
     #[arg(long, value_name = "FILE.toml")]
@@ -329,6 +332,9 @@ fn spawn_node(
         cmd.arg("--resp-ack").arg(&args.resp_ack);
         if let Some(p) = &args.resp_password {
             cmd.arg("--resp-password").arg(p);
+        }
+        if args.resp_tls {
+            cmd.arg("--resp-tls");
         }
     }
     for j in join {

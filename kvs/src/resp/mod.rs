@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::{BytesFrame as Frame2, Resp2Frame};
 use redis_protocol::resp3::types::BytesFrame as Frame3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster_runtime::Cluster;
@@ -52,6 +52,21 @@ pub struct RespConfig {
     /// owner does (faster writes; a read through another node may miss a write for about a
     /// millisecond).
     pub ack: Ack,
+    /// Whether clients speak TLS (`redis-cli --tls`), and with which certificate.
+    pub tls: RespTls,
+}
+
+/// TLS on the Redis port.
+#[derive(Clone, Debug, Default)]
+pub enum RespTls {
+    /// Plain TCP, as Redis by default.
+    #[default]
+    Off,
+    /// TLS with the node's own certificate ([`launch`](crate::launch) resolves it to a
+    /// configuration; `calm server --resp-tls`).
+    NodeCertificate,
+    /// TLS with this configuration.
+    Config(Arc<rustls::ServerConfig>),
 }
 
 impl Default for RespConfig {
@@ -59,9 +74,13 @@ impl Default for RespConfig {
         RespConfig {
             password: None,
             ack: Ack::Visible,
+            tls: RespTls::Off,
         }
     }
 }
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Commands run as one batch at most; their replies are written before more are read.
 const MAX_BATCH: usize = 512;
@@ -69,9 +88,6 @@ const MAX_BATCH: usize = 512;
 /// Encoded replies held before they are written to the socket: a client asking for large
 /// values costs this much memory, not the size of everything it asked for.
 const OUT_LIMIT: usize = 256 << 10;
-
-/// A connection's write half.
-type Writer = tokio::net::tcp::OwnedWriteHalf;
 
 /// A running RESP listener.
 pub struct RespServer {
@@ -108,6 +124,15 @@ impl RespServer {
             services,
         });
         let (stop, stopped) = watch::channel(false);
+        let acceptor = match &config.tls {
+            RespTls::Off => None,
+            RespTls::Config(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.clone())),
+            RespTls::NodeCertificate => {
+                return Err(KvsError::Config(
+                    "TLS on the Redis port with the node's certificate: start the node with launch(), which reads it".into(),
+                ));
+            }
+        };
         let config = Arc::new(config);
         let ids = Arc::new(AtomicU64::new(1));
         let clients = Arc::new(info::Clients::default());
@@ -137,9 +162,34 @@ impl RespServer {
                     patterns: BTreeSet::new(),
                 };
                 let mut stopped = stopped.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let serving = async move {
+                        match acceptor {
+                            None => {
+                                let (rd, wr) = stream.into_split();
+                                conn.serve(rd, wr).await
+                            }
+                            Some(acceptor) => {
+                                let tls =
+                                    tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
+                                match tls.await {
+                                    Ok(Ok(tls)) => {
+                                        let (rd, wr) = tokio::io::split(tls);
+                                        conn.serve(rd, wr).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, "RESP TLS handshake failed: {e}")
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "RESP TLS handshake timed out")
+                                    }
+                                }
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = conn.serve(stream) => {}
+                        _ = serving => {}
                         _ = stopped.wait_for(|s| *s) => {}
                     }
                 });
@@ -190,10 +240,13 @@ impl Connection {
         }
     }
 
-    async fn serve(mut self, stream: TcpStream) {
+    async fn serve<R, W>(mut self, mut rd: R, mut wr: W)
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         let clients = self.clients.clone();
         let _connected = clients.connected(self.session.id, self.peer, self.local);
-        let (mut rd, mut wr) = stream.into_split();
         let limits = self.limits();
         let mut buf = BytesMut::with_capacity(16 << 10);
         let mut out = BytesMut::with_capacity(16 << 10);
@@ -262,7 +315,7 @@ impl Connection {
         &mut self,
         requests: Vec<Vec<Bytes>>,
         out: &mut BytesMut,
-        wr: &mut Writer,
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> std::io::Result<bool> {
         let mut ops: Vec<Op> = Vec::new();
         let mut waiting: Vec<(usize, Finish)> = Vec::new();
@@ -529,7 +582,7 @@ impl Connection {
         ops: &mut Vec<Op>,
         waiting: &mut Vec<(usize, Finish)>,
         out: &mut BytesMut,
-        wr: &mut Writer,
+        wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> std::io::Result<()> {
         if waiting.is_empty() {
             return Ok(());
