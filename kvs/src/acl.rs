@@ -27,7 +27,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::KvsError;
 use crate::op::Op;
 
 /// One thing a user may do to keys (or functions) under a prefix.
@@ -92,9 +91,15 @@ pub struct Acl {
 
 impl Acl {
     /// Reads an ACL file; what is wrong with it is said with the file's name.
-    pub fn read(path: &Path) -> Result<Acl, KvsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KvsError::io(path, e))?;
-        Acl::parse(&text).map_err(|e| KvsError::Config(format!("{}: {e}", path.display())))
+    pub fn read(path: &Path) -> Result<Acl, AclFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AclFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Acl::parse(&text).map_err(|reason| AclFileError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 
     /// Parses the TOML form.
@@ -146,6 +151,27 @@ pub fn right_of(op: &Op) -> Right {
         Op::Get { .. } | Op::GetAll { .. } | Op::Raw { .. } | Op::Probe { .. } => Right::Read,
         Op::Write { .. } | Op::Delete { .. } | Op::Expire { .. } => Right::Write,
     }
+}
+
+/// Why an ACL file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AclFileError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not a valid ACL.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// What one connection may do. It travels with a function call's session from executor to
