@@ -18,6 +18,34 @@
 //!   tests measure the push path.
 //! - **Eviction**: least recently used first, bounded by bytes
 //!   ([`CacheConfig::capacity_bytes`]); an evicted key's subscription is ended.
+//!
+//! ```
+//! use calm_cache::{Cache, CacheConfig};
+//! use calm_kvs::launch::TestCluster;
+//! use calm_kvs::protocol::Ack;
+//! use calm_kvs::value::{ReadValue, Write};
+//! use calm_kvs::Store;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let cluster = TestCluster::start(1).await.unwrap();
+//! let cache = Cache::new(cluster.client().await.unwrap(), CacheConfig::default()).await;
+//! let greeting = bytes::Bytes::from("greeting");
+//! cache
+//!     .write(vec![(greeting.clone(), Write::Lww("hello".into()))], Ack::One)
+//!     .await
+//!     .unwrap();
+//! // The writer reads its own write from the cache, without asking the owners.
+//! let read = cache.get(&greeting).await.unwrap();
+//! assert!(matches!(read, Some(ReadValue::Lww { ref value, .. }) if value == "hello"));
+//! assert_eq!((cache.stats().hits, cache.stats().misses), (1, 0));
+//! // A key written elsewhere is fetched once (a miss), then pushed to the cache on change.
+//! let other = cluster.client().await.unwrap();
+//! other.put("visits", "1").await.unwrap();
+//! let read = cache.get(&"visits".into()).await.unwrap();
+//! assert!(read.is_some());
+//! assert_eq!(cache.stats().misses, 1);
+//! # });
+//! ```
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,46 @@
 //!
 //! Nodes serve the executors as the `calm.exec` service ([`ExecService`]); [`api`] has the
 //! messages and a typed client.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use calm_executor::api::{Arg, CallRequest, DagSpec};
+//! use calm_executor::{Consistency, Dag, Executor, ExecutorConfig};
+//! use calm_kvs::launch::TestCluster;
+//! use calm_kvs::Store;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let cluster = TestCluster::start(1).await.unwrap();
+//! let me = cluster.nodes()[0].advertised;
+//! let client = cluster.client().await.unwrap();
+//! let executor = Executor::start(me, client.clone(), ExecutorConfig::default())
+//!     .await
+//!     .unwrap();
+//! // A native function: greets the user stored under the key its argument names, read
+//! // through the cache next to it.
+//! executor
+//!     .register_native(
+//!         "greet",
+//!         Arc::new(|host, args| {
+//!             let name = host.get(&args[0]).map_err(|e| e.to_string())?;
+//!             let name = String::from_utf8_lossy(&name.unwrap_or_default()).into_owned();
+//!             Ok(format!("hello, {name}").into())
+//!         }),
+//!     )
+//!     .unwrap();
+//! client.put("user/1", "ada").await.unwrap();
+//! let result = executor
+//!     .call(CallRequest {
+//!         dag: DagSpec::Inline(Dag::single("greet")),
+//!         args: vec![Arg::Bytes("user/1".into())],
+//!         consistency: Consistency::Lww,
+//!         output_key: None,
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(result.output(), "hello, ada");
+//! # });
+//! ```
 
 pub mod api;
 pub mod dag;

@@ -40,13 +40,16 @@
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
 //!   other request handlers a node serves (function executors); [`subscribe`]: pushes of
 //!   changed keys to the caches that hold them;
-//! - [`tls`]: the cluster CA and certificates; [`wire`]: frames and the codec;
+//! - [`tls`]: the cluster CA, certificates with their roles, and the
+//!   [`Credentials`](tls::Credentials) clients connect with (every connection is mutual
+//!   TLS); [`acl`]: users and their rights per key prefix; [`wire`]: frames and the codec;
 //!   [`protocol`]: the messages; [`fault_proxy`]: partitions for tests and experiments.
 
 /// What an application needs, in one import: `use calm_kvs::prelude::*;`.
 pub mod prelude {
     pub use crate::cluster_file::{ClusterFile, ClusterFileError};
     pub use crate::launch::TestCluster;
+    pub use crate::tls::Credentials;
     pub use crate::{
         Bytes, Client, ClusterClient, EmbeddedStore, KvsError, NodeConfig, Op, OpError, ReadValue,
         Reply, Store, Write,
