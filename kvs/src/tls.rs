@@ -414,16 +414,31 @@ fn load_roots(ca_cert: &Path) -> Result<Arc<rustls::RootCertStore>, KvsError> {
     Ok(Arc::new(roots))
 }
 
+/// Checks client certificates against the CA at `ca_cert`; with `required`, a connection
+/// without one is refused in the handshake.
+fn client_verifier(
+    ca_cert: &Path,
+    required: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, KvsError> {
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        load_roots(ca_cert)?,
+        provider(),
+    );
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map_err(|e| KvsError::Tls(format!("{}: {e}", ca_cert.display())))
+}
+
 /// The QUIC server configuration of a node: it presents `node.cert` and accepts only
 /// connections whose certificate the CA at `node.ca` issued (a client's or a node's).
 pub fn server_config(node: &Credentials) -> Result<quinn::ServerConfig, KvsError> {
     let (certs, key) = load_identity(&node.cert)?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        load_roots(&node.ca)?,
-        provider(),
-    )
-    .build()
-    .map_err(|e| KvsError::Tls(format!("{}: {e}", node.ca.display())))?;
+    let verifier = client_verifier(&node.ca, true)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| KvsError::Tls(e.to_string()))?
@@ -443,13 +458,7 @@ pub fn server_config(node: &Credentials) -> Result<quinn::ServerConfig, KvsError
 /// required (Redis users authenticate with `AUTH`), TLS 1.2 or 1.3.
 pub fn resp_server_config(node: &Credentials) -> Result<Arc<rustls::ServerConfig>, KvsError> {
     let (certs, key) = load_identity(&node.cert)?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        load_roots(&node.ca)?,
-        provider(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| KvsError::Tls(format!("{}: {e}", node.ca.display())))?;
+    let verifier = client_verifier(&node.ca, false)?;
     let tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| KvsError::Tls(e.to_string()))?
