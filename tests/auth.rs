@@ -591,3 +591,164 @@ fn redis_cli_speaks_tls_to_a_node_started_with_resp_tls() {
         "{out:?}"
     );
 }
+
+const QUOTA_ACL: &str = r#"
+[users.admin]
+grants = [{ prefix = "", rights = ["read", "write", "admin", "register", "call"] }]
+
+[users.alice]
+password = "alice-pw"
+grants = [{ prefix = "a/", rights = ["read", "write"] }]
+
+[[quotas]]
+prefix = "a/"
+keys = 5
+bytes = 300
+"#;
+
+/// What node `i` of `up` says the quota of prefix "a/" holds: (keys, bytes).
+fn quota_of(up: &common::Up, i: usize) -> Option<(u64, u64)> {
+    let status = up.status();
+    let node = status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["address"] == up.addrs[i].to_string())?
+        .clone();
+    let q = node["stats"]["quotas"]
+        .as_array()?
+        .iter()
+        .find(|q| q["prefix"] == "a/")?
+        .clone();
+    Some((q["keys"].as_u64()?, q["bytes"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_growth_past_a_limit_on_every_node_and_hold_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, QUOTA_ACL).unwrap();
+    let base = common::free_base_port(2);
+    let up = common::Up::start(
+        2,
+        &data,
+        base,
+        &["--acl", acl.to_str().unwrap(), "--restart-after", "1"],
+    );
+    let alice = issue_client(&data.join("ca"), "alice");
+    let a0 = Client::connect(up.addrs[0], &alice).await.unwrap();
+
+    // Five keys fit (two nodes, two replicas: each node holds every key).
+    for i in 0..5 {
+        a0.put(format!("a/{i}"), format!("v{i}")).await.unwrap();
+    }
+    let err = a0.put("a/5", "x").await.unwrap_err().to_string();
+    assert!(
+        err.contains("quota exceeded") && err.contains("\"a/\"") && err.contains("5 keys"),
+        "{err}"
+    );
+    // The other node counted the keys it merged from the first, and refuses too.
+    let limit = Duration::from_secs(20);
+    common::wait_for("the second node to count five keys", limit, || async {
+        quota_of(&up, 1).is_some_and(|(keys, _)| keys == 5)
+    })
+    .await;
+    let a1 = Client::connect(up.addrs[1], &alice).await.unwrap();
+    let err = a1.put("a/6", "x").await.unwrap_err().to_string();
+    assert!(err.contains("quota exceeded"), "{err}");
+    // Changing a key it holds adds no key; bytes still count.
+    a1.put("a/0", "w0").await.unwrap();
+    let err = a1
+        .put("a/1", "y".repeat(400))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bytes") && err.contains("limit of 300"),
+        "{err}"
+    );
+
+    // The Redis port: OOM, as Redis answers a write that would grow past maxmemory.
+    let url = format!("redis://127.0.0.1:{}/", up.resp[1]);
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: String = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("alice-pw")
+        .query(&mut con)
+        .unwrap();
+    let err = redis::cmd("SET")
+        .arg("a/7")
+        .arg("x")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("OOM"), "{err}");
+    assert!(err.to_string().contains("quota exceeded"), "{err}");
+    // Deleting a key makes room again.
+    let deleted: i64 = redis::cmd("DEL").arg("a/4").query(&mut con).unwrap();
+    assert_eq!(deleted, 1);
+    let ok: String = redis::cmd("SET")
+        .arg("a/new")
+        .arg("n")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut con).unwrap();
+    assert!(
+        info.contains("quota0:prefix=a/,keys=5,max_keys=5,"),
+        "{info}"
+    );
+    // Keys outside the quota's prefix are not limited by it.
+    let admin = up.client(0).await;
+    for i in 0..10 {
+        admin.put(format!("b/{i}"), "free").await.unwrap();
+    }
+
+    // kill -9 the first node: restarted, it counts what it recovered from its disk.
+    common::wait_for("the first node to count the new key", limit, || async {
+        quota_of(&up, 0).is_some_and(|(keys, _)| keys == 5)
+    })
+    .await;
+    let before = quota_of(&up, 0).unwrap();
+    let (_, pid) = up.node_status(0);
+    assert!(common::signal(pid.unwrap() as u32, "-9"));
+    common::wait_for(
+        "the first node to come back",
+        Duration::from_secs(40),
+        || async {
+            let (state, new_pid) = up.node_status(0);
+            state == "alive" && new_pid.is_some() && new_pid != pid
+        },
+    )
+    .await;
+    assert_eq!(quota_of(&up, 0), Some(before), "figures after recovery");
+    let a0 = Client::connect(up.addrs[0], &alice).await.unwrap();
+    let err = a0.put("a/8", "x").await.unwrap_err().to_string();
+    assert!(err.contains("quota exceeded"), "{err}");
+    let text = up.calm(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("quota \"a/\": 5 of 5 keys"), "{text}");
+
+    // The history: every acknowledged write is there, nothing refused appeared.
+    for (key, want) in [
+        ("a/0", Some("w0")),
+        ("a/1", Some("v1")),
+        ("a/2", Some("v2")),
+        ("a/3", Some("v3")),
+        ("a/new", Some("n")),
+        ("a/4", None),
+        ("a/5", None),
+        ("a/6", None),
+        ("a/7", None),
+        ("a/8", None),
+        ("b/9", Some("free")),
+    ] {
+        for i in 0..2 {
+            let got = up.client(i).await.get(key).await.unwrap();
+            let got = got.as_ref().and_then(|v| v.as_bytes()).map(|b| b.to_vec());
+            assert_eq!(got.as_deref(), want.map(str::as_bytes), "{key} on node {i}");
+        }
+    }
+}

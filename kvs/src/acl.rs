@@ -16,6 +16,11 @@
 //!
 //! [users.ops]
 //! grants = [{ prefix = "", rights = ["read", "write", "admin", "register", "call"] }]
+//!
+//! [[quotas]]                          # optional: limits per node (see storage::quota)
+//! prefix = "tenant-a/"
+//! keys = 100000
+//! bytes = 104857600
 //! ```
 //!
 //! A right on a prefix covers every key (or function name) that starts with it. The file
@@ -28,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::op::Op;
+use crate::storage::Quota;
 
 /// One thing a user may do to keys (or functions) under a prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -87,6 +93,10 @@ pub struct Acl {
     /// The users, by name (a client certificate's name, or a Redis user).
     #[serde(default)]
     pub users: BTreeMap<String, User>,
+    /// Limits on what the keys under a prefix hold on each node (see
+    /// [`quota`](crate::storage::quota)).
+    #[serde(default)]
+    pub quotas: Vec<Quota>,
 }
 
 impl Acl {
@@ -113,6 +123,18 @@ impl Acl {
                 return Err(format!(
                     "user '{name}' has an empty password (leave it out if the user may not use the Redis port)"
                 ));
+            }
+        }
+        let mut prefixes = std::collections::BTreeSet::new();
+        for q in &acl.quotas {
+            if q.keys.is_none() && q.bytes.is_none() {
+                return Err(format!(
+                    "the quota for prefix {:?} sets no limit (give it keys = N, bytes = N or both)",
+                    q.prefix
+                ));
+            }
+            if !prefixes.insert(q.prefix.as_str()) {
+                return Err(format!("two quotas for prefix {:?}", q.prefix));
             }
         }
         Ok(acl)

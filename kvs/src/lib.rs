@@ -99,7 +99,7 @@ pub use embedded::EmbeddedStore;
 pub use error::KvsError;
 pub use metrics::{Metrics, OpStats, StatsSnapshot, WorkerStats};
 pub use node::{Node, NodeConfig};
-pub use op::{Ack, Op, OpError, OpKind, OpResult, Reply};
+pub use op::{Ack, Op, OpError, OpKind, OpResult, QuotaMeasure, Reply};
 pub use protocol::{
     MemberStatus, ProtocolError, Request, RequestBody, Response, ResponseBody, RoutingTable,
 };

@@ -136,6 +136,7 @@ impl Metrics {
                 .lock()
                 .map(|l| l.clone())
                 .unwrap_or_default(),
+            quotas: Vec::new(),
         }
     }
 }
@@ -208,4 +209,7 @@ pub struct StatsSnapshot {
     /// Every node's latest load sample as this node has it, gossiped between nodes (empty
     /// without `--autoscale`).
     pub cluster_load: crate::policy::LoadTable,
+    /// What the keys under each quota of the ACL file hold on this node.
+    #[serde(default)]
+    pub quotas: Vec<crate::storage::QuotaUsage>,
 }

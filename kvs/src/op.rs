@@ -330,6 +330,41 @@ pub enum OpError {
         /// Who may not do what, and which operation of the batch it was.
         reason: String,
     },
+    /// The write would take what the keys under a quota's prefix hold on this node past
+    /// its limit (see [`quota`](crate::storage::quota)); nothing was changed.
+    #[error(
+        "quota exceeded: the keys under {prefix:?} hold {used} {measure} on this node and this write would take them to {wanted}, over the limit of {max} (delete keys under the prefix, or raise its quota in the ACL file)"
+    )]
+    QuotaExceeded {
+        /// The quota's prefix.
+        prefix: String,
+        /// Which limit.
+        measure: QuotaMeasure,
+        /// What the prefix holds on the node.
+        used: u64,
+        /// What it would hold after the write.
+        wanted: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// What a quota limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QuotaMeasure {
+    /// Keys held.
+    Keys,
+    /// Bytes held (keys and payloads).
+    Bytes,
+}
+
+impl std::fmt::Display for QuotaMeasure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuotaMeasure::Keys => "keys",
+            QuotaMeasure::Bytes => "bytes",
+        })
+    }
 }
 
 /// How many replicas must merge a write before it is acknowledged.

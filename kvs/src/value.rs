@@ -1280,6 +1280,28 @@ impl Value {
         }
     }
 
+    /// The bytes a read of the value returns: a register's bytes; each member, field and
+    /// field value, list element; 8 for each number (a counter, a score, a priority); 0 when
+    /// nothing is visible. What a [quota](crate::storage::quota) counts, besides the key.
+    pub fn payload_bytes(&self) -> usize {
+        let Some(read) = self.read(false) else {
+            return 0;
+        };
+        let sum = |vs: &[Bytes]| vs.iter().map(Bytes::len).sum::<usize>();
+        match read {
+            ReadValue::Lww { value, .. } => value.len(),
+            ReadValue::Set { members } | ReadValue::OrSet { members } => sum(&members),
+            ReadValue::Counter { .. } | ReadValue::Max { .. } => 8,
+            ReadValue::Priority { value, .. } => 8 + value.len(),
+            ReadValue::SingleCausal { values, .. } | ReadValue::MultiCausal { values, .. } => {
+                sum(&values)
+            }
+            ReadValue::Hash { fields } => fields.iter().map(|(f, v)| f.len() + v.len()).sum(),
+            ReadValue::SortedSet { members } => members.iter().map(|(m, _)| m.len() + 8).sum(),
+            ReadValue::List { values } => sum(&values),
+        }
+    }
+
     /// The visible value, with version metadata if `meta`; `None` when deleted or empty.
     pub fn read(&self, meta: bool) -> Option<ReadValue> {
         if !self.is_visible() {

@@ -32,6 +32,7 @@ use crate::ring::HashRing;
 
 /// The deltas of writes, per key, as a worker hands them on for replication.
 pub type Changes = Vec<(Bytes, Value)>;
+use crate::storage::quota::{self, Quotas};
 use crate::storage::{StorageError, Tiered};
 use crate::value::{IncrementRefused, Value, Write, WriteCtx};
 
@@ -320,6 +321,7 @@ impl Worker {
             replica: self.replica,
             stamp: Stamp::new(self.clock.tick(now_ms), self.replica),
         };
+        self.admit(now_ms, &key, &write, ctx)?;
         // What the value keeps is copied here, on the worker's thread: a request's strings
         // may be slices of a connection's read buffer (which a stored slice would keep
         // alive), and memory allocated by the thread that frees it (when the value is
@@ -350,6 +352,61 @@ impl Worker {
         self.store.changed(&key, &delta);
         self.replicate(now_ms, &key, delta);
         Ok(Reply::Written)
+    }
+
+    /// Refuses a client write that would take a quota covering `key` past its limit (see
+    /// [`quota`](crate::storage::quota)). The write's growth is first bounded from what it
+    /// carries; only near a limit is it applied to a copy, for the exact figure.
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        write: &Write,
+        ctx: WriteCtx,
+    ) -> Result<(), OpError> {
+        let Some(quotas) = self.store.quotas().filter(|q| q.covers(key)).cloned() else {
+            return Ok(());
+        };
+        let current = self.store.get(key).map_err(storage_error)?;
+        let before = current.map_or(0, |v| quota::charge(key, v));
+        if !matches!(write, Write::Merge(_)) {
+            // Numbers read back as text (a hash field's integer) may outgrow their 8 bytes.
+            let most = before + (key.len() + write.payload_len()) as u64 + 32;
+            if quotas.admit(key, before, most).is_ok() {
+                return Ok(());
+            }
+        }
+        let mut copy = current
+            .cloned()
+            .unwrap_or_else(|| Value::empty(write.kind()));
+        if write.creates()
+            && (copy.expired(now_ms) || (self.expiry.is_swept(key) && !copy.is_visible()))
+        {
+            copy.restart(write.kind(), ctx);
+        }
+        if copy.check_increment(write).is_err() || copy.apply(write.clone(), ctx).is_err() {
+            // Refused for another reason, which the write itself reports.
+            return Ok(());
+        }
+        quotas.admit(key, before, quota::charge(key, &copy))
+    }
+
+    /// Starts counting the keys under `quotas` this worker is the first local owner of
+    /// (shared by the node's workers); client writes are checked against them from now on.
+    pub fn count_quotas(&mut self, quotas: Arc<Quotas>) -> Result<(), StorageError> {
+        self.store.count_quotas(quotas, self.ring.clone(), self.id)
+    }
+
+    /// What the keys under each quota hold on this worker's node, as the node's figures
+    /// say (empty without quotas).
+    pub fn quota_usage(&self) -> Vec<quota::QuotaUsage> {
+        self.store.quotas().map(|q| q.usage()).unwrap_or_default()
+    }
+
+    /// Checks the quota figures against the keys this worker holds (see
+    /// [`Tiered::audit_quotas`]); per quota, the keys and bytes it counts.
+    pub fn audit_quotas(&mut self) -> Result<Vec<(u64, u64)>, String> {
+        self.store.audit_quotas()
     }
 
     fn check_key(&self, key: &Bytes) -> Result<(), OpError> {
@@ -631,6 +688,10 @@ impl Expiry {
 
     /// Whether this worker collected `key` lately (and forgets it: the next write restarts
     /// the key).
+    fn is_swept(&self, key: &[u8]) -> bool {
+        !self.swept.is_empty() && self.swept.contains_key(key)
+    }
+
     fn take_swept(&mut self, key: &[u8]) -> bool {
         !self.swept.is_empty() && self.swept.remove(key).is_some()
     }

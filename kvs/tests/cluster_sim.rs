@@ -45,7 +45,7 @@ use bytes::Bytes;
 use calm_kvs::cluster::{ClusterConfig, ClusterView};
 use calm_kvs::coordinator::{Coordinator, Outcome, Target};
 use calm_kvs::protocol::{Ack, Route};
-use calm_kvs::{Op, OpResult, Reply, Value, Write};
+use calm_kvs::{Op, OpError, OpResult, Reply, Value, Write};
 use rand::Rng;
 use rand::rngs::StdRng;
 use sim::history::{Acked, History};
@@ -88,6 +88,8 @@ struct Ledger {
     missed: Vec<(u64, Bytes, usize)>,
     /// Keys with an acknowledged write, when the last node died.
     written_before_kill: HashSet<Bytes>,
+    /// Writes refused by a quota.
+    refused: u64,
     next_token: u64,
 }
 
@@ -296,6 +298,9 @@ impl World {
                 (Op::Write { key, write }, Ok(Reply::Written)) => {
                     let all = ack == Ack::All;
                     self.ledger.history.acknowledge(key, write, all, self.now)
+                }
+                (Op::Write { .. }, Err(OpError::QuotaExceeded { .. })) => {
+                    self.ledger.refused += 1;
                 }
                 (Op::Get { key, .. } | Op::GetAll { key, .. }, Ok(Reply::Value(None)))
                     if sent_at >= KILL_AT && self.ledger.written_before_kill.contains(&key) =>
@@ -524,10 +529,22 @@ fn run(seed: u64) -> Result<(), String> {
         for i in 0..NODES {
             w.with_cx(|nodes, cx| Node::tick(nodes, i, cx));
         }
+        if now % 250 == 1 {
+            for n in &mut w.nodes {
+                n.audit_quotas().map_err(|e| format!("at {now} ms: {e}"))?;
+            }
+        }
         w.now += STEP_MS;
     }
+    for n in &mut w.nodes {
+        n.audit_quotas()?;
+    }
+    REFUSED.fetch_add(w.ledger.refused, std::sync::atomic::Ordering::Relaxed);
     check(&mut w, &crashes, durable)
 }
+
+/// Writes refused by a quota, over every seed run.
+static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The bursts client writes every key node `c` leads through it (ack `visible`, as the Redis
 /// port does).
@@ -638,4 +655,11 @@ fn check(w: &mut World, crashes: &[(usize, u64, u64)], durable: bool) -> Result<
 #[test]
 fn acknowledged_writes_survive_faults_and_replicas_converge() {
     sim::run_seeds("cluster_sim", 200, run);
+    // The quotas (see `sim::quotas`) were reached, so their checks ran under the faults.
+    if std::env::var("CALM_SIM_SEED").is_err() {
+        assert!(
+            REFUSED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no write was refused by a quota"
+        );
+    }
 }

@@ -84,8 +84,9 @@ pub struct ServerArgs {
     pub resp_tls: bool,
     /// Users and their rights per key prefix (TOML; see calm_kvs::acl): clients may do
     /// what the file grants the name in their certificate, Redis clients what it grants the
-    /// user they AUTH as. Give every node the same file. Without one, every client may do
-    /// everything.
+    /// user they AUTH as. Its `[[quotas]]` (prefix, keys, bytes) limit what the keys under
+    /// a prefix hold on each node: writes that would grow past a limit are refused (Redis:
+    /// OOM). Give every node the same file. Without one, every client may do everything.
     #[arg(long, value_name = "FILE.toml")]
     pub acl: Option<PathBuf>,
     /// When Redis clients' writes are answered: `visible` once every owner seen alive holds

@@ -245,6 +245,18 @@ pub async fn run(args: StatusArgs) -> CliResult<()> {
                             sample.p99_us
                         );
                     }
+                    for q in &s.quotas {
+                        let of = |n: u64, max: Option<u64>| match max {
+                            Some(max) => format!("{n} of {max}"),
+                            None => n.to_string(),
+                        };
+                        println!(
+                            "  quota {:?}: {} keys, {} bytes",
+                            q.prefix,
+                            of(q.keys, q.max_keys),
+                            of(q.bytes, q.max_bytes)
+                        );
+                    }
                     for d in s.decisions.iter().rev().take(5) {
                         println!("  policy: {d}");
                     }

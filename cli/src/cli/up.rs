@@ -51,7 +51,8 @@ pub struct UpArgs {
     /// Redis clients speak TLS (redis-cli --tls --cacert DIR/ca/ca.pem).
     #[arg(long, conflicts_with = "no_resp")]
     resp_tls: bool,
-    /// Users and their rights per key prefix, for every node (see `calm server --help`).
+    /// Users and their rights per key prefix, and quotas per prefix, for every node (see
+    /// `calm server --help`).
     /// `calm up`'s own client (user admin) needs a grant there to keep working.
     #[arg(long, value_name = "FILE.toml")]
     acl: Option<PathBuf>,

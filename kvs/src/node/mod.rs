@@ -21,7 +21,7 @@ use crate::error::KvsError;
 use crate::metrics::{Metrics, StatsSnapshot};
 use crate::op::{KeyFilter, Op, OpResult};
 use crate::ring::HashRing;
-use crate::storage::{Durability, FileDisk, Recovery, Tiered};
+use crate::storage::{Durability, FileDisk, QuotaUsage, Quotas, Recovery, Tiered};
 use crate::subscribe::{PushSink, SubscriberId, SubscriptionTable};
 use crate::worker::Worker;
 
@@ -69,6 +69,8 @@ pub struct Node {
     table: SharedTable,
     recovery: NodeRecovery,
     subscriptions: Arc<Subscriptions>,
+    /// What the keys under each quota hold here (kept by the workers).
+    quotas: Arc<Quotas>,
 }
 
 pub(super) type SharedTable = Arc<std::sync::RwLock<Arc<ReplicationTable>>>;
@@ -110,6 +112,11 @@ impl Node {
             .storage
             .memory_budget
             .map(|b| usize::try_from(b / u64::from(n)).unwrap_or(usize::MAX));
+        let quotas = Quotas::new(
+            (config.acl.as_ref())
+                .map(|acl| acl.quotas.clone())
+                .unwrap_or_default(),
+        );
         let mut threads = Vec::new();
         let mut opened = Vec::new();
         for (id, rx) in (0..n).zip(receivers) {
@@ -123,6 +130,7 @@ impl Node {
                 .filter(|_| use_disk)
                 .map(|d| d.join(format!("worker-{id}")));
             let (ring, worker_config, storage) = (ring.clone(), config.worker, config.storage);
+            let quotas = quotas.clone();
             let (ready_tx, ready_rx) = mpsc::channel();
             let handle = std::thread::Builder::new()
                 .name(format!("calm-worker-{id}"))
@@ -132,11 +140,17 @@ impl Node {
                         Some(dir) => FileDisk::open(&dir, storage.disk_cache_bytes)
                             .and_then(|disk| Tiered::open(Box::new(disk), storage, budget)),
                     };
-                    match store {
-                        Ok((store, recovery)) => {
+                    let worker = store.and_then(|(store, recovery)| {
+                        let mut worker =
+                            Worker::with_store(id, replica, ring, worker_config, store);
+                        if !quotas.is_empty() {
+                            worker.count_quotas(quotas)?;
+                        }
+                        Ok((worker, recovery))
+                    });
+                    match worker {
+                        Ok((worker, recovery)) => {
                             let _ = ready_tx.send(Ok(recovery));
-                            let worker =
-                                Worker::with_store(id, replica, ring, worker_config, store);
                             run_worker(worker, rx, peers);
                         }
                         Err(e) => {
@@ -185,6 +199,7 @@ impl Node {
                 Arc::new(ReplicationTable::default()),
             )),
             recovery,
+            quotas,
             subscriptions: Arc::new(Subscriptions {
                 table: Mutex::new(SubscriptionTable::default()),
                 sinks: Mutex::new(HashMap::new()),
@@ -194,6 +209,12 @@ impl Node {
                 stop: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// What the keys under each quota of the ACL file hold on this node now (see
+    /// [`quota`](crate::storage::quota)).
+    pub fn quota_usage(&self) -> Vec<QuotaUsage> {
+        self.quotas.usage()
     }
 
     /// Adds a subscriber whose pushes go to `sink`; it watches nothing until it
@@ -331,7 +352,10 @@ impl Node {
                 .map_err(|_| KvsError::ShutDown)?;
             workers.push(rx.await.map_err(|_| KvsError::ShutDown)?);
         }
-        Ok(self.metrics.snapshot(workers))
+        Ok(StatsSnapshot {
+            quotas: self.quotas.usage(),
+            ..self.metrics.snapshot(workers)
+        })
     }
 
     /// The keys this node holds that read as something now and pass `filter`, once each

@@ -2904,6 +2904,8 @@ fn op_error(e: &OpError) -> Out {
         OpError::KindMismatch { stored, attempted } => Out::err(format!(
             "WRONGTYPE Operation against a key holding the wrong kind of value (it holds a calm {stored} value; this command needs a {attempted} value)"
         )),
+        // Redis's code for a write refused because the store may not grow.
+        OpError::QuotaExceeded { .. } => Out::err(format!("OOM {e}")),
         other => Out::err(format!("ERR {other}")),
     }
 }

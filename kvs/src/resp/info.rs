@@ -264,7 +264,22 @@ fn cluster_section(cluster: Option<&Cluster>) -> Vec<String> {
 
 fn keyspace(s: &StatsSnapshot) -> Vec<String> {
     let keys: u64 = s.workers.iter().map(|w| w.keys).sum();
-    vec![field("db0", format!("keys={keys},expires=0,avg_ttl=0"))]
+    let mut out = vec![field("db0", format!("keys={keys},expires=0,avg_ttl=0"))];
+    let limit = |l: Option<u64>| l.map_or("none".to_string(), |l| l.to_string());
+    for (i, q) in s.quotas.iter().enumerate() {
+        out.push(field(
+            &format!("quota{i}"),
+            format!(
+                "prefix={},keys={},max_keys={},bytes={},max_bytes={}",
+                q.prefix,
+                q.keys,
+                limit(q.max_keys),
+                q.bytes,
+                limit(q.max_bytes)
+            ),
+        ));
+    }
+    out
 }
 
 fn human(bytes: u64) -> String {

@@ -16,6 +16,7 @@
 //! are idempotent, so replaying a record twice is harmless.
 
 mod disk;
+pub mod quota;
 mod tiered;
 pub mod wal;
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use disk::{ColdKey, ColdPut, Disk, FileDisk, MemDisk};
+pub use quota::{Quota, QuotaUsage, Quotas};
 pub(crate) use tiered::entry_hash;
 pub use tiered::{Recovery, TierStats, Tiered};
 

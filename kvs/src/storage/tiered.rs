@@ -1,11 +1,14 @@
 //! A worker's keys in two tiers: hot in memory, cold on disk, with a write-ahead log.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::quota::{Quotas, Usage};
 use super::{ColdPut, Disk, Durability, StorageConfig, StorageError, wal};
+use crate::ring::HashRing;
 use crate::value::{Kind, KindMismatch, Value};
 
 /// The largest encoded value read back from disk; a larger length prefix is corruption.
@@ -150,6 +153,8 @@ pub struct Tiered {
     failed: bool,
     replaying: bool,
     stats: TierStats,
+    /// What the keys under quotas hold, when the node has quotas.
+    usage: Option<Usage>,
 }
 
 /// The hash of one entry for anti-entropy digests, from the value's encoding.
@@ -218,6 +223,7 @@ impl Tiered {
             failed: false,
             replaying: false,
             stats: TierStats::default(),
+            usage: None,
         }
     }
 
@@ -441,6 +447,14 @@ impl Tiered {
         };
         hot.size = bytes32(size);
         self.hot_bytes = self.hot_bytes + hot.size() - before;
+        self.recharge(key);
+    }
+
+    /// Counts what `key` holds now toward the quotas that cover it.
+    fn recharge(&mut self, key: &[u8]) {
+        if let Some(usage) = &mut self.usage {
+            usage.set(key, self.hot.get(key).map(|h| &h.value));
+        }
     }
 
     /// Merges a value from another replica (or the log): whether it changed anything, and
@@ -471,7 +485,9 @@ impl Tiered {
                 .insert(Key::from(&key[..]), Hot::new(value, size, touched, None));
             (true, None)
         };
-        if !outcome.0 {
+        if outcome.0 {
+            self.recharge(&key);
+        } else {
             self.log_buf.truncate(mark);
         }
         Ok(outcome)
@@ -529,6 +545,9 @@ impl Tiered {
             (None, Some((k, _))) => k,
             (None, None) => return,
         };
+        if let Some(usage) = &mut self.usage {
+            usage.set(&key, None);
+        }
         if self.disk.is_some() {
             let key = Bytes::from(key);
             self.log(LogRecordRef::Remove(&key));
@@ -808,6 +827,81 @@ impl Tiered {
             log_bytes: self.log_len + self.log_buf.len() as u64,
             ..self.stats.clone()
         }
+    }
+
+    /// Starts counting the keys under `quotas` that worker `worker` of `ring` is the first
+    /// local owner of: those held now (values only on disk are read once) and, from now
+    /// on, every change.
+    pub fn count_quotas(
+        &mut self,
+        quotas: Arc<Quotas>,
+        ring: Arc<HashRing>,
+        worker: u32,
+    ) -> Result<(), StorageError> {
+        let mut usage = Usage::new(quotas, ring, worker);
+        for (key, hot) in &self.hot {
+            usage.set(key, Some(&hot.value));
+        }
+        let cold: Vec<Bytes> = (self.cold.keys())
+            .filter(|k| usage.counts(k))
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
+        for key in cold {
+            let value = self.peek(&key)?;
+            usage.set(&key, value.as_ref());
+        }
+        self.usage = Some(usage);
+        Ok(())
+    }
+
+    /// The node's quotas, if it has some.
+    pub fn quotas(&self) -> Option<&Arc<Quotas>> {
+        self.usage.as_ref().map(Usage::quotas)
+    }
+
+    /// Checks the quota figures against the keys held: per quota, what this store's record
+    /// of each key adds up to, and what counting every key again from its value gives; an
+    /// error says where they differ. (For tests and the simulation: it reads every value,
+    /// from disk too.)
+    pub fn audit_quotas(&mut self) -> Result<Vec<(u64, u64)>, String> {
+        let Some(usage) = self.usage.take() else {
+            return Ok(Vec::new());
+        };
+        let recorded = usage.totals();
+        let keys: Vec<Bytes> = (self.hot.keys().chain(self.cold.keys()))
+            .filter(|k| usage.counts(k))
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect();
+        let mut recount = vec![(0u64, 0u64); recorded.len()];
+        let mut failure = None;
+        for key in keys {
+            match self.peek(&key) {
+                Ok(Some(value)) => {
+                    let c = super::quota::charge(&key, &value);
+                    if c == 0 {
+                        continue;
+                    }
+                    for (i, q) in usage.quotas().usage().iter().enumerate() {
+                        if key.starts_with(q.prefix.as_bytes()) {
+                            recount[i].0 += 1;
+                            recount[i].1 += c;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => failure = Some(format!("could not read {key:?}: {e}")),
+            }
+        }
+        self.usage = Some(usage);
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if recorded != recount {
+            return Err(format!(
+                "quota figures (keys, bytes) per quota: recorded {recorded:?}, counted again {recount:?}"
+            ));
+        }
+        Ok(recount)
     }
 }
 /// The size of `record` encoded as the log encodes it, counted without writing it.

@@ -17,7 +17,7 @@ use calm_kvs::cluster::{ClusterAgent, ClusterConfig, PeerEnvelope, PeerReply};
 use calm_kvs::coordinator::{Outcome, Target};
 use calm_kvs::protocol::{Ack, Op, OpError, OpResult, Route};
 use calm_kvs::request::{Action, BatchRun};
-use calm_kvs::storage::{Durability, MemDisk, StorageConfig, Tiered};
+use calm_kvs::storage::{Durability, MemDisk, Quota, Quotas, StorageConfig, Tiered};
 use calm_kvs::{HashRing, Worker, WorkerConfig};
 use calm_lattice::ReplicaId;
 use rand::rngs::StdRng;
@@ -315,7 +315,47 @@ fn new_store(i: usize, epoch: u32, disk: Option<&MemDisk>) -> Worker {
     };
     let mut w = Worker::with_store(0, replica, ring, WorkerConfig::default(), store);
     w.collect_changes();
+    w.count_quotas(Quotas::new(quotas()))
+        .expect("a memory disk always reads");
     w
+}
+
+/// The simulated nodes' quotas: at most 3 keys starting with "key1" (of 7), and 200 bytes
+/// for "key4" (a set that grows by a member with every write), so that some writes are
+/// refused, while replicas merge what other nodes admitted and keys move between nodes.
+pub fn quotas() -> Vec<Quota> {
+    vec![
+        Quota {
+            prefix: "key1".into(),
+            keys: Some(3),
+            bytes: None,
+        },
+        Quota {
+            prefix: "key4".into(),
+            keys: None,
+            bytes: Some(200),
+        },
+    ]
+}
+
+impl Node {
+    /// Checks the node's quota figures against what it holds, if it is up.
+    pub fn audit_quotas(&mut self) -> Result<(), String> {
+        if !self.up {
+            return Ok(());
+        }
+        let counted = self.store.audit_quotas()?;
+        let usage: Vec<(u64, u64)> = (self.store.quota_usage().iter())
+            .map(|u| (u.keys, u.bytes))
+            .collect();
+        if counted != usage {
+            return Err(format!(
+                "node {}: quota figures {usage:?}, but its keys add up to {counted:?}",
+                self.index
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Node {
