@@ -17,16 +17,43 @@ use crate::cluster::messages::{PeerEnvelope, PeerReply};
 use crate::protocol::{Request, RequestBody};
 use crate::resp::commands::{self, Session, Step};
 use crate::resp::framing::Limits;
-use crate::storage::{MemDisk, StorageConfig, Tiered, wal};
+use crate::storage::{MemDisk, Quota, Quotas, StorageConfig, Tiered, wal};
 use crate::value::Value;
 use crate::{HashRing, Worker, WorkerConfig};
 
 /// The clock every target runs at (a fixed time: runs must be repeatable).
 const NOW_MS: u64 = 1_700_000_000_000;
 
+/// A worker whose node has quotas (small ones, so inputs reach the limits): what it
+/// counts is [audited](audited) when a target is done with it.
 fn worker() -> Worker {
     let ring = Arc::new(HashRing::new([0], 1));
-    Worker::new(0, ReplicaId(1), ring, WorkerConfig::default())
+    let mut w = Worker::new(0, ReplicaId(1), ring, WorkerConfig::default());
+    w.count_quotas(quotas())
+        .expect("a worker in memory counts its keys");
+    w
+}
+
+fn quotas() -> Arc<Quotas> {
+    let quota = |prefix: &str, keys, bytes| Quota {
+        prefix: prefix.into(),
+        keys,
+        bytes,
+    };
+    Quotas::new(vec![
+        quota("a", Some(4), Some(256)),
+        quota("", None, Some(1 << 16)),
+    ])
+}
+
+/// The quota figures of `w` must match a recount of what it holds, whatever it was sent.
+fn audited(mut w: Worker) {
+    let counted = w.audit_quotas().unwrap_or_else(|e| panic!("{e}"));
+    let usage: Vec<(u64, u64)> = w.quota_usage().iter().map(|u| (u.keys, u.bytes)).collect();
+    assert_eq!(
+        counted, usage,
+        "a node's quota figures and its worker's record differ"
+    );
 }
 
 /// A native request frame body (version byte, then the message), as a node's server reads
@@ -53,6 +80,7 @@ pub fn native_request(data: &[u8]) {
         RequestBody::Unsubscribe { keys } => w.watch(keys, false),
         _ => {}
     }
+    audited(w);
 }
 
 fn agent() -> ClusterAgent {
@@ -93,6 +121,7 @@ pub fn peer_message(data: &[u8]) {
         agent.handle_tick(NOW_MS + step * 60_000, &mut w);
         while agent.poll_outgoing().is_some() {}
     }
+    audited(w);
 }
 
 /// Bytes from a Redis client: split into requests with the server's limits, each planned as
@@ -133,6 +162,8 @@ pub fn resp(data: &[u8]) {
         };
         crate::resp::encode_reply(&reply, session.proto, &mut out);
     }
+    w.handle_tick(u64::MAX / 2);
+    audited(w);
 }
 
 /// A worker's write-ahead log after a crash, recovered. The first byte chooses the form
@@ -172,6 +203,15 @@ pub fn wal_recovery(data: &[u8]) {
     kept.sort_by(|a, b| a.0.cmp(&b.0));
     again.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(kept, again, "a second recovery changed what the first kept");
+    // What recovery kept is counted toward the quotas as a recount finds it.
+    let quotas = quotas();
+    let ring = Arc::new(HashRing::new([0], 1));
+    second
+        .count_quotas(quotas.clone(), ring, 0)
+        .expect("a recovered store counts its keys");
+    let counted = second.audit_quotas().unwrap_or_else(|e| panic!("{e}"));
+    let usage: Vec<(u64, u64)> = quotas.usage().iter().map(|u| (u.keys, u.bytes)).collect();
+    assert_eq!(counted, usage, "recovered keys counted wrongly");
 }
 
 /// Two values of a key as a peer sends them (bincode, one after the other): decoded, merged
