@@ -159,6 +159,62 @@ pub use with_top::WithTop;
 /// ```
 pub use calm_lattice_derive::Lattice;
 
+/// Derives [`Atomize`](trait@Atomize) for a product lattice whose fields all atomize (and
+/// have a bottom, `Default`): its atoms are the struct with one field set to one atom of
+/// that field, every other field bottom, so anti-entropy and gossip can ship a struct in
+/// the same small pieces as its fields.
+///
+/// ```
+/// use calm_lattice::{Atomize, Lattice, Merge, SetUnionBTreeSet};
+///
+/// #[derive(Lattice, Atomize, Default, Clone, Debug, PartialEq, Eq)]
+/// struct Tags {
+///     public: SetUnionBTreeSet<u8>,
+///     private: SetUnionBTreeSet<u8>,
+/// }
+///
+/// let tags = Tags {
+///     public: SetUnionBTreeSet::new_from([1, 2]),
+///     private: SetUnionBTreeSet::new_from([9]),
+/// };
+/// let atoms: Vec<Tags> = tags.clone().atomize().collect();
+/// assert_eq!(atoms.len(), 3);
+/// let mut again = Tags::default();
+/// for atom in atoms {
+///     again.merge(atom);
+/// }
+/// assert_eq!(again, tags);
+/// ```
+pub use calm_lattice_derive::Atomize;
+
+/// Derives delta mutators for a product lattice, for each field `f`: `Self::with_f(delta)`,
+/// the struct with `f` set to `delta` and every other field bottom; and
+/// `self.update_f(|f| f.mutator(..))`, which runs a field's delta mutator (it changes the
+/// field and returns the delta it applied) and returns that delta as a whole struct, to
+/// merge into other replicas. (Tuple structs get `with_0`, `update_0`, ...) Fields need a
+/// bottom (`Default`).
+///
+/// ```
+/// use calm_lattice::{Deltas, Lattice, Max, Merge, OrSet, ReplicaId};
+///
+/// #[derive(Lattice, Deltas, Default, Clone, Debug, PartialEq, Eq)]
+/// struct Cart {
+///     items: OrSet<String>,
+///     most: Max<u64>,
+/// }
+///
+/// let (mut phone, mut laptop) = (Cart::default(), Cart::default());
+/// // Each edit returns a small delta of the whole cart...
+/// let d = phone.update_items(|items| items.add(ReplicaId(1), "milk".to_string()));
+/// assert_eq!(d.most, Max::default());
+/// // ...which brings another replica up to date.
+/// laptop.merge(d);
+/// laptop.merge(Cart::with_most(Max::new(3)));
+/// phone.merge(laptop.clone());
+/// assert_eq!(phone, laptop);
+/// ```
+pub use calm_lattice_derive::Deltas;
+
 /// Join another value into this one.
 ///
 /// `Other` is usually `Self`, but may be a different representation of the same lattice

@@ -116,6 +116,177 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     Ok(quote! { #merge #ord #bot #top })
 }
 
+/// Derives `Atomize` for a product lattice whose fields all atomize: its atoms are the
+/// struct with one field set to one of that field's atoms (every other field bottom). See
+/// `calm_lattice::Atomize`.
+#[proc_macro_derive(Atomize, attributes(lattice))]
+pub fn derive_atomize(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match Product::of(&input).map(|p| p.atomize()) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+/// Derives, for each field `f` of a product lattice, `with_f(delta)` (the struct with `f`
+/// set to `delta`, every other field bottom) and `update_f(|f| mutator(f))` (runs a delta
+/// mutator on the field and returns its delta as a whole struct, to ship to replicas). See
+/// `calm_lattice::Deltas`.
+#[proc_macro_derive(Deltas, attributes(lattice))]
+pub fn derive_deltas(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match Product::of(&input).map(|p| p.deltas()) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+/// A struct read for the derives that build values of it field by field.
+struct Product<'a> {
+    input: &'a DeriveInput,
+    root: TokenStream2,
+    /// How each field is named in a struct expression (`name` or `0`).
+    members: Vec<TokenStream2>,
+    /// How its methods are named (`name` or `0`).
+    names: Vec<String>,
+    types: Vec<&'a syn::Type>,
+    visibility: Vec<&'a syn::Visibility>,
+}
+
+impl<'a> Product<'a> {
+    fn of(input: &'a DeriveInput) -> syn::Result<Product<'a>> {
+        let Data::Struct(s) = &input.data else {
+            return Err(syn::Error::new_spanned(
+                &input.ident,
+                "this derive works on structs whose fields are lattices",
+            ));
+        };
+        let mut members = Vec::new();
+        let mut names = Vec::new();
+        for (i, f) in s.fields.iter().enumerate() {
+            match &f.ident {
+                Some(name) => {
+                    members.push(quote!(#name));
+                    names.push(name.to_string());
+                }
+                None => {
+                    let index = Index::from(i);
+                    members.push(quote!(#index));
+                    names.push(i.to_string());
+                }
+            }
+        }
+        let root = match explicit_root(input)? {
+            Some(path) => quote!(#path),
+            None => root_path(crate_name("calm-lattice").ok(), crate_name("calm").ok()),
+        };
+        Ok(Product {
+            input,
+            root,
+            members,
+            names,
+            types: s.fields.iter().map(|f| &f.ty).collect(),
+            visibility: s.fields.iter().map(|f| &f.vis).collect(),
+        })
+    }
+
+    /// The struct's generics with `bound` asked of every field type.
+    fn generics(&self, bound: TokenStream2) -> syn::Generics {
+        let mut generics = self.input.generics.clone();
+        let where_clause = generics.make_where_clause();
+        for ty in &self.types {
+            where_clause.predicates.push(parse_quote!(#ty: #bound));
+        }
+        generics
+    }
+
+    /// `Self { field: value, every other field: Default::default() }`.
+    fn with(&self, field: usize, value: TokenStream2) -> TokenStream2 {
+        let inits = self.members.iter().enumerate().map(|(i, m)| {
+            if i == field {
+                quote!(#m: #value)
+            } else {
+                quote!(#m: ::core::default::Default::default())
+            }
+        });
+        quote!(Self { #( #inits, )* })
+    }
+
+    fn atomize(&self) -> TokenStream2 {
+        let (root, name) = (&self.root, &self.input.ident);
+        let generics =
+            self.generics(quote!(#root::Atomize + #root::IsBot + ::core::default::Default));
+        let (impl_g, ty_g, where_g) = generics.split_for_impl();
+        let per_field = self.members.iter().enumerate().map(|(i, m)| {
+            let ty = self.types[i];
+            let one = self.with(i, quote!(field));
+            quote! {
+                for atom in #root::Atomize::atomize(self.#m) {
+                    let mut field: #ty = ::core::default::Default::default();
+                    #root::Merge::merge(&mut field, atom);
+                    atoms.push(#one);
+                }
+            }
+        });
+        quote! {
+            impl #impl_g #root::Atomize for #name #ty_g #where_g {
+                type Atom = Self;
+                fn atomize(self) -> impl ::core::iter::Iterator<Item = Self> {
+                    let mut atoms = ::std::vec::Vec::new();
+                    #( #per_field )*
+                    atoms.into_iter()
+                }
+            }
+        }
+    }
+
+    fn deltas(&self) -> TokenStream2 {
+        let (root, name) = (&self.root, &self.input.ident);
+        let generics = self.generics(quote!(::core::default::Default));
+        let (impl_g, ty_g, where_g) = generics.split_for_impl();
+        let methods = self.members.iter().enumerate().map(|(i, m)| {
+            let (ty, vis) = (self.types[i], self.visibility[i]);
+            let field = &self.names[i];
+            let with = syn::Ident::new(&format!("with_{field}"), proc_macro2::Span::call_site());
+            let update =
+                syn::Ident::new(&format!("update_{field}"), proc_macro2::Span::call_site());
+            let whole = self.with(i, quote!(delta));
+            let merged = self.with(i, quote!(field));
+            let with_doc = format!(
+                "A `{name}` with `{field}` set to `delta` and every other field bottom: a delta \
+                 of the whole struct that changes only `{field}`."
+            );
+            let update_doc = format!(
+                "Runs `mutate`, a delta mutator of field `{field}` (it changes the field and \
+                 returns the delta it applied), and returns that delta as a whole `{name}`, \
+                 to merge into other replicas."
+            );
+            quote! {
+                #[doc = #with_doc]
+                #vis fn #with(delta: #ty) -> Self {
+                    #whole
+                }
+
+                #[doc = #update_doc]
+                #vis fn #update<D>(&mut self, mutate: impl ::core::ops::FnOnce(&mut #ty) -> D) -> Self
+                where
+                    #ty: #root::Merge<D>,
+                {
+                    let delta = mutate(&mut self.#m);
+                    let mut field: #ty = ::core::default::Default::default();
+                    #root::Merge::merge(&mut field, delta);
+                    #merged
+                }
+            }
+        });
+        quote! {
+            impl #impl_g #name #ty_g #where_g {
+                #( #methods )*
+            }
+        }
+    }
+}
+
 /// The path given by `#[lattice(crate = "path")]`, if any.
 fn explicit_root(input: &DeriveInput) -> syn::Result<Option<syn::Path>> {
     let mut root = None;

@@ -2,10 +2,10 @@
 //! store's vocabulary (`Op`, `ReadValue`, `Bytes`) through the facade must not need a
 //! second dependency.
 
-use calm::lattice::{Lattice, Max, SetUnionBTreeSet};
+use calm::lattice::{Deltas, Lattice, Max, SetUnionBTreeSet};
 
 /// A shopping cart as a product lattice: items ever added, and the largest quantity seen.
-#[derive(Lattice, Default, Clone, Debug, PartialEq, Eq)]
+#[derive(Lattice, Deltas, Default, Clone, Debug, PartialEq, Eq)]
 pub struct Cart {
     /// Items ever added.
     pub items: SetUnionBTreeSet<String>,
@@ -27,6 +27,17 @@ mod test {
         assert_eq!(op, Op::write("tags", Write::OrSetAdd(members.clone())));
         let read = ReadValue::OrSet { members };
         assert_eq!(read.members().map(<[Bytes]>::len), Some(2));
+    }
+
+    #[test]
+    fn derived_delta_mutators_work_through_the_facade() {
+        let mut cart = Cart::default();
+        let delta = cart.update_items(|items| items.insert("fig".to_string()));
+        assert!(delta.most.is_bot());
+        let mut other = Cart::default();
+        other.merge(delta);
+        assert_eq!(other, cart);
+        assert_eq!(Cart::with_most(Max::new(4)).most, Max::new(4));
     }
 
     #[test]
