@@ -512,3 +512,50 @@ fn a_merge_is_answered_only_once_the_log_holds_it() {
         );
     }
 }
+
+/// In memory only, a node counts what its keys hold (INFO's `used_memory`, the memory
+/// budget's figure): each key's bytes, its value's encoding and its slot — not only the
+/// keys' bytes, and not a value's history of changes.
+#[test]
+fn memory_counts_keys_values_and_slots_not_histories() {
+    use calm_kvs::{HashRing, Op, Worker, WorkerConfig};
+    let ring = std::sync::Arc::new(HashRing::new([0], 1));
+    let mut w = Worker::new(0, calm_lattice::ReplicaId(1), ring, WorkerConfig::default());
+    let memory = |w: &Worker| w.stats().storage.memory_bytes;
+    let n = 1_000u64;
+    let ops = (0..n).map(|i| Op::Write {
+        key: Bytes::from(format!("key:{i:06}")),
+        write: Write::Lww(Bytes::from(vec![b'x'; 100])),
+    });
+    w.handle_ops(1, ops);
+    let per_key = memory(&w) / n;
+    // 10 bytes of key, 100 of value, a stamp, and the slot.
+    assert!((200..600).contains(&per_key), "{per_key} bytes a key");
+    // Overwriting keeps the figure.
+    let ops = (0..n).map(|i| Op::Write {
+        key: Bytes::from(format!("key:{i:06}")),
+        write: Write::Lww(Bytes::from(vec![b'y'; 100])),
+    });
+    w.handle_ops(2, ops);
+    assert_eq!(memory(&w) / n, per_key);
+    // A counter incremented ten thousand times, a hash field written over as often: each
+    // costs what it holds now.
+    let before = memory(&w);
+    for t in 0..10_000u64 {
+        w.handle_ops(
+            3 + t,
+            [
+                Op::Write {
+                    key: b("counter"),
+                    write: Write::Increment(1),
+                },
+                Op::Write {
+                    key: b("hash"),
+                    write: Write::HashSet(vec![(b("field"), Bytes::from(t.to_string()))]),
+                },
+            ],
+        );
+    }
+    let grown = memory(&w) - before;
+    assert!(grown < 2_000, "two keys grew the count by {grown} bytes");
+}

@@ -189,10 +189,10 @@ fn server(s: &StatsSnapshot) -> Vec<String> {
 }
 
 /// `used_memory` is what calm counts for the keys and values its workers hold in memory
-/// (each value as the size of its encoded changes), the figure `--memory-budget` holds the
-/// memory tier to — with a disk tier; with `--durability memory` only the keys' bytes are
-/// counted. It is not, as in Redis, the allocator's total, which calm does not read (its
-/// code is free of `unsafe`). `used_memory_rss` is the process's resident memory.
+/// (each key's bytes, its value's encoding, and its slot in the worker's map), the figure
+/// `--memory-budget` holds the memory tier to, with or without a disk. It is not, as in
+/// Redis, the allocator's total, which calm does not read (its code is free of `unsafe`).
+/// `used_memory_rss` is the process's resident memory.
 fn memory(s: &StatsSnapshot) -> Vec<String> {
     let used: u64 = s.workers.iter().map(|w| w.storage.memory_bytes).sum();
     let peak: u64 = s

@@ -41,8 +41,13 @@ struct Hot {
     /// went to, disk). Kept apart from its flag: an `Option<u64>` would take 16 bytes, and
     /// there is one `Hot` per key in memory.
     disk_hash: u64,
-    /// Approximate bytes (exact whenever the value is encoded for the disk).
+    /// Approximate bytes: the key, the value's encoding and the key's slot ([`PER_KEY`]);
+    /// exact whenever it was `measured`, grown by each change's encoded delta since.
     size: u32,
+    /// `size` when it was last exact; when changes have taken `size` past twice this, the
+    /// value is measured again (so a counter incremented a million times, or a hash
+    /// written over and over, is not counted as its history).
+    measured: u32,
     /// When it was last used, in accesses (the low 32 bits of the tier's access clock;
     /// compared by age, so it wraps harmlessly).
     touched: u32,
@@ -60,6 +65,7 @@ impl Hot {
             value,
             disk_hash: disk_hash.unwrap_or(0),
             size: bytes32(size),
+            measured: bytes32(size),
             touched,
             hits: 0,
             on_disk: disk_hash.is_some(),
@@ -80,7 +86,28 @@ impl Hot {
     fn size(&self) -> usize {
         self.size as usize
     }
+
+    /// Grows `size` by `len` bytes of change, measuring the value again once the estimate
+    /// has doubled since it was last exact. Returns the new size.
+    fn grow(&mut self, key: &[u8], len: usize) -> usize {
+        let size = self.size() + len;
+        let size = if size > 2 * (self.measured as usize).max(PER_KEY + 64) {
+            let exact = key.len() + encoded_len(&self.value) + PER_KEY;
+            self.measured = bytes32(exact);
+            exact
+        } else {
+            size
+        };
+        self.size = bytes32(size);
+        size
+    }
 }
+
+/// What a key costs in memory besides its bytes and its value's encoding: its slot in the
+/// hot map (the key's pointer and a `Hot`) with the map's control byte and spare room (at
+/// most 7/8 full), and the key's own allocation's header. Part of every key's size, so the
+/// memory budget and `INFO used_memory` count what keys cost, not only their bytes.
+const PER_KEY: usize = (std::mem::size_of::<(Key, Hot)>() + 1) * 8 / 7 + 16;
 
 /// A size in bytes as a `Hot` keeps it (stored values are far below 4 GiB).
 fn bytes32(n: usize) -> u32 {
@@ -341,7 +368,7 @@ impl Tiered {
             .cold
             .remove_entry(key)
             .expect("checked to be in the cold index");
-        let size = key.len() + bytes.len();
+        let size = key.len() + bytes.len() + PER_KEY;
         self.hot_bytes += size;
         self.stats.promotions += 1;
         let touched = self.tick();
@@ -382,10 +409,10 @@ impl Tiered {
     /// [`changed`](Self::changed) after changing it.
     pub fn get_or_insert(&mut self, key: &Bytes, kind: Kind) -> Result<&mut Value, StorageError> {
         if !self.hot.contains_key(&key[..]) && !self.promote(key)? {
-            self.hot_bytes += key.len();
+            self.hot_bytes += key.len() + PER_KEY;
             self.hot.insert(
                 Key::from(&key[..]),
-                Hot::new(Value::empty(kind), key.len(), 0, None),
+                Hot::new(Value::empty(kind), key.len() + PER_KEY, 0, None),
             );
         }
         Ok(&mut self.use_hot(key).expect("just made hot").value)
@@ -408,15 +435,10 @@ impl Tiered {
 
     /// Appends a record to the log buffer; its payload length.
     fn log(&mut self, record: LogRecordRef<'_>) -> usize {
-        if self.replaying {
-            // Nothing to write, but a recovered value's size counts toward the memory
-            // tier (without it a store just recovered counts its keys only).
+        if self.replaying || self.disk.is_none() {
+            // Nothing to write (recovering, or keys in memory only); the change's size
+            // still counts toward what the key holds.
             return encoded_len(&record);
-        }
-        if self.disk.is_none() {
-            // Without a disk there is no budget to hold to: a store in memory does not
-            // pay for encoding every change to count it, and counts its keys only.
-            return 0;
         }
         let start = self.log_buf.len();
         self.log_buf.extend_from_slice(&[0; wal::HEADER]);
@@ -441,12 +463,14 @@ impl Tiered {
         hot.changed();
         let before = hot.size();
         let size = if matches!(delta.inner(), Value::Lww(_)) {
-            key.len() + len
+            // A register's delta is its whole value (the record holds the key too).
+            hot.size = bytes32(len + PER_KEY);
+            hot.measured = hot.size;
+            hot.size()
         } else {
-            before + len
+            hot.grow(key, len)
         };
-        hot.size = bytes32(size);
-        self.hot_bytes = self.hot_bytes + hot.size() - before;
+        self.hot_bytes = self.hot_bytes + size - before;
         self.recharge(key);
     }
 
@@ -471,14 +495,14 @@ impl Tiered {
             let outcome = hot.value.merge_replicated(value);
             if outcome.0 {
                 hot.changed();
-                hot.size = bytes32(hot.size() + len);
-            }
-            if outcome.0 {
-                self.hot_bytes += len;
+                let before = hot.size();
+                let after = hot.grow(&key, len);
+                self.hot_bytes = self.hot_bytes + after - before;
             }
             outcome
         } else {
-            let size = key.len() + len;
+            // The record holds the key and the whole value.
+            let size = len + PER_KEY;
             self.hot_bytes += size;
             let touched = self.tick();
             self.hot
@@ -733,9 +757,10 @@ impl Tiered {
                 hot.dirty = false;
                 hot.disk_hash = hash;
                 hot.on_disk = true;
-                let size = key.len() + bytes.len();
+                let size = key.len() + bytes.len() + PER_KEY;
                 self.hot_bytes = self.hot_bytes + size - hot.size();
                 hot.size = bytes32(size);
+                hot.measured = hot.size;
             }
         }
         self.log_buf.clear();
@@ -905,7 +930,7 @@ impl Tiered {
     }
 }
 /// The size of `record` encoded as the log encodes it, counted without writing it.
-fn encoded_len(record: &LogRecordRef<'_>) -> usize {
+fn encoded_len(record: &impl Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
