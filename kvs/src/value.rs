@@ -814,10 +814,16 @@ impl ReadValue {
         }
     }
 
-    /// A counter's value.
-    pub fn as_counter(&self) -> Option<i128> {
+    /// A counter's value, as the `i64` increments are written in. Each increment is refused
+    /// if it would take the counter past the 64-bit range as its replica sees it, but
+    /// increments admitted on different replicas at once can together pass it: such a
+    /// counter reads as `i64::MAX` (or `i64::MIN`) here, and exactly in
+    /// [`ReadValue::Counter`]'s `value`.
+    pub fn as_counter(&self) -> Option<i64> {
         match self {
-            ReadValue::Counter { value } => Some(*value),
+            ReadValue::Counter { value } => {
+                Some(i64::try_from(*value).unwrap_or(if *value > 0 { i64::MAX } else { i64::MIN }))
+            }
             _ => None,
         }
     }
@@ -1423,6 +1429,16 @@ mod test {
         assert_eq!(set.members(), Some(&[b("a"), b("b")][..]));
         assert_eq!(set.as_bytes(), None);
         assert_eq!(ReadValue::Counter { value: -3 }.as_counter(), Some(-3));
+        // Past the 64-bit range (concurrent increments on two replicas), read at its edge.
+        let past = i128::from(i64::MAX) + 5;
+        assert_eq!(
+            ReadValue::Counter { value: past }.as_counter(),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            ReadValue::Counter { value: -past }.as_counter(),
+            Some(i64::MIN)
+        );
         assert_eq!(ReadValue::Max { value: 9 }.as_max(), Some(9));
         let winner = ReadValue::Priority {
             priority: 1,

@@ -849,7 +849,7 @@ mod test {
         }
     }
 
-    fn counter(w: &mut Worker, now: u64, key: &str) -> Option<i128> {
+    fn counter(w: &mut Worker, now: u64, key: &str) -> Option<i64> {
         match w.handle_ops(now, [get(key)]).remove(0) {
             Ok(Reply::Value(v)) => v.and_then(|v| v.as_counter()),
             other => panic!("{other:?}"),
