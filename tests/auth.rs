@@ -752,3 +752,34 @@ async fn quotas_refuse_growth_past_a_limit_on_every_node_and_hold_after_a_crash(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_quotas_alone_limits_growth_and_leaves_access_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let quotas = dir.path().join("quotas.toml");
+    std::fs::write(&quotas, "[[quotas]]\nprefix = \"\"\nkeys = 3\n").unwrap();
+    let port = common::free_base_port(1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (node, _) = common::server(&[
+        "--listen",
+        &addr.to_string(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--acl",
+        quotas.to_str().unwrap(),
+    ]);
+    let _node = Node(node);
+    let creds = calm::kvs::cluster_file::ClusterFile::read(&data.join("cluster.toml"))
+        .unwrap()
+        .credentials()
+        .unwrap();
+    let client = Client::connect(addr, &creds).await.unwrap();
+    for key in ["x", "y", "z"] {
+        client.put(key, "1").await.unwrap();
+    }
+    let err = client.put("w", "1").await.unwrap_err().to_string();
+    assert!(err.contains("quota exceeded"), "{err}");
+    assert_eq!(client.get("w").await.unwrap(), None);
+    assert!(client.get("z").await.unwrap().is_some());
+}

@@ -211,7 +211,7 @@ fn keys_collected_at_expiry_stop_counting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_counts_each_key_once_whatever_its_workers_hold() {
-    let mut acl = Acl::parse(
+    let acl = Acl::parse(
         r#"
 [[quotas]]
 prefix = "t/"
@@ -219,7 +219,8 @@ keys = 10
 "#,
     )
     .unwrap();
-    acl.quotas.push(quota("", None, Some(1 << 20)));
+    let mut quotas = acl.quotas.clone();
+    quotas.push(quota("", None, Some(1 << 20)));
     let config = NodeConfig {
         threads: 3,
         worker: WorkerConfig {
@@ -227,7 +228,7 @@ keys = 10
             local_replication: 2,
             ..WorkerConfig::default()
         },
-        acl: Some(Arc::new(acl)),
+        quotas,
         ..NodeConfig::default()
     };
     let store = EmbeddedStore::start(config).unwrap();

@@ -86,7 +86,8 @@ pub struct ServerArgs {
     /// what the file grants the name in their certificate, Redis clients what it grants the
     /// user they AUTH as. Its `[[quotas]]` (prefix, keys, bytes) limit what the keys under
     /// a prefix hold on each node: writes that would grow past a limit are refused (Redis:
-    /// OOM). Give every node the same file. Without one, every client may do everything.
+    /// OOM). Give every node the same file. Without one (or with quotas but no users),
+    /// every client may do everything.
     #[arg(long, value_name = "FILE.toml")]
     pub acl: Option<PathBuf>,
     /// When Redis clients' writes are answered: `visible` once every owner seen alive holds
@@ -192,8 +193,12 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
         config.policy = super::shared::read_policy(path)?;
     }
     if let Some(path) = &args.acl {
-        let acl = calm_kvs::acl::Acl::read(path).map_err(|e| e.to_string())?;
-        config.acl = Some(Arc::new(acl));
+        let mut acl = calm_kvs::acl::Acl::read(path).map_err(|e| e.to_string())?;
+        config.quotas = std::mem::take(&mut acl.quotas);
+        // A file of quotas alone leaves access as without a file.
+        if !acl.users.is_empty() {
+            config.acl = Some(Arc::new(acl));
+        }
     }
     // One node per process: its processor time is the node's, for the load samples.
     config.own_process = true;

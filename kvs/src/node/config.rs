@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub push_period_ms: u64,
     /// Who may do what (see [`acl`](crate::acl)); `None`: every client may do everything.
     pub acl: Option<std::sync::Arc<crate::acl::Acl>>,
+    /// Limits on what the keys under a prefix hold on this node (see
+    /// [`quota`](crate::storage::quota)); the ACL file's `[[quotas]]`.
+    pub quotas: Vec<crate::storage::Quota>,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -132,6 +135,7 @@ impl Default for NodeConfig {
             own_process: false,
             push_period_ms: 5,
             acl: None,
+            quotas: Vec::new(),
         }
     }
 }

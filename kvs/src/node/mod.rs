@@ -112,11 +112,7 @@ impl Node {
             .storage
             .memory_budget
             .map(|b| usize::try_from(b / u64::from(n)).unwrap_or(usize::MAX));
-        let quotas = Quotas::new(
-            (config.acl.as_ref())
-                .map(|acl| acl.quotas.clone())
-                .unwrap_or_default(),
-        );
+        let quotas = Quotas::new(config.quotas.clone());
         let mut threads = Vec::new();
         let mut opened = Vec::new();
         for (id, rx) in (0..n).zip(receivers) {
