@@ -115,8 +115,9 @@ pub struct StorageArgs {
     /// With async durability: how often the log is fsync'd, milliseconds (default 100).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub flush_ms: Option<u64>,
-    /// Memory for values per node, e.g. 512MiB or 2GiB; colder keys then live only on
-    /// disk and are loaded back when used (default: no limit).
+    /// Memory for keys and values per node (what INFO used_memory counts), e.g. 512MiB or
+    /// 2GiB; colder keys then live only on disk and are loaded back when used (default: no
+    /// limit).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_budget: Option<u64>,
 }

@@ -80,7 +80,8 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// With `async`: how often the log is fsync'd, milliseconds.
     pub flush_ms: u64,
-    /// Bytes of values the node keeps in memory (split among its workers); colder keys live
+    /// Bytes of keys and values (each key's bytes, its value's encoding and its slot: what
+    /// `INFO used_memory` counts) the node keeps in memory (split among its workers); colder keys live
     /// only on disk. `None`: everything stays in memory too.
     pub memory_budget: Option<u64>,
     /// Log size after which changed keys are written to the cold tier and the log restarts.
