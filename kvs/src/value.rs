@@ -1290,6 +1290,19 @@ impl Value {
     /// field value, list element; 8 for each number (a counter, a score, a priority); 0 when
     /// nothing is visible. What a [quota](crate::storage::quota) counts, besides the key.
     pub fn payload_bytes(&self) -> usize {
+        // The common kinds without building what a read returns.
+        match self {
+            Value::Generation { value, .. } | Value::Expiring { value, .. } => {
+                return value.payload_bytes();
+            }
+            Value::Lww(v) => return v.get().and_then(Option::as_ref).map_or(0, Bytes::len),
+            Value::Set(v) => {
+                return v.get(&()).map_or(0, |m| m.iter().map(Bytes::len).sum());
+            }
+            Value::OrSet(v) => return v.iter().map(Bytes::len).sum(),
+            Value::Counter(v) => return if v.contains_key(&()) { 8 } else { 0 },
+            _ => {}
+        }
         let Some(read) = self.read(false) else {
             return 0;
         };

@@ -367,8 +367,14 @@ impl Worker {
         let Some(quotas) = self.store.quotas().filter(|q| q.covers(key)).cloned() else {
             return Ok(());
         };
-        let current = self.store.get(key).map_err(storage_error)?;
-        let before = current.map_or(0, |v| quota::charge(key, v));
+        // Writes run at the key's first local worker, which counts it: its record says
+        // what the key counts for without reading the value.
+        let before = match self.store.quota_charge(key) {
+            Some(charge) => charge,
+            None => {
+                (self.store.get(key).map_err(storage_error)?).map_or(0, |v| quota::charge(key, v))
+            }
+        };
         if !matches!(write, Write::Merge(_)) {
             // Numbers read back as text (a hash field's integer) may outgrow their 8 bytes.
             let most = before + (key.len() + write.payload_len()) as u64 + 32;
@@ -376,6 +382,7 @@ impl Worker {
                 return Ok(());
             }
         }
+        let current = self.store.get(key).map_err(storage_error)?;
         let mut copy = current
             .cloned()
             .unwrap_or_else(|| Value::empty(write.kind()));

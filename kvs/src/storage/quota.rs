@@ -124,34 +124,32 @@ impl Quotas {
     /// Whether a client write that takes `key`'s charge from `before` to `after` keeps
     /// every quota covering it within its limit (or does not grow what it holds).
     pub fn admit(&self, key: &[u8], before: u64, after: u64) -> Result<(), OpError> {
+        let get = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        let refuse = |q: &Quota, measure, used, wanted, max| OpError::QuotaExceeded {
+            prefix: q.prefix.clone(),
+            measure,
+            used,
+            wanted,
+            max,
+        };
         for i in self.matching(key) {
             let q = &self.limits[i];
-            let used = self.used_of(i);
             if let Some(max) = q.keys
                 && before == 0
                 && after > 0
-                && used.keys + 1 > max
             {
-                return Err(OpError::QuotaExceeded {
-                    prefix: q.prefix.clone(),
-                    measure: QuotaMeasure::Keys,
-                    used: used.keys,
-                    wanted: used.keys + 1,
-                    max,
-                });
+                let used = get(&self.used[i].keys);
+                if used + 1 > max {
+                    return Err(refuse(q, QuotaMeasure::Keys, used, used + 1, max));
+                }
             }
             if let Some(max) = q.bytes
                 && after > before
             {
-                let wanted = used.bytes.saturating_add(after - before);
+                let used = get(&self.used[i].bytes);
+                let wanted = used.saturating_add(after - before);
                 if wanted > max {
-                    return Err(OpError::QuotaExceeded {
-                        prefix: q.prefix.clone(),
-                        measure: QuotaMeasure::Bytes,
-                        used: used.bytes,
-                        wanted,
-                        max,
-                    });
+                    return Err(refuse(q, QuotaMeasure::Bytes, used, wanted, max));
                 }
             }
         }
@@ -211,13 +209,22 @@ impl Usage {
             return;
         }
         let after = value.map_or(0, |v| charge(key, v));
-        let before = if after > 0 {
-            self.charges.insert(Box::from(key), after)
-        } else {
-            self.charges.remove(key)
-        }
-        .unwrap_or(0);
+        let before = match (self.charges.get_mut(key), after) {
+            (Some(c), 1..) => std::mem::replace(c, after),
+            (Some(_), 0) => self.charges.remove(key).unwrap_or(0),
+            (None, 1..) => {
+                self.charges.insert(Box::from(key), after);
+                0
+            }
+            (None, 0) => 0,
+        };
         self.quotas.add(key, before, after);
+    }
+
+    /// What `key` counts for now, if this worker counts it.
+    pub(crate) fn charge_of(&self, key: &[u8]) -> Option<u64> {
+        self.counts(key)
+            .then(|| self.charges.get(key).copied().unwrap_or(0))
     }
 
     /// Per quota, what this worker counts, from its record of each key.

@@ -879,6 +879,12 @@ impl Tiered {
         Ok(())
     }
 
+    /// What `key` counts for toward the quotas now, if this store counts it (see
+    /// [`count_quotas`](Self::count_quotas)).
+    pub fn quota_charge(&self, key: &[u8]) -> Option<u64> {
+        self.usage.as_ref()?.charge_of(key)
+    }
+
     /// The node's quotas, if it has some.
     pub fn quotas(&self) -> Option<&Arc<Quotas>> {
         self.usage.as_ref().map(Usage::quotas)
