@@ -10,7 +10,7 @@ use proc_macro::TokenStream;
 use proc_macro_crate::{FoundCrate, crate_name};
 use proc_macro2::TokenStream as TokenStream2;
 use quote::quote;
-use syn::{Data, DeriveInput, Fields, Index, parse_macro_input, parse_quote};
+use syn::{Data, DeriveInput, Index, parse_macro_input, parse_quote};
 
 /// Derives `Merge`, `PartialOrd` (the product order), `IsBot` and `IsTop` for a struct
 /// whose fields are all lattices. See `calm_lattice::Lattice` for an example.
@@ -24,52 +24,11 @@ pub fn derive_lattice(input: TokenStream) -> TokenStream {
 }
 
 fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
-    let fields = match &input.data {
-        Data::Struct(s) => &s.fields,
-        _ => {
-            return Err(syn::Error::new_spanned(
-                &input.ident,
-                "#[derive(Lattice)] works on structs whose fields are lattices; \
-                 for a choice between lattices write the merge by hand",
-            ));
-        }
-    };
-    let accessors: Vec<TokenStream2> = match fields {
-        Fields::Named(named) => named
-            .named
-            .iter()
-            .map(|f| {
-                let name = f.ident.as_ref().expect("named field has a name");
-                quote!(#name)
-            })
-            .collect(),
-        Fields::Unnamed(unnamed) => (0..unnamed.unnamed.len())
-            .map(|i| {
-                let index = Index::from(i);
-                quote!(#index)
-            })
-            .collect(),
-        Fields::Unit => Vec::new(),
-    };
-    let types: Vec<&syn::Type> = fields.iter().map(|f| &f.ty).collect();
-
-    let name = &input.ident;
-    let root = match explicit_root(&input)? {
-        Some(path) => quote!(#path),
-        None => root_path(crate_name("calm-lattice").ok(), crate_name("calm").ok()),
-    };
+    let product = Product::of(&input)?;
+    let (root, name, accessors) = (&product.root, &input.ident, &product.members);
 
     // Each impl asks of every field type only what it needs.
-    let with_bounds = |bound: TokenStream2| {
-        let mut generics = input.generics.clone();
-        let where_clause = generics.make_where_clause();
-        for ty in &types {
-            where_clause.predicates.push(parse_quote!(#ty: #bound));
-        }
-        generics
-    };
-
-    let merge_generics = with_bounds(quote!(#root::Merge));
+    let merge_generics = product.generics(quote!(#root::Merge));
     let (impl_g, ty_g, where_g) = merge_generics.split_for_impl();
     let merge = quote! {
         impl #impl_g #root::Merge for #name #ty_g #where_g {
@@ -81,7 +40,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         }
     };
 
-    let ord_generics = with_bounds(quote!(::core::cmp::PartialOrd));
+    let ord_generics = product.generics(quote!(::core::cmp::PartialOrd));
     let (impl_g, ty_g, where_g) = ord_generics.split_for_impl();
     let ord = quote! {
         impl #impl_g ::core::cmp::PartialOrd for #name #ty_g #where_g {
@@ -93,7 +52,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         }
     };
 
-    let bot_generics = with_bounds(quote!(#root::IsBot));
+    let bot_generics = product.generics(quote!(#root::IsBot));
     let (impl_g, ty_g, where_g) = bot_generics.split_for_impl();
     let bot = quote! {
         impl #impl_g #root::IsBot for #name #ty_g #where_g {
@@ -103,7 +62,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         }
     };
 
-    let top_generics = with_bounds(quote!(#root::IsTop));
+    let top_generics = product.generics(quote!(#root::IsTop));
     let (impl_g, ty_g, where_g) = top_generics.split_for_impl();
     let top = quote! {
         impl #impl_g #root::IsTop for #name #ty_g #where_g {
@@ -158,7 +117,8 @@ impl<'a> Product<'a> {
         let Data::Struct(s) = &input.data else {
             return Err(syn::Error::new_spanned(
                 &input.ident,
-                "this derive works on structs whose fields are lattices",
+                "calm's lattice derives work on structs whose fields are lattices; \
+                 for a choice between lattices write the merge by hand",
             ));
         };
         let mut members = Vec::new();
