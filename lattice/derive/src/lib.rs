@@ -17,62 +17,62 @@ use syn::{Data, DeriveInput, Index, parse_macro_input, parse_quote};
 #[proc_macro_derive(Lattice, attributes(lattice))]
 pub fn derive_lattice(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match expand(input) {
-        Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
-    }
+    derived(Product::of(&input).map(|p| p.lattice()))
 }
 
-fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
-    let product = Product::of(&input)?;
-    let (root, name, accessors) = (&product.root, &input.ident, &product.members);
+/// The derive's code, or its error as a compile error at the struct.
+fn derived(tokens: syn::Result<TokenStream2>) -> TokenStream {
+    tokens.unwrap_or_else(|err| err.to_compile_error()).into()
+}
 
-    // Each impl asks of every field type only what it needs.
-    let merge_generics = product.generics(quote!(#root::Merge));
-    let (impl_g, ty_g, where_g) = merge_generics.split_for_impl();
-    let merge = quote! {
-        impl #impl_g #root::Merge for #name #ty_g #where_g {
-            fn merge(&mut self, other: Self) -> bool {
-                let mut changed = false;
-                #( changed |= #root::Merge::merge(&mut self.#accessors, other.#accessors); )*
-                changed
+impl Product<'_> {
+    /// `Merge`, `PartialOrd`, `IsBot` and `IsTop`, field by field.
+    fn lattice(&self) -> TokenStream2 {
+        let product = self;
+        let (root, name, accessors) = (&product.root, &product.input.ident, &product.members);
+
+        // Each impl asks of every field type only what it needs.
+        let merge_generics = product.generics(quote!(#root::Merge));
+        let (impl_g, ty_g, where_g) = merge_generics.split_for_impl();
+        let merge = quote! {
+            impl #impl_g #root::Merge for #name #ty_g #where_g {
+                fn merge(&mut self, other: Self) -> bool {
+                    let mut changed = false;
+                    #( changed |= #root::Merge::merge(&mut self.#accessors, other.#accessors); )*
+                    changed
+                }
             }
-        }
-    };
+        };
 
-    let ord_generics = product.generics(quote!(::core::cmp::PartialOrd));
-    let (impl_g, ty_g, where_g) = ord_generics.split_for_impl();
-    let ord = quote! {
-        impl #impl_g ::core::cmp::PartialOrd for #name #ty_g #where_g {
-            fn partial_cmp(&self, other: &Self) -> ::core::option::Option<::core::cmp::Ordering> {
-                #root::product_order([
-                    #( ::core::cmp::PartialOrd::partial_cmp(&self.#accessors, &other.#accessors), )*
-                ])
+        let ord_generics = product.generics(quote!(::core::cmp::PartialOrd));
+        let (impl_g, ty_g, where_g) = ord_generics.split_for_impl();
+        let ord = quote! {
+            impl #impl_g ::core::cmp::PartialOrd for #name #ty_g #where_g {
+                fn partial_cmp(&self, other: &Self) -> ::core::option::Option<::core::cmp::Ordering> {
+                    #root::product_order([
+                        #( ::core::cmp::PartialOrd::partial_cmp(&self.#accessors, &other.#accessors), )*
+                    ])
+                }
             }
-        }
-    };
+        };
 
-    let bot_generics = product.generics(quote!(#root::IsBot));
-    let (impl_g, ty_g, where_g) = bot_generics.split_for_impl();
-    let bot = quote! {
-        impl #impl_g #root::IsBot for #name #ty_g #where_g {
-            fn is_bot(&self) -> bool {
-                true #( && #root::IsBot::is_bot(&self.#accessors) )*
+        // `IsBot` and `IsTop`: when every field is.
+        let every = |tr: TokenStream2, method: TokenStream2| {
+            let generics = product.generics(tr.clone());
+            let (impl_g, ty_g, where_g) = generics.split_for_impl();
+            quote! {
+                impl #impl_g #tr for #name #ty_g #where_g {
+                    fn #method(&self) -> bool {
+                        true #( && #tr::#method(&self.#accessors) )*
+                    }
+                }
             }
-        }
-    };
+        };
+        let bot = every(quote!(#root::IsBot), quote!(is_bot));
+        let top = every(quote!(#root::IsTop), quote!(is_top));
 
-    let top_generics = product.generics(quote!(#root::IsTop));
-    let (impl_g, ty_g, where_g) = top_generics.split_for_impl();
-    let top = quote! {
-        impl #impl_g #root::IsTop for #name #ty_g #where_g {
-            fn is_top(&self) -> bool {
-                true #( && #root::IsTop::is_top(&self.#accessors) )*
-            }
-        }
-    };
-
-    Ok(quote! { #merge #ord #bot #top })
+        quote! { #merge #ord #bot #top }
+    }
 }
 
 /// Derives `Atomize` for a product lattice whose fields all atomize: its atoms are the
@@ -81,10 +81,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
 #[proc_macro_derive(Atomize, attributes(lattice))]
 pub fn derive_atomize(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match Product::of(&input).map(|p| p.atomize()) {
-        Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
-    }
+    derived(Product::of(&input).map(|p| p.atomize()))
 }
 
 /// Derives, for each field `f` of a product lattice, `with_f(delta)` (the struct with `f`
@@ -94,10 +91,7 @@ pub fn derive_atomize(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Deltas, attributes(lattice))]
 pub fn derive_deltas(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match Product::of(&input).map(|p| p.deltas()) {
-        Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
-    }
+    derived(Product::of(&input).map(|p| p.deltas()))
 }
 
 /// A struct read for the derives that build values of it field by field.
