@@ -693,12 +693,13 @@ impl Expiry {
         self.swept_order.push_back((until, key));
     }
 
-    /// Whether this worker collected `key` lately (and forgets it: the next write restarts
-    /// the key).
+    /// Whether this worker collected `key` lately.
     fn is_swept(&self, key: &[u8]) -> bool {
         !self.swept.is_empty() && self.swept.contains_key(key)
     }
 
+    /// Whether this worker collected `key` lately (and forgets it: the next write restarts
+    /// the key).
     fn take_swept(&mut self, key: &[u8]) -> bool {
         !self.swept.is_empty() && self.swept.remove(key).is_some()
     }

@@ -903,6 +903,9 @@ impl Tiered {
             .filter(|k| usage.counts(k))
             .map(|k| Bytes::copy_from_slice(k))
             .collect();
+        let prefixes: Vec<String> = (usage.quotas().usage().into_iter())
+            .map(|u| u.prefix)
+            .collect();
         let mut recount = vec![(0u64, 0u64); recorded.len()];
         let mut failure = None;
         for key in keys {
@@ -912,8 +915,8 @@ impl Tiered {
                     if c == 0 {
                         continue;
                     }
-                    for (i, q) in usage.quotas().usage().iter().enumerate() {
-                        if key.starts_with(q.prefix.as_bytes()) {
+                    for (i, prefix) in prefixes.iter().enumerate() {
+                        if key.starts_with(prefix.as_bytes()) {
                             recount[i].0 += 1;
                             recount[i].1 += c;
                         }
