@@ -12,9 +12,9 @@ use calm_lattice::ReplicaId;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// Writes `keys` keys made by `op` (100 to a batch, as a node does) into a fresh worker;
-/// returns heap bytes and blocks per key.
-fn per_key(keys: usize, op: impl Fn(usize) -> Op) -> (f64, f64) {
+/// Writes `keys` keys made by `op` (100 to a batch, as a node does) into a fresh worker,
+/// then reads each once if `read`; returns heap bytes and blocks per key.
+fn per_key(keys: usize, op: impl Fn(usize) -> Op, read: bool) -> (f64, f64) {
     let ring = Arc::new(HashRing::new([0], 32));
     let mut worker = Worker::new(0, ReplicaId(1), ring, WorkerConfig::default());
     let before = dhat::HeapStats::get();
@@ -25,6 +25,20 @@ fn per_key(keys: usize, op: impl Fn(usize) -> Op) -> (f64, f64) {
         }
         worker.handle_tick(1_000);
         while worker.poll_gossip().is_some() {}
+    }
+    if read {
+        // What a read leaves behind in the store (nothing, if it copies or shares well).
+        for start in (0..keys).step_by(100) {
+            let reads: Vec<Op> = (start..(start + 100).min(keys))
+                .map(|i| match op(i) {
+                    Op::Write { key, .. } => Op::get(key),
+                    other => other,
+                })
+                .collect();
+            for result in worker.handle_ops(1_000, reads) {
+                result.expect("a read");
+            }
+        }
     }
     let after = dhat::HeapStats::get();
     let n = keys as f64;
@@ -67,11 +81,32 @@ fn main() {
                 write(format!("set:{i:012}"), Write::OrSetAdd(members))
             }),
         ),
+        (
+            "hash-10",
+            Box::new(|i| {
+                let fields = (0..10)
+                    .map(|f| {
+                        (
+                            Bytes::from(format!("f{f}")),
+                            Bytes::from(format!("value{f}")),
+                        )
+                    })
+                    .collect();
+                write(format!("hash:{i:012}"), Write::HashSet(fields))
+            }),
+        ),
     ];
     println!("heap bytes per key held by one worker ({keys} keys a kind; key 16-20 bytes)");
-    println!("{:<12} {:>12} {:>14}", "kind", "bytes/key", "blocks/key");
+    println!("{:<18} {:>12} {:>14}", "kind", "bytes/key", "blocks/key");
     for (name, op) in kinds {
-        let (bytes, blocks) = per_key(keys, op);
-        println!("{name:<12} {bytes:>12.0} {blocks:>14.1}");
+        for read in [false, true] {
+            let (bytes, blocks) = per_key(keys, &op, read);
+            let name = if read {
+                format!("{name}, read")
+            } else {
+                name.to_string()
+            };
+            println!("{name:<18} {bytes:>12.0} {blocks:>14.1}");
+        }
     }
 }

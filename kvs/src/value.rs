@@ -56,6 +56,23 @@ use serde::{Deserialize, Serialize};
 mod probe;
 pub use probe::{Answer, Found, Probe, Probed};
 
+/// The largest stored byte string that is copied, not shared, when it leaves the store
+/// (see [`handed_out`]).
+const COPIED_FOR_DELTA: usize = 4096;
+
+/// Stored bytes as a read or a delta hands them out: a copy when small, a share when
+/// large. A stored value holds its bytes in an allocation of its own; sharing them once
+/// gives it a reference count, a header of 32 bytes kept for as long as the key is (each
+/// read of every key would add that to the store), while a copy of a few kilobytes costs
+/// less than the share's header is worth.
+fn handed_out(bytes: &Bytes) -> Bytes {
+    if bytes.len() <= COPIED_FOR_DELTA {
+        Bytes::copy_from_slice(bytes)
+    } else {
+        bytes.clone()
+    }
+}
+
 /// A lattice in a cell that can be reset: an observed-remove map with a single key. Writes
 /// replace the writes they have seen; a reset removes them; a write the reset has not seen
 /// survives it.
@@ -77,13 +94,13 @@ pub fn field_value(field: &HashField) -> Option<Bytes> {
     if field.b.is_bot()
         && let Some(bytes) = base
     {
-        return Some(bytes.clone());
+        return Some(handed_out(bytes));
     }
     let sum = match base {
         None => field.b.value(),
         Some(bytes) => match parse_int(bytes) {
             Some(n) => i128::from(n) + field.b.value(),
-            None => return Some(bytes.clone()),
+            None => return Some(handed_out(bytes)),
         },
     };
     Some(Bytes::from(sum.to_string()))
@@ -612,8 +629,20 @@ impl Write {
         fn own(b: Bytes) -> Bytes {
             Bytes::copy_from_slice(&b)
         }
+        /// Members (names a set or sorted set keeps, never values a later write
+        /// replaces) in one allocation when they are small together: a share of it per
+        /// member, so reading them out shares too instead of giving each its own header.
         fn all(v: Vec<Bytes>) -> Vec<Bytes> {
-            v.into_iter().map(own).collect()
+            let total: usize = v.iter().map(Bytes::len).sum();
+            if v.len() < 2 || total > COPIED_FOR_DELTA {
+                return v.into_iter().map(own).collect();
+            }
+            let mut buf = bytes::BytesMut::with_capacity(total);
+            for member in &v {
+                buf.extend_from_slice(member);
+            }
+            let mut buf = buf.freeze();
+            v.iter().map(|member| buf.split_to(member.len())).collect()
         }
         match self {
             Write::Lww(v) => Write::Lww(own(v)),
@@ -635,7 +664,10 @@ impl Write {
                 field: own(field),
                 by,
             },
-            Write::ZAdd(v) => Write::ZAdd(v.into_iter().map(|(m, s)| (own(m), s)).collect()),
+            Write::ZAdd(v) => {
+                let (members, scores): (Vec<Bytes>, Vec<_>) = v.into_iter().unzip();
+                Write::ZAdd(all(members).into_iter().zip(scores).collect())
+            }
             Write::ZIncr { member, by } => Write::ZIncr {
                 member: own(member),
                 by,
@@ -1124,7 +1156,11 @@ impl Value {
         let mismatch = |stored: Kind| KindMismatch { stored, attempted };
         let r = ctx.replica;
         Ok(match (self, write) {
-            (Value::Lww(v), Write::Lww(bytes)) => Value::Lww(v.write(ctx.stamp, Some(bytes))),
+            (Value::Lww(v), Write::Lww(bytes)) => {
+                let delta = handed_out(&bytes);
+                v.merge(Lww::new(ctx.stamp, Some(bytes)));
+                Value::Lww(Lww::new(ctx.stamp, Some(delta)))
+            }
             (Value::Set(v), Write::SetAdd(members)) => Value::Set(v.update(r, (), |s| {
                 for m in members {
                     s.insert(m);
@@ -1327,14 +1363,14 @@ impl Value {
             return None;
         }
         let live = |vals: &mut dyn Iterator<Item = &Option<Bytes>>| -> Vec<Bytes> {
-            vals.filter_map(Clone::clone).collect()
+            vals.filter_map(|v| v.as_ref().map(handed_out)).collect()
         };
         Some(match self {
             Value::Generation { value, .. } | Value::Expiring { value, .. } => {
                 return value.read(meta);
             }
             Value::Lww(v) => ReadValue::Lww {
-                value: v.get().cloned().flatten()?,
+                value: handed_out(v.get()?.as_ref()?),
                 stamp: if meta { v.stamp() } else { None },
             },
             Value::Set(v) => ReadValue::Set {
@@ -1350,7 +1386,10 @@ impl Value {
                 value: v.get(&())?.into_reveal(),
             },
             Value::Priority(v) => {
-                let (priority, value) = v.get(&())?.into_reveal()?;
+                let (priority, value) = v.get_with(&(), |p| {
+                    let (priority, value) = p.get()?;
+                    Some((*priority, handed_out(value)))
+                })??;
                 ReadValue::Priority { priority, value }
             }
             Value::SingleCausal(v) => ReadValue::SingleCausal {
@@ -1368,8 +1407,8 @@ impl Value {
             },
             Value::Hash(v) => ReadValue::Hash {
                 fields: v
-                    .iter()
-                    .filter_map(|(k, f)| Some((k.clone(), field_value(&f)?)))
+                    .keys()
+                    .filter_map(|k| Some((handed_out(k), v.get_with(k, field_value)??)))
                     .collect(),
             },
             Value::SortedSet(v) => {

@@ -86,6 +86,34 @@ impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
         )
     }
 
+    /// Calls `f` with the value of `key`, as [`get`](Self::get) would return it, without
+    /// cloning it when one write holds it (the usual case): for reading a value whose clone
+    /// costs, or a part of it.
+    ///
+    /// ```
+    /// use calm_lattice::{Merge, OrMap, PNCounter, ReplicaId};
+    /// let (a, b) = (ReplicaId(1), ReplicaId(2));
+    /// let mut map = OrMap::<String, PNCounter>::default();
+    /// let mut other = map.clone();
+    /// map.update(a, "x".into(), |n| n.increment(a, 2));
+    /// assert_eq!(map.get_with("x", PNCounter::value), Some(2)); // one write: no clone
+    /// let concurrent = other.update(b, "x".into(), |n| n.increment(b, 5));
+    /// map.merge(concurrent);
+    /// assert_eq!(map.get_with("x", PNCounter::value), Some(7)); // two: merged, as `get`
+    /// assert_eq!(map.get_with("y", PNCounter::value), None);
+    /// ```
+    pub fn get_with<Q: Ord + ?Sized, R>(&self, key: &Q, f: impl FnOnce(&L) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        let writes = self.0.entries.get(key)?;
+        let mut each = writes.values();
+        match (each.next(), each.next()) {
+            (Some(only), None) => Some(f(only)),
+            _ => Some(f(&self.get(key)?)),
+        }
+    }
+
     /// The causal context: every write and removal this replica has seen.
     pub fn context(&self) -> &crate::CausalContext {
         &self.0.context

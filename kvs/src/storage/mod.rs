@@ -15,6 +15,7 @@
 //! starts over. Recovery loads the cold tier's key index and replays the log; lattice merges
 //! are idempotent, so replaying a record twice is harmless.
 
+mod dense;
 mod disk;
 pub mod quota;
 mod tiered;

@@ -1,11 +1,12 @@
 //! A worker's keys in two tiers: hot in memory, cold on disk, with a write-ahead log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::dense::{DenseMap, Key};
 use super::quota::{Quotas, Usage};
 use super::{ColdPut, Disk, Durability, StorageConfig, StorageError, wal};
 use crate::ring::HashRing;
@@ -29,10 +30,6 @@ enum LogRecordRef<'a> {
     Merge(&'a Bytes, &'a Value),
     Remove(&'a Bytes),
 }
-
-/// A key as the tiers' maps hold it: its bytes in one allocation of their own (a `Bytes`
-/// takes 32 bytes in the map and, once cloned, a shared header besides).
-type Key = Box<[u8]>;
 
 #[derive(Debug)]
 struct Hot {
@@ -103,11 +100,11 @@ impl Hot {
     }
 }
 
-/// What a key costs in memory besides its bytes and its value's encoding: its slot in the
-/// hot map (the key's pointer and a `Hot`) with the map's control byte and spare room (at
-/// most 7/8 full), and the key's own allocation's header. Part of every key's size, so the
-/// memory budget and `INFO used_memory` count what keys cost, not only their bytes.
-const PER_KEY: usize = (std::mem::size_of::<(Key, Hot)>() + 1) * 8 / 7 + 16;
+/// What a key costs in memory besides its bytes and its value's encoding: its entry in the
+/// hot map (the key, inline when short, and a `Hot`; its position in the map's index).
+/// Part of every key's size, so the memory budget and `INFO used_memory` count what keys
+/// cost, not only their bytes.
+const PER_KEY: usize = DenseMap::<Hot>::entry_bytes();
 
 /// A size in bytes as a `Hot` keeps it (stored values are far below 4 GiB).
 fn bytes32(n: usize) -> u32 {
@@ -155,9 +152,9 @@ pub struct TierStats {
 /// A worker's keys: see the [module docs](super).
 #[derive(Debug)]
 pub struct Tiered {
-    hot: HashMap<Key, Hot>,
+    hot: DenseMap<Hot>,
     /// Keys only on disk, with the hash of their stored value (for anti-entropy digests).
-    cold: HashMap<Key, u64>,
+    cold: DenseMap<u64>,
     /// The deadlines the cold tier's index held when it was opened (so keys that expire
     /// while only on disk are collected on time after a restart).
     cold_deadlines: Vec<(u64, Bytes)>,
@@ -230,8 +227,8 @@ impl Tiered {
     /// Keys in memory only, nothing on disk.
     pub fn memory() -> Tiered {
         Tiered {
-            hot: HashMap::new(),
-            cold: HashMap::new(),
+            hot: DenseMap::new(),
+            cold: DenseMap::new(),
             cold_deadlines: Vec::new(),
             disk: None,
             config: StorageConfig {
@@ -268,9 +265,10 @@ impl Tiered {
             .iter()
             .filter_map(|c| Some((c.deadline?, c.key.clone())))
             .collect();
-        let cold: HashMap<Key, u64> = (index.into_iter())
-            .map(|c| (Key::from(&c.key[..]), c.hash))
-            .collect();
+        let mut cold = DenseMap::new();
+        for c in index {
+            cold.insert(Key::from(&c.key[..]), c.hash);
+        }
         let log = disk.log_read()?;
         let scan = wal::scan(&log);
         let mut recovery = Recovery {
@@ -693,7 +691,7 @@ impl Tiered {
             if self.hot_bytes - freed <= target {
                 break;
             }
-            let hot = &self.hot[&key];
+            let hot = self.hot.get(&key).expect("chosen among the hot keys");
             freed += hot.size();
             let hash = match hot.disk_hash() {
                 Some(h) if !hot.dirty => h,
