@@ -12,30 +12,144 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 /// An ordered map kept as a vector of entries sorted by key (see the [module docs](self)).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VecMap<K, V>(Vec<(K, V)>);
+/// A map of one entry (most of them: a key's single write, a counter's single writer)
+/// holds it in place, with no allocation: for entries of up to 16 bytes the map is no
+/// larger for it (24 bytes, a vector's size).
+#[derive(Clone)]
+pub struct VecMap<K, V>(Slots<(K, V)>);
+
+/// The entries of a [`VecMap`]: one in place, or any other number in a vector (never
+/// exactly one, so each content has one form).
+#[derive(Clone)]
+enum Slots<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Slots<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Slots::One(one) => std::slice::from_ref(one),
+            Slots::Many(many) => many,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            Slots::One(one) => std::slice::from_mut(one),
+            Slots::Many(many) => many,
+        }
+    }
+
+    /// In the one form that fits `entries`.
+    fn from_vec(mut entries: Vec<T>) -> Slots<T> {
+        match entries.len() {
+            1 => Slots::One(entries.pop().expect("one entry")),
+            0 => Slots::Many(Vec::new()),
+            _ => {
+                entries.shrink_to_fit();
+                Slots::Many(entries)
+            }
+        }
+    }
+
+    /// Back to the one form that fits, after entries were taken out of a vector.
+    fn settle(&mut self) {
+        if let Slots::Many(many) = self {
+            match many.len() {
+                0 => *many = Vec::new(),
+                1 => *self = Slots::from_vec(std::mem::take(many)),
+                n if n <= EXACT_UP_TO => many.shrink_to_fit(),
+                _ => {}
+            }
+        }
+    }
+}
 
 /// Maps up to this many entries grow one entry at a time (no spare room), up to four times
 /// as many by a quarter, larger ones double as a vector does.
 const EXACT_UP_TO: usize = 8;
 
+/// Inserts `entry` at `at`, growing `entries` by the policy above.
+fn insert_at<T>(entries: &mut Vec<T>, at: usize, entry: T) {
+    let len = entries.len();
+    if len == entries.capacity() && len < EXACT_UP_TO {
+        entries.reserve_exact(1);
+    } else if len == entries.capacity() && len < 4 * EXACT_UP_TO {
+        entries.reserve_exact(len / 4);
+    }
+    entries.insert(at, entry);
+}
+
+/// Where `key` is in `entries` (sorted by key), or where it would go.
+fn find<K: Borrow<Q>, V, Q: Ord + ?Sized>(entries: &[(K, V)], key: &Q) -> Result<usize, usize> {
+    entries.binary_search_by(|(k, _)| k.borrow().cmp(key))
+}
+
+/// `entries` sorted by key, the last of each key kept (as a `BTreeMap` built from them).
+fn sorted<K: Ord, V>(entries: impl IntoIterator<Item = (K, V)>) -> Vec<(K, V)> {
+    let mut entries: Vec<(K, V)> = entries.into_iter().collect();
+    // Stable: equal keys keep their order, and the last of each is kept.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(K, V)> = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        match out.last_mut() {
+            Some(last) if last.0 == k => last.1 = v,
+            _ => out.push((k, v)),
+        }
+    }
+    out
+}
+
 impl<K, V> Default for VecMap<K, V> {
     fn default() -> Self {
-        VecMap(Vec::new())
+        VecMap(Slots::Many(Vec::new()))
+    }
+}
+
+impl<K: PartialEq, V: PartialEq> PartialEq for VecMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_slice() == other.0.as_slice()
+    }
+}
+
+impl<K: Eq, V: Eq> Eq for VecMap<K, V> {}
+
+impl<K: PartialOrd, V: PartialOrd> PartialOrd for VecMap<K, V> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        self.0.as_slice().partial_cmp(other.0.as_slice())
+    }
+}
+
+impl<K: Ord, V: Ord> Ord for VecMap<K, V> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_slice().cmp(other.0.as_slice())
+    }
+}
+
+impl<K: std::hash::Hash, V: std::hash::Hash> std::hash::Hash for VecMap<K, V> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_slice().hash(state);
+    }
+}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for VecMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("VecMap").field(&self.0.as_slice()).finish()
     }
 }
 
 impl<K: Ord, V> VecMap<K, V> {
     /// An empty map (allocates nothing).
     pub fn new() -> Self {
-        VecMap(Vec::new())
+        VecMap::default()
     }
 
     fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
     where
         K: Borrow<Q>,
     {
-        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key))
+        find(self.0.as_slice(), key)
     }
 
     /// The value of `key`.
@@ -43,7 +157,7 @@ impl<K: Ord, V> VecMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.find(key).ok().map(|i| &self.0[i].1)
+        self.find(key).ok().map(|i| &self.0.as_slice()[i].1)
     }
 
     /// The value of `key`, to change.
@@ -51,7 +165,7 @@ impl<K: Ord, V> VecMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.find(key).ok().map(|i| &mut self.0[i].1)
+        self.find(key).ok().map(|i| &mut self.0.as_mut_slice()[i].1)
     }
 
     /// Whether `key` has a value.
@@ -63,19 +177,29 @@ impl<K: Ord, V> VecMap<K, V> {
     }
 
     fn insert_at(&mut self, at: usize, key: K, value: V) {
-        let len = self.0.len();
-        if len == self.0.capacity() && len < EXACT_UP_TO {
-            self.0.reserve_exact(1);
-        } else if len == self.0.capacity() && len < 4 * EXACT_UP_TO {
-            self.0.reserve_exact(len / 4);
-        }
-        self.0.insert(at, (key, value));
+        let entries = match std::mem::replace(&mut self.0, Slots::Many(Vec::new())) {
+            Slots::Many(many) if many.is_empty() => {
+                self.0 = Slots::One((key, value));
+                return;
+            }
+            Slots::One(one) => {
+                let mut two = Vec::with_capacity(2);
+                two.push(one);
+                two
+            }
+            Slots::Many(many) => many,
+        };
+        self.0 = Slots::Many(entries);
+        let Slots::Many(entries) = &mut self.0 else {
+            unreachable!("just set")
+        };
+        insert_at(entries, at, (key, value));
     }
 
     /// Sets `key` to `value`; returns the value it had.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.0.as_mut_slice()[i].1, value)),
             Err(i) => {
                 self.insert_at(i, key, value);
                 None
@@ -92,7 +216,7 @@ impl<K: Ord, V> VecMap<K, V> {
                 i
             }
         };
-        &mut self.0[i].1
+        &mut self.0.as_mut_slice()[i].1
     }
 
     /// Takes `key` out; returns its value.
@@ -101,79 +225,75 @@ impl<K: Ord, V> VecMap<K, V> {
         K: Borrow<Q>,
     {
         let i = self.find(key).ok()?;
-        let (_, v) = self.0.remove(i);
-        if self.0.is_empty() {
-            self.0 = Vec::new();
-        }
+        let (_, v) = match &mut self.0 {
+            Slots::Many(many) => many.remove(i),
+            Slots::One(_) => match std::mem::replace(&mut self.0, Slots::Many(Vec::new())) {
+                Slots::One(one) => one,
+                Slots::Many(_) => unreachable!("matched one"),
+            },
+        };
+        self.0.settle();
         Some(v)
     }
 
     /// Keeps the entries `keep` accepts (it may change their values), in key order.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.0.retain_mut(|(k, v)| keep(k, v));
-        if self.0.is_empty() {
-            self.0 = Vec::new();
-        } else if self.0.len() <= EXACT_UP_TO {
-            self.0.shrink_to_fit();
+        match &mut self.0 {
+            Slots::Many(many) => many.retain_mut(|(k, v)| keep(k, v)),
+            Slots::One((k, v)) => {
+                if !keep(k, v) {
+                    self.0 = Slots::Many(Vec::new());
+                }
+            }
         }
+        self.0.settle();
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.as_slice().len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// The entries in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + ExactSizeIterator {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.as_slice().iter().map(|(k, v)| (k, v))
     }
 
     /// The keys in order.
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
-        self.0.iter().map(|(k, _)| k)
+        self.0.as_slice().iter().map(|(k, _)| k)
     }
 
     /// The values in key order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
-        self.0.iter().map(|(_, v)| v)
+        self.0.as_slice().iter().map(|(_, v)| v)
     }
 
     /// The values in key order, to change.
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
-        self.0.iter_mut().map(|(_, v)| v)
+        self.0.as_mut_slice().iter_mut().map(|(_, v)| v)
     }
 
     /// The keys in order, taken.
     pub fn into_keys(self) -> impl DoubleEndedIterator<Item = K> + ExactSizeIterator {
-        self.0.into_iter().map(|(k, _)| k)
+        self.into_iter().map(|(k, _)| k)
     }
 
     /// The values in key order, taken.
     pub fn into_values(self) -> impl DoubleEndedIterator<Item = V> + ExactSizeIterator {
-        self.0.into_iter().map(|(_, v)| v)
+        self.into_iter().map(|(_, v)| v)
     }
 }
 
 impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
     /// Later entries of a key replace earlier ones, as in a `BTreeMap`.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut entries: Vec<(K, V)> = iter.into_iter().collect();
-        // Stable: equal keys keep their order, and the last of each is kept.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(K, V)> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
-            }
-        }
-        out.shrink_to_fit();
-        VecMap(out)
+        VecMap(Slots::from_vec(sorted(iter)))
     }
 }
 
@@ -183,11 +303,49 @@ impl<K: Ord, V, const N: usize> From<[(K, V); N]> for VecMap<K, V> {
     }
 }
 
+/// The entries of a [`VecMap`], taken, in key order.
+pub enum IntoEntries<K, V> {
+    /// Of a map of one entry.
+    One(std::option::IntoIter<(K, V)>),
+    /// Of any other.
+    Many(std::vec::IntoIter<(K, V)>),
+}
+
+impl<K, V> Iterator for IntoEntries<K, V> {
+    type Item = (K, V);
+    fn next(&mut self) -> Option<(K, V)> {
+        match self {
+            IntoEntries::One(i) => i.next(),
+            IntoEntries::Many(i) => i.next(),
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            IntoEntries::One(i) => i.size_hint(),
+            IntoEntries::Many(i) => i.size_hint(),
+        }
+    }
+}
+
+impl<K, V> DoubleEndedIterator for IntoEntries<K, V> {
+    fn next_back(&mut self) -> Option<(K, V)> {
+        match self {
+            IntoEntries::One(i) => i.next_back(),
+            IntoEntries::Many(i) => i.next_back(),
+        }
+    }
+}
+
+impl<K, V> ExactSizeIterator for IntoEntries<K, V> {}
+
 impl<K, V> IntoIterator for VecMap<K, V> {
     type Item = (K, V);
-    type IntoIter = std::vec::IntoIter<(K, V)>;
+    type IntoIter = IntoEntries<K, V>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        match self.0 {
+            Slots::One(one) => IntoEntries::One(Some(one).into_iter()),
+            Slots::Many(many) => IntoEntries::Many(many.into_iter()),
+        }
     }
 }
 
@@ -195,14 +353,14 @@ impl<'a, K, V> IntoIterator for &'a VecMap<K, V> {
     type Item = (&'a K, &'a V);
     type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.as_slice().iter().map(|(k, v)| (k, v))
     }
 }
 
 #[cfg(feature = "serde")]
 impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for VecMap<K, V> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        s.collect_map(self.0.as_slice().iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -211,11 +369,73 @@ impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>> serde::D
     for VecMap<K, V>
 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Sorted(entries) = Sorted::deserialize(d)?;
+        Ok(VecMap(Slots::from_vec(entries)))
+    }
+}
+
+/// A [`SmallMap`]'s entries while few: a vector sorted by key. Never in place as a
+/// [`VecMap`]'s single entry is: a map of a set's members (each with its writes) would grow
+/// every value that holds one.
+#[derive(Clone)]
+pub struct Sorted<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for Sorted<K, V> {
+    fn default() -> Self {
+        Sorted(Vec::new())
+    }
+}
+
+impl<K: Ord, V> Sorted<K, V> {
+    fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        find(&self.0, key).ok().map(|i| &self.0[i].1)
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match find(&self.0, &key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                insert_at(&mut self.0, i, (key, value));
+                None
+            }
+        }
+    }
+
+    fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let i = find(&self.0, key).ok()?;
+        let (_, v) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(v)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.0.retain_mut(|(k, v)| keep(k, v));
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        } else if self.0.len() <= EXACT_UP_TO {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>> serde::Deserialize<'de>
+    for Sorted<K, V>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit<K, V>(std::marker::PhantomData<(K, V)>);
         impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>>
             serde::de::Visitor<'de> for Visit<K, V>
         {
-            type Value = VecMap<K, V>;
+            type Value = Sorted<K, V>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a map")
             }
@@ -228,7 +448,9 @@ impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>> serde::D
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
                 }
-                Ok(entries.into_iter().collect())
+                let mut entries = sorted(entries);
+                entries.shrink_to_fit();
+                Ok(Sorted(entries))
             }
         }
         d.deserialize_map(Visit(std::marker::PhantomData))
@@ -271,6 +493,30 @@ mod test {
         }
     }
 
+    /// A map of one entry holds it in place, and each content has one form (so equal maps
+    /// are equal whatever made them); a map of small entries is a vector's size.
+    #[test]
+    fn one_entry_in_place_and_one_form_per_content() {
+        assert_eq!(std::mem::size_of::<VecMap<u64, u64>>(), 24);
+        assert_eq!(std::mem::size_of::<VecMap<crate::Dot, ()>>(), 24);
+        let mut m = VecMap::new();
+        assert!(matches!(m.0, Slots::Many(ref v) if v.capacity() == 0));
+        m.insert(2u8, 'b');
+        assert!(matches!(m.0, Slots::One(_)));
+        m.insert(1, 'a');
+        assert!(matches!(m.0, Slots::Many(ref v) if v.len() == 2));
+        assert_eq!(m.remove(&1), Some('a'));
+        assert!(matches!(m.0, Slots::One((2, 'b'))));
+        m.insert(3, 'c');
+        m.retain(|k, _| *k == 3);
+        assert!(matches!(m.0, Slots::One((3, 'c'))));
+        m.retain(|_, _| false);
+        assert!(matches!(m.0, Slots::Many(ref v) if v.capacity() == 0));
+        let one: VecMap<u8, char> = [(5, 'x'), (5, 'y')].into();
+        assert!(matches!(one.0, Slots::One((5, 'y'))));
+        assert_eq!(one.into_iter().rev().collect::<Vec<_>>(), [(5, 'y')]);
+    }
+
     /// It encodes byte for byte as a `BTreeMap` does, so stored values keep their form.
     #[cfg(feature = "serde")]
     #[test]
@@ -293,7 +539,7 @@ mod test {
 #[derive(Clone)]
 pub enum SmallMap<K, V> {
     /// Few entries, in one vector.
-    Small(VecMap<K, V>),
+    Small(Sorted<K, V>),
     /// Many entries.
     Large(BTreeMap<K, V>),
 }
@@ -303,7 +549,7 @@ pub const SMALL: usize = 16;
 
 impl<K, V> Default for SmallMap<K, V> {
     fn default() -> Self {
-        SmallMap::Small(VecMap::default())
+        SmallMap::Small(Sorted::default())
     }
 }
 
@@ -395,9 +641,11 @@ impl<K: Ord, V> SmallMap<K, V> {
     /// Sets `key` to `value`; returns the value it had.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self {
-            SmallMap::Small(m) if m.len() < SMALL || m.contains_key(&key) => m.insert(key, value),
+            SmallMap::Small(m) if m.0.len() < SMALL || m.get(&key).is_some() => {
+                m.insert(key, value)
+            }
             SmallMap::Small(m) => {
-                let mut large: BTreeMap<K, V> = std::mem::take(m).into_iter().collect();
+                let mut large: BTreeMap<K, V> = std::mem::take(&mut m.0).into_iter().collect();
                 large.insert(key, value);
                 *self = SmallMap::Large(large);
                 None
@@ -454,9 +702,10 @@ impl<K, V> IntoIterator for SmallMap<K, V> {
 
 impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let small: VecMap<K, V> = iter.into_iter().collect();
+        let mut small = sorted(iter);
         if small.len() <= SMALL {
-            SmallMap::Small(small)
+            small.shrink_to_fit();
+            SmallMap::Small(Sorted(small))
         } else {
             SmallMap::Large(small.into_iter().collect())
         }
@@ -505,11 +754,11 @@ impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>> serde::D
     for SmallMap<K, V>
 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let small = VecMap::<K, V>::deserialize(d)?;
-        Ok(if small.len() <= SMALL {
+        let small = Sorted::<K, V>::deserialize(d)?;
+        Ok(if small.0.len() <= SMALL {
             SmallMap::Small(small)
         } else {
-            SmallMap::Large(small.into_iter().collect())
+            SmallMap::Large(small.0.into_iter().collect())
         })
     }
 }
