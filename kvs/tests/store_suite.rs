@@ -26,7 +26,7 @@ async fn suite<S: Store>(store: &S) {
     match store.get_with_meta("greeting").await.unwrap() {
         Some(ReadValue::Lww {
             stamp: Some(stamp), ..
-        }) => assert!(stamp.hlc.wall_ms > 0),
+        }) => assert!(stamp.hlc.wall_ms() > 0),
         other => panic!("expected a stamp, got {other:?}"),
     }
 

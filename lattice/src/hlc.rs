@@ -5,7 +5,13 @@ use std::cmp::Ordering;
 use crate::{Atomize, IsBot, IsTop, Merge};
 
 /// A hybrid logical clock timestamp: milliseconds of physical time and a logical counter that
-/// orders events within the same millisecond. Compared by (`wall_ms`, `logical`).
+/// orders events within the same millisecond. Compared by ([`wall_ms`](Hlc::wall_ms),
+/// [`logical`](Hlc::logical)).
+///
+/// Held in 8 bytes (a stamp of the store's every value is one of these and a replica id):
+/// the milliseconds in the high 48 bits, up to [`Hlc::MAX_WALL_MS`] (the year 10889), the
+/// logical counter in the low 16. A clock whose counter is exhausted moves to the next
+/// millisecond.
 ///
 /// As a lattice it is a [`Max`](crate::Max): merge keeps the later timestamp.
 ///
@@ -14,34 +20,120 @@ use crate::{Atomize, IsBot, IsTop, Merge};
 /// let mut t = Hlc::new(1_000, 0);
 /// assert!(t.merge(Hlc::new(1_000, 3)));
 /// assert!(Hlc::new(999, 50) < t);
+/// assert_eq!((t.wall_ms(), t.logical()), (1_000, 3));
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Hlc {
-    /// Physical time in milliseconds (since the Unix epoch, by convention).
-    pub wall_ms: u64,
-    /// Orders events that share `wall_ms`.
-    pub logical: u32,
-}
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "HlcParts", into = "HlcParts")
+)]
+pub struct Hlc(u64);
+
+/// The bits of an [`Hlc`] that hold the logical counter.
+const LOGICAL_BITS: u32 = 16;
 
 impl Hlc {
     /// The zero timestamp (bottom).
-    pub const ZERO: Hlc = Hlc {
-        wall_ms: 0,
-        logical: 0,
-    };
+    pub const ZERO: Hlc = Hlc(0);
 
-    /// A timestamp from its parts.
-    pub fn new(wall_ms: u64, logical: u32) -> Self {
-        Hlc { wall_ms, logical }
+    /// The latest physical time a timestamp holds: 2^48 - 1 milliseconds after the epoch.
+    pub const MAX_WALL_MS: u64 = (1 << (64 - LOGICAL_BITS)) - 1;
+
+    /// A timestamp from its parts; a `wall_ms` beyond [`Hlc::MAX_WALL_MS`] is taken as it.
+    pub const fn new(wall_ms: u64, logical: u16) -> Self {
+        let wall_ms = if wall_ms > Self::MAX_WALL_MS {
+            Self::MAX_WALL_MS
+        } else {
+            wall_ms
+        };
+        Hlc((wall_ms << LOGICAL_BITS) | logical as u64)
+    }
+
+    /// Physical time in milliseconds (since the Unix epoch, by convention).
+    pub const fn wall_ms(self) -> u64 {
+        self.0 >> LOGICAL_BITS
+    }
+
+    /// Orders events that share [`wall_ms`](Hlc::wall_ms).
+    pub const fn logical(self) -> u16 {
+        self.0 as u16
     }
 
     /// The next timestamp after this one within the same millisecond, or the first of the
-    /// next millisecond when the logical counter is exhausted.
+    /// next millisecond when the logical counter is exhausted (the same step, as the
+    /// millisecond sits just above the counter).
     fn successor(self) -> Hlc {
-        match self.logical.checked_add(1) {
-            Some(logical) => Hlc::new(self.wall_ms, logical),
-            None => Hlc::new(self.wall_ms.saturating_add(1), 0),
+        Hlc(self.0.saturating_add(1))
+    }
+}
+
+impl std::fmt::Debug for Hlc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hlc")
+            .field("wall_ms", &self.wall_ms())
+            .field("logical", &self.logical())
+            .finish()
+    }
+}
+
+/// How an [`Hlc`] is encoded: as its two parts, the logical counter in 32 bits (the form it
+/// always had, so stored and sent values are unchanged).
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "Hlc")]
+struct HlcParts {
+    wall_ms: u64,
+    logical: u32,
+}
+
+#[cfg(feature = "serde")]
+impl From<Hlc> for HlcParts {
+    fn from(hlc: Hlc) -> Self {
+        HlcParts {
+            wall_ms: hlc.wall_ms(),
+            logical: u32::from(hlc.logical()),
+        }
+    }
+}
+
+/// An encoded [`Hlc`] whose parts do not fit it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HlcOutOfRange {
+    /// The encoded milliseconds.
+    pub wall_ms: u64,
+    /// The encoded logical counter.
+    pub logical: u32,
+}
+
+impl std::fmt::Display for HlcOutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "timestamp out of range: {} ms (at most {}) and logical counter {} (at most {})",
+            self.wall_ms,
+            Hlc::MAX_WALL_MS,
+            self.logical,
+            u16::MAX
+        )
+    }
+}
+
+impl std::error::Error for HlcOutOfRange {}
+
+#[cfg(feature = "serde")]
+impl TryFrom<HlcParts> for Hlc {
+    type Error = HlcOutOfRange;
+
+    fn try_from(parts: HlcParts) -> Result<Self, Self::Error> {
+        match u16::try_from(parts.logical) {
+            Ok(logical) if parts.wall_ms <= Hlc::MAX_WALL_MS => {
+                Ok(Hlc::new(parts.wall_ms, logical))
+            }
+            _ => Err(HlcOutOfRange {
+                wall_ms: parts.wall_ms,
+                logical: parts.logical,
+            }),
         }
     }
 }
@@ -65,7 +157,7 @@ impl IsBot for Hlc {
 
 impl IsTop for Hlc {
     fn is_top(&self) -> bool {
-        self.wall_ms == u64::MAX && self.logical == u32::MAX
+        self.0 == u64::MAX
     }
 }
 
@@ -93,8 +185,8 @@ impl std::fmt::Display for ClockDrift {
         write!(
             f,
             "remote timestamp {}ms is {}ms ahead of the local clock ({}ms), more than the allowed {}ms; check the clocks of both machines",
-            self.remote.wall_ms,
-            self.remote.wall_ms.saturating_sub(self.local_wall_ms),
+            self.remote.wall_ms(),
+            self.remote.wall_ms().saturating_sub(self.local_wall_ms),
             self.local_wall_ms,
             self.max_drift_ms
         )
@@ -141,7 +233,7 @@ impl HlcClock {
 
     /// A timestamp for a local event (a write) at physical time `wall_ms`.
     pub fn tick(&mut self, wall_ms: u64) -> Hlc {
-        self.last = if wall_ms > self.last.wall_ms {
+        self.last = if wall_ms > self.last.wall_ms() {
             Hlc::new(wall_ms, 0)
         } else {
             self.last.successor()
@@ -153,7 +245,7 @@ impl HlcClock {
     /// returns a local timestamp later than both. Refuses (and changes nothing) when the
     /// remote timestamp is too far in the future.
     pub fn observe(&mut self, remote: Hlc, wall_ms: u64) -> Result<Hlc, ClockDrift> {
-        if remote.wall_ms > wall_ms.saturating_add(self.max_drift_ms) {
+        if remote.wall_ms() > wall_ms.saturating_add(self.max_drift_ms) {
             return Err(ClockDrift {
                 remote,
                 local_wall_ms: wall_ms,
@@ -161,7 +253,7 @@ impl HlcClock {
             });
         }
         let latest = self.last.max(remote);
-        self.last = match wall_ms.cmp(&latest.wall_ms) {
+        self.last = match wall_ms.cmp(&latest.wall_ms()) {
             Ordering::Greater => Hlc::new(wall_ms, 0),
             _ => latest.successor(),
         };
@@ -179,7 +271,7 @@ mod test {
     proptest! {
         #[test]
         fn hlc_laws(items in proptest::collection::vec(
-            (0u64..4, 0u32..3).prop_map(|(w, l)| Hlc::new(w, l)), 0..6)) {
+            (0u64..4, 0u16..3).prop_map(|(w, l)| Hlc::new(w, l)), 0..6)) {
             laws::check_all(&items);
             laws::check_atomize(&items);
         }
@@ -188,7 +280,7 @@ mod test {
         /// everything observed.
         #[test]
         fn clock_is_monotone(events in proptest::collection::vec(
-            (any::<bool>(), 0u64..100, 0u64..120, 0u32..3), 1..40)) {
+            (any::<bool>(), 0u64..100, 0u64..120, 0u16..3), 1..40)) {
             let mut clock = HlcClock::new(50);
             let mut prev = Hlc::ZERO;
             for (is_remote, wall, remote_wall, remote_logical) in events {
@@ -209,17 +301,76 @@ mod test {
                     clock.tick(wall)
                 };
                 prop_assert!(t > prev);
-                prop_assert!(t.wall_ms >= wall, "an HLC never runs behind physical time");
+                prop_assert!(t.wall_ms() >= wall, "an HLC never runs behind physical time");
                 prev = t;
             }
         }
+    }
+
+    proptest! {
+        /// Packed in 8 bytes, a timestamp orders and reads back as its two parts did.
+        #[test]
+        fn packed_orders_as_its_parts(a in (0u64..=Hlc::MAX_WALL_MS, any::<u16>()),
+                                      b in (0u64..=Hlc::MAX_WALL_MS, any::<u16>())) {
+            let (x, y) = (Hlc::new(a.0, a.1), Hlc::new(b.0, b.1));
+            prop_assert_eq!((x.wall_ms(), x.logical()), a);
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+        }
+    }
+
+    #[test]
+    fn is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Hlc>(), 8);
+        assert_eq!(std::mem::size_of::<crate::Stamp>(), 16);
+    }
+
+    /// The encoding is the two parts with a 32-bit counter, as before the packing; parts that
+    /// do not fit are refused with a typed error.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn encodes_as_its_parts_and_refuses_what_does_not_fit() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Parts {
+            wall_ms: u64,
+            logical: u32,
+        }
+        let config = bincode::config::standard();
+        let hlc = Hlc::new(1_764_000_000_123, 7);
+        let encoded = bincode::serde::encode_to_vec(hlc, config).unwrap();
+        let parts = Parts {
+            wall_ms: 1_764_000_000_123,
+            logical: 7,
+        };
+        assert_eq!(
+            encoded,
+            bincode::serde::encode_to_vec(&parts, config).unwrap()
+        );
+        let (back, _): (Hlc, usize) = bincode::serde::decode_from_slice(&encoded, config).unwrap();
+        assert_eq!(back, hlc);
+        assert_eq!(
+            serde_json::to_string(&hlc).unwrap(),
+            r#"{"wall_ms":1764000000123,"logical":7}"#
+        );
+        for (wall_ms, logical) in [(Hlc::MAX_WALL_MS + 1, 0), (5, u32::from(u16::MAX) + 1)] {
+            let bytes = bincode::serde::encode_to_vec(Parts { wall_ms, logical }, config).unwrap();
+            let err = bincode::serde::decode_from_slice::<Hlc, _>(&bytes, config).unwrap_err();
+            assert!(err.to_string().contains("timestamp out of range"), "{err}");
+        }
+    }
+
+    #[test]
+    fn wall_time_beyond_the_range_saturates() {
+        assert_eq!(Hlc::new(u64::MAX, 3).wall_ms(), Hlc::MAX_WALL_MS);
+        let mut top = HlcClock::new(0);
+        let t = top.tick(u64::MAX);
+        assert_eq!(t, Hlc::new(Hlc::MAX_WALL_MS, 0));
     }
 
     #[test]
     fn logical_overflow_moves_to_next_millisecond() {
         let mut clock = HlcClock::new(0);
         assert_eq!(
-            clock.observe(Hlc::new(10, u32::MAX), 10),
+            clock.observe(Hlc::new(10, u16::MAX), 10),
             Ok(Hlc::new(11, 0))
         );
         assert_eq!(clock.tick(10), Hlc::new(11, 1));

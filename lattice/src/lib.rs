@@ -112,7 +112,7 @@ pub use causal_context::{CausalContext, Dot};
 pub use conflict::Conflict;
 pub use dom_pair::DomPair;
 pub use g_counter::GCounter;
-pub use hlc::{ClockDrift, Hlc, HlcClock};
+pub use hlc::{ClockDrift, Hlc, HlcClock, HlcOutOfRange};
 pub use lww::{Lww, Stamp};
 pub use map_union::MapUnion;
 pub use multi_key_causal::{CausalVersion, MultiKeyCausal};

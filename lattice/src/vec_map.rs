@@ -499,6 +499,7 @@ mod test {
     fn one_entry_in_place_and_one_form_per_content() {
         assert_eq!(std::mem::size_of::<VecMap<u64, u64>>(), 24);
         assert_eq!(std::mem::size_of::<VecMap<crate::Dot, ()>>(), 24);
+        assert_eq!(std::mem::size_of::<SmallMap<u64, u64>>(), 24);
         let mut m = VecMap::new();
         assert!(matches!(m.0, Slots::Many(ref v) if v.capacity() == 0));
         m.insert(2u8, 'b');
@@ -540,8 +541,13 @@ mod test {
 pub enum SmallMap<K, V> {
     /// Few entries, in one vector.
     Small(Sorted<K, V>),
-    /// Many entries.
-    Large(BTreeMap<K, V>),
+    /// Many entries (boxed, so the map takes no more room than its small form: it sits in
+    /// every value of a store).
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer keeps the map as small as its small form"
+    )]
+    Large(Box<BTreeMap<K, V>>),
 }
 
 /// The most entries a [`SmallMap`] keeps in a vector.
@@ -647,7 +653,7 @@ impl<K: Ord, V> SmallMap<K, V> {
             SmallMap::Small(m) => {
                 let mut large: BTreeMap<K, V> = std::mem::take(&mut m.0).into_iter().collect();
                 large.insert(key, value);
-                *self = SmallMap::Large(large);
+                *self = SmallMap::Large(Box::new(large));
                 None
             }
             SmallMap::Large(m) => m.insert(key, value),
@@ -695,7 +701,7 @@ impl<K, V> IntoIterator for SmallMap<K, V> {
     fn into_iter(self) -> IntoIter<K, V> {
         match self {
             SmallMap::Small(m) => IntoIter::Small(m.0.into_iter()),
-            SmallMap::Large(m) => IntoIter::Large(m.into_iter()),
+            SmallMap::Large(m) => IntoIter::Large((*m).into_iter()),
         }
     }
 }
@@ -707,7 +713,7 @@ impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
             small.shrink_to_fit();
             SmallMap::Small(Sorted(small))
         } else {
-            SmallMap::Large(small.into_iter().collect())
+            SmallMap::Large(Box::new(small.into_iter().collect()))
         }
     }
 }
@@ -758,7 +764,7 @@ impl<'de, K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>> serde::D
         Ok(if small.0.len() <= SMALL {
             SmallMap::Small(small)
         } else {
-            SmallMap::Large(small.0.into_iter().collect())
+            SmallMap::Large(Box::new(small.0.into_iter().collect()))
         })
     }
 }

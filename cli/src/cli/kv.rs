@@ -161,7 +161,7 @@ fn read_json(key: &str, value: &ReadValue) -> Json {
     let extra = match value {
         ReadValue::Lww { value, stamp } => json!({
             "value": bytes_json(value),
-            "stamp": stamp.map(|s| json!({"wall_ms": s.hlc.wall_ms, "logical": s.hlc.logical, "replica": s.replica.0})),
+            "stamp": stamp.map(|s| json!({"wall_ms": s.hlc.wall_ms(), "logical": s.hlc.logical(), "replica": s.replica.0})),
         }),
         ReadValue::Set { members } | ReadValue::OrSet { members } => {
             json!({ "members": members.iter().map(bytes_json).collect::<Vec<_>>() })

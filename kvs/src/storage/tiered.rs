@@ -34,10 +34,6 @@ enum LogRecordRef<'a> {
 #[derive(Debug)]
 struct Hot {
     value: Value,
-    /// The hash of the disk copy, valid when `on_disk` (it is clean and came from, or
-    /// went to, disk). Kept apart from its flag: an `Option<u64>` would take 16 bytes, and
-    /// there is one `Hot` per key in memory.
-    disk_hash: u64,
     /// Approximate bytes: the key, the value's encoding and the key's slot ([`PER_KEY`]);
     /// exact whenever it was `measured`, grown by each change's encoded delta since.
     size: u32,
@@ -50,34 +46,28 @@ struct Hot {
     touched: u32,
     /// Uses since it was loaded, halved at every demotion round.
     hits: u16,
-    /// Whether `disk_hash` holds.
-    on_disk: bool,
-    /// Changed since the disk last had it.
+    /// Changed since the disk last had it, or never on it. (A clean key's hash is not
+    /// kept: 8 bytes in every key's entry, to save hashing a clean key again when it is
+    /// demoted or a digest is taken.)
     dirty: bool,
 }
 
 impl Hot {
-    fn new(value: Value, size: usize, touched: u32, disk_hash: Option<u64>) -> Hot {
+    /// `dirty`: whether the disk lacks this value (it did not come from the disk).
+    fn new(value: Value, size: usize, touched: u32, dirty: bool) -> Hot {
         Hot {
             value,
-            disk_hash: disk_hash.unwrap_or(0),
             size: bytes32(size),
             measured: bytes32(size),
             touched,
             hits: 0,
-            on_disk: disk_hash.is_some(),
-            dirty: disk_hash.is_none(),
+            dirty,
         }
-    }
-
-    fn disk_hash(&self) -> Option<u64> {
-        self.on_disk.then_some(self.disk_hash)
     }
 
     /// Marks it changed since the disk had it.
     fn changed(&mut self) {
         self.dirty = true;
-        self.on_disk = false;
     }
 
     fn size(&self) -> usize {
@@ -352,9 +342,9 @@ impl Tiered {
         if self.hot.contains_key(key) {
             return Ok(true);
         }
-        let Some(&hash) = self.cold.get(key) else {
+        if !self.cold.contains_key(key) {
             return Ok(false);
-        };
+        }
         let bytes = self.disk_mut()?.cold_get(key)?.ok_or_else(|| {
             StorageError::Corrupt(format!(
                 "key {:?} is in the cold tier's index but not in its values",
@@ -370,8 +360,7 @@ impl Tiered {
         self.hot_bytes += size;
         self.stats.promotions += 1;
         let touched = self.tick();
-        self.hot
-            .insert(key, Hot::new(value, size, touched, Some(hash)));
+        self.hot.insert(key, Hot::new(value, size, touched, false));
         Ok(true)
     }
 
@@ -410,7 +399,7 @@ impl Tiered {
             self.hot_bytes += key.len() + PER_KEY;
             self.hot.insert(
                 Key::from(&key[..]),
-                Hot::new(Value::empty(kind), key.len() + PER_KEY, 0, None),
+                Hot::new(Value::empty(kind), key.len() + PER_KEY, 0, true),
             );
         }
         Ok(&mut self.use_hot(key).expect("just made hot").value)
@@ -504,7 +493,7 @@ impl Tiered {
             self.hot_bytes += size;
             let touched = self.tick();
             self.hot
-                .insert(Key::from(&key[..]), Hot::new(value, size, touched, None));
+                .insert(Key::from(&key[..]), Hot::new(value, size, touched, true));
             (true, None)
         };
         if outcome.0 {
@@ -582,11 +571,7 @@ impl Tiered {
     pub fn for_each_hash(&self, keep: impl Fn(&[u8]) -> bool, mut f: impl FnMut(&[u8], u64)) {
         for (key, hot) in &self.hot {
             if keep(key) {
-                f(
-                    key,
-                    hot.disk_hash()
-                        .unwrap_or_else(|| entry_hash(key, &hot.value)),
-                );
+                f(key, entry_hash(key, &hot.value));
             }
         }
         for (key, &hash) in &self.cold {
@@ -693,14 +678,14 @@ impl Tiered {
             }
             let hot = self.hot.get(&key).expect("chosen among the hot keys");
             freed += hot.size();
-            let hash = match hot.disk_hash() {
-                Some(h) if !hot.dirty => h,
-                _ => {
-                    let put = cold_put(&key, &hot.value);
-                    let hash = put.hash;
-                    puts.push(put);
-                    hash
-                }
+            let hash = if hot.dirty {
+                let put = cold_put(&key, &hot.value);
+                let hash = put.hash;
+                puts.push(put);
+                hash
+            } else {
+                // The disk has this value: only its hash, for the cold index.
+                entry_hash(&key, &hot.value)
             };
             victims.push((key, hash));
         }
@@ -738,7 +723,7 @@ impl Tiered {
     pub fn checkpoint(&mut self) -> Result<(), StorageError> {
         let mut puts: Vec<ColdPut> = Vec::new();
         for (key, hot) in &self.hot {
-            if hot.dirty || !hot.on_disk {
+            if hot.dirty {
                 puts.push(cold_put(key, &hot.value));
             }
         }
@@ -747,14 +732,9 @@ impl Tiered {
         disk.cold_write(&puts, &removes, true)?;
         disk.log_truncate(0)?;
         self.removes.clear();
-        for ColdPut {
-            key, hash, bytes, ..
-        } in puts
-        {
+        for ColdPut { key, bytes, .. } in puts {
             if let Some(hot) = self.hot.get_mut(&key[..]) {
                 hot.dirty = false;
-                hot.disk_hash = hash;
-                hot.on_disk = true;
                 let size = key.len() + bytes.len() + PER_KEY;
                 self.hot_bytes = self.hot_bytes + size - hot.size();
                 hot.size = bytes32(size);
@@ -951,4 +931,19 @@ fn encoded_len(record: &impl Serialize) -> usize {
     let mut count = Count(0);
     let _ = bincode::serde::encode_into_std_write(record, &mut count, bincode::config::standard());
     count.0
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// Every key in memory is one entry of these sizes: the 64-byte value (its largest
+    /// common variants, a register with its 16-byte stamp and an observed-remove map, are
+    /// 56) and 16 bytes of bookkeeping beside the 24-byte key.
+    #[test]
+    fn an_entry_is_104_bytes() {
+        assert_eq!(std::mem::size_of::<Value>(), 64);
+        assert_eq!(std::mem::size_of::<Hot>(), 80);
+        assert_eq!(std::mem::size_of::<(Key, Hot)>(), 104);
+    }
 }
