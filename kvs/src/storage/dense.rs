@@ -16,6 +16,7 @@
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// Entries per page. The first page grows as a vector does, up to this; every later page
 /// is allocated at this size, once.
@@ -174,15 +175,54 @@ impl<V> DenseMap<V> {
 
     /// Sets `key`'s value; the value it replaces, if it had one.
     pub(crate) fn insert(&mut self, key: Key, value: V) -> Option<V> {
-        if let Some(slot) = self.get_mut(&key) {
-            return Some(std::mem::replace(slot, value));
+        match self.find_or_place(&key) {
+            Ok(pos) => Some(std::mem::replace(
+                &mut at_mut(&mut self.pages, pos).1,
+                value,
+            )),
+            Err(_) => {
+                self.push((key, value));
+                None
+            }
         }
-        let pos = u32::try_from(self.len).expect("fewer than 2^32 keys in one map");
-        let hash = self.hash(&key);
-        self.push((key, value));
+    }
+
+    /// The value of `key`, to change; `value()` under `owned()` (the key, owned) first if
+    /// it has none.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        owned: impl FnOnce() -> Key,
+        value: impl FnOnce() -> V,
+    ) -> &mut V {
+        let pos = match self.find_or_place(key) {
+            Ok(pos) => pos,
+            Err(pos) => {
+                self.push((owned(), value()));
+                pos
+            }
+        };
+        &mut at_mut(&mut self.pages, pos).1
+    }
+
+    /// The position of `key`'s entry, or (`Err`) the position its entry is to take, already
+    /// in the index: the caller pushes the entry. One lookup, the key hashed once.
+    fn find_or_place(&mut self, key: &[u8]) -> Result<u32, u32> {
+        let hash = self.hash(key);
+        let next = u32::try_from(self.len).expect("fewer than 2^32 keys in one map");
         let (pages, hasher) = (&self.pages, &self.hasher);
-        (self.index).insert_unique(hash, pos, |&p| hasher.hash_one(&*at(pages, p).0));
-        None
+        match (self.index).entry(
+            hash,
+            |&pos| *at(pages, pos).0 == *key,
+            |&pos| hasher.hash_one(&*at(pages, pos).0),
+        ) {
+            Entry::Occupied(found) => Ok(*found.get()),
+            Entry::Vacant(vacant) => {
+                // `push` puts the entry at position `len`.
+                vacant.insert(next);
+                Err(next)
+            }
+        }
     }
 
     /// Appends an entry at position `len`.
@@ -299,6 +339,8 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Step {
         Insert(u16, u32),
+        /// `get_or_insert_with`: the value becomes `v` if absent, then grows by one.
+        Bump(u16, u32),
         Remove(u16),
     }
 
@@ -306,6 +348,7 @@ mod tests {
         // Keys from a small range, so removes and overwrites find their keys.
         prop_oneof![
             3 => (0..3000u16, any::<u32>()).prop_map(|(k, v)| Step::Insert(k, v)),
+            2 => (0..3000u16, any::<u32>()).prop_map(|(k, v)| Step::Bump(k, v)),
             2 => (0..3000u16).prop_map(Step::Remove),
         ]
     }
@@ -328,6 +371,12 @@ mod tests {
             match *step {
                 Step::Insert(k, v) => {
                     assert_eq!(dense.insert(key(k), v), model.insert(key(k).to_vec(), v));
+                }
+                Step::Bump(k, v) => {
+                    let slot = dense.get_or_insert_with(&key(k), || key(k), || v);
+                    *slot = slot.wrapping_add(1);
+                    let slot = model.entry(key(k).to_vec()).or_insert(v);
+                    *slot = slot.wrapping_add(1);
                 }
                 Step::Remove(k) => {
                     let removed = dense.remove_entry(&key(k));

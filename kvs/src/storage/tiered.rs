@@ -395,14 +395,26 @@ impl Tiered {
     /// The value of `key`, created empty of `kind` if absent; call
     /// [`changed`](Self::changed) after changing it.
     pub fn get_or_insert(&mut self, key: &Bytes, kind: Kind) -> Result<&mut Value, StorageError> {
-        if !self.hot.contains_key(&key[..]) && !self.promote(key)? {
-            self.hot_bytes += key.len() + PER_KEY;
-            self.hot.insert(
-                Key::from(&key[..]),
-                Hot::new(Value::empty(kind), key.len() + PER_KEY, 0, true),
-            );
+        if !self.cold.is_empty() {
+            self.promote(key)?;
         }
-        Ok(&mut self.use_hot(key).expect("just made hot").value)
+        let now = self.tick();
+        let size = key.len() + PER_KEY;
+        let mut added = false;
+        let hot = self.hot.get_or_insert_with(
+            key,
+            || Key::from(&key[..]),
+            || {
+                added = true;
+                Hot::new(Value::empty(kind), size, now, true)
+            },
+        );
+        if added {
+            self.hot_bytes += size;
+        }
+        hot.touched = now;
+        hot.hits = hot.hits.saturating_add(1);
+        Ok(&mut hot.value)
     }
 
     /// A copy of the value of `key`, read from whichever tier holds it without promoting it
