@@ -16,7 +16,8 @@
 //!     candidate;
 //!   - [`Outcome::MaybeSent`] (may have arrived, no usable answer): reads go to their next
 //!     candidate; writes answer [`OpError::Timeout`] — a write that may have been applied
-//!     is never run a second time (a counter increment would count twice).
+//!     is never run a second time (an increment would count twice: see
+//!     [`Write::is_idempotent`](crate::value::Write::is_idempotent)).
 //! - When every candidate failed an operation, the next round tries its first candidate
 //!   again; after `max_rounds` rounds it answers [`OpError::Unavailable`].
 

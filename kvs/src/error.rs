@@ -24,10 +24,11 @@ pub enum KvsError {
     #[error(transparent)]
     ClusterFile(#[from] ClusterFileError),
     /// The connection broke while a request was in flight; the request may or may not have
-    /// been applied. Retrying a register, set, max or priority write is safe (it merges to
-    /// the same value); a counter increment retried may count twice.
+    /// been applied. Whether sending a write again is safe:
+    /// [`Write::is_idempotent`](crate::value::Write::is_idempotent).
     #[error(
-        "connection lost: {0}; the request may or may not have been applied (register, set and max writes are safe to retry; a counter increment retried may count twice)"
+        "connection lost: {0}; the request may or may not have been applied ({advice})",
+        advice = crate::value::RETRY_ADVICE
     )]
     ConnectionLost(String),
     /// The node refused a request it could not read.

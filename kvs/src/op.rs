@@ -273,29 +273,33 @@ pub enum OpError {
         owners: Vec<String>,
     },
     /// The node a write was forwarded to did not answer in time: the write may or may not
-    /// have been applied, so it is not silently run elsewhere.
+    /// have been applied, so it is not silently run elsewhere. Whether sending it again is
+    /// safe: [`Write::is_idempotent`](crate::value::Write::is_idempotent).
     #[error(
-        "{node} did not answer in time; the write may or may not have been applied (lww, set and max writes are safe to retry; a counter retried may count twice)"
+        "{node} did not answer in time; the write may or may not have been applied ({})",
+        crate::value::RETRY_ADVICE
     )]
     Timeout {
         /// The node that did not answer.
         node: String,
     },
     /// The node could not read or write its disk. A write that answers this was applied in
-    /// memory but may not be durable; retrying it is safe except for a counter increment,
-    /// which would count twice.
+    /// memory but may not be durable; whether sending it again is safe:
+    /// [`Write::is_idempotent`](crate::value::Write::is_idempotent).
     #[error(
-        "the node's storage failed: {reason}; the write is applied in memory but may not be on disk (register, set and max writes are safe to retry; a counter increment retried would count twice)"
+        "the node's storage failed: {reason}; the write is applied in memory but may not be on disk ({})",
+        crate::value::RETRY_ADVICE
     )]
     Storage {
         /// What failed.
         reason: String,
     },
     /// With ack `all`: the write was merged where it reached, but not on every replica; it
-    /// spreads from there. Retrying is safe except for a counter increment, which would
-    /// count twice.
+    /// spreads from there. Whether sending it again is safe:
+    /// [`Write::is_idempotent`](crate::value::Write::is_idempotent).
     #[error(
-        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread (register, set and max writes are safe to retry; a counter increment retried would count twice)"
+        "the write reached {reached} of {wanted} replicas; it is applied where it reached and will spread ({})",
+        crate::value::RETRY_ADVICE
     )]
     ReplicationIncomplete {
         /// Replicas that merged the write.

@@ -524,6 +524,10 @@ pub struct WriteCtx {
     pub stamp: Stamp,
 }
 
+/// What the errors of a write whose outcome is unknown say about sending it again (see
+/// [`Write::is_idempotent`]).
+pub const RETRY_ADVICE: &str = "writes that set or remove (registers, set members, hash fields, scores, max) are safe to retry; a retried increment (counter, hash field, score) or list change may apply twice";
+
 /// A change to a key, by kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
@@ -699,6 +703,38 @@ impl Write {
             | Write::ListRem { .. }
             | Write::ListTrim { .. }
             | Write::Merge(_)) => other,
+        }
+    }
+
+    /// Whether applying this write twice has the effect of applying it once, so a write
+    /// whose outcome is unknown (a lost connection, a timeout) may be sent again: writes
+    /// that set or remove (registers, set members, hash fields, scores, the maximum, a
+    /// priority offer, causal registers, a list element set by index, a merged value). Writes that add to what is there
+    /// (counter, hash-field and score increments) or change a list by position or count
+    /// would apply twice. See [`RETRY_ADVICE`].
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Write::Lww(_)
+            | Write::SetAdd(_)
+            | Write::OrSetAdd(_)
+            | Write::OrSetRemove(_)
+            | Write::Max(_)
+            | Write::Priority { .. }
+            | Write::SingleCausal(_)
+            | Write::MultiCausal { .. }
+            | Write::HashSet(_)
+            | Write::HashDel(_)
+            | Write::ZAdd(_)
+            | Write::ZRem(_)
+            | Write::ListSet { .. }
+            | Write::Merge(_) => true,
+            Write::Increment(_)
+            | Write::HashIncr { .. }
+            | Write::ZIncr { .. }
+            | Write::ListPush { .. }
+            | Write::ListInsert { .. }
+            | Write::ListRem { .. }
+            | Write::ListTrim { .. } => false,
         }
     }
 
@@ -1615,6 +1651,127 @@ mod test {
             assert!(
                 here.read(false).is_some(),
                 "{kind}: write after delete is visible"
+            );
+        }
+    }
+
+    /// `is_idempotent` tells the truth: a write retried (sent again, through another
+    /// replica) after it was applied reads as it did after the first time exactly when it
+    /// says so. Every kind of write, each on a value it changes.
+    #[test]
+    fn a_retried_write_applies_twice_exactly_when_not_idempotent() {
+        let list = || Write::ListPush {
+            front: false,
+            values: vec![b("a"), b("a"), b("c")],
+        };
+        let score = |n| Score::new(n).unwrap();
+        let mut merged = Value::empty(Kind::Set);
+        merged
+            .apply(Write::SetAdd(vec![b("m")]), ctx(3, 1))
+            .unwrap();
+        let cases: Vec<(Vec<Write>, Write)> = vec![
+            (vec![Write::Lww(b("x"))], Write::Lww(b("y"))),
+            (vec![], Write::SetAdd(vec![b("x")])),
+            (vec![], Write::OrSetAdd(vec![b("x")])),
+            (
+                vec![Write::OrSetAdd(vec![b("x"), b("y")])],
+                Write::OrSetRemove(vec![b("x")]),
+            ),
+            (vec![Write::Increment(2)], Write::Increment(1)),
+            (vec![Write::Max(1)], Write::Max(5)),
+            (
+                vec![],
+                Write::Priority {
+                    priority: 3,
+                    value: b("p"),
+                },
+            ),
+            (
+                vec![Write::SingleCausal(b("x"))],
+                Write::SingleCausal(b("y")),
+            ),
+            (
+                vec![],
+                Write::MultiCausal {
+                    value: b("y"),
+                    deps: vec![],
+                },
+            ),
+            (vec![], Write::HashSet(vec![(b("f"), b("v"))])),
+            (
+                vec![Write::HashSet(vec![(b("f"), b("v")), (b("g"), b("w"))])],
+                Write::HashDel(vec![b("f")]),
+            ),
+            (
+                vec![Write::HashSet(vec![(b("f"), b("1"))])],
+                Write::HashIncr {
+                    field: b("f"),
+                    by: 2,
+                },
+            ),
+            (vec![], Write::ZAdd(vec![(b("m"), score(1.5))])),
+            (
+                vec![Write::ZAdd(vec![
+                    (b("m"), score(1.0)),
+                    (b("n"), score(2.0)),
+                ])],
+                Write::ZRem(vec![b("m")]),
+            ),
+            (
+                vec![Write::ZAdd(vec![(b("m"), score(1.0))])],
+                Write::ZIncr {
+                    member: b("m"),
+                    by: score(2.0),
+                },
+            ),
+            (
+                vec![list()],
+                Write::ListPush {
+                    front: true,
+                    values: vec![b("z")],
+                },
+            ),
+            (
+                vec![list()],
+                Write::ListInsert {
+                    pivot: b("c"),
+                    before: true,
+                    value: b("z"),
+                },
+            ),
+            (
+                vec![list()],
+                Write::ListRem {
+                    count: 1,
+                    value: b("a"),
+                },
+            ),
+            (
+                vec![list()],
+                Write::ListSet {
+                    index: 0,
+                    value: b("z"),
+                },
+            ),
+            (vec![list()], Write::ListTrim { start: 1, stop: -1 }),
+            (vec![], Write::Merge(merged)),
+        ];
+        for (setup, write) in cases {
+            let mut once = Value::empty(write.kind());
+            for (t, w) in setup.into_iter().enumerate() {
+                once.apply(w, ctx(1, t as u64 + 1)).unwrap();
+            }
+            let before = once.read(false);
+            once.apply(write.clone(), ctx(1, 10)).unwrap();
+            assert_ne!(once.read(false), before, "{write:?} changes the value");
+            let mut twice = once.clone();
+            twice.apply(write.clone(), ctx(2, 11)).unwrap();
+            assert_eq!(
+                twice.read(false) == once.read(false),
+                write.is_idempotent(),
+                "{write:?}: once {:?}, twice {:?}",
+                once.read(false),
+                twice.read(false)
             );
         }
     }
