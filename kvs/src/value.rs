@@ -53,7 +53,9 @@ use calm_lattice::{
 };
 use serde::{Deserialize, Serialize};
 
+mod counter;
 mod probe;
+pub use counter::Counter;
 pub use probe::{Answer, Found, Probe, Probed};
 
 /// The largest stored byte string a write's delta copies rather than shares (see
@@ -437,8 +439,9 @@ pub enum Value {
     Set(Resettable<SetUnionBTreeSet<Bytes>>),
     /// Add-wins set with removal.
     OrSet(OrSet<Bytes>),
-    /// Increment/decrement counter.
-    Counter(Resettable<PNCounter>),
+    /// Increment/decrement counter (a [`PNCounter`] in a [`Resettable`] cell, held in
+    /// place while one replica wrote it).
+    Counter(Counter),
     /// Integer that only grows.
     Max(Resettable<Max<i64>>),
     /// Lowest priority wins.
@@ -955,7 +958,7 @@ impl Value {
             Kind::Lww => Value::Lww(Lww::default()),
             Kind::Set => Value::Set(Resettable::default()),
             Kind::OrSet => Value::OrSet(OrSet::default()),
-            Kind::Counter => Value::Counter(Resettable::default()),
+            Kind::Counter => Value::Counter(Counter::default()),
             Kind::Max => Value::Max(Resettable::default()),
             Kind::Priority => Value::Priority(Resettable::default()),
             Kind::SingleCausal => Value::SingleCausal(SingleKeyCausal::default()),
@@ -1218,13 +1221,7 @@ impl Value {
                 }
                 Value::OrSet(delta)
             }
-            (Value::Counter(v), Write::Increment(by)) => Value::Counter(v.update(r, (), |c| {
-                if by >= 0 {
-                    c.increment(r, by.unsigned_abs());
-                } else {
-                    c.decrement(r, by.unsigned_abs());
-                }
-            })),
+            (Value::Counter(v), Write::Increment(by)) => Value::Counter(v.add(r, by)),
             (Value::Max(v), Write::Max(n)) => Value::Max(v.update(r, (), |m| {
                 m.merge(Max::new(n));
             })),
@@ -1300,7 +1297,7 @@ impl Value {
             Value::Lww(v) => Value::Lww(v.write(ctx.stamp, None)),
             Value::Set(v) => Value::Set(v.remove(&())),
             Value::OrSet(v) => Value::OrSet(v.clear()),
-            Value::Counter(v) => Value::Counter(v.remove(&())),
+            Value::Counter(v) => Value::Counter(v.reset()),
             Value::Max(v) => Value::Max(v.remove(&())),
             Value::Priority(v) => Value::Priority(v.remove(&())),
             Value::SingleCausal(v) => Value::SingleCausal(v.write(r, None)),
@@ -1328,7 +1325,7 @@ impl Value {
             Value::Lww(_) => false,
             Value::Set(v) => v.context().has_seen(replica),
             Value::OrSet(v) => v.context().has_seen(replica),
-            Value::Counter(v) => v.context().has_seen(replica),
+            Value::Counter(v) => v.has_seen(replica),
             Value::Max(v) => v.context().has_seen(replica),
             Value::Priority(v) => v.context().has_seen(replica),
             Value::SingleCausal(v) => v.clock().get(replica) > 0,
@@ -1348,7 +1345,7 @@ impl Value {
             Value::Lww(v) => matches!(v.get(), Some(Some(_))),
             Value::Set(v) => v.contains_key(&()),
             Value::OrSet(v) => !v.is_empty(),
-            Value::Counter(v) => v.contains_key(&()),
+            Value::Counter(v) => v.is_set(),
             Value::Max(v) => v.contains_key(&()),
             Value::Priority(v) => v.contains_key(&()),
             Value::SingleCausal(v) => v.values().any(Option::is_some),
@@ -1374,7 +1371,7 @@ impl Value {
                 return v.get(&()).map_or(0, |m| m.iter().map(Bytes::len).sum());
             }
             Value::OrSet(v) => return v.iter().map(Bytes::len).sum(),
-            Value::Counter(v) => return if v.contains_key(&()) { 8 } else { 0 },
+            Value::Counter(v) => return if v.is_set() { 8 } else { 0 },
             _ => {}
         }
         let Some(read) = self.read(false) else {
@@ -1417,9 +1414,7 @@ impl Value {
             Value::OrSet(v) => ReadValue::OrSet {
                 members: v.iter().cloned().collect(),
             },
-            Value::Counter(v) => ReadValue::Counter {
-                value: v.get(&())?.value(),
-            },
+            Value::Counter(v) => ReadValue::Counter { value: v.value()? },
             Value::Max(v) => ReadValue::Max {
                 value: v.get(&())?.into_reveal(),
             },

@@ -152,6 +152,35 @@ impl CausalContext {
         cc
     }
 
+    /// The context that has seen `replica`'s dots 1 to `n` and nothing else.
+    ///
+    /// ```
+    /// use calm_lattice::{CausalContext, Dot, ReplicaId};
+    /// let r = ReplicaId(7);
+    /// let cc = CausalContext::up_to(r, 3);
+    /// assert_eq!(cc, CausalContext::from_dots((1..=3).map(|n| Dot::new(r, n))));
+    /// assert_eq!(cc.only_prefix(), Some((r, 3)));
+    /// ```
+    pub fn up_to(replica: ReplicaId, n: u64) -> Self {
+        CausalContext {
+            prefix: if n == 0 {
+                VecMap::new()
+            } else {
+                VecMap::from([(replica, n)])
+            },
+            cloud: Cloud::default(),
+        }
+    }
+
+    /// `Some((replica, n))` when this context is exactly [`up_to(replica, n)`](Self::up_to)
+    /// with `n > 0`: one replica's dots, all of them from the first.
+    pub fn only_prefix(&self) -> Option<(ReplicaId, u64)> {
+        if !self.cloud.is_empty() || self.prefix.len() != 1 {
+            return None;
+        }
+        self.prefix.iter().next().map(|(&r, &n)| (r, n))
+    }
+
     /// Whether `dot` has been seen.
     pub fn contains(&self, dot: &Dot) -> bool {
         dot.counter <= self.prefix_of(dot.replica) || self.cloud.contains(dot)

@@ -3,7 +3,8 @@
 use std::cmp::Ordering;
 
 use crate::dot_store::DotStore;
-use crate::{Atomize, IsBot, IsTop, Merge, ReplicaId, order_by_merge};
+use crate::vec_map::{SmallMap, VecMap};
+use crate::{Atomize, Dot, IsBot, IsTop, Merge, ReplicaId, order_by_merge};
 
 /// A map from keys to lattice values with removal: updates merge, a remove drops what it has
 /// observed, and an update concurrent with a remove wins (the key stays).
@@ -117,6 +118,59 @@ impl<K: Ord + Clone, L: Merge + Clone + Default> OrMap<K, L> {
     /// The causal context: every write and removal this replica has seen.
     pub fn context(&self) -> &crate::CausalContext {
         &self.0.context
+    }
+
+    /// The surviving writes of `key`, each with the dot that made it, in dot order (what
+    /// [`get`](Self::get) merges). With [`context`](Self::context) and
+    /// [`from_writes`](Self::from_writes), the map's whole state.
+    pub fn writes_of<Q: Ord + ?Sized>(&self, key: &Q) -> impl Iterator<Item = (Dot, &L)>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        (self.0.entries.get(key).into_iter()).flat_map(|writes| writes.iter().map(|(d, v)| (*d, v)))
+    }
+
+    /// A map from its state: its writes (a key, the dot that wrote it, the value) and its
+    /// causal context. As a decoded map is, it is made whole: dots of writes missing from
+    /// the context are added to it, writes under dot counter 0 dropped, and a key written
+    /// twice under one dot keeps the last value.
+    ///
+    /// ```
+    /// use calm_lattice::{CausalContext, Dot, Merge, OrMap, ReplicaId};
+    /// let mut map = OrMap::<&str, calm_lattice::Max<u8>>::default();
+    /// map.update(ReplicaId(1), "x", |m| m.merge(calm_lattice::Max::new(3)));
+    /// let writes = map.writes_of("x").map(|(d, v)| ("x", d, *v));
+    /// assert_eq!(OrMap::from_writes(writes, map.context().clone()), map);
+    /// ```
+    pub fn from_writes(
+        writes: impl IntoIterator<Item = (K, Dot, L)>,
+        context: crate::CausalContext,
+    ) -> Self {
+        let mut entries: SmallMap<K, VecMap<Dot, L>> = SmallMap::default();
+        for (key, dot, value) in writes {
+            if dot.counter == 0 {
+                continue;
+            }
+            match entries.get_mut(&key) {
+                Some(dots) => {
+                    dots.insert(dot, value);
+                }
+                None => {
+                    entries.insert(key, VecMap::from([(dot, value)]));
+                }
+            }
+        }
+        let mut store = DotStore { entries, context };
+        for dot in store
+            .entries
+            .values()
+            .flat_map(VecMap::keys)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            store.context.insert(dot);
+        }
+        OrMap(store)
     }
 
     /// Whether `key` is present. Not monotone: a later remove can make it false.
@@ -248,6 +302,17 @@ mod test {
             let items = replay(&ops);
             laws::check_all(&items);
             laws::check_atomize(&items);
+        }
+
+        /// A map's writes and context make the map again.
+        #[test]
+        fn from_writes_of_its_state_is_the_map(ops in ops()) {
+            for map in replay(&ops) {
+                let writes: Vec<(u8, Dot, PNCounter)> = (map.keys())
+                    .flat_map(|k| map.writes_of(k).map(move |(d, v)| (*k, d, v.clone())))
+                    .collect();
+                prop_assert_eq!(Cart::from_writes(writes, map.context().clone()), map);
+            }
         }
 
         #[test]

@@ -394,6 +394,13 @@ impl<K: Ord, V> Sorted<K, V> {
         find(&self.0, key).ok().map(|i| &self.0[i].1)
     }
 
+    fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        find(&self.0, key).ok().map(|i| &mut self.0[i].1)
+    }
+
     fn insert(&mut self, key: K, value: V) -> Option<V> {
         match find(&self.0, &key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
@@ -633,6 +640,17 @@ impl<K: Ord, V> SmallMap<K, V> {
         match self {
             SmallMap::Small(m) => m.get(key),
             SmallMap::Large(m) => m.get(key),
+        }
+    }
+
+    /// The value of `key`, to change.
+    pub fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            SmallMap::Small(m) => m.get_mut(key),
+            SmallMap::Large(m) => m.get_mut(key),
         }
     }
 
