@@ -31,6 +31,25 @@ pub use calm_lattice as lattice;
 
 pub use calm_kvs::cluster_file;
 
+/// serde, with its derives: an application's own lattice stored as a kind of its own
+/// ([`kvs::value::custom`]) derives its encoding with it, through calm alone:
+///
+/// ```
+/// use calm::lattice::{Lattice, Max};
+///
+/// #[derive(Lattice, Default, Clone, Debug, PartialEq, Eq)]
+/// #[derive(calm::serde::Serialize, calm::serde::Deserialize)]
+/// #[serde(crate = "calm::serde")]
+/// struct Highest {
+///     score: Max<u64>,
+/// }
+///
+/// impl calm::kvs::value::CustomLattice for Highest {
+///     const KIND: &'static str = "highest";
+/// }
+/// ```
+pub use serde;
+
 /// What an application needs, in one import: the store's types (`calm_kvs`'s prelude) and
 /// the lattice traits with `#[derive(Lattice)]`.
 ///

@@ -250,6 +250,7 @@ pub fn value_size(value: &Option<ReadValue>) -> usize {
         }
         Some(ReadValue::SortedSet { members }) => members.iter().map(|(m, _)| m.len() + 16).sum(),
         Some(ReadValue::List { values }) => sum(values),
+        Some(ReadValue::Custom(v)) => v.state.len() + 24,
     }
 }
 

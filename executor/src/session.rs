@@ -88,7 +88,7 @@ pub struct Session {
 /// causal registers their greatest concurrent value; counters and max registers in
 /// decimal; sets their members and lists their elements, one per line; hashes one field per
 /// line, its name, a tab and its value; sorted sets one member per line by score, the
-/// member, a tab and its score.
+/// member, a tab and its score; an application's own kind its encoded bytes.
 pub fn value_bytes(value: &ReadValue) -> Bytes {
     let lines = |ms: &[Bytes]| {
         Bytes::from(
@@ -119,6 +119,7 @@ pub fn value_bytes(value: &ReadValue) -> Bytes {
                 .map(|(m, s)| Bytes::from([&m[..], b"\t", s.to_string().as_bytes()].concat()))
                 .collect::<Vec<_>>(),
         ),
+        ReadValue::Custom(v) => v.state.clone(),
     }
 }
 

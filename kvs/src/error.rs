@@ -12,6 +12,10 @@ pub enum KvsError {
     /// One operation failed (the kind of the key, a size limit, ...).
     #[error(transparent)]
     Op(#[from] OpError),
+    /// A value of an application's kind could not be written or read as its type (see
+    /// [`custom`](crate::value::custom)).
+    #[error(transparent)]
+    Custom(#[from] crate::value::CustomError),
     /// The node could not be reached.
     #[error("cannot connect to {addr}: {reason}")]
     Connect {

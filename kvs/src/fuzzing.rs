@@ -28,7 +28,7 @@ const NOW_MS: u64 = 1_700_000_000_000;
 /// counts is [audited](audited) when a target is done with it.
 fn worker() -> Worker {
     let ring = Arc::new(HashRing::new([0], 1));
-    let mut w = Worker::new(0, ReplicaId(1), ring, WorkerConfig::default());
+    let mut w = Worker::new(0, ReplicaId(1), ring, WorkerConfig::default()).accepting(kinds());
     w.count_quotas(quotas())
         .expect("a worker in memory counts its keys");
     w
@@ -214,17 +214,57 @@ pub fn wal_recovery(data: &[u8]) {
     assert_eq!(counted, usage, "recovered keys counted wrongly");
 }
 
-/// Two values of a key as a peer sends them (bincode, one after the other): decoded, merged
-/// both ways and each with itself. Replicas must converge whatever they are sent, so the
-/// merge of what decodes must commute and be idempotent.
+/// An application's lattice the fuzz targets' nodes store (kind `fuzz`): the most seen,
+/// and names.
+#[derive(
+    calm_lattice::Lattice,
+    Default,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct FuzzLattice {
+    most: calm_lattice::Max<u64>,
+    names: calm_lattice::SetUnionBTreeSet<bytes::Bytes>,
+}
+
+impl crate::value::CustomLattice for FuzzLattice {
+    const KIND: &'static str = "fuzz";
+}
+
+/// The kinds of the fuzz targets' nodes: [`FuzzLattice`].
+pub fn kinds() -> crate::value::Kinds {
+    static KINDS: std::sync::OnceLock<crate::value::Kinds> = std::sync::OnceLock::new();
+    KINDS
+        .get_or_init(|| {
+            crate::value::Kinds::new()
+                .with::<FuzzLattice>()
+                .expect("the fuzz kind registers")
+        })
+        .clone()
+}
+
+/// Two values of a key as a peer sends them (bincode, one after the other): decoded,
+/// admitted as a node with the kind `fuzz` admits them (values of other applications'
+/// kinds, or bytes that are no value of theirs, are refused before any merge), merged both
+/// ways and each with itself. Replicas must converge whatever they are sent, so the merge
+/// of what a node takes must commute and be idempotent.
 pub fn value_merge(data: &[u8]) {
     let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
-    let Ok((a, used)) = bincode::serde::decode_from_slice::<Value, _>(data, config) else {
+    let Ok((mut a, used)) = bincode::serde::decode_from_slice::<Value, _>(data, config) else {
         return;
     };
-    let Ok((b, _)) = bincode::serde::decode_from_slice::<Value, _>(&data[used..], config) else {
+    let Ok((mut b, _)) = bincode::serde::decode_from_slice::<Value, _>(&data[used..], config)
+    else {
         return;
     };
+    let kinds = kinds();
+    if kinds.admit(&mut a).is_err() || kinds.admit(&mut b).is_err() {
+        return;
+    }
     let mut ab = a.clone();
     ab.merge_replicated(b.clone());
     let mut ba = b.clone();
@@ -379,6 +419,31 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("value_merge", pair));
         entries.push((bytes::Bytes::from(key), va));
     }
+    // Two values of an application's kind.
+    let fuzz = |most: u64, name: &'static str| {
+        let value = FuzzLattice {
+            most: calm_lattice::Max::new(most),
+            names: calm_lattice::SetUnionBTreeSet::new_from([bytes::Bytes::from(name)]),
+        };
+        let kinds = kinds();
+        let mut v = Value::empty(crate::value::Kind::Custom(
+            crate::value::CustomKind::new("fuzz").expect("a kind's name"),
+        ));
+        let write = crate::value::Write::custom(&value).expect("a kind's name");
+        let ctx = crate::value::WriteCtx {
+            replica: ReplicaId(1),
+            stamp: calm_lattice::Stamp::new(calm_lattice::Hlc::new(NOW_MS, 0), ReplicaId(1)),
+        };
+        let mut write = write;
+        kinds.admit_write(&mut write).expect("the kind is admitted");
+        v.apply(write, ctx).expect("a write of its kind");
+        v
+    };
+    let config = bincode::config::standard();
+    let mut pair = bincode::serde::encode_to_vec(fuzz(3, "ann"), config).expect("seeds encode");
+    pair.extend(bincode::serde::encode_to_vec(fuzz(5, "bob"), config).expect("seeds encode"));
+    out.push(("value_merge", pair));
+    entries.push((bytes::Bytes::from("fuzz"), fuzz(1, "cy")));
     // Peer messages: what an agent sends (a probe), deltas, a digest, and replies.
     let mut sender = agent();
     sender.handle_tick(NOW_MS + 10_000, &mut a);
@@ -404,9 +469,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             membership: membership.clone(),
         },
         PeerReply::Repair {
-            membership,
+            membership: membership.clone(),
             entries,
             mismatched: vec![1, 2],
+        },
+        PeerReply::Refused {
+            membership,
+            keys: vec![bytes::Bytes::from("fuzz")],
         },
     ] {
         let mut seed = vec![1];

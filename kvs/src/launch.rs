@@ -39,6 +39,49 @@ pub struct NodeLaunch {
     pub resp_config: RespConfig,
 }
 
+impl NodeLaunch {
+    /// A node listening on `listen` that starts a new cluster, its CA and certificates in
+    /// `data_dir`, with the default settings: set `join`, `node` (its
+    /// [kinds](NodeConfig::kinds), say) and the rest as needed. A node binary of an
+    /// application that stores its own lattices:
+    ///
+    /// ```no_run
+    /// use calm_kvs::launch::{NodeLaunch, launch};
+    /// use calm_kvs::value::Kinds;
+    /// use calm_kvs::NodeConfig;
+    /// # #[derive(calm_lattice::Lattice, Default, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    /// # struct Cart { most: calm_lattice::Max<u64> }
+    /// # impl calm_kvs::value::CustomLattice for Cart { const KIND: &'static str = "cart"; }
+    ///
+    /// # async fn run() -> Result<(), calm_kvs::KvsError> {
+    /// let running = launch(NodeLaunch {
+    ///     join: vec!["127.0.0.1:7400".parse().unwrap()],
+    ///     node: NodeConfig {
+    ///         kinds: Kinds::new().with::<Cart>()?,
+    ///         ..NodeConfig::default()
+    ///     },
+    ///     ..NodeLaunch::new("127.0.0.1:7401".parse().unwrap(), "calm-data".into())
+    /// })?;
+    /// // ... until it should stop:
+    /// running.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> NodeLaunch {
+        NodeLaunch {
+            listen,
+            advertise: None,
+            join: Vec::new(),
+            node: NodeConfig::default(),
+            cluster: ClusterConfig::default(),
+            data_dir,
+            cert: None,
+            resp: None,
+            resp_config: RespConfig::default(),
+        }
+    }
+}
+
 /// Where the node known as `addr` keeps its keys under a data dir: `DIR/store/node-IP-PORT`
 /// (several local nodes can share one data dir).
 pub fn store_dir(data_dir: &std::path::Path, addr: SocketAddr) -> PathBuf {
@@ -214,6 +257,45 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes (at least one) and returns once every one sees every one alive.
     pub async fn start(n: u8) -> Result<TestCluster, KvsError> {
+        TestCluster::start_with(n, |_| NodeConfig::default()).await
+    }
+
+    /// Like [`start`](Self::start), node `i` with `config(i)`'s storage settings and
+    /// [kinds](NodeConfig::kinds) (each runs one worker thread, in memory).
+    ///
+    /// ```
+    /// use calm_kvs::launch::TestCluster;
+    /// use calm_kvs::value::{CustomLattice, Kinds};
+    /// use calm_kvs::{NodeConfig, Store};
+    /// use calm_lattice::{Lattice, Max};
+    ///
+    /// #[derive(Lattice, Default, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    /// struct Highest {
+    ///     score: Max<u64>,
+    /// }
+    /// impl CustomLattice for Highest {
+    ///     const KIND: &'static str = "highest";
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let kinds = Kinds::new().with::<Highest>().unwrap();
+    /// let cluster = TestCluster::start_with(3, |_| NodeConfig {
+    ///     kinds: kinds.clone(),
+    ///     ..NodeConfig::default()
+    /// })
+    /// .await
+    /// .unwrap();
+    /// let client = cluster.client().await.unwrap();
+    /// client.merge_custom("top", &Highest { score: Max::new(7) }).await.unwrap();
+    /// client.merge_custom("top", &Highest { score: Max::new(3) }).await.unwrap();
+    /// let top: Option<Highest> = client.get_custom("top").await.unwrap();
+    /// assert_eq!(top, Some(Highest { score: Max::new(7) }));
+    /// # });
+    /// ```
+    pub async fn start_with(
+        n: u8,
+        config: impl Fn(u8) -> NodeConfig,
+    ) -> Result<TestCluster, KvsError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "calm-test-cluster-{}-{}",
@@ -223,7 +305,7 @@ impl TestCluster {
         std::fs::create_dir_all(&dir).map_err(|e| KvsError::io("the test cluster's folder", e))?;
         let localhost = |_| std::net::IpAddr::from([127, 0, 0, 1]);
         let started = async {
-            let nodes = launch_local_cluster(n.max(1), 20, localhost, None, 0, &dir).await?;
+            let nodes = launch_nodes(n.max(1), 20, localhost, None, 0, &dir, &config).await?;
             let cert = tls::issue_client(&nodes[0].ca, "test", &dir.join("clients"))?;
             let client = Credentials {
                 ca: nodes[0].ca.cert.clone(),
@@ -310,6 +392,23 @@ pub async fn launch_local_cluster(
     port: u16,
     dir: &std::path::Path,
 ) -> Result<Vec<RunningNode>, KvsError> {
+    launch_nodes(n, gossip_ms, ip_of, advertise_of, port, dir, &|_| {
+        NodeConfig::default()
+    })
+    .await
+}
+
+/// [`launch_local_cluster`] with node `i`'s settings from `config(i)` (its thread count
+/// is set to one).
+async fn launch_nodes(
+    n: u8,
+    gossip_ms: u64,
+    ip_of: impl Fn(u8) -> std::net::IpAddr,
+    advertise_of: Option<&dyn Fn(u8) -> SocketAddr>,
+    port: u16,
+    dir: &std::path::Path,
+    config: &dyn Fn(u8) -> NodeConfig,
+) -> Result<Vec<RunningNode>, KvsError> {
     let mut nodes: Vec<RunningNode> = Vec::new();
     for i in 0..n {
         let first = nodes.first().map(|f: &RunningNode| f.advertised);
@@ -319,7 +418,7 @@ pub async fn launch_local_cluster(
             join: first.into_iter().collect(),
             node: NodeConfig {
                 threads: 1,
-                ..NodeConfig::default()
+                ..config(i)
             },
             cluster: ClusterConfig {
                 gossip_period_ms: gossip_ms,

@@ -50,6 +50,7 @@ pub mod prelude {
     pub use crate::cluster_file::{ClusterFile, ClusterFileError};
     pub use crate::launch::TestCluster;
     pub use crate::tls::Credentials;
+    pub use crate::value::{CustomLattice, Kinds};
     pub use crate::{
         Bytes, Client, ClusterClient, EmbeddedStore, KvsError, NodeConfig, Op, OpError, ReadValue,
         Reply, Store, Write,

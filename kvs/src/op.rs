@@ -351,6 +351,22 @@ pub enum OpError {
         /// The limit.
         max: u64,
     },
+    /// A write of an application's kind this node was not built with (see
+    /// [`custom`](crate::value::custom)); nothing was changed.
+    #[error(
+        "this node does not take values of kind '{kind}' (it was not started with that kind's code: NodeConfig::kinds); nothing was changed"
+    )]
+    UnknownKind {
+        /// The kind's name.
+        kind: String,
+    },
+    /// A value of an application's kind whose bytes are not a value of its type; nothing
+    /// was changed.
+    #[error("{reason}; nothing was changed")]
+    BadValue {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// What a quota limits.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::error::KvsError;
 use crate::metrics::StatsSnapshot;
 use crate::op::{Op, OpResult, Reply};
-use crate::value::{ReadValue, Value, Write};
+use crate::value::{CustomLattice, ReadValue, Value, Write};
 
 /// A calm store: [`EmbeddedStore`](crate::EmbeddedStore) in-process, or [`Client`](crate::Client) over QUIC.
 /// Applications and the benchmark harness are written against this trait and switch
@@ -160,6 +160,35 @@ pub trait Store: Send + Sync {
         value: Value,
     ) -> impl Future<Output = Result<(), KvsError>> + Send {
         self.write(key, Write::Merge(value))
+    }
+
+    /// Merges `value` into the key, a value of the application's own lattice `T` (a delta
+    /// or a whole state; see [`custom`](crate::value::custom)). The nodes must have been
+    /// started with `T`'s kind ([`NodeConfig::kinds`](crate::NodeConfig::kinds)); merging
+    /// is idempotent, so a write whose outcome is unknown may be sent again.
+    fn merge_custom<T: CustomLattice>(
+        &self,
+        key: impl Into<Bytes>,
+        value: &T,
+    ) -> impl Future<Output = Result<(), KvsError>> + Send {
+        let write = Write::custom(value);
+        let key = key.into();
+        async move { self.write(key, write?).await }
+    }
+
+    /// Reads a key holding the application's lattice `T`: `None` when it is not found; an
+    /// error when it holds another kind.
+    fn get_custom<T: CustomLattice>(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Option<T>, KvsError>> + Send {
+        let key = key.into();
+        async move {
+            match self.get(key).await? {
+                None => Ok(None),
+                Some(read) => Ok(Some(read.custom::<T>()?)),
+            }
+        }
     }
 
     /// Deletes a key; returns whether it had a visible value.

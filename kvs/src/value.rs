@@ -54,8 +54,10 @@ use calm_lattice::{
 use serde::{Deserialize, Serialize};
 
 mod counter;
+pub mod custom;
 mod probe;
 pub use counter::Counter;
+pub use custom::{CustomError, CustomKind, CustomLattice, CustomValue, Kinds};
 pub use probe::{Answer, Found, Probe, Probed};
 
 /// The largest stored byte string a write's delta copies rather than shares (see
@@ -369,10 +371,12 @@ pub enum Kind {
     SortedSet,
     /// A sequence of byte strings (Redis's list).
     List,
+    /// An application's own lattice (see [`custom`]).
+    Custom(CustomKind),
 }
 
 impl Kind {
-    /// Every kind, in order.
+    /// Every kind of calm's own, in order (an application's kinds are [`Kind::Custom`]).
     pub const ALL: [Kind; 11] = [
         Kind::Lww,
         Kind::Set,
@@ -388,9 +392,10 @@ impl Kind {
     ];
 
     /// The name users type and see (`lww`, `set`, `orset`, `counter`, `max`, `priority`,
-    /// `causal`, `multicausal`, `hash`, `zset`, `list`).
-    pub fn name(self) -> &'static str {
+    /// `causal`, `multicausal`, `hash`, `zset`, `list`; an application's kind by its own).
+    pub fn name(&self) -> &str {
         match self {
+            Kind::Custom(kind) => kind.as_str(),
             Kind::Lww => "lww",
             Kind::Set => "set",
             Kind::OrSet => "orset",
@@ -479,6 +484,9 @@ pub enum Value {
         #[serde(deserialize_with = "nested")]
         value: Box<Value>,
     },
+    /// An application's own lattice (see [`custom`]), merged by its type's code; a delete
+    /// starts a new generation.
+    Custom(Box<CustomValue>),
 }
 
 thread_local! {
@@ -626,9 +634,20 @@ pub enum Write {
     },
     /// Merge a whole lattice value (for replication, import, or values built by clients).
     Merge(Value),
+    /// Merge a value of an application's kind (see [`custom`]): a delta or a whole state.
+    Custom(CustomValue),
 }
 
 impl Write {
+    /// A write merging `value`, of the application's lattice `T`, into a key (see
+    /// [`custom`]); refused if `T::KIND` cannot name a kind.
+    pub fn custom<T: CustomLattice>(value: &T) -> Result<Write, CustomError> {
+        Ok(Write::Custom(CustomValue {
+            kind: CustomKind::new(T::KIND)?,
+            state: custom::encode(value),
+        }))
+    }
+
     /// The write with every byte string the value will keep in an allocation of its own
     /// (a worker applies writes so): a front-end may decode requests without copying,
     /// their strings slices of a connection's read buffer, and no stored value may keep a
@@ -698,6 +717,10 @@ impl Write {
                 index,
                 value: own(value),
             },
+            Write::Custom(CustomValue { kind, state }) => Write::Custom(CustomValue {
+                kind,
+                state: own(state),
+            }),
             other @ (Write::OrSetRemove(_)
             | Write::Increment(_)
             | Write::Max(_)
@@ -730,7 +753,8 @@ impl Write {
             | Write::ZAdd(_)
             | Write::ZRem(_)
             | Write::ListSet { .. }
-            | Write::Merge(_) => true,
+            | Write::Merge(_)
+            | Write::Custom(_) => true,
             Write::Increment(_)
             | Write::HashIncr { .. }
             | Write::ZIncr { .. }
@@ -760,6 +784,7 @@ impl Write {
             | Write::ListSet { .. }
             | Write::ListTrim { .. } => Kind::List,
             Write::Merge(v) => v.kind(),
+            Write::Custom(v) => Kind::Custom(v.kind),
         }
     }
 
@@ -799,6 +824,7 @@ impl Write {
             Write::HashIncr { field, .. } => field.len() + 8,
             Write::Increment(_) | Write::Max(_) => 8,
             Write::Priority { value, .. } => 8 + value.len(),
+            Write::Custom(v) => v.state.len(),
             Write::MultiCausal { value, deps } => {
                 value.len() + deps.iter().map(|(k, _)| k.len()).sum::<usize>()
             }
@@ -876,6 +902,8 @@ pub enum ReadValue {
         /// The elements.
         values: Vec<Bytes>,
     },
+    /// A value of an application's kind, encoded (read it with [`ReadValue::custom`]).
+    Custom(CustomValue),
 }
 
 impl ReadValue {
@@ -933,9 +961,23 @@ impl ReadValue {
         }
     }
 
+    /// A value of the application's kind `T`; an error if the key holds another kind or
+    /// the bytes are not a `T`.
+    pub fn custom<T: CustomLattice>(&self) -> Result<T, CustomError> {
+        let wanted = CustomKind::new(T::KIND)?;
+        match self {
+            ReadValue::Custom(v) if v.kind == wanted => custom::decode(&v.state),
+            other => Err(CustomError::OtherKind {
+                stored: other.kind().name().to_string(),
+                wanted,
+            }),
+        }
+    }
+
     /// The kind of value read.
     pub fn kind(&self) -> Kind {
         match self {
+            ReadValue::Custom(v) => Kind::Custom(v.kind),
             ReadValue::Lww { .. } => Kind::Lww,
             ReadValue::Set { .. } => Kind::Set,
             ReadValue::OrSet { .. } => Kind::OrSet,
@@ -966,6 +1008,7 @@ impl Value {
             Kind::Hash => Value::Hash(OrMap::default()),
             Kind::SortedSet => Value::SortedSet(OrMap::default()),
             Kind::List => Value::List(Box::default()),
+            Kind::Custom(kind) => Value::Custom(Box::new(CustomValue::empty(kind))),
         }
     }
 
@@ -983,6 +1026,7 @@ impl Value {
             Value::Hash(_) => Kind::Hash,
             Value::SortedSet(_) => Kind::SortedSet,
             Value::List(_) => Kind::List,
+            Value::Custom(v) => Kind::Custom(v.kind),
             Value::Generation { value, .. } | Value::Expiring { value, .. } => value.kind(),
         }
     }
@@ -1129,6 +1173,15 @@ impl Value {
             (Value::Hash(a), Value::Hash(b)) => a.merge(b),
             (Value::SortedSet(a), Value::SortedSet(b)) => a.merge(b),
             (Value::List(a), Value::List(b)) => a.merge(*b),
+            (Value::Custom(a), Value::Custom(b)) => match a.merge(*b) {
+                Ok(changed) => changed,
+                // Refused before it gets here on a node (the kind's code is missing, or
+                // the bytes are not its type): nothing changes.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not merge a value of an application's kind");
+                    false
+                }
+            },
             (a, b) => {
                 return Err(KindMismatch {
                     stored: a.kind(),
@@ -1264,6 +1317,11 @@ impl Value {
                 | Write::ListSet { .. }
                 | Write::ListTrim { .. }),
             ) => Value::List(Box::new(edit_list(v, r, w))),
+            (Value::Custom(v), Write::Custom(delta)) => {
+                v.merge(delta.clone())
+                    .map_err(|_| mismatch(Kind::Custom(v.kind)))?;
+                Value::Custom(Box::new(delta))
+            }
             (me, Write::Merge(value)) => {
                 me.merge(value.clone())?;
                 value
@@ -1277,6 +1335,15 @@ impl Value {
     pub fn delete(&mut self, ctx: WriteCtx) -> Option<Value> {
         if !self.is_visible() {
             return None;
+        }
+        // An application's lattice has no delete of its own: the key starts afresh, a new
+        // generation replacing the old wherever they meet (see [`custom`]).
+        if let Value::Custom(v) = self.inner() {
+            *self = Value::Generation {
+                since: ctx.stamp,
+                value: Box::new(Value::Custom(Box::new(CustomValue::empty(v.kind)))),
+            };
+            return Some(self.clone());
         }
         let r = ctx.replica;
         Some(match self {
@@ -1304,6 +1371,7 @@ impl Value {
             Value::MultiCausal(v) => Value::MultiCausal(v.write(r, None, [])),
             Value::Hash(v) => Value::Hash(v.clear()),
             Value::SortedSet(v) => Value::SortedSet(v.clear()),
+            Value::Custom(_) => return None,
             Value::List(v) => {
                 let ids: Vec<_> = v.iter().map(|(id, _)| id).collect();
                 let mut delta = Rga::default();
@@ -1333,6 +1401,8 @@ impl Value {
             Value::Hash(v) => v.context().has_seen(replica),
             Value::SortedSet(v) => v.context().has_seen(replica),
             Value::List(v) => v.inserted_by(replica),
+            // The application's lattice carries whatever ids it uses itself.
+            Value::Custom(_) => false,
             Value::Generation { value, .. } | Value::Expiring { value, .. } => {
                 value.written_by(replica)
             }
@@ -1353,6 +1423,7 @@ impl Value {
             Value::Hash(v) => !v.is_empty(),
             Value::SortedSet(v) => !v.is_empty(),
             Value::List(v) => !v.is_empty(),
+            Value::Custom(v) => !v.state.is_empty(),
             Value::Generation { value, .. } | Value::Expiring { value, .. } => value.is_visible(),
         }
     }
@@ -1372,6 +1443,7 @@ impl Value {
             }
             Value::OrSet(v) => return v.iter().map(Bytes::len).sum(),
             Value::Counter(v) => return if v.is_set() { 8 } else { 0 },
+            Value::Custom(v) => return v.state.len(),
             _ => {}
         }
         let Some(read) = self.read(false) else {
@@ -1389,6 +1461,7 @@ impl Value {
             ReadValue::Hash { fields } => fields.iter().map(|(f, v)| f.len() + v.len()).sum(),
             ReadValue::SortedSet { members } => members.iter().map(|(m, _)| m.len() + 8).sum(),
             ReadValue::List { values } => sum(&values),
+            ReadValue::Custom(v) => v.state.len(),
         }
     }
 
@@ -1455,6 +1528,7 @@ impl Value {
             Value::List(v) => ReadValue::List {
                 values: v.values().cloned().collect(),
             },
+            Value::Custom(v) => ReadValue::Custom(CustomValue::clone(v)),
         })
     }
 
@@ -1599,6 +1673,113 @@ mod test {
             }
         );
         assert_eq!(v, before);
+    }
+
+    /// An application's lattice for the tests of [`custom`]: the most seen, and who.
+    #[derive(
+        calm_lattice::Lattice, Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize,
+    )]
+    struct Tally {
+        most: Max<u64>,
+        who: calm_lattice::SetUnionBTreeSet<String>,
+    }
+
+    impl CustomLattice for Tally {
+        const KIND: &'static str = "tally";
+    }
+
+    fn tally(most: u64, who: &str) -> Tally {
+        Tally {
+            most: Max::new(most),
+            who: calm_lattice::SetUnionBTreeSet::new_from([who.to_string()]),
+        }
+    }
+
+    fn read_tally(v: &Value) -> Option<Tally> {
+        v.read(false).map(|r| r.custom::<Tally>().unwrap())
+    }
+
+    /// A value of an application's kind merges as its type does, on every replica in any
+    /// order; a delete starts it afresh there and wherever the delete goes; it keeps its
+    /// kind against writes of calm's kinds, and a key deleted of another kind takes it.
+    #[test]
+    fn an_applications_kind_merges_deletes_and_keeps_its_kind() {
+        Kinds::new().with::<Tally>().unwrap();
+        let kind = Kind::Custom(CustomKind::new("tally").unwrap());
+        let w = |t: &Tally| Write::custom(t).unwrap();
+        assert!(w(&tally(1, "a")).is_idempotent());
+        let (mut here, mut there) = (Value::empty(kind), Value::empty(kind));
+        assert_eq!(read_tally(&here), None, "bottom reads as not found");
+        let d1 = here.apply(w(&tally(3, "ann")), ctx(1, 10)).unwrap();
+        let d2 = there.apply(w(&tally(5, "bob")), ctx(2, 11)).unwrap();
+        let d3 = here.apply(w(&tally(1, "cy")), ctx(1, 12)).unwrap();
+        // Deltas arrive in any order, some twice.
+        there.merge(d3.clone()).unwrap();
+        there.merge(d1.clone()).unwrap();
+        here.merge(d2.clone()).unwrap();
+        here.merge(d1).unwrap();
+        let both = Tally {
+            most: Max::new(5),
+            who: calm_lattice::SetUnionBTreeSet::new_from(["ann", "bob", "cy"].map(String::from)),
+        };
+        assert_eq!(read_tally(&here), Some(both.clone()));
+        assert_eq!(here, there);
+        assert_eq!(here.kind(), kind);
+        assert!(!here.written_by(ReplicaId(1)));
+
+        // Calm's own kinds are refused, and change nothing.
+        let before = here.clone();
+        let err = here.apply(Write::Lww(b("x")), ctx(1, 13)).unwrap_err();
+        assert_eq!(err.stored, kind);
+        assert_eq!(here, before);
+
+        // A delete: not found here and where it goes; a later write starts afresh, a
+        // write concurrent with the delete is dropped.
+        let del = here.delete(ctx(1, 20)).expect("something to delete");
+        assert_eq!(read_tally(&here), None);
+        let late = there.apply(w(&tally(9, "dan")), ctx(2, 19)).unwrap();
+        there.merge(del.clone()).unwrap();
+        assert_eq!(
+            read_tally(&there),
+            None,
+            "the delete replaces the older generation"
+        );
+        here.merge(late).unwrap();
+        assert_eq!(
+            read_tally(&here),
+            None,
+            "a write the delete did not see is dropped"
+        );
+        assert!(here.delete(ctx(1, 21)).is_none(), "nothing left to delete");
+        let after = here.apply(w(&tally(2, "eve")), ctx(1, 22)).unwrap();
+        there.merge(after).unwrap();
+        assert_eq!(read_tally(&here), Some(tally(2, "eve")));
+        assert_eq!(here, there);
+
+        // An expiring value of the kind, deleted and written again: a delete removes the
+        // deadline too.
+        here.expire(Some(1_000), ctx(1, 23)).unwrap();
+        assert_eq!(here.deadline(), Some(1_000));
+        assert_eq!(here.read_at(1_000, false), None);
+        here.delete(ctx(1, 24)).unwrap();
+        assert_eq!(here.deadline(), None);
+
+        // A string key, deleted, becomes a tally with the next write of one.
+        let mut string = Value::empty(Kind::Lww);
+        let put = string.apply(Write::Lww(b("v")), ctx(3, 30)).unwrap();
+        string.delete(ctx(3, 31)).unwrap();
+        let mut elsewhere = Value::empty(Kind::Lww);
+        elsewhere.merge(put).unwrap();
+        let d = string.apply(w(&tally(4, "fay")), ctx(3, 32)).unwrap();
+        elsewhere.merge(d).unwrap();
+        assert_eq!(read_tally(&elsewhere), Some(tally(4, "fay")));
+        assert_eq!(elsewhere.kind(), kind);
+
+        // Encodings round-trip, and the state is the type's own encoding.
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&here, config).unwrap();
+        let (back, _) = bincode::serde::decode_from_slice::<Value, _>(&bytes, config).unwrap();
+        assert_eq!(back, here);
     }
 
     /// For every kind: a delete makes the key read as not found, on the replica that deleted

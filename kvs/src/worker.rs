@@ -34,7 +34,7 @@ use crate::ring::HashRing;
 pub type Changes = Vec<(Bytes, Value)>;
 use crate::storage::quota::{self, Quotas};
 use crate::storage::{StorageError, Tiered};
-use crate::value::{IncrementRefused, Value, Write, WriteCtx};
+use crate::value::{IncrementRefused, Kinds, Value, Write, WriteCtx};
 
 /// How a worker behaves; the same for every worker of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,8 @@ pub struct Worker {
     expiry: Expiry,
     /// Watched keys changed since the last [`take_dirty`](Self::take_dirty).
     dirty: HashSet<Bytes>,
+    /// The application's kinds this worker takes (see [`custom`](crate::value::custom)).
+    kinds: Kinds,
 }
 
 impl Worker {
@@ -142,8 +144,16 @@ impl Worker {
             watched: HashSet::new(),
             dirty: HashSet::new(),
             expiry: Expiry::default(),
+            kinds: Kinds::default(),
         }
         .watching_recovered()
+    }
+
+    /// The worker, taking values of `kinds` (see [`custom`](crate::value::custom)); it
+    /// refuses the others with [`OpError::UnknownKind`].
+    pub fn accepting(mut self, kinds: Kinds) -> Self {
+        self.kinds = kinds;
+        self
     }
 
     /// Watches the deadlines of the keys recovered from the disk, in memory or only on disk
@@ -305,6 +315,8 @@ impl Worker {
                 max: self.config.max_value_bytes,
             });
         }
+        let mut write = write;
+        self.kinds.admit_write(&mut write)?;
         // Removing members or fields from a key that does not exist (or was deleted)
         // changes nothing, and must not create the key.
         if !write.creates()
@@ -729,6 +741,31 @@ fn next_replica(current: ReplicaId, changes: &mut u64) -> ReplicaId {
     ReplicaId(z ^ (z >> 31))
 }
 
+/// Entries a node with `kinds` merges, and the keys of those it refuses (see
+/// [`Kinds::admit`]).
+pub(crate) fn split_refused(
+    kinds: &Kinds,
+    entries: Vec<(Bytes, Value)>,
+) -> (Vec<(Bytes, Value)>, Vec<Bytes>) {
+    let mut refused = Vec::new();
+    let mut why = None;
+    let entries = entries
+        .into_iter()
+        .filter_map(|(key, mut value)| match kinds.admit(&mut value) {
+            Ok(()) => Some((key, value)),
+            Err(e) => {
+                why.get_or_insert(e);
+                refused.push(key);
+                None
+            }
+        })
+        .collect();
+    if let Some(why) = why {
+        tracing::warn!(keys = refused.len(), first = ?refused[0], error = %why, "refused replicated values");
+    }
+    (entries, refused)
+}
+
 fn storage_error(e: StorageError) -> OpError {
     OpError::Storage {
         reason: e.to_string(),
@@ -736,8 +773,10 @@ fn storage_error(e: StorageError) -> OpError {
 }
 
 impl LocalStore for Worker {
-    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) {
+    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) -> Vec<Bytes> {
+        let (entries, refused) = split_refused(&self.kinds, entries);
         self.merge_replicated(now_ms, entries);
+        refused
     }
 
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {

@@ -152,7 +152,7 @@ fn members(ms: &[String]) -> Vec<Bytes> {
 fn bytes_json(b: &Bytes) -> Json {
     match std::str::from_utf8(b) {
         Ok(s) => Json::String(s.to_string()),
-        Err(_) => json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
+        Err(_) => json!({ "hex": hex(b) }),
     }
 }
 
@@ -187,6 +187,8 @@ fn read_json(key: &str, value: &ReadValue) -> Json {
         ReadValue::SortedSet { members } => json!({
             "members": members.iter().map(|(m, s)| json!({"member": bytes_json(m), "score": s.get()})).collect::<Vec<_>>(),
         }),
+        // An application's own lattice: its encoding, which only its type reads.
+        ReadValue::Custom(v) => json!({ "encoded": hex(&v.state) }),
     };
     if let (Some(d), Json::Object(e)) = (doc.as_object_mut(), extra) {
         d.extend(e);
@@ -218,7 +220,13 @@ fn print_text(value: &ReadValue) {
         ReadValue::SortedSet { members } => members
             .iter()
             .for_each(|(m, s)| line(&[&m[..], b"\t", s.to_string().as_bytes()].concat())),
+        ReadValue::Custom(v) => line(hex(&v.state).as_bytes()),
     }
+}
+
+/// Bytes in hexadecimal.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Runs a `calm kv` command.

@@ -54,4 +54,13 @@ pub enum PeerReply {
         /// The buckets that differ.
         mismatched: Vec<u16>,
     },
+    /// Deltas received, but those of `keys` not merged: they hold an application's kind
+    /// this node was not built with (see [`custom`](crate::value::custom)). The sender
+    /// keeps them, as for a message that was lost.
+    Refused {
+        /// The answering node's view of the membership.
+        membership: Membership,
+        /// The keys whose values were not merged.
+        keys: Vec<Bytes>,
+    },
 }

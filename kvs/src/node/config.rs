@@ -46,6 +46,11 @@ pub struct NodeConfig {
     /// Limits on what the keys under a prefix hold on this node (see
     /// [`quota`](crate::storage::quota)); the ACL file's `[[quotas]]`.
     pub quotas: Vec<crate::storage::Quota>,
+    /// The application's own lattices this node stores (see
+    /// [`custom`](crate::value::custom)); none by default. A node refuses writes and
+    /// replicated values of other kinds with [`OpError::UnknownKind`](crate::OpError),
+    /// and will not start from a log holding a kind whose code the process lacks.
+    pub kinds: crate::value::Kinds,
 }
 
 /// The TOML form of [`NodeConfig`]: one flat table, every field optional, unknown fields
@@ -136,6 +141,7 @@ impl Default for NodeConfig {
             push_period_ms: 5,
             acl: None,
             quotas: Vec::new(),
+            kinds: crate::value::Kinds::default(),
         }
     }
 }

@@ -126,6 +126,7 @@ impl Node {
                 .filter(|_| use_disk)
                 .map(|d| d.join(format!("worker-{id}")));
             let (ring, worker_config, storage) = (ring.clone(), config.worker, config.storage);
+            let kinds = config.kinds.clone();
             let quotas = quotas.clone();
             let (ready_tx, ready_rx) = mpsc::channel();
             let handle = std::thread::Builder::new()
@@ -138,7 +139,8 @@ impl Node {
                     };
                     let worker = store.and_then(|(store, recovery)| {
                         let mut worker =
-                            Worker::with_store(id, replica, ring, worker_config, store);
+                            Worker::with_store(id, replica, ring, worker_config, store)
+                                .accepting(kinds);
                         if !quotas.is_empty() {
                             worker.count_quotas(quotas)?;
                         }
@@ -384,6 +386,7 @@ impl Node {
             autoscale_period_ms: self.config.autoscale_period_ms,
             policy: self.config.policy.clone(),
             own_process: self.config.own_process,
+            kinds: self.config.kinds.clone(),
         }
     }
 

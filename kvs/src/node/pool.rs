@@ -105,6 +105,8 @@ pub struct WorkerPool {
     pub(crate) policy: crate::policy::PolicyConfig,
     /// See [`NodeConfig::own_process`].
     pub(crate) own_process: bool,
+    /// See [`NodeConfig::kinds`].
+    pub(crate) kinds: crate::value::Kinds,
 }
 
 impl WorkerPool {
@@ -175,7 +177,8 @@ impl LocalStore for WorkerPool {
         self.worker_stats().iter().map(|w| w.keys as usize).sum()
     }
 
-    fn merge_entries(&mut self, _now_ms: u64, entries: Changes) {
+    fn merge_entries(&mut self, _now_ms: u64, entries: Changes) -> Vec<Bytes> {
+        let (entries, refused) = crate::worker::split_refused(&self.kinds, entries);
         // Every local replica merges: they are not gossiped to locally.
         let mut waiting = Vec::new();
         for (w, part) in self.by_worker(entries).into_iter().enumerate() {
@@ -191,6 +194,7 @@ impl LocalStore for WorkerPool {
         for rx in waiting {
             let _ = rx.blocking_recv();
         }
+        refused
     }
 
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64> {

@@ -3023,7 +3023,8 @@ fn as_string(v: &ReadValue) -> Result<Bytes, Out> {
         | ReadValue::OrSet { .. }
         | ReadValue::Hash { .. }
         | ReadValue::SortedSet { .. }
-        | ReadValue::List { .. } => Err(wrongtype(v, "a string")),
+        | ReadValue::List { .. }
+        | ReadValue::Custom(_) => Err(wrongtype(v, "a string")),
     }
 }
 
@@ -3416,7 +3417,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
         },
         Finish::Kind => match read(&r[0])? {
             None => Out::Null,
-            Some(v) => Out::simple(v.kind().name()),
+            Some(v) => Out::Simple(Bytes::copy_from_slice(v.kind().name().as_bytes())),
         },
         Finish::FieldChange { fields: named, add } => {
             let found = in_hash(probed(&r[0])?)?;

@@ -120,6 +120,13 @@ pub enum StorageError {
     /// Stored bytes could not be decoded.
     #[error("corrupt data on disk: {0}")]
     Corrupt(String),
+    /// The log holds values of an application's kind this process has no code for (see
+    /// [`custom`](crate::value::custom)): the node refuses to start rather than serve
+    /// them without being able to merge them.
+    #[error(
+        "the log holds values of kind '{0}', which this node was not built with; start it with the kind's code (Kinds::with in its NodeConfig)"
+    )]
+    UnknownKind(String),
 }
 
 impl StorageError {

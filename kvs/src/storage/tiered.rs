@@ -280,6 +280,11 @@ impl Tiered {
         for range in &scan.records {
             match bincode::serde::decode_from_slice::<LogRecord, _>(&log[range.clone()], decode) {
                 Ok((LogRecord::Merge(key, value), _)) => {
+                    if let crate::value::Kind::Custom(kind) = value.kind()
+                        && !crate::value::custom::has_code(kind)
+                    {
+                        return Err(StorageError::UnknownKind(kind.to_string()));
+                    }
                     t.merge(key, value)?;
                 }
                 Ok((LogRecord::Remove(key), _)) => t.remove(&key),

@@ -5,12 +5,28 @@
 use calm::lattice::{Deltas, Lattice, Max, SetUnionBTreeSet};
 
 /// A shopping cart as a product lattice: items ever added, and the largest quantity seen.
-#[derive(Lattice, Deltas, Default, Clone, Debug, PartialEq, Eq)]
+#[derive(
+    Lattice,
+    Deltas,
+    Default,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    calm::serde::Serialize,
+    calm::serde::Deserialize,
+)]
+#[serde(crate = "calm::serde")]
 pub struct Cart {
     /// Items ever added.
     pub items: SetUnionBTreeSet<String>,
     /// The largest quantity seen.
     pub most: Max<u64>,
+}
+
+/// Carts are stored as a kind of their own, merged by this type's code.
+impl calm::kvs::value::CustomLattice for Cart {
+    const KIND: &'static str = "cart";
 }
 
 #[cfg(test)]
@@ -27,6 +43,27 @@ mod test {
         assert_eq!(op, Op::write("tags", Write::OrSetAdd(members.clone())));
         let read = ReadValue::OrSet { members };
         assert_eq!(read.members().map(<[Bytes]>::len), Some(2));
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_a_derived_lattice_through_the_facade() {
+        use calm::prelude::*;
+        let config = NodeConfig {
+            kinds: Kinds::new().with::<Cart>().unwrap(),
+            ..NodeConfig::default()
+        };
+        let store = EmbeddedStore::start(config).unwrap();
+        let mut phone = Cart::default();
+        let delta = phone.update_items(|items| items.insert("fig".to_string()));
+        store.merge_custom("cart", &delta).await.unwrap();
+        store
+            .merge_custom("cart", &Cart::with_most(Max::new(3)))
+            .await
+            .unwrap();
+        let held: Option<Cart> = store.get_custom("cart").await.unwrap();
+        let mut want = phone.clone();
+        want.merge(Cart::with_most(Max::new(3)));
+        assert_eq!(held, Some(want));
     }
 
     #[test]

@@ -38,11 +38,19 @@ impl ClusterAgent {
         // Learn first whether the owner is still one: a node that is leaving takes what
         // it is handed and answers, but it will not keep it; a key handed to it stays
         // here until it reaches an owner that stays.
-        if let PeerReply::Ack { membership } = reply {
-            self.absorb(now_ms, membership.clone());
-        }
+        let refused: &[Bytes] = match reply {
+            PeerReply::Ack { membership } | PeerReply::Refused { membership, .. } => {
+                self.absorb(now_ms, membership.clone());
+                match reply {
+                    PeerReply::Refused { keys, .. } => keys,
+                    _ => &[],
+                }
+            }
+            PeerReply::Repair { .. } => &[],
+        };
         let mut done = Vec::new();
-        for key in keys {
+        // A refused key stays here, waiting for that owner.
+        for key in keys.into_iter().filter(|k| !refused.contains(k)) {
             let still_owner = self.owners(&key).contains(&owner);
             if let Some((_, waiting)) = self.returning.sent.get_mut(&key)
                 && still_owner
@@ -98,6 +106,7 @@ impl ClusterAgent {
     ) {
         self.stats.repaired_entries += entries.len() as u64;
         self.unowned_walk_due |= !self.owns_all(&entries);
+        // What this node refuses (an application's kind it lacks) stays with the peer.
         store.merge_entries(now_ms, entries);
         if !mismatched.is_empty() {
             // Push our side of the differing buckets.

@@ -128,8 +128,9 @@ impl OwnerFilter {
 
 /// What the agent needs of the node's storage.
 pub trait LocalStore {
-    /// Merges entries received from a peer.
-    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>);
+    /// Merges entries received from a peer; returns the keys whose values it refused (of
+    /// an application's kind this node was not built with), which it did not merge.
+    fn merge_entries(&mut self, now_ms: u64, entries: Vec<(Bytes, Value)>) -> Vec<Bytes>;
     /// Per bucket, a hash of the keys matching `filter` and their values.
     fn digest(&mut self, filter: &OwnerFilter) -> BTreeMap<u16, u64>;
     /// Up to `limit` entries matching `filter` in `buckets`.
@@ -482,9 +483,16 @@ impl ClusterAgent {
             },
             PeerRequest::Deltas(entries) => {
                 self.unowned_walk_due |= !self.owns_all(&entries);
-                store.merge_entries(now_ms, entries);
-                PeerReply::Ack {
-                    membership: self.membership.clone(),
+                let refused = store.merge_entries(now_ms, entries);
+                if refused.is_empty() {
+                    PeerReply::Ack {
+                        membership: self.membership.clone(),
+                    }
+                } else {
+                    PeerReply::Refused {
+                        membership: self.membership.clone(),
+                        keys: refused,
+                    }
                 }
             }
             PeerRequest::Digest(theirs) => self.answer_digest(&from, theirs, store),
@@ -503,12 +511,22 @@ impl ClusterAgent {
         if self.probe.as_ref().is_some_and(|p| p.id == id) {
             self.probe = None;
         }
-        self.draining.remove(&id);
+        let refused: BTreeSet<Bytes> = match &reply {
+            PeerReply::Refused { keys, .. } => keys.iter().cloned().collect(),
+            _ => BTreeSet::new(),
+        };
+        // A hand-over's refused entries stay to be sent again; the rest arrived.
+        if let Some(mut h) = self.draining.remove(&id)
+            && !refused.is_empty()
+        {
+            h.entries.retain(|(k, _)| refused.contains(k));
+            self.draining.insert(id, h);
+        }
         // A node that has left takes what it is sent and answers, but it will not keep it:
         // it is no replica of a write, and hints sent to it go to the owners that stay.
         let gone = matches!(&reply, PeerReply::Ack { membership }
             if membership.get(from).is_some_and(|m| m.status == Status::Left));
-        self.deltas_answered(id, gone);
+        self.deltas_answered(id, gone, &refused);
         self.widening_answered(now_ms, id);
         self.unowned_returned(now_ms, id, &reply, store);
         match reply {
@@ -520,6 +538,14 @@ impl ClusterAgent {
             } => {
                 self.absorb(now_ms, membership);
                 self.repair(now_ms, from, entries, mismatched, store);
+            }
+            PeerReply::Refused { membership, keys } => {
+                self.absorb(now_ms, membership);
+                tracing::warn!(
+                    node = from,
+                    keys = keys.len(),
+                    "a peer refused values of an application's kind it was not built with; they stay here"
+                );
             }
         }
     }

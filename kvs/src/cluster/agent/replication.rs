@@ -67,12 +67,24 @@ impl ClusterAgent {
 
     /// `owner` merged (`merged`), or will not be heard from about, the writes of `tickets`.
     pub(super) fn owner_answered(&mut self, owner: &str, tickets: Vec<u64>, merged: bool) {
+        self.owner_answered_but(owner, tickets, merged, &BTreeSet::new());
+    }
+
+    /// [`owner_answered`](Self::owner_answered), except that the values of `refused` keys
+    /// were not merged.
+    fn owner_answered_but(
+        &mut self,
+        owner: &str,
+        tickets: Vec<u64>,
+        merged: bool,
+        refused: &BTreeSet<Bytes>,
+    ) {
         for ticket in tickets {
             if let Some(w) = self.replica_waits.get_mut(&ticket)
                 && let Some(keys) = w.owed.remove(owner)
                 && merged
             {
-                for key in keys {
+                for key in keys.into_iter().filter(|k| !refused.contains(k)) {
                     if let Some((_, reached)) = w.keys.get_mut(&key) {
                         *reached += 1;
                     }
@@ -220,20 +232,38 @@ impl ClusterAgent {
 
     /// A peer's answer to deltas: hints it did not keep (it has left) go to the owners
     /// again, the link is free for what piled up, and writes waiting for it count it.
-    pub(super) fn deltas_answered(&mut self, id: u64, gone: bool) {
-        if let Some(hints) = self.hints_in_flight.remove(&id)
-            && gone
-        {
+    /// Values of `refused` keys were not merged there: as for a lost message, hints among
+    /// them are queued again and writes waiting for them do not count that owner.
+    pub(super) fn deltas_answered(&mut self, id: u64, gone: bool, refused: &BTreeSet<Bytes>) {
+        let hints = self.hints_in_flight.remove(&id);
+        if gone && let Some(hints) = hints.clone() {
             self.queue_changes(hints);
         }
         if let Some(to) = self.deltas_in_flight.remove(&id) {
             // The link is free: what piled up meanwhile goes now.
             if let Some(entries) = self.pending.remove(&to) {
-                self.send_deltas(to, entries);
+                self.send_deltas(to.clone(), entries);
+            }
+            // Refused hints wait for that owner's next message (not sent at once: it
+            // would refuse them again at once).
+            if !gone && !refused.is_empty() {
+                let per_key = self.pending.entry(to).or_default();
+                for (key, value) in hints.into_iter().flatten() {
+                    if refused.contains(&key) {
+                        match per_key.get_mut(&key) {
+                            Some(existing) => {
+                                existing.merge_replicated(value);
+                            }
+                            None => {
+                                per_key.insert(key, value);
+                            }
+                        }
+                    }
+                }
             }
         }
         if let Some((owner, tickets)) = self.message_tickets.remove(&id) {
-            self.owner_answered(&owner, tickets, !gone);
+            self.owner_answered_but(&owner, tickets, !gone, refused);
         }
     }
 }

@@ -399,3 +399,96 @@ fn a_big_store_spaces_its_anti_entropy_rounds_out() {
     assert!((95..=115).contains(&small), "{small} rounds in 20 s");
     assert!((20..=32).contains(&big), "{big} rounds in 20 s");
 }
+
+/// An application's lattice for the tests of refusals: the most seen.
+#[derive(
+    calm_lattice::Lattice,
+    Default,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+struct Most {
+    most: calm_lattice::Max<u64>,
+}
+
+impl crate::value::CustomLattice for Most {
+    const KIND: &'static str = "most";
+}
+
+#[test]
+fn what_an_owner_refuses_stays_with_the_sender_and_the_rest_goes() {
+    // n0 holds writes for keys n1 and n2 own (hints): a counter, and a value of a kind
+    // only n0 was started with. The owners merge the counter and refuse the other; n0
+    // keeps sending it, and keeps its copy through every hand-off, while it has no owner
+    // that takes it.
+    let (mut agents, mut stores, mut now) = three_that_met(2);
+    let kinds = crate::value::Kinds::new().with::<Most>().unwrap();
+    let ring = Arc::new(HashRing::new([0], 1));
+    stores[0] = Worker::new(0, ReplicaId(1), ring, WorkerConfig::default()).accepting(kinds);
+    let mut theirs = (0..1000)
+        .map(|i| Bytes::from(format!("key{i}")))
+        .filter(|k| !agents[0].owns(k));
+    let (counter, custom) = (theirs.next().unwrap(), theirs.next().unwrap());
+    stores[0].collect_changes();
+    let results = stores[0].handle_ops(
+        now,
+        [
+            crate::Op::Write {
+                key: counter.clone(),
+                write: Write::Increment(1),
+            },
+            crate::Op::Write {
+                key: custom.clone(),
+                write: Write::custom(&Most {
+                    most: calm_lattice::Max::new(7),
+                })
+                .unwrap(),
+            },
+        ],
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    agents[0].on_local_changes(stores[0].take_changes());
+    let carries = |envelope: &PeerEnvelope, key: &Bytes| matches!(&envelope.body, PeerRequest::Deltas(d) if d.iter().any(|(k, _)| k == key));
+    let index = |to: &str| to[1..].parse::<usize>().unwrap();
+    let mut custom_sent = 0;
+    let mut refusals = 0;
+    while now < 20_000 {
+        now += 50;
+        for i in 0..3 {
+            agents[i].handle_tick(now, &mut stores[i]);
+            while let Some(out) = agents[i].poll_outgoing() {
+                custom_sent += usize::from(i == 0 && carries(&out.envelope, &custom));
+                let j = index(&out.to);
+                let reply = agents[j].handle_request(now, out.envelope, &mut stores[j]);
+                refusals += usize::from(matches!(reply, PeerReply::Refused { .. }));
+                let me = agents[j].me().to_string();
+                agents[i].handle_reply(now, out.id, &me, reply, &mut stores[i]);
+            }
+        }
+    }
+    let read = |store: &mut Worker, key: &Bytes| store.value(key).and_then(|v| v.read(false));
+    for owner in [1, 2] {
+        assert_eq!(
+            read(&mut stores[owner], &counter).and_then(|r| r.as_counter()),
+            Some(1),
+            "n{owner} merged the counter"
+        );
+        assert_eq!(read(&mut stores[owner], &custom), None, "n{owner} refused");
+    }
+    assert_eq!(
+        read(&mut stores[0], &custom).map(|r| r.custom::<Most>().unwrap()),
+        Some(Most {
+            most: calm_lattice::Max::new(7)
+        }),
+        "the sender keeps what no owner took"
+    );
+    assert!(refusals >= 2, "both owners refused ({refusals} refusals)");
+    assert!(
+        custom_sent > 4,
+        "the refused value is sent again ({custom_sent} times)"
+    );
+}
