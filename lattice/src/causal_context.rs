@@ -41,78 +41,48 @@ impl Dot {
 /// assert_eq!(cc.next_dot(r), Dot::new(r, 3));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(from = "CausalContextParts"))]
-pub struct CausalContext {
-    /// Per replica, every dot `1..=n` has been seen. Replicas at 0 are absent.
-    prefix: VecMap<ReplicaId, u64>,
-    /// Dots seen beyond their replica's prefix, never `prefix + 1` (that would be compacted).
-    cloud: Cloud,
+pub struct CausalContext(Repr);
+
+/// A context's dots: per replica a prefix `1..=n` (replicas at 0 absent), and the dots
+/// seen beyond their replica's prefix, never `prefix + 1` (that would be compacted). Dots
+/// out of order are rare, so the usual context is its prefix alone (24 bytes, in every
+/// value of a store), and the others keep both behind a pointer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Repr {
+    /// No dot out of order.
+    Prefix(VecMap<ReplicaId, u64>),
+    /// A prefix and a cloud of dots out of order (never empty).
+    Clouded(Box<(VecMap<ReplicaId, u64>, BTreeSet<Dot>)>),
 }
 
-/// The dots seen out of order: almost always none, so a context holds a pointer for them
-/// (8 bytes, not a set's 24) and allocates only when there are some. Never an empty set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(from = "BTreeSet<Dot>", into = "BTreeSet<Dot>")
-)]
-// The point of the box: a thin pointer where a set would take 24 bytes.
-#[allow(clippy::box_collection)]
-struct Cloud(Option<Box<BTreeSet<Dot>>>);
-
-impl From<BTreeSet<Dot>> for Cloud {
-    fn from(dots: BTreeSet<Dot>) -> Cloud {
-        Cloud((!dots.is_empty()).then(|| Box::new(dots)))
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Prefix(VecMap::new())
     }
 }
 
-impl From<Cloud> for BTreeSet<Dot> {
-    fn from(cloud: Cloud) -> BTreeSet<Dot> {
-        cloud.0.map(|b| *b).unwrap_or_default()
-    }
-}
+/// The cloud of a context with none.
+static NO_CLOUD: BTreeSet<Dot> = BTreeSet::new();
 
-impl Cloud {
-    fn contains(&self, dot: &Dot) -> bool {
-        self.0.as_ref().is_some_and(|s| s.contains(dot))
-    }
-
-    fn insert(&mut self, dot: Dot) -> bool {
-        self.0.get_or_insert_default().insert(dot)
-    }
-
-    fn iter(&self) -> impl DoubleEndedIterator<Item = &Dot> {
-        self.0.iter().flat_map(|s| s.iter())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    /// The last dot of `replica`'s.
-    fn last_of(&self, replica: ReplicaId) -> Option<&Dot> {
-        let set = self.0.as_ref()?;
-        set.range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
-            .next_back()
-    }
-
-    fn retain(&mut self, keep: impl FnMut(&Dot) -> bool) {
-        if let Some(set) = &mut self.0 {
-            set.retain(keep);
-            if set.is_empty() {
-                self.0 = None;
-            }
+#[cfg(feature = "serde")]
+impl serde::Serialize for CausalContext {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The form a context always had: its prefix, then its cloud.
+        #[derive(serde::Serialize)]
+        #[serde(rename = "CausalContext")]
+        struct Parts<'a> {
+            prefix: &'a VecMap<ReplicaId, u64>,
+            cloud: &'a BTreeSet<Dot>,
         }
-    }
-}
-
-impl IntoIterator for Cloud {
-    type Item = Dot;
-    type IntoIter = std::collections::btree_set::IntoIter<Dot>;
-    fn into_iter(self) -> Self::IntoIter {
-        BTreeSet::from(self).into_iter()
+        serde::Serialize::serialize(
+            &Parts {
+                prefix: self.prefix(),
+                cloud: self.cloud(),
+            },
+            s,
+        )
     }
 }
 
@@ -128,14 +98,13 @@ struct CausalContextParts {
 #[cfg(feature = "serde")]
 impl From<CausalContextParts> for CausalContext {
     fn from(parts: CausalContextParts) -> Self {
-        let mut cc = CausalContext {
-            prefix: parts.prefix.into_iter().filter(|(_, n)| *n > 0).collect(),
-            cloud: Cloud::from(
-                (parts.cloud.into_iter())
-                    .filter(|d| d.counter > 0)
-                    .collect::<BTreeSet<Dot>>(),
-            ),
-        };
+        let prefix = parts.prefix.into_iter().filter(|(_, n)| *n > 0).collect();
+        let cloud: BTreeSet<Dot> = parts.cloud.into_iter().filter(|d| d.counter > 0).collect();
+        let mut cc = CausalContext(if cloud.is_empty() {
+            Repr::Prefix(prefix)
+        } else {
+            Repr::Clouded(Box::new((prefix, cloud)))
+        });
         cc.compact();
         cc
     }
@@ -144,11 +113,12 @@ impl From<CausalContextParts> for CausalContext {
 impl CausalContext {
     /// A context holding exactly `dots`.
     pub fn from_dots(dots: impl IntoIterator<Item = Dot>) -> Self {
+        let cloud: BTreeSet<Dot> = dots.into_iter().filter(|d| d.counter > 0).collect();
         let mut cc = CausalContext::default();
-        for dot in dots.into_iter().filter(|d| d.counter > 0) {
-            cc.cloud.insert(dot);
+        if !cloud.is_empty() {
+            cc.0 = Repr::Clouded(Box::new((VecMap::new(), cloud)));
+            cc.compact();
         }
-        cc.compact();
         cc
     }
 
@@ -162,28 +132,27 @@ impl CausalContext {
     /// assert_eq!(cc.only_prefix(), Some((r, 3)));
     /// ```
     pub fn up_to(replica: ReplicaId, n: u64) -> Self {
-        CausalContext {
-            prefix: if n == 0 {
-                VecMap::new()
-            } else {
-                VecMap::from([(replica, n)])
-            },
-            cloud: Cloud::default(),
-        }
+        CausalContext(Repr::Prefix(if n == 0 {
+            VecMap::new()
+        } else {
+            VecMap::from([(replica, n)])
+        }))
     }
 
     /// `Some((replica, n))` when this context is exactly [`up_to(replica, n)`](Self::up_to)
     /// with `n > 0`: one replica's dots, all of them from the first.
     pub fn only_prefix(&self) -> Option<(ReplicaId, u64)> {
-        if !self.cloud.is_empty() || self.prefix.len() != 1 {
-            return None;
+        match &self.0 {
+            Repr::Prefix(prefix) if prefix.len() == 1 => {
+                prefix.iter().next().map(|(&r, &n)| (r, n))
+            }
+            _ => None,
         }
-        self.prefix.iter().next().map(|(&r, &n)| (r, n))
     }
 
     /// Whether `dot` has been seen.
     pub fn contains(&self, dot: &Dot) -> bool {
-        dot.counter <= self.prefix_of(dot.replica) || self.cloud.contains(dot)
+        dot.counter <= self.prefix_of(dot.replica) || self.cloud().contains(dot)
     }
 
     /// Records `dot` as seen; returns whether it was new.
@@ -191,7 +160,12 @@ impl CausalContext {
         if dot.counter == 0 || self.contains(&dot) {
             return false;
         }
-        self.cloud.insert(dot);
+        if dot.counter == self.prefix_of(dot.replica) + 1 {
+            // The next of its replica's: the prefix grows, nothing goes to the cloud.
+            *self.prefix_mut().get_or_insert_with(dot.replica, || 0) += 1;
+        } else {
+            self.cloud_mut().insert(dot);
+        }
         self.compact();
         true
     }
@@ -204,7 +178,10 @@ impl CausalContext {
 
     /// The next dot `replica` should use for a new write.
     pub fn next_dot(&self, replica: ReplicaId) -> Dot {
-        let in_cloud = self.cloud.last_of(replica).map_or(0, |d| d.counter);
+        let in_cloud = (self.cloud())
+            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
+            .next_back()
+            .map_or(0, |d| d.counter);
         Dot::new(
             replica,
             self.prefix_of(replica).max(in_cloud).saturating_add(1),
@@ -214,21 +191,57 @@ impl CausalContext {
     /// Every dot seen, replica by replica. Its length is the number of writes ever seen, so
     /// this is for small contexts and tests.
     pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
-        self.prefix
+        self.prefix()
             .iter()
             .flat_map(|(&r, &n)| (1..=n).map(move |c| Dot::new(r, c)))
-            .chain(self.cloud.iter().copied())
+            .chain(self.cloud().iter().copied())
     }
 
     fn prefix_of(&self, replica: ReplicaId) -> u64 {
-        self.prefix.get(&replica).copied().unwrap_or(0)
+        self.prefix().get(&replica).copied().unwrap_or(0)
     }
 
-    /// Restores the canonical form: cloud dots covered by or adjacent to the prefix move in.
+    fn prefix(&self) -> &VecMap<ReplicaId, u64> {
+        match &self.0 {
+            Repr::Prefix(prefix) => prefix,
+            Repr::Clouded(both) => &both.0,
+        }
+    }
+
+    fn prefix_mut(&mut self) -> &mut VecMap<ReplicaId, u64> {
+        match &mut self.0 {
+            Repr::Prefix(prefix) => prefix,
+            Repr::Clouded(both) => &mut both.0,
+        }
+    }
+
+    fn cloud(&self) -> &BTreeSet<Dot> {
+        match &self.0 {
+            Repr::Prefix(_) => &NO_CLOUD,
+            Repr::Clouded(both) => &both.1,
+        }
+    }
+
+    /// The cloud, to add to ([`compact`](Self::compact) restores the form after).
+    fn cloud_mut(&mut self) -> &mut BTreeSet<Dot> {
+        if let Repr::Prefix(prefix) = &mut self.0 {
+            self.0 = Repr::Clouded(Box::new((std::mem::take(prefix), BTreeSet::new())));
+        }
+        match &mut self.0 {
+            Repr::Clouded(both) => &mut both.1,
+            Repr::Prefix(_) => unreachable!("made clouded above"),
+        }
+    }
+
+    /// Restores the canonical form: cloud dots covered by or adjacent to the prefix move in,
+    /// and a context whose cloud is empty is its prefix alone.
     fn compact(&mut self) {
-        let prefix = &mut self.prefix;
+        let Repr::Clouded(both) = &mut self.0 else {
+            return;
+        };
+        let (prefix, cloud) = &mut **both;
         // BTreeSet::retain visits dots in order, so a run r:5, r:6, r:7 folds in one pass.
-        self.cloud.retain(|dot| {
+        cloud.retain(|dot| {
             let n = prefix.get_or_insert_with(dot.replica, || 0);
             let keep = if dot.counter <= *n {
                 false
@@ -243,22 +256,32 @@ impl CausalContext {
             }
             keep
         });
+        if cloud.is_empty()
+            && let Repr::Clouded(both) = std::mem::take(&mut self.0)
+        {
+            self.0 = Repr::Prefix(both.0);
+        }
     }
 }
 
 impl Merge for CausalContext {
     fn merge(&mut self, other: Self) -> bool {
         let mut changed = false;
-        for (r, n) in other.prefix {
-            let mine = self.prefix.get_or_insert_with(r, || 0);
-            if n > *mine {
-                *mine = n;
+        let (prefix, cloud) = match other.0 {
+            Repr::Prefix(prefix) => (prefix, BTreeSet::new()),
+            Repr::Clouded(both) => *both,
+        };
+        let mine = self.prefix_mut();
+        for (r, n) in prefix {
+            let m = mine.get_or_insert_with(r, || 0);
+            if n > *m {
+                *m = n;
                 changed = true;
             }
         }
-        for dot in other.cloud {
+        for dot in cloud {
             if !self.contains(&dot) {
-                self.cloud.insert(dot);
+                self.cloud_mut().insert(dot);
                 changed = true;
             }
         }
@@ -271,8 +294,8 @@ impl PartialOrd for CausalContext {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         // Canonical form: `a`'s prefix for r is covered by `b` only through `b`'s prefix.
         let le = |a: &Self, b: &Self| {
-            a.prefix.iter().all(|(r, n)| *n <= b.prefix_of(*r))
-                && a.cloud.iter().all(|d| b.contains(d))
+            a.prefix().iter().all(|(r, n)| *n <= b.prefix_of(*r))
+                && a.cloud().iter().all(|d| b.contains(d))
         };
         match (le(self, other), le(other, self)) {
             (true, true) => Some(Ordering::Equal),
@@ -285,7 +308,7 @@ impl PartialOrd for CausalContext {
 
 impl IsBot for CausalContext {
     fn is_bot(&self) -> bool {
-        self.prefix.is_empty() && self.cloud.is_empty()
+        self.prefix().is_empty() && self.cloud().is_empty()
     }
 }
 

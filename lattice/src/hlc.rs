@@ -1,6 +1,7 @@
 //! Hybrid logical clocks: timestamps that follow physical time yet never go backwards.
 
 use std::cmp::Ordering;
+use std::num::NonZeroU64;
 
 use crate::{Atomize, IsBot, IsTop, Merge};
 
@@ -22,49 +23,95 @@ use crate::{Atomize, IsBot, IsTop, Merge};
 /// assert!(Hlc::new(999, 50) < t);
 /// assert_eq!((t.wall_ms(), t.logical()), (1_000, 3));
 /// ```
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
     serde(try_from = "HlcParts", into = "HlcParts")
 )]
-pub struct Hlc(u64);
+// The milliseconds and the counter packed in one `u64` (milliseconds above), held
+// complemented so that it is never zero: `Option<Hlc>`, and an optional register holding
+// a stamp, take no more room than the timestamp (a register's bottom is `None`). The one
+// packing that would complement to zero, the last millisecond's last count, is never made.
+pub struct Hlc(NonZeroU64);
+
+impl Default for Hlc {
+    fn default() -> Self {
+        Hlc::ZERO
+    }
+}
+
+impl PartialOrd for Hlc {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Hlc {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.packed().cmp(&other.packed())
+    }
+}
 
 /// The bits of an [`Hlc`] that hold the logical counter.
 const LOGICAL_BITS: u32 = 16;
 
 impl Hlc {
     /// The zero timestamp (bottom).
-    pub const ZERO: Hlc = Hlc(0);
+    pub const ZERO: Hlc = Hlc::from_packed(0);
+
+    /// The latest timestamp: the last millisecond, its counter at `u16::MAX - 1` (its last
+    /// count is never used).
+    const TOP: u64 = u64::MAX - 1;
 
     /// The latest physical time a timestamp holds: 2^48 - 1 milliseconds after the epoch.
     pub const MAX_WALL_MS: u64 = (1 << (64 - LOGICAL_BITS)) - 1;
 
-    /// A timestamp from its parts; a `wall_ms` beyond [`Hlc::MAX_WALL_MS`] is taken as it.
+    /// A timestamp from its parts; a `wall_ms` beyond [`Hlc::MAX_WALL_MS`] is taken as it
+    /// (and at that millisecond, a `logical` of `u16::MAX` as `u16::MAX - 1`).
     pub const fn new(wall_ms: u64, logical: u16) -> Self {
         let wall_ms = if wall_ms > Self::MAX_WALL_MS {
             Self::MAX_WALL_MS
         } else {
             wall_ms
         };
-        Hlc((wall_ms << LOGICAL_BITS) | logical as u64)
+        Hlc::from_packed((wall_ms << LOGICAL_BITS) | logical as u64)
+    }
+
+    /// The timestamp packed as `packed` (at most [`Hlc::TOP`]).
+    const fn from_packed(packed: u64) -> Hlc {
+        let packed = if packed > Self::TOP {
+            Self::TOP
+        } else {
+            packed
+        };
+        match NonZeroU64::new(!packed) {
+            Some(complement) => Hlc(complement),
+            // `!packed` is at least 1 for every packing up to `TOP`.
+            None => Hlc(NonZeroU64::MAX),
+        }
+    }
+
+    /// The milliseconds above the counter.
+    const fn packed(self) -> u64 {
+        !self.0.get()
     }
 
     /// Physical time in milliseconds (since the Unix epoch, by convention).
     pub const fn wall_ms(self) -> u64 {
-        self.0 >> LOGICAL_BITS
+        self.packed() >> LOGICAL_BITS
     }
 
     /// Orders events that share [`wall_ms`](Hlc::wall_ms).
     pub const fn logical(self) -> u16 {
-        self.0 as u16
+        self.packed() as u16
     }
 
     /// The next timestamp after this one within the same millisecond, or the first of the
     /// next millisecond when the logical counter is exhausted (the same step, as the
     /// millisecond sits just above the counter).
     fn successor(self) -> Hlc {
-        Hlc(self.0.saturating_add(1))
+        Hlc::from_packed(self.packed().saturating_add(1))
     }
 }
 
@@ -110,11 +157,12 @@ impl std::fmt::Display for HlcOutOfRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "timestamp out of range: {} ms (at most {}) and logical counter {} (at most {})",
+            "timestamp out of range: {} ms (at most {}) and logical counter {} (at most {}, and {} at the last millisecond)",
             self.wall_ms,
             Hlc::MAX_WALL_MS,
             self.logical,
-            u16::MAX
+            u16::MAX,
+            u16::MAX - 1
         )
     }
 }
@@ -127,7 +175,10 @@ impl TryFrom<HlcParts> for Hlc {
 
     fn try_from(parts: HlcParts) -> Result<Self, Self::Error> {
         match u16::try_from(parts.logical) {
-            Ok(logical) if parts.wall_ms <= Hlc::MAX_WALL_MS => {
+            Ok(logical)
+                if parts.wall_ms < Hlc::MAX_WALL_MS
+                    || (parts.wall_ms == Hlc::MAX_WALL_MS && logical < u16::MAX) =>
+            {
                 Ok(Hlc::new(parts.wall_ms, logical))
             }
             _ => Err(HlcOutOfRange {
@@ -157,7 +208,7 @@ impl IsBot for Hlc {
 
 impl IsTop for Hlc {
     fn is_top(&self) -> bool {
-        self.0 == u64::MAX
+        self.packed() == Hlc::TOP
     }
 }
 

@@ -954,13 +954,17 @@ fn encoded_len(record: &impl Serialize) -> usize {
 mod test {
     use super::*;
 
-    /// Every key in memory is one entry of these sizes: the 64-byte value (its largest
-    /// common variants, a register with its 16-byte stamp and an observed-remove map, are
-    /// 56) and 16 bytes of bookkeeping beside the 24-byte key.
+    /// Every key in memory is one entry of these sizes: the 56-byte value (its largest
+    /// common variants are 48: a register, its 16-byte stamp and its bytes, the stamp's
+    /// niche marking the empty register; an observed-remove map, its 24-byte causal context
+    /// and its entries) and 16 bytes of bookkeeping beside the 24-byte key.
     #[test]
-    fn an_entry_is_104_bytes() {
-        assert_eq!(std::mem::size_of::<Value>(), 64);
-        assert_eq!(std::mem::size_of::<Hot>(), 80);
-        assert_eq!(std::mem::size_of::<(Key, Hot)>(), 104);
+    fn an_entry_is_96_bytes() {
+        use calm_lattice::{CausalContext, Lww};
+        assert_eq!(std::mem::size_of::<Lww<Option<Bytes>>>(), 48);
+        assert_eq!(std::mem::size_of::<CausalContext>(), 24);
+        assert_eq!(std::mem::size_of::<Value>(), 56);
+        assert_eq!(std::mem::size_of::<Hot>(), 72);
+        assert_eq!(std::mem::size_of::<(Key, Hot)>(), 96);
     }
 }
