@@ -68,10 +68,23 @@ impl Counter {
         }
     }
 
+    /// The cell this counter is, taken out of it.
+    fn into_cell(self) -> Resettable<PNCounter> {
+        match self.0 {
+            Form::Full(cell) => *cell,
+            Form::Lone { .. } => self.to_cell(),
+        }
+    }
+
     /// The counter holding `cell`, in the entry when it can be.
     pub fn from_cell(cell: Resettable<PNCounter>) -> Counter {
-        if cell == Resettable::default() {
-            return Counter::default();
+        Counter::lone_of(&cell).unwrap_or_else(|| Counter(Form::Full(Box::new(cell))))
+    }
+
+    /// `cell` held in the entry, if it can be.
+    fn lone_of(cell: &Resettable<PNCounter>) -> Option<Counter> {
+        if *cell == Resettable::default() {
+            return Some(Counter::default());
         }
         if let Some((replica, writes)) = cell.context().only_prefix() {
             let mut writes_of = cell.writes_of(&());
@@ -86,22 +99,35 @@ impl Counter {
                 });
                 // Held so only if it is exactly this cell (no other replica's counts, no
                 // count of 0 recorded).
-                if lone.to_cell() == cell {
-                    return lone;
+                if lone.to_cell() == *cell {
+                    return Some(lone);
                 }
             }
         }
-        Counter(Form::Full(Box::new(cell)))
+        None
     }
 
-    /// Changes the cell with `change` (as `replica`'s write); returns the delta.
+    /// Changes the cell with `change` (as `replica`'s write); returns the delta. A cell
+    /// behind its pointer is changed there, then held in the entry if it now can be.
     fn update(
         &mut self,
         change: impl FnOnce(&mut Resettable<PNCounter>) -> Resettable<PNCounter>,
     ) -> Counter {
-        let mut cell = self.to_cell();
-        let delta = change(&mut cell);
-        *self = Counter::from_cell(cell);
+        let delta = match &mut self.0 {
+            Form::Full(cell) => {
+                let delta = change(cell);
+                if let Some(lone) = Counter::lone_of(cell) {
+                    *self = lone;
+                }
+                delta
+            }
+            Form::Lone { .. } => {
+                let mut cell = self.to_cell();
+                let delta = change(&mut cell);
+                *self = Counter::from_cell(cell);
+                delta
+            }
+        };
         Counter::from_cell(delta)
     }
 
@@ -152,7 +178,7 @@ impl Counter {
 
 impl Merge for Counter {
     fn merge(&mut self, other: Self) -> bool {
-        if let (Form::Lone { writes: 0, .. }, _) = (&self.0, &other.0) {
+        if let Form::Lone { writes: 0, .. } = self.0 {
             let changed = other != *self;
             *self = other;
             return changed;
@@ -160,12 +186,23 @@ impl Merge for Counter {
         if let Form::Lone { writes: 0, .. } = other.0 {
             return false;
         }
-        let mut cell = self.to_cell();
-        let changed = cell.merge(other.to_cell());
-        if changed {
-            *self = Counter::from_cell(cell);
+        match &mut self.0 {
+            Form::Full(cell) => {
+                let changed = cell.merge(other.into_cell());
+                if changed && let Some(lone) = Counter::lone_of(cell) {
+                    *self = lone;
+                }
+                changed
+            }
+            Form::Lone { .. } => {
+                let mut cell = self.to_cell();
+                let changed = cell.merge(other.into_cell());
+                if changed {
+                    *self = Counter::from_cell(cell);
+                }
+                changed
+            }
         }
-        changed
     }
 }
 
