@@ -735,7 +735,8 @@ impl Write {
     /// Whether applying this write twice has the effect of applying it once, so a write
     /// whose outcome is unknown (a lost connection, a timeout) may be sent again: writes
     /// that set or remove (registers, set members, hash fields, scores, the maximum, a
-    /// priority offer, causal registers, a list element set by index, a merged value). Writes that add to what is there
+    /// priority offer, causal registers, a list element set by index) and merges (a whole
+    /// value, a value of an application's kind). Writes that add to what is there
     /// (counter, hash-field and score increments) or change a list by position or count
     /// would apply twice. See [`RETRY_ADVICE`].
     pub fn is_idempotent(&self) -> bool {

@@ -307,7 +307,7 @@ impl Worker {
         }
     }
 
-    fn write(&mut self, now_ms: u64, key: Bytes, write: Write) -> OpResult {
+    fn write(&mut self, now_ms: u64, key: Bytes, mut write: Write) -> OpResult {
         let len = write.payload_len();
         if len > self.config.max_value_bytes {
             return Err(OpError::ValueTooLarge {
@@ -315,7 +315,6 @@ impl Worker {
                 max: self.config.max_value_bytes,
             });
         }
-        let mut write = write;
         self.kinds.admit_write(&mut write)?;
         // Removing members or fields from a key that does not exist (or was deleted)
         // changes nothing, and must not create the key.
