@@ -12,10 +12,10 @@
 //! with the kind later takes it).
 //!
 //! A write merges a value of the type into the key (a delta or a whole state: merging is
-//! idempotent, so a write is safe to send again). A delete starts the key afresh: it
-//! replaces what was there as a new [generation](super#expiry) does, so a write
-//! concurrent with a delete (made on a replica that had not seen it) is dropped, as a
-//! last-writer-wins overwrite drops the writes it follows.
+//! idempotent, so a write is safe to send again). A delete starts the key afresh, as a
+//! new [generation](super) of a key does: a write concurrent with the delete (made on a
+//! replica that had not seen it) is dropped, as a last-writer-wins overwrite drops the
+//! writes it follows.
 
 use std::any::TypeId;
 use std::collections::BTreeMap;
