@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use calm::kvs::Ack;
 use calm_bench::failures::{FailuresConfig, check, run_load};
 use common::{Up, free_base_port, free_tcp_base_port, signal};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const NODES: u16 = 3;
 
@@ -27,7 +27,7 @@ fn start(data: &std::path::Path, base: u16, resp: u16, extra: &[&str]) -> Up {
 }
 
 /// Kills a random running node with SIGKILL; returns which, if one was running.
-fn kill_one(up: &Up, rng: &mut impl Rng) -> Option<usize> {
+fn kill_one(up: &Up, rng: &mut impl RngExt) -> Option<usize> {
     let first = rng.random_range(0..NODES as usize);
     (0..NODES as usize)
         .map(|k| (first + k) % NODES as usize)

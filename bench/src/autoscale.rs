@@ -16,7 +16,7 @@ use calm_kvs::policy::PolicyConfig;
 use calm_kvs::resp::RespConfig;
 use calm_kvs::{Client, ClusterClient, NodeConfig, Store};
 use hdrhistogram::Histogram;
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 /// One second of the timeline.

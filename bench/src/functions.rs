@@ -409,7 +409,7 @@ pub async fn locality(
             .sum();
         let warm = arrays * 2;
         for i in 0..warm + calls {
-            let a = rand::Rng::random_range(&mut rng, 0..arrays);
+            let a = rand::RngExt::random_range(&mut rng, 0..arrays);
             let entry = (i % 3) as usize;
             let started = Instant::now();
             three
@@ -574,7 +574,7 @@ pub async fn retwis(rounds: u64) -> Result<RetwisReport, String> {
         for i in 0..rounds {
             let tweet = Bytes::from(format!("{}:tweet:{i}", consistency.name()));
             let reply = Bytes::from(format!("{}:reply:{i}", consistency.name()));
-            let reader = rand::Rng::random_range(&mut rng, 0..3usize);
+            let reader = rand::RngExt::random_range(&mut rng, 0..3usize);
             let timeline = |node: usize| {
                 let request = CallRequest {
                     dag: DagSpec::Named("timeline".into()),

@@ -9,7 +9,7 @@
 use calm_lattice::{Merge, OrMap, PNCounter, ReplicaId};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// The cart every replica holds.
 pub type Cart = OrMap<String, PNCounter>;

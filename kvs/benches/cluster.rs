@@ -19,7 +19,7 @@ use calm_kvs::launch::{RunningNode, launch_local_cluster};
 use calm_kvs::{Ack, Client, ClusterClient, Op, OpResult, Write};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const KEYS: usize = 10_000;
 

@@ -20,7 +20,7 @@ use calm_kvs::storage::Durability;
 use calm_kvs::{EmbeddedStore, NodeConfig, Op, Store, Write};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 const THREADS: usize = 2;

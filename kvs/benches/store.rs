@@ -23,7 +23,7 @@ use calm_kvs::server::Server;
 use calm_kvs::{Client, EmbeddedStore, NodeConfig, Op, Store, Write, tls};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 const KEYS: usize = 100_000;

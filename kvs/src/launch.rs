@@ -9,6 +9,7 @@ use crate::cluster::ClusterConfig;
 use crate::cluster_runtime::{Cluster, Peers};
 use crate::error::KvsError;
 use crate::node::{Node, NodeConfig};
+#[cfg(feature = "resp")]
 use crate::resp::{RespConfig, RespServer};
 use crate::server::Server;
 use crate::tls::{self, CaFiles, CertFiles, Credentials};
@@ -33,9 +34,11 @@ pub struct NodeLaunch {
     /// (the CA's key is then not needed: with cert-manager, say). Default: issued from the
     /// data dir's CA, created if absent.
     pub cert: Option<Credentials>,
-    /// Where to listen for Redis clients (RESP over TCP), if at all.
+    /// Where to listen for Redis clients (RESP over TCP), if at all (feature `resp`).
+    #[cfg(feature = "resp")]
     pub resp: Option<SocketAddr>,
     /// The RESP front-end's settings (password).
+    #[cfg(feature = "resp")]
     pub resp_config: RespConfig,
 }
 
@@ -76,7 +79,9 @@ impl NodeLaunch {
             cluster: ClusterConfig::default(),
             data_dir,
             cert: None,
+            #[cfg(feature = "resp")]
             resp: None,
+            #[cfg(feature = "resp")]
             resp_config: RespConfig::default(),
         }
     }
@@ -106,7 +111,8 @@ pub struct RunningNode {
     pub ca: CaFiles,
     /// The node's own certificate and key.
     pub cert: CertFiles,
-    /// The RESP listener, when asked for.
+    /// The RESP listener, when asked for (feature `resp`).
+    #[cfg(feature = "resp")]
     pub resp: Option<RespServer>,
 }
 
@@ -173,19 +179,22 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         tokio::runtime::Handle::current(),
     )?;
     let server = bound.serve(node.clone(), Some(cluster.clone()));
-    let mut resp_config = l.resp_config;
-    if let crate::resp::RespTls::NodeCertificate = resp_config.tls {
-        resp_config.tls = crate::resp::RespTls::Config(tls::resp_server_config(&creds)?);
-    }
-    let resp = match l.resp {
-        Some(addr) => Some(RespServer::start(
-            addr,
-            node.clone(),
-            Some(cluster.clone()),
-            resp_config,
-            server.services().clone(),
-        )?),
-        None => None,
+    #[cfg(feature = "resp")]
+    let resp = {
+        let mut resp_config = l.resp_config;
+        if let crate::resp::RespTls::NodeCertificate = resp_config.tls {
+            resp_config.tls = crate::resp::RespTls::Config(tls::resp_server_config(&creds)?);
+        }
+        match l.resp {
+            Some(addr) => Some(RespServer::start(
+                addr,
+                node.clone(),
+                Some(cluster.clone()),
+                resp_config,
+                server.services().clone(),
+            )?),
+            None => None,
+        }
     };
     Ok(RunningNode {
         node,
@@ -195,6 +204,7 @@ pub fn launch(l: NodeLaunch) -> Result<RunningNode, KvsError> {
         advertised,
         ca,
         cert: creds.cert,
+        #[cfg(feature = "resp")]
         resp,
     })
 }
@@ -211,6 +221,7 @@ impl RunningNode {
 
     /// Leaves the cluster and stops.
     pub async fn stop(self) {
+        #[cfg(feature = "resp")]
         if let Some(resp) = self.resp {
             resp.shutdown();
         }
@@ -222,6 +233,7 @@ impl RunningNode {
 
     /// Stops at once, without leaving the cluster (as if the process ended).
     pub fn abort(self) {
+        #[cfg(feature = "resp")]
         if let Some(resp) = self.resp {
             resp.shutdown();
         }
@@ -426,7 +438,9 @@ async fn launch_nodes(
             },
             data_dir: dir.to_path_buf(),
             cert: None,
+            #[cfg(feature = "resp")]
             resp: None,
+            #[cfg(feature = "resp")]
             resp_config: RespConfig::default(),
         })?);
     }

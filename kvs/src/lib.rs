@@ -34,7 +34,7 @@
 //! - [`cluster`]: membership, failure detection, replication between nodes, anti-entropy
 //!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
 //! - [`storage`]: the write-ahead log, the disk tier, durability settings and recovery;
-//! - [`resp`]: the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
+//! - `resp` (feature `resp`): the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
 //!   memory; [`policy`]: the autoscaling policy's sans-IO core and the load lattice nodes
 //!   gossip; [`autoscale`]: the controller and provisioners that add and remove nodes;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
@@ -79,6 +79,7 @@ pub mod op;
 pub mod policy;
 pub mod protocol;
 pub mod request;
+#[cfg(feature = "resp")]
 pub mod resp;
 pub mod ring;
 pub mod server;

@@ -154,14 +154,22 @@ impl std::fmt::Display for Principal {
 /// against the cluster CA: this only reads the certificate. Node certificates issued
 /// before roles existed (no organizational unit, naming [`SERVER_NAME`]) count as nodes.
 pub fn principal(cert_der: &[u8]) -> Result<Principal, KvsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+    use x509_cert::der::Decode;
+    use x509_cert::der::oid::db::rfc4519::{COMMON_NAME, ORGANIZATIONAL_UNIT_NAME};
+    let cert = x509_cert::Certificate::from_der(cert_der)
         .map_err(|e| KvsError::Tls(format!("the peer's certificate cannot be read: {e}")))?;
-    let subject = cert.subject();
-    let first = |mut it: Box<
-        dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>> + '_,
-    >| { it.next().and_then(|a| a.as_str().ok()).map(str::to_owned) };
-    let name = first(Box::new(subject.iter_common_name())).unwrap_or_default();
-    let role = match first(Box::new(subject.iter_organizational_unit())).as_deref() {
+    let tbs = &cert.tbs_certificate;
+    // The first attribute of the subject with `oid` that is text.
+    let first = |oid| {
+        tbs.subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .filter(|a| a.oid == oid)
+            .find_map(|a| text(&a.value))
+    };
+    let name = first(COMMON_NAME).unwrap_or_default();
+    let role = match first(ORGANIZATIONAL_UNIT_NAME).as_deref() {
         Some(u) if u == Role::Node.unit() => Role::Node,
         Some(u) if u == Role::Client.unit() => Role::Client,
         Some(other) => {
@@ -170,16 +178,7 @@ pub fn principal(cert_der: &[u8]) -> Result<Principal, KvsError> {
             )));
         }
         None => {
-            let names_node = cert
-                .subject_alternative_name()
-                .ok()
-                .flatten()
-                .is_some_and(|san| {
-                    san.value.general_names.iter().any(|n| {
-                        matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == SERVER_NAME)
-                    })
-                });
-            if !names_node {
+            if !names_server(tbs) {
                 return Err(KvsError::Tls(format!(
                     "certificate of '{name}' names no role; issue it with calm ca issue --node or --client"
                 )));
@@ -188,6 +187,37 @@ pub fn principal(cert_der: &[u8]) -> Result<Principal, KvsError> {
         }
     };
     Ok(Principal { role, name })
+}
+
+/// An attribute's value as text, if it is one of the string types certificates use.
+fn text(value: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    use x509_cert::der::{Tag, Tagged};
+    let text = match value.tag() {
+        Tag::Utf8String => Utf8StringRef::try_from(value).ok()?.as_str(),
+        Tag::PrintableString => PrintableStringRef::try_from(value).ok()?.as_str(),
+        Tag::Ia5String => Ia5StringRef::try_from(value).ok()?.as_str(),
+        _ => return None,
+    };
+    Some(text.to_owned())
+}
+
+/// Whether the certificate's subject alternative names include [`SERVER_NAME`].
+fn names_server(tbs: &x509_cert::TbsCertificate) -> bool {
+    use x509_cert::der::Decode;
+    use x509_cert::der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    tbs.extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == SubjectAltName::OID)
+        .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+        .any(|san| {
+            san.0
+                .iter()
+                .any(|n| matches!(n, GeneralName::DnsName(d) if d.as_str() == SERVER_NAME))
+        })
 }
 
 fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> KvsError + '_ {
@@ -571,5 +601,39 @@ mod test {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown role 'admins'"), "{err}");
+    }
+
+    #[test]
+    fn names_and_roles_are_read_in_any_string_type_certificates_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(&dir.path().join("ca")).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            rcgen::DnValue::PrintableString("bob".try_into().unwrap()),
+        );
+        dn.push(
+            DnType::OrganizationalUnitName,
+            rcgen::DnValue::PrintableString(Role::Client.unit().try_into().unwrap()),
+        );
+        params.distinguished_name = dn;
+        let files = sign(&ca, params, "bob", &dir.path().join("bob")).unwrap();
+        assert_eq!(
+            principal(&der(&files)).unwrap(),
+            Principal {
+                role: Role::Client,
+                name: "bob".into()
+            }
+        );
+        // A certificate cut short, or with bytes after it, is refused with a reason.
+        let whole = der(&files);
+        for bad in [
+            &whole[..whole.len() / 2],
+            &[whole.as_slice(), &[0]].concat()[..],
+        ] {
+            let err = principal(bad).unwrap_err().to_string();
+            assert!(err.contains("cannot be read"), "{err}");
+        }
     }
 }

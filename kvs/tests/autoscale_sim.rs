@@ -24,7 +24,7 @@ use calm_kvs::cluster::{ClusterConfig, Factors, Status};
 use calm_kvs::policy::{Decision, HotRates, NodeSample, Policy, PolicyConfig};
 use calm_kvs::protocol::{Ack, Route};
 use calm_kvs::{Op, ReadValue, Value, Write};
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 use sim::history::History;
 use sim::{Cx, Faults, Msg, Network, Node, Storage, addr, index};

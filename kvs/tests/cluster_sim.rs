@@ -46,7 +46,7 @@ use calm_kvs::cluster::{ClusterConfig, ClusterView};
 use calm_kvs::coordinator::{Coordinator, Outcome, Target};
 use calm_kvs::protocol::{Ack, Route};
 use calm_kvs::{Op, OpError, OpResult, Reply, Value, Write};
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 use sim::history::{Acked, History};
 use sim::{Cx, Delivery, Faults, Msg, Network, Node, Storage, addr, index};

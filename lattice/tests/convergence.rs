@@ -13,7 +13,7 @@ use calm_lattice::{
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const REPLICAS: usize = 4;
 const OPS: usize = 60;

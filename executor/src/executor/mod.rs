@@ -18,7 +18,7 @@ use calm_kvs::service::{Service, ServiceFuture};
 use calm_kvs::tasks::join_all;
 use calm_kvs::value::Write;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 

@@ -3179,7 +3179,7 @@ fn finish_inner(f: Finish, r: &[OpResult], proto: u8) -> Result<Out, Out> {
                 Vec::new()
             } else if count >= 0 {
                 let n = usize::try_from(count).unwrap_or(usize::MAX);
-                items.choose_multiple(&mut rng, n).collect()
+                items.sample(&mut rng, n).collect()
             } else {
                 (0..count.unsigned_abs())
                     .filter_map(|_| items.choose(&mut rng))

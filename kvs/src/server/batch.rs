@@ -43,6 +43,7 @@ pub(super) async fn dispatch(
 
 /// Runs a batch as a client of this node would have it run (other front-ends use this):
 /// one result per operation, in order.
+#[cfg(feature = "resp")]
 pub(crate) async fn execute(service: &Arc<Backend>, ops: Vec<Op>, ack: Ack) -> Vec<OpResult> {
     let batch = start_batch(service, ops, ack, Route::Coordinate).await;
     finish_batch(service, batch).await

@@ -12,8 +12,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -21,7 +19,7 @@ use crate::acl::Access;
 use crate::cluster_runtime::Cluster;
 use crate::error::KvsError;
 use crate::node::Node;
-use crate::protocol::{RequestBody, Response, ResponseBody};
+use crate::protocol::{Response, ResponseBody};
 use crate::service::Services;
 use crate::tasks::now_ms;
 use crate::tls::{Principal, Role};
@@ -30,6 +28,7 @@ use crate::wire::{WireError, encode_frame};
 mod batch;
 mod stream;
 
+#[cfg(feature = "resp")]
 pub(crate) use batch::execute;
 use stream::serve_stream;
 
@@ -46,12 +45,13 @@ impl Backend {
     /// in order: this node's, and those of every other node that owns keys, asked at once.
     /// A node that does not answer is left out while fewer nodes than a key's replicas
     /// fail (every key then has an owner that answered); beyond that the listing could
-    /// miss keys, and is refused.
+    /// miss keys, and is refused. (The Redis port's `KEYS` and `SCAN`.)
+    #[cfg(feature = "resp")]
     pub(crate) async fn cluster_keys(
         &self,
         filter: &crate::op::KeyFilter,
-    ) -> Result<Vec<Bytes>, KvsError> {
-        let mut keys: std::collections::BTreeSet<Bytes> =
+    ) -> Result<Vec<bytes::Bytes>, KvsError> {
+        let mut keys: std::collections::BTreeSet<bytes::Bytes> =
             self.node.keys(filter).await?.into_iter().collect();
         let Some(cluster) = &self.cluster else {
             return Ok(keys.into_iter().collect());
@@ -60,7 +60,10 @@ impl Backend {
         let asks = view.nodes.values().filter(|a| **a != view.me).map(|addr| {
             let (peers, addr, filter) = (cluster.peers().clone(), addr.clone(), filter.clone());
             async move {
-                match peers.request(&addr, RequestBody::Keys(filter)).await {
+                match peers
+                    .request(&addr, crate::protocol::RequestBody::Keys(filter))
+                    .await
+                {
                     Ok(ResponseBody::Keys(Ok(keys))) => Ok(keys),
                     Ok(other) => Err(format!("{addr} answered {other:?}")),
                     Err(e) => Err(format!("{addr}: {e}")),

@@ -21,7 +21,7 @@ use calm_kvs::storage::{Durability, MemDisk, Quota, Quotas, StorageConfig, Tiere
 use calm_kvs::{HashRing, Worker, WorkerConfig};
 use calm_lattice::ReplicaId;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// The seeds to run: `CALM_SIM_SEED=N` replays one, `CALM_SIM_SEEDS=N` runs `0..N`, else
 /// `0..default`.
