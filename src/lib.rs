@@ -11,8 +11,8 @@
 //! | `cache` (feature `cache`) | `calm-cache` | per-node caches that keep keys next to functions |
 //! | `executor` (feature `executor`) | `calm-executor` | function executors, native and WebAssembly |
 //!
-//! The default features are the lattices and the store only; the command line is the
-//! `calm-cli` package.
+//! The default features are the lattices and the store only (feature `resp` adds the Redis
+//! port to the nodes an application launches); the command line is the `calm-cli` package.
 //!
 //! ```
 //! use calm::lattice::{Merge, Max};
