@@ -34,9 +34,10 @@
 //! - [`cluster`]: membership, failure detection, replication between nodes, anti-entropy
 //!   (the sans-IO [`ClusterAgent`](cluster::ClusterAgent) and its runtime);
 //! - [`storage`]: the write-ahead log, the disk tier, durability settings and recovery;
-//! - `resp` (feature `resp`): the Redis protocol front-end; [`hot_keys`]: per-key access frequency in fixed
-//!   memory; [`policy`]: the autoscaling policy's sans-IO core and the load lattice nodes
-//!   gossip; [`autoscale`]: the controller and provisioners that add and remove nodes;
+//! - `resp` (feature `resp`): the Redis protocol front-end; [`hot_keys`]: per-key access
+//!   frequency in fixed memory; [`policy`]: the autoscaling policy's sans-IO core and the
+//!   load lattice nodes gossip; [`autoscale`]: the controller and provisioners that add and
+//!   remove nodes;
 //! - [`launch`]: a whole node in one call; [`server`]: the QUIC listener; [`service`]:
 //!   other request handlers a node serves (function executors); [`subscribe`]: pushes of
 //!   changed keys to the caches that hold them;
